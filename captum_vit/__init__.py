@@ -1,0 +1,23 @@
+"""captum_vit: explainability methods of the Vision-Transformer literature as
+Captum attributions, running on stock timm, Hugging Face and torchvision ViTs.
+"""
+
+__version__ = "0.1.0"
+
+from . import adapters  # noqa: E402
+from .attr import (  # noqa: E402
+    AttentionRollout,
+    GenericAttention,
+    GradSAM,
+    RawAttention,
+    ViTAttribution,
+)
+
+__all__ = [
+    "adapters",
+    "ViTAttribution",
+    "RawAttention",
+    "AttentionRollout",
+    "GradSAM",
+    "GenericAttention",
+]

@@ -1,0 +1,311 @@
+"""The adapter interface: what a method may ask of a Vision Transformer.
+
+An adapter wraps one *stock* model (timm, Hugging Face ``transformers`` or
+torchvision) and answers the questions every ViT explanation method asks:
+how many prefix tokens, which patch grid, which blocks and heads. Inside
+:meth:`ViTAdapter.trace` it replaces, **per instance and only for the duration
+of the context**, the ``forward`` of every transformer block and attention
+module by an explicit implementation that computes the same function but
+routes the attention core and the two residual additions through a
+:class:`Tracer`. A tracer records attention probabilities, values and block
+inputs/outputs, and can add a bias or a mask to the pre-softmax scores; the
+LRP engine subclasses it to attach relevance rules to the matmuls, the softmax
+and the residual adds.
+
+Nothing is changed on the model's classes; on exit every instance attribute
+that was set is removed again (or restored, if the user had set one), also when
+the body raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Tracer", "ViTAdapter", "BlockParts", "UnsupportedModelError"]
+
+
+class UnsupportedModelError(TypeError):
+    """Raised when no adapter knows the model's family."""
+
+
+ScoreHook = Callable[[int, Tensor], Tensor]
+
+
+class Tracer:
+    r"""Hooks that an adapter's explicit forward calls; records what methods need.
+
+    The default implementation computes plain scaled-dot-product attention
+
+    .. math::
+        A = \mathrm{softmax}\!\left(s\,QK^\top + M\right), \qquad O = A V
+
+    and plain residual sums. Set the ``keep_*`` flags to record tensors (they
+    stay in the autograd graph, so gradients with respect to them can be taken
+    with :func:`torch.autograd.grad`).
+
+    Args:
+        keep_attention (bool, optional): record post-softmax attention
+            probabilities ``A`` of shape ``(B, heads, N, N)`` per layer.
+            Default: True
+        keep_values (bool, optional): record values ``V`` ``(B, heads, N, d)``.
+            Default: False
+        keep_scores (bool, optional): record pre-softmax scores (after the
+            scale, mask and ``score_hook``). Default: False
+        keep_blocks (bool, optional): record each block's input and output
+            tokens ``(B, N, D)``. Default: False
+        score_hook (callable, optional): ``score_hook(layer, scores) ->
+            scores`` applied to the scaled pre-softmax scores of every layer;
+            use it to add a bias or a ``-inf`` mask (ATMAN, ViT Shapley).
+            Default: None
+    """
+
+    def __init__(
+        self,
+        keep_attention: bool = True,
+        keep_values: bool = False,
+        keep_scores: bool = False,
+        keep_blocks: bool = False,
+        score_hook: Optional[ScoreHook] = None,
+    ) -> None:
+        self.keep_attention = keep_attention
+        self.keep_values = keep_values
+        self.keep_scores = keep_scores
+        self.keep_blocks = keep_blocks
+        self.score_hook = score_hook
+        self.attentions: Dict[int, Tensor] = {}
+        self.values: Dict[int, Tensor] = {}
+        self.scores: Dict[int, Tensor] = {}
+        self.block_inputs: Dict[int, Tensor] = {}
+        self.block_outputs: Dict[int, Tensor] = {}
+
+    # ----------------------------------------------------------- attention core
+    def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
+        """Scaled scores ``scale * q @ k^T`` of shape ``(B, H, N, N)``."""
+        return (q * scale) @ k.transpose(-2, -1)
+
+    def softmax(self, layer: int, scores: Tensor) -> Tensor:
+        """Softmax over keys, computed in float32 at least (as HF does)."""
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            return scores.float().softmax(dim=-1).to(scores.dtype)
+        return scores.softmax(dim=-1)
+
+    def av(self, layer: int, attn: Tensor, v: Tensor) -> Tensor:
+        """Attention output ``attn @ v`` of shape ``(B, H, N, d)``."""
+        return attn @ v
+
+    def attention(
+        self,
+        layer: int,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor] = None,
+        dropout: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Tensor:
+        """The whole attention core; adapters call this once per layer."""
+        scores = self.qk(layer, q, k, scale)
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            else:
+                scores = scores + mask
+        if self.score_hook is not None:
+            scores = self.score_hook(layer, scores)
+        if self.keep_scores:
+            self.scores[layer] = scores
+        attn = self.softmax(layer, scores)
+        if self.keep_attention:
+            self.attentions[layer] = attn
+        if self.keep_values:
+            self.values[layer] = v
+        if dropout is not None:
+            attn = dropout(attn)
+        return self.av(layer, attn, v)
+
+    # ------------------------------------------------------------ block level
+    def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
+        """Residual sum ``x + branch``; ``index`` 0 after attention, 1 after MLP."""
+        return x + branch
+
+    def block_input(self, layer: int, x: Tensor) -> Tensor:
+        if self.keep_blocks:
+            self.block_inputs[layer] = x
+        return x
+
+    def block_output(self, layer: int, x: Tensor) -> Tensor:
+        if self.keep_blocks:
+            self.block_outputs[layer] = x
+        return x
+
+    # --------------------------------------------------------------- helpers
+    def attention_list(self) -> List[Tensor]:
+        """Recorded attention probabilities ordered by layer."""
+        return [self.attentions[i] for i in sorted(self.attentions)]
+
+
+class BlockParts:
+    """The modules of one pre-norm transformer block, named by role.
+
+    ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
+    (Hugging Face). ``mlp`` lists the MLP's modules in call order.
+    """
+
+    def __init__(
+        self,
+        block: nn.Module,
+        attention: nn.Module,
+        norm1: nn.Module,
+        norm2: nn.Module,
+        qkv: Sequence[nn.Module],
+        proj: nn.Module,
+        mlp: Sequence[nn.Module],
+    ) -> None:
+        self.block = block
+        self.attention = attention
+        self.norm1 = norm1
+        self.norm2 = norm2
+        self.qkv = list(qkv)
+        self.proj = proj
+        self.mlp = list(mlp)
+
+
+class ViTAdapter:
+    """Base class of the model-family adapters.
+
+    Subclasses set :attr:`family`, implement :meth:`matches`, the static
+    description (prefix tokens, patch size, grid) and the two explicit
+    forwards :meth:`_block_forward` and :meth:`_attention_forward`.
+
+    Args:
+        model (torch.nn.Module): the stock model to explain.
+    """
+
+    family: str = "abstract"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # ------------------------------------------------------------- discovery
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ description
+    @property
+    def num_prefix_tokens(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def has_class_token(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def pooling(self) -> str:
+        """``"token"`` (class token feeds the head) or ``"avg"`` (patch mean)."""
+        raise NotImplementedError
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    def blocks(self) -> List[nn.Module]:
+        raise NotImplementedError
+
+    def block_parts(self, layer: int) -> BlockParts:
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks())
+
+    @property
+    def num_heads(self) -> int:
+        raise NotImplementedError
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``."""
+        raise NotImplementedError
+
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
+        """Raise ``ValueError`` if the model cannot take this image size."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
+        """Run the model and return the logits tensor ``(B, classes)``."""
+        return self.model(inputs, *args, **kwargs)
+
+    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+        """Row vector ``w`` (N,) that reads the explained token out of a map.
+
+        For class-token pooling it is the one-hot of the class token; for
+        average pooling it is uniform over the patch tokens. Methods that take
+        "the class-token row" of a token-to-token matrix compute ``w @ M``.
+        """
+        w = torch.zeros(num_tokens, device=device, dtype=dtype)
+        if self.pooling == "token":
+            w[0] = 1.0
+        else:
+            w[self.num_prefix_tokens :] = 1.0 / (num_tokens - self.num_prefix_tokens)
+        return w
+
+    # ------------------------------------------------------------------ tracing
+    def _block_forward(
+        self, layer: int, block: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        raise NotImplementedError
+
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., object]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def trace(self, tracer: Optional[Tracer] = None) -> Iterator[Tracer]:
+        """Route every block and attention module through ``tracer``.
+
+        Instance-level ``forward`` attributes are set on each block and
+        attention module and removed again on exit (restored if the user had
+        set one), also when an exception is raised inside the context.
+
+        Args:
+            tracer (Tracer, optional): the tracer to use. Default: a
+                :class:`Tracer` that records attention probabilities.
+
+        Yields:
+            the tracer, filled while the model runs inside the context.
+        """
+        tracer = Tracer() if tracer is None else tracer
+        saved: List[Tuple[nn.Module, bool, object]] = []
+        try:
+            for layer, block in enumerate(self.blocks()):
+                parts = self.block_parts(layer)
+                for module, fn in (
+                    (block, self._block_forward(layer, block, tracer)),
+                    (
+                        parts.attention,
+                        self._attention_forward(layer, parts.attention, tracer),
+                    ),
+                ):
+                    had = "forward" in module.__dict__
+                    saved.append((module, had, module.__dict__.get("forward")))
+                    module.forward = fn
+            yield tracer
+        finally:
+            for module, had, old in reversed(saved):
+                if had:
+                    module.forward = old
+                else:
+                    module.__dict__.pop("forward", None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"

@@ -1,0 +1,141 @@
+"""Adapter for Hugging Face ``transformers`` ViT and DeiT image classifiers.
+
+Supports ``ViTForImageClassification`` and ``DeiTForImageClassification``
+(class + distillation token) of transformers 5, with any attention
+implementation (``eager``, ``sdpa``): the explicit forward computes the same
+function as ``ViTLayer.forward`` / ``ViTAttention.forward``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from torch import Tensor, nn
+
+from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+
+_CLASSIFIERS = {
+    "ViTForImageClassification": ("vit", 1),
+    "DeiTForImageClassification": ("deit", 2),
+}
+
+
+class HFViTAdapter(ViTAdapter):
+    """Adapter for ``transformers`` ``ViTForImageClassification`` and
+    ``DeiTForImageClassification``."""
+
+    family = "transformers ViTForImageClassification / DeiTForImageClassification"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return (
+            type(model).__module__.startswith("transformers.")
+            and type(model).__name__ in _CLASSIFIERS
+        )
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        attr, self._prefix = _CLASSIFIERS[type(model).__name__]
+        self._encoder = getattr(model, attr)
+        layers = getattr(self._encoder, "layers", None)
+        if layers is None or not all(
+            hasattr(layer, "attention") and hasattr(layer.attention, "q_proj")
+            for layer in layers
+        ):
+            raise UnsupportedModelError(
+                "this transformers version lays out ViT layers differently; "
+                "captum_vit supports transformers>=5 (layers[i].attention.q_proj)."
+            )
+        self._config = model.config
+
+    # ------------------------------------------------------------ description
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self._prefix
+
+    @property
+    def has_class_token(self) -> bool:
+        return True
+
+    @property
+    def pooling(self) -> str:
+        return "token"
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        p = self._config.patch_size
+        return (p, p) if isinstance(p, int) else tuple(p)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._config.num_labels)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self._config.num_attention_heads)
+
+    def blocks(self) -> List[nn.Module]:
+        return list(self._encoder.layers)
+
+    def block_parts(self, layer: int) -> BlockParts:
+        blk = self._encoder.layers[layer]
+        at = blk.attention
+        return BlockParts(
+            blk,
+            at,
+            blk.layernorm_before,
+            blk.layernorm_after,
+            [at.q_proj, at.k_proj, at.v_proj],
+            at.o_proj,
+            [blk.mlp.fc1, blk.mlp.activation_fn, blk.mlp.fc2],
+        )
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        ph, pw = self.patch_size
+        return image_size[0] // ph, image_size[1] // pw
+
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
+        s = self._config.image_size
+        s = (s, s) if isinstance(s, int) else tuple(s)
+        if tuple(image_size) != s:
+            raise ValueError(
+                f"this transformers model takes {s[0]}x{s[1]} images, got "
+                f"{image_size[0]}x{image_size[1]}"
+            )
+
+    def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
+        out = self.model(inputs, *args, **kwargs)
+        return out.logits if hasattr(out, "logits") else out[0]
+
+    # ----------------------------------------------------------------- tracing
+    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+        def forward(hidden_states: Tensor, attention_mask=None, **kwargs):
+            x = tracer.block_input(layer, hidden_states)
+            h, _ = blk.attention(blk.layernorm_before(x), attention_mask, **kwargs)
+            x = tracer.residual(layer, 0, x, blk.dropout(h))
+            h = blk.mlp(blk.layernorm_after(x))
+            x = tracer.residual(layer, 1, x, blk.dropout(h))
+            return tracer.block_output(layer, x)
+
+        return forward
+
+    def _attention_forward(self, layer: int, at: nn.Module, tracer: Tracer):
+        def dropout(a: Tensor) -> Tensor:
+            return nn.functional.dropout(
+                a, p=at.attention_dropout, training=at.training
+            )
+
+        def forward(
+            hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs
+        ):
+            shape = (*hidden_states.shape[:-1], -1, at.head_dim)
+            q = at.q_proj(hidden_states).view(shape).transpose(1, 2)
+            k = at.k_proj(hidden_states).view(shape).transpose(1, 2)
+            v = at.v_proj(hidden_states).view(shape).transpose(1, 2)
+            o = tracer.attention(
+                layer, q, k, v, at.scaling, mask=attention_mask, dropout=dropout
+            )
+            o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
+            return at.o_proj(o), None
+
+        return forward

@@ -1,0 +1,172 @@
+"""Adapter for timm's ``VisionTransformer`` family.
+
+Covers ViT, DeiT (including the distilled variant with two prefix tokens),
+register tokens, layer scale, ``global_pool="token"|"avg"`` and
+``dynamic_img_size``. The explicit forwards reproduce
+``timm.models.vision_transformer.Block.forward`` and
+``timm.layers.Attention.forward`` (both the fused and the unfused path compute
+the same function) with the attention core and residual sums routed through a
+:class:`~captum_vit.adapters.Tracer`.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+
+
+def _timm():
+    try:
+        import timm  # noqa: F401
+        from timm.layers import Attention
+        from timm.models.vision_transformer import Block, VisionTransformer
+    except ImportError:  # pragma: no cover - timm is a hard dependency
+        return None
+    return VisionTransformer, Block, Attention
+
+
+class TimmViTAdapter(ViTAdapter):
+    """Adapter for ``timm.models.vision_transformer.VisionTransformer``."""
+
+    family = "timm VisionTransformer (ViT, DeiT, registers, layer scale)"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        classes = _timm()
+        return classes is not None and isinstance(model, classes[0])
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        _, Block, Attention = _timm()
+        for i, blk in enumerate(model.blocks):
+            if type(blk) is not Block or type(blk.attn) is not Attention:
+                raise UnsupportedModelError(
+                    f"timm block {i} is {type(blk).__name__} with "
+                    f"{type(getattr(blk, 'attn', None)).__name__} attention; captum_vit "
+                    "supports timm's pre-norm `Block` with the standard `Attention`."
+                )
+            if getattr(blk.attn, "gate", None) is not None:
+                raise UnsupportedModelError("gated timm attention is not supported")
+        if getattr(model, "attn_pool", None) is not None:
+            raise UnsupportedModelError(
+                "timm models with attention pooling (global_pool='map') are not "
+                "supported: their prediction does not come from a token of the encoder."
+            )
+        if model.global_pool not in ("token", "avg"):
+            raise UnsupportedModelError(
+                f"timm global_pool={model.global_pool!r} is not supported "
+                "(use 'token' or 'avg')."
+            )
+        if getattr(model, "pool_include_prefix", False):
+            raise UnsupportedModelError("pool_include_prefix=True is not supported")
+
+    # ------------------------------------------------------------ description
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.model.num_prefix_tokens)
+
+    @property
+    def has_class_token(self) -> bool:
+        return bool(getattr(self.model, "cls_token", None) is not None)
+
+    @property
+    def distilled(self) -> bool:
+        return getattr(self.model, "dist_token", None) is not None
+
+    @property
+    def pooling(self) -> str:
+        return "token" if self.model.global_pool == "token" else "avg"
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.model.patch_embed.patch_size)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.model.blocks[0].attn.num_heads)
+
+    def blocks(self) -> List[nn.Module]:
+        return list(self.model.blocks)
+
+    def block_parts(self, layer: int) -> BlockParts:
+        blk = self.model.blocks[layer]
+        mlp = [m for m in (blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2)]
+        return BlockParts(
+            blk, blk.attn, blk.norm1, blk.norm2, [blk.attn.qkv], blk.attn.proj, mlp
+        )
+
+    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+        if self.pooling == "token" and self.distilled:
+            # VisionTransformerDistilled averages the class and distillation heads
+            w = torch.zeros(num_tokens, device=device, dtype=dtype)
+            w[0] = w[1] = 0.5
+            return w
+        return super().pool_weights(num_tokens, device, dtype)
+
+    def _dynamic(self) -> bool:
+        return bool(getattr(self.model, "dynamic_img_size", False))
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        pe = self.model.patch_embed
+        if self._dynamic():
+            return tuple(pe.dynamic_feat_size(tuple(image_size)))
+        return tuple(pe.grid_size)
+
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
+        pe = self.model.patch_embed
+        h, w = image_size
+        ph, pw = self.patch_size
+        if self._dynamic():
+            if not getattr(pe, "dynamic_img_pad", False) and (h % ph or w % pw):
+                raise ValueError(
+                    f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; "
+                    "crop or resize the images, or build the model with "
+                    "dynamic_img_pad=True."
+                )
+            return
+        if getattr(pe, "strict_img_size", True) and tuple(pe.img_size) != (h, w):
+            raise ValueError(
+                f"this timm model takes {pe.img_size[0]}x{pe.img_size[1]} images, got "
+                f"{h}x{w}; build it with dynamic_img_size=True for other sizes."
+            )
+        if h % ph or w % pw:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}"
+            )
+
+    # ----------------------------------------------------------------- tracing
+    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
+            x = tracer.block_input(layer, x)
+            h = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+            x = tracer.residual(layer, 0, x, blk.drop_path1(blk.ls1(h)))
+            h = blk.mlp(blk.norm2(x))
+            x = tracer.residual(layer, 1, x, blk.drop_path2(blk.ls2(h)))
+            return tracer.block_output(layer, x)
+
+        return forward
+
+    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
+            if is_causal:
+                raise NotImplementedError("causal attention is not supported")
+            B, N, _ = x.shape
+            qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            o = tracer.attention(
+                layer, q, k, v, attn.scale, mask=attn_mask, dropout=attn.attn_drop
+            )
+            o = o.transpose(1, 2).reshape(B, N, attn.attn_dim)
+            o = attn.norm(o)
+            return attn.proj_drop(attn.proj(o))
+
+        return forward

@@ -1,0 +1,154 @@
+"""Adapter for torchvision's ``VisionTransformer``.
+
+torchvision calls its ``nn.MultiheadAttention`` with ``need_weights=False``,
+so the weights are never materialised; the explicit forward below computes
+the same function from ``in_proj_weight`` / ``out_proj`` and exposes them.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+
+
+class _InProj(nn.Module):
+    """View of ``nn.MultiheadAttention``'s packed input projection as a linear.
+
+    Holds references to the parameters (no copy), so rules that read
+    ``weight``/``bias`` of a linear see the real ones.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.weight = mha.in_proj_weight
+        self.bias = mha.in_proj_bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class TorchvisionViTAdapter(ViTAdapter):
+    """Adapter for ``torchvision.models.VisionTransformer``."""
+
+    family = "torchvision VisionTransformer"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from torchvision.models import VisionTransformer
+        except ImportError:
+            return False
+        return isinstance(model, VisionTransformer)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        for i, blk in enumerate(model.encoder.layers):
+            mha = blk.self_attention
+            if not mha._qkv_same_embed_dim or not mha.batch_first:
+                raise UnsupportedModelError(
+                    f"torchvision block {i}: only batch_first attention with a packed "
+                    "in_proj_weight is supported"
+                )
+        self._in_proj = [_InProj(blk.self_attention) for blk in model.encoder.layers]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    @property
+    def has_class_token(self) -> bool:
+        return True
+
+    @property
+    def pooling(self) -> str:
+        return "token"
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return (self.model.patch_size, self.model.patch_size)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.model.encoder.layers[0].self_attention.num_heads)
+
+    def blocks(self) -> List[nn.Module]:
+        return list(self.model.encoder.layers)
+
+    def block_parts(self, layer: int) -> BlockParts:
+        blk = self.model.encoder.layers[layer]
+        mlp = [m for m in blk.mlp if not isinstance(m, nn.Dropout)]
+        return BlockParts(
+            blk,
+            blk.self_attention,
+            blk.ln_1,
+            blk.ln_2,
+            [self._in_proj[layer]],
+            blk.self_attention.out_proj,
+            mlp,
+        )
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        p = self.model.patch_size
+        return image_size[0] // p, image_size[1] // p
+
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
+        s = self.model.image_size
+        if tuple(image_size) != (s, s):
+            raise ValueError(
+                f"this torchvision model takes {s}x{s} images, got "
+                f"{image_size[0]}x{image_size[1]}"
+            )
+
+    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+        def forward(input: Tensor) -> Tensor:
+            x = tracer.block_input(layer, input)
+            h = blk.ln_1(x)
+            h, _ = blk.self_attention(h, h, h, need_weights=False)
+            x = tracer.residual(layer, 0, x, blk.dropout(h))
+            x = tracer.residual(layer, 1, x, blk.mlp(blk.ln_2(x)))
+            return tracer.block_output(layer, x)
+
+        return forward
+
+    def _attention_forward(self, layer: int, mha: nn.Module, tracer: Tracer):
+        in_proj = self._in_proj[layer]
+
+        def dropout(a: Tensor) -> Tensor:
+            return F.dropout(a, p=mha.dropout, training=mha.training)
+
+        def forward(
+            query,
+            key,
+            value,
+            key_padding_mask=None,
+            need_weights=True,
+            attn_mask=None,
+            average_attn_weights=True,
+            is_causal=False,
+        ):
+            if key is not query or value is not query:
+                raise NotImplementedError("only self-attention is supported")
+            if key_padding_mask is not None or is_causal:
+                raise NotImplementedError("padding and causal masks are not supported")
+            B, N, D = query.shape
+            H = mha.num_heads
+            qkv = in_proj(query).reshape(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            mask = None
+            if attn_mask is not None:
+                mask = attn_mask if attn_mask.dtype != bool else ~attn_mask
+            o = tracer.attention(
+                layer, q, k, v, (D // H) ** -0.5, mask=mask, dropout=dropout
+            )
+            o = mha.out_proj(o.transpose(1, 2).reshape(B, N, D))
+            return o, None
+
+        return forward

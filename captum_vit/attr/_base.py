@@ -1,0 +1,309 @@
+"""The shared base of every captum_vit method and the token-to-pixel mapping.
+
+:class:`ViTAttribution` derives from :class:`captum.attr.Attribution` and fixes
+the contract of the package:
+
+* ``attribute(inputs, target=None, additional_forward_args=None,
+  output="input")`` with Captum's argument names;
+* the default output has the input's shape ``(B, C, H, W)`` (the patch map is
+  upsampled bilinearly, as Chefer et al.'s evaluation does, and repeated over
+  channels) so :func:`captum.metrics.infidelity`,
+  :func:`captum.metrics.sensitivity_max`, :class:`captum.attr.NoiseTunnel` and
+  :mod:`captum.attr.visualization` accept it unchanged;
+* ``output="tokens"`` returns the patch grid ``(B, gh, gw)``; prefix tokens
+  (class, distillation, register) never appear in a map;
+* ``target=None`` explains the predicted class;
+* a sample's result never depends on the rest of its batch;
+* the model is left exactly as it was (see :meth:`ViTAdapter.trace`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from captum.attr import Attribution
+from torch import Tensor, nn
+
+from .. import adapters
+from .._compat import _format_additional_forward_args, log_usage
+from ..adapters import Tracer, ViTAdapter
+
+TargetType = Union[None, int, Tensor, Sequence[int]]
+
+__all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
+
+_OUTPUTS = ("input", "tokens")
+_HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def check_head_fusion(head_fusion: str) -> str:
+    """Raise ``ValueError`` unless ``head_fusion`` is mean, max or min."""
+    if head_fusion not in _HEAD_FUSIONS:
+        raise ValueError(
+            f"head_fusion must be one of {_HEAD_FUSIONS}, got {head_fusion!r}"
+        )
+    return head_fusion
+
+
+def fuse_heads(attn: Tensor, head_fusion: str = "mean", dim: int = 1) -> Tensor:
+    """Fuse the head axis of an attention tensor by mean, max or min.
+
+    Args:
+        attn (Tensor): attention-like tensor, heads along ``dim``.
+        head_fusion (str, optional): ``"mean"``, ``"max"`` or ``"min"``.
+            Default: ``"mean"``
+        dim (int, optional): the head axis. Default: 1
+    """
+    if head_fusion == "mean":
+        return attn.mean(dim=dim)
+    if head_fusion == "max":
+        return attn.amax(dim=dim)
+    check_head_fusion(head_fusion)
+    return attn.amin(dim=dim)
+
+
+def tokens_to_pixels(
+    grid: Tensor,
+    image_size: Tuple[int, int],
+    patch_size: Tuple[int, int],
+    channels: int = 1,
+    mode: str = "bilinear",
+) -> Tensor:
+    """Map a patch grid ``(B, gh, gw)`` onto pixels ``(B, channels, H, W)``.
+
+    The grid is interpolated to ``(gh * ph, gw * pw)`` (the area the patches
+    cover), then cropped or zero-padded to ``(H, W)`` (models that drop or pad
+    the border), and repeated over ``channels``.
+
+    Args:
+        grid (Tensor): ``(B, gh, gw)`` token scores.
+        image_size (tuple of int): ``(H, W)`` of the input.
+        patch_size (tuple of int): ``(ph, pw)``.
+        channels (int, optional): number of channels of the output. Default: 1
+        mode (str, optional): interpolation mode of
+            :func:`torch.nn.functional.interpolate` (``"bilinear"`` as in
+            Chefer et al.'s evaluation, ``"nearest"`` for blocky patches).
+            Default: ``"bilinear"``
+    """
+    B, gh, gw = grid.shape
+    H, W = image_size
+    ph, pw = patch_size
+    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    up = F.interpolate(grid[:, None], size=(gh * ph, gw * pw), mode=mode, **kw)
+    up = up[..., :H, :W]
+    if up.shape[-2:] != (H, W):
+        up = F.pad(up, (0, W - up.shape[-1], 0, H - up.shape[-2]))
+    return up.expand(B, channels, H, W).contiguous()
+
+
+class ViTAttribution(Attribution):
+    r"""Base class of the Vision-Transformer attribution methods.
+
+    Subclasses implement :meth:`_attribute`, which returns one score per patch
+    token ``(B, gh * gw)``; this class validates the inputs and the target and
+    formats the output.
+
+    Args:
+        model (torch.nn.Module): a stock timm, Hugging Face ``transformers`` or
+            torchvision Vision Transformer, or a
+            :class:`~captum_vit.adapters.ViTAdapter` wrapping one.
+        interpolate_mode (str, optional): how token maps are upsampled to the
+            input's pixels. Default: ``"bilinear"``
+    """
+
+    #: whether the method needs gradients with respect to attention
+    _needs_grad = False
+
+    def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
+        self.adapter: ViTAdapter = adapters.get(model)
+        self.model = self.adapter.model
+        self.interpolate_mode = interpolate_mode
+        super().__init__(self.adapter.forward)
+
+    # ----------------------------------------------------------- Captum API
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor]],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        output: str = "input",
+    ) -> Tensor:
+        r"""Explain ``target`` for every image of ``inputs``.
+
+        Args:
+            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
+                the model's input space (already normalised).
+            target (int, tuple, Tensor or list, optional): the output index to
+                explain per sample: an int for all samples, or one index per
+                sample as a 1-D tensor or list. ``None`` explains the predicted
+                class. Default: None
+            additional_forward_args (Any, optional): extra positional
+                arguments passed to the model after ``inputs``. Default: None
+            output (str, optional): ``"input"`` for a map with the input's
+                shape ``(B, C, H, W)``; ``"tokens"`` for the patch grid
+                ``(B, gh, gw)``. Default: ``"input"``
+
+        Returns:
+            Tensor: the attribution map (detached), ``(B, C, H, W)`` or
+            ``(B, gh, gw)``.
+
+        Examples::
+
+            >>> import timm, torch, captum_vit as cv
+            >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+            >>> images = torch.randn(2, 3, 224, 224)
+            >>> attr = cv.AttentionRollout(model).attribute(images)
+            >>> attr.shape
+            torch.Size([2, 3, 224, 224])
+        """
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple:
+            if len(inputs) != 1:
+                raise ValueError(
+                    "captum_vit methods take one image tensor; got a tuple of "
+                    f"{len(inputs)} inputs"
+                )
+            inputs = inputs[0]
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        self._check_inputs(inputs)
+        target = self._check_target(target, inputs.shape[0])
+        args = _format_additional_forward_args(additional_forward_args)
+        args = () if args is None else tuple(args)
+        scores = self._attribute(inputs, target, args)
+        gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
+        grid = scores.detach().reshape(inputs.shape[0], gh, gw)
+        if output == "tokens":
+            return grid
+        out = tokens_to_pixels(
+            grid,
+            tuple(inputs.shape[-2:]),
+            self.adapter.patch_size,
+            channels=inputs.shape[1],
+            mode=self.interpolate_mode,
+        ).to(inputs.dtype)
+        return (out,) if is_tuple else out
+
+    # ---------------------------------------------------------- to implement
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
+        """Return patch-token scores ``(B, gh * gw)``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- checking
+    def _check_inputs(self, inputs: Any) -> None:
+        if not isinstance(inputs, Tensor):
+            raise TypeError(
+                f"inputs must be a torch.Tensor, got {type(inputs).__name__}"
+            )
+        if inputs.dim() != 4:
+            raise ValueError(
+                f"inputs must be a batch of images (B, C, H, W); got shape "
+                f"{tuple(inputs.shape)}"
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError("inputs is an empty batch")
+        if not inputs.is_floating_point():
+            raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
+        if not torch.isfinite(inputs).all():
+            raise ValueError("inputs contain NaN or Inf")
+        self.adapter.check_image_size(tuple(inputs.shape[-2:]))
+
+    def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
+        """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
+        if target is None:
+            return None
+        if isinstance(target, tuple):
+            if len(target) != 1:
+                raise ValueError(
+                    "tuple targets index multi-dimensional outputs; a ViT classifier "
+                    f"has (B, classes) logits, got target {target}"
+                )
+            target = target[0]
+        if isinstance(target, Tensor):
+            if target.is_floating_point() or target.dim() > 1:
+                raise ValueError(
+                    "target must be an int, or integer indices of shape (B,); got "
+                    f"{target.dtype} tensor of shape {tuple(target.shape)}"
+                )
+            t = target.reshape(-1).long()
+        elif isinstance(target, numbers.Integral):
+            t = torch.tensor([int(target)])
+        elif isinstance(target, (list,)):
+            if not all(isinstance(v, numbers.Integral) for v in target):
+                raise ValueError("a target list must hold one int per sample")
+            t = torch.tensor([int(v) for v in target], dtype=torch.long)
+        else:
+            raise TypeError(f"unsupported target type {type(target).__name__}")
+        if t.numel() == 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
+        n = self.adapter.num_classes
+        if n and ((t < 0).any() or (t >= n).any()):
+            raise ValueError(f"target {t.tolist()} out of range for {n} classes")
+        return t
+
+    # -------------------------------------------------------------- helpers
+    def _trace(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        tracer: Optional[Tracer] = None,
+        grad: bool = False,
+    ) -> Tuple[Tracer, Tensor, Tensor, Optional[List[Tensor]]]:
+        """One traced forward (and, if ``grad``, the attention gradients).
+
+        Returns:
+            ``(tracer, logits, target, grads)``: ``target`` is the resolved
+            target ``(B,)``; ``grads`` the gradients of the summed target
+            logits with respect to each layer's attention probabilities (the
+            sum keeps samples independent).
+        """
+        tracer = Tracer() if tracer is None else tracer
+        with torch.set_grad_enabled(grad), self.adapter.trace(tracer):
+            x = inputs.detach().requires_grad_(grad)
+            logits = self.adapter.forward(x, *args)
+        if logits.dim() != 2:
+            raise ValueError(
+                f"the model returned output of shape {tuple(logits.shape)}; "
+                "expected logits (B, classes)"
+            )
+        if target is None:
+            target = logits.detach().argmax(dim=-1)
+        target = target.to(logits.device)
+        grads = None
+        if grad:
+            score = logits.gather(1, target[:, None]).sum()
+            grads = list(torch.autograd.grad(score, tracer.attention_list()))
+        return tracer, logits, target, grads
+
+    def _patch_row(self, matrix: Tensor) -> Tensor:
+        """Read the explained row of token maps ``(B, N, N)`` at patch columns.
+
+        For class-token models this is the class-token row (row 0; the mean of
+        the class and distillation rows for distilled DeiT); for average-pooled
+        models, the mean over patch rows. Prefix columns are dropped.
+        """
+        w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
+        row = torch.einsum("n,bnm->bm", w, matrix)
+        return row[:, self.adapter.num_prefix_tokens :]
+
+    def _layer_index(self, layer: int) -> int:
+        L = self.adapter.num_layers
+        if not -L <= layer < L:
+            raise ValueError(f"layer {layer} out of range for a {L}-layer model")
+        return layer % L

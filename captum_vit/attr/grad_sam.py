@@ -1,0 +1,71 @@
+"""Grad-SAM (Barkan et al., 2021)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._base import ViTAttribution
+
+_QUERIES = ("class", "all")
+
+
+class GradSAM(ViTAttribution):
+    r"""Gradient Self-Attention Maps of Barkan, Hauon, Caciularu, Katz,
+    Malkiel, Armstrong, Koenigstein (CIKM 2021, https://arxiv.org/abs/2204.11073;
+    survey eq. 9-11).
+
+    Every layer's attention probabilities are weighted by the positive part of
+    the gradient of the target logit with respect to them, and the result is
+    averaged over the :math:`L` layers and :math:`H` heads:
+
+    .. math::
+        G = \frac{1}{LH} \sum_{l=1}^{L} \sum_{h=1}^{H}
+            A^{(l)}_h \odot \mathrm{ReLU}\!\left(
+            \frac{\partial y_t}{\partial A^{(l)}_h}\right)
+
+    **Which token axis is reduced.** :math:`G` is a token-to-token matrix
+    (rows are queries, columns keys). The map is a function of the key
+    (column) axis. With ``query="class"`` (default) it is the class-token row
+    :math:`G_{\mathrm{cls},j}`: in a ViT classifier only the class token's
+    output reaches the head, so its row is the attention the prediction
+    "reads" from each patch, the same choice as every other method of this
+    package. With ``query="all"`` the rows are averaged over all queries,
+    :math:`\frac{1}{N}\sum_i G_{ij}`, which is the sequence-level reduction
+    Barkan et al. use for BERT (a token's score is the gradient-weighted
+    attention it receives from every token). Prefix-token columns are dropped.
+
+    Args:
+        model (torch.nn.Module): a stock Vision Transformer or an adapter.
+        query (str, optional): ``"class"`` or ``"all"``, see above.
+            Default: ``"class"``
+        interpolate_mode (str, optional): upsampling of the token map to
+            pixels. Default: ``"bilinear"``
+
+    Examples::
+
+        >>> import timm, torch, captum_vit as cv
+        >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+        >>> attr = cv.GradSAM(model).attribute(torch.randn(1, 3, 224, 224), target=3)
+    """
+
+    _needs_grad = True
+
+    def __init__(
+        self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"
+    ) -> None:
+        super().__init__(model, interpolate_mode)
+        if query not in _QUERIES:
+            raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
+        self.query = query
+
+    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
+        attns = tracer.attention_list()
+        total = None
+        for a, g in zip(attns, grads):
+            m = (a.detach() * g.clamp(min=0)).mean(dim=1)
+            total = m if total is None else total + m
+        total = total / len(attns)
+        if self.query == "all":
+            return total.mean(dim=1)[:, self.adapter.num_prefix_tokens :]
+        return self._patch_row(total)
