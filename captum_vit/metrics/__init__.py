@@ -1,0 +1,53 @@
+"""Evaluation criteria of the Vision-Transformer explainability literature.
+
+Functions over tensors that take a forward function, inputs, attributions from any
+Captum or captum_vit method (input-shaped, one-channel, ``(B, H, W)`` or a token grid)
+and targets. Metrics never import :mod:`captum_vit.attr`.
+
+Faithfulness: :func:`deletion_auc`, :func:`insertion_auc`, :func:`perturbation_test`,
+:func:`faithfulness_correlation`, :func:`sensitivity_n`, and patch-level perturbation
+functions for :func:`captum.metrics.infidelity` / :func:`captum.metrics.sensitivity_max`
+(:func:`patch_noise_perturb_func`, :func:`patch_baseline_perturb_func`).
+Complexity: :func:`effective_complexity`.
+Localisation: :func:`iou_test`, :func:`pointing_game`, :func:`grid_pointing_game`
+(with :func:`make_grid_images`), :func:`segmentation_test`.
+"""
+
+from ._results import CurveResult
+from .complexity import effective_complexity
+from .faithfulness import (
+    deletion_auc,
+    faithfulness_correlation,
+    insertion_auc,
+    perturbation_test,
+    sensitivity_n,
+)
+from .localisation import (
+    GridImages,
+    grid_pointing_game,
+    iou_test,
+    make_grid_images,
+    pointing_game,
+)
+from .perturbations import patch_baseline_perturb_func, patch_noise_perturb_func
+from .segmentation import SegmentationResult, segmentation_test, summarize_segmentation
+
+__all__ = [
+    "CurveResult",
+    "GridImages",
+    "SegmentationResult",
+    "deletion_auc",
+    "effective_complexity",
+    "faithfulness_correlation",
+    "grid_pointing_game",
+    "insertion_auc",
+    "iou_test",
+    "make_grid_images",
+    "patch_baseline_perturb_func",
+    "patch_noise_perturb_func",
+    "perturbation_test",
+    "pointing_game",
+    "segmentation_test",
+    "sensitivity_n",
+    "summarize_segmentation",
+]

@@ -1,0 +1,393 @@
+"""Private helpers shared by every metric of :mod:`captum_vit.metrics`.
+
+All shape normalisation of attributions lives here, in one place:
+
+* :func:`_to_pixel_map` turns any attribution a Captum or captum_vit method returns
+  (``(B, C, H, W)`` like the input, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
+  ``(B, gh, gw)``) into a ``(B, H, W)`` pixel map: channels are summed and token grids
+  are upsampled bilinearly (``align_corners=False``), as Chefer et al. upsample their
+  ``14 x 14`` maps with ``F.interpolate(..., scale_factor=16, mode="bilinear")``.
+* :func:`_to_token_map` turns the same inputs into a ``(B, gh, gw)`` patch grid: token
+  grids are kept, pixel maps are summed over each ``patch_size x patch_size`` patch.
+
+The module also holds the batched forward loop that every perturbation metric uses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TargetType = Union[None, int, Sequence[int], Tensor]
+
+
+def _check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
+    if not isinstance(inputs, Tensor):
+        raise ValueError(
+            f"`{name}` must be a torch.Tensor, got {type(inputs).__name__}."
+        )
+    if inputs.dim() != 4:
+        raise ValueError(
+            f"`{name}` must be a batch of images of shape (B, C, H, W), "
+            f"got shape {tuple(inputs.shape)}."
+        )
+    return inputs
+
+
+def _check_batch(attributions: Tensor, batch_size: int, name: str) -> None:
+    if not isinstance(attributions, Tensor):
+        raise ValueError(
+            f"`{name}` must be a torch.Tensor, got {type(attributions).__name__}."
+        )
+    if attributions.dim() not in (3, 4):
+        raise ValueError(
+            f"`{name}` must have shape (B, C, H, W), (B, 1, H, W), (B, H, W) or a token "
+            f"grid (B, gh, gw); got shape {tuple(attributions.shape)}."
+        )
+    if attributions.shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` has batch size {attributions.shape[0]} but {batch_size} "
+            "inputs were given."
+        )
+
+
+def _spatial(attributions: Tensor) -> Tensor:
+    """(B, C, h, w) or (B, h, w) -> (B, h, w) float, channels summed."""
+    if attributions.dim() == 4:
+        attributions = attributions.sum(dim=1)
+    return attributions.detach().float()
+
+
+def _to_pixel_map(
+    attributions: Tensor,
+    image_size: Tuple[int, int],
+    batch_size: Optional[int] = None,
+    name: str = "attributions",
+) -> Tensor:
+    """Any attribution layout -> (B, H, W) float pixel map (see module docstring)."""
+    _check_batch(
+        attributions,
+        attributions.shape[0] if batch_size is None else batch_size,
+        name,
+    )
+    H, W = int(image_size[0]), int(image_size[1])
+    amap = _spatial(attributions)
+    h, w = amap.shape[-2:]
+    if (h, w) == (H, W):
+        return amap
+    if H % h == 0 and W % w == 0 and H // h == W // w:
+        return F.interpolate(
+            amap[:, None], size=(H, W), mode="bilinear", align_corners=False
+        )[:, 0]
+    raise ValueError(
+        f"`{name}` has spatial size {(h, w)}, which is neither the image size "
+        f"{(H, W)} nor a token grid that tiles it with square patches."
+    )
+
+
+def _grid_size(image_size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+    H, W = int(image_size[0]), int(image_size[1])
+    if not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"`patch_size` must be a positive int, got {patch_size!r}.")
+    if H % patch_size or W % patch_size:
+        raise ValueError(
+            f"`patch_size`={patch_size} does not divide the image size {(H, W)}."
+        )
+    return H // patch_size, W // patch_size
+
+
+def _to_token_map(
+    attributions: Tensor,
+    image_size: Tuple[int, int],
+    patch_size: int,
+    batch_size: Optional[int] = None,
+    name: str = "attributions",
+) -> Tensor:
+    """Any attribution layout -> (B, gh, gw) float patch grid (see module docstring)."""
+    _check_batch(
+        attributions,
+        attributions.shape[0] if batch_size is None else batch_size,
+        name,
+    )
+    gh, gw = _grid_size(image_size, patch_size)
+    amap = _spatial(attributions)
+    h, w = amap.shape[-2:]
+    if (h, w) == (gh, gw):
+        return amap
+    if (h, w) == tuple(int(s) for s in image_size):
+        B = amap.shape[0]
+        return amap.reshape(B, gh, patch_size, gw, patch_size).sum(dim=(2, 4))
+    raise ValueError(
+        f"`{name}` has spatial size {(h, w)}; expected the image size "
+        f"{tuple(image_size)} or the token grid {(gh, gw)} of patch_size={patch_size}."
+    )
+
+
+def _infer_patch_size(attributions: Tensor, image_size: Tuple[int, int]) -> int:
+    """Patch size implied by a token-grid attribution, or ValueError."""
+    h, w = attributions.shape[-2:]
+    H, W = image_size
+    if (h, w) != (H, W) and H % h == 0 and W % w == 0 and H // h == W // w:
+        return H // h
+    raise ValueError(
+        "token-level evaluation needs `patch_size` (it can only be inferred from a "
+        "token-grid attribution)."
+    )
+
+
+def _upsample_nearest(mask: Tensor, patch_size: int) -> Tensor:
+    """(N, gh, gw) -> (N, gh * p, gw * p) by repeating each token p x p times."""
+    return mask.repeat_interleave(patch_size, dim=1).repeat_interleave(
+        patch_size, dim=2
+    )
+
+
+def _ranks(scores: Tensor, descending: bool = True) -> Tensor:
+    """Rank of every feature (0 = first to be perturbed), ties broken by index.
+
+    ``scores`` is (B, N). A stable sort makes the order reproducible across devices.
+    """
+    order = torch.sort(scores, dim=1, descending=descending, stable=True).indices
+    ranks = torch.empty_like(order)
+    ar = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    ranks.scatter_(1, order, ar)
+    return ranks
+
+
+def _format_target(target: TargetType, batch_size: int, device) -> Optional[Tensor]:
+    if target is None:
+        return None
+    if isinstance(target, int):
+        return torch.full((batch_size,), target, dtype=torch.long, device=device)
+    if isinstance(target, Tensor):
+        t = target.reshape(-1).to(device=device, dtype=torch.long)
+    elif isinstance(target, (list, tuple)):
+        if not all(isinstance(v, int) for v in target):
+            raise ValueError(
+                "`target` must be None, an int, a list of ints or a 1-D tensor of "
+                "class indices."
+            )
+        t = torch.as_tensor(list(target), dtype=torch.long, device=device)
+    else:
+        raise ValueError(
+            f"`target` must be None, an int, a list of ints or a tensor, got "
+            f"{type(target).__name__}."
+        )
+    if t.numel() == 1:
+        return t.expand(batch_size).clone()
+    if t.numel() != batch_size:
+        raise ValueError(
+            f"`target` has {t.numel()} entries but {batch_size} inputs were given."
+        )
+    return t
+
+
+def _expand_args(additional_forward_args: Any, rows: Tensor, batch_size: int):
+    """Select the rows of tensor arguments that have the batch dimension."""
+    if additional_forward_args is None:
+        return ()
+    args = (
+        additional_forward_args
+        if isinstance(additional_forward_args, tuple)
+        else (additional_forward_args,)
+    )
+    return tuple(
+        a[rows]
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch_size
+        else a
+        for a in args
+    )
+
+
+def _forward(forward_func: Callable, x: Tensor, args: tuple) -> Tensor:
+    out = forward_func(x, *args)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        raise ValueError(
+            "`forward_func` must return a (batch, num_classes) tensor; got "
+            f"{getattr(out, 'shape', type(out))}."
+        )
+    return out
+
+
+def _progress(iterable: Iterable, show: bool, desc: str, total: Optional[int] = None):
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total)
+
+
+def _check_batch_size(internal_batch_size: Optional[int], default: int) -> int:
+    if internal_batch_size is None:
+        return max(1, default)
+    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
+        raise ValueError(
+            "`internal_batch_size` must be a positive int or None, got "
+            f"{internal_batch_size!r}."
+        )
+    return internal_batch_size
+
+
+@torch.no_grad()
+def _chunked_outputs(
+    forward_func: Callable,
+    n_total: int,
+    build: Callable[[Tensor], Tuple[Tensor, Tensor]],
+    reduce: Callable[[Tensor, Tensor], Tensor],
+    batch_size: int,
+    n_inputs: int,
+    additional_forward_args: Any = None,
+    device=None,
+    show_progress: bool = False,
+    desc: str = "",
+) -> Tensor:
+    """Evaluate ``n_total`` perturbed inputs in chunks of ``batch_size``.
+
+    ``build(idx)`` returns ``(perturbed_inputs, rows)``: the perturbed inputs for the
+    flat indices ``idx`` and, for each, the row of the original batch it comes from.
+    ``reduce(outputs, rows)`` maps the forward output to one value per perturbed input.
+    Returns the ``(n_total,)`` tensor of reduced values.
+    """
+    results: List[Tensor] = []
+    starts = range(0, n_total, batch_size)
+    for start in _progress(
+        starts, show_progress, desc, math.ceil(n_total / batch_size)
+    ):
+        idx = torch.arange(start, min(start + batch_size, n_total), device=device)
+        x, rows = build(idx)
+        out = _forward(
+            forward_func, x, _expand_args(additional_forward_args, rows, n_inputs)
+        )
+        results.append(reduce(out, rows))
+    if not results:
+        return torch.empty(0, device=device)
+    return torch.cat(results)
+
+
+def _gaussian_blur(inputs: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """Per-channel Gaussian blur with reflect-free zero padding (as Petsiuk et al.)."""
+    half = (kernel_size - 1) / 2
+    xs = torch.arange(kernel_size, dtype=inputs.dtype, device=inputs.device) - half
+    k1 = torch.exp(-(xs**2) / (2 * sigma**2))
+    k1 = k1 / k1.sum()
+    k2 = torch.outer(k1, k1)
+    C = inputs.shape[1]
+    weight = k2.expand(C, 1, kernel_size, kernel_size)
+    return F.conv2d(inputs, weight, padding=kernel_size // 2, groups=C)
+
+
+def _resolve_baseline(
+    baseline: Union[str, float, int, Tensor],
+    inputs: Tensor,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> Tensor:
+    """Baseline of the same shape as ``inputs``.
+
+    ``"black"``: pixel value 0 expressed in the model's input space, i.e.
+    ``(0 - mean) / std`` per channel (0 when ``mean``/``std`` are not given: the inputs
+    are then taken to be un-normalised pixels). ``"zero"``: 0 in input space. ``"mean"``:
+    per-image, per-channel mean. ``"blur"``: Gaussian blur (kernel 11, sigma 5, as in
+    Petsiuk et al.'s code). A number or a tensor broadcastable to ``inputs`` is used as
+    is.
+    """
+    if isinstance(baseline, str):
+        if baseline == "black":
+            C = inputs.shape[1]
+            m = (
+                torch.zeros(C)
+                if mean is None
+                else torch.as_tensor(mean, dtype=torch.float)
+            )
+            s = (
+                torch.ones(C)
+                if std is None
+                else torch.as_tensor(std, dtype=torch.float)
+            )
+            m, s = m.reshape(-1), s.reshape(-1)
+            if m.numel() not in (1, C) or s.numel() not in (1, C):
+                raise ValueError(
+                    f"`mean`/`std` must have 1 or {C} entries (one per channel)."
+                )
+            if torch.any(s == 0):
+                raise ValueError("`std` must be non-zero.")
+            value = (-m / s).to(dtype=inputs.dtype, device=inputs.device)
+            return value.expand(C).reshape(1, C, 1, 1).expand_as(inputs)
+        if baseline == "zero":
+            return torch.zeros_like(inputs)
+        if baseline == "mean":
+            return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
+        if baseline == "blur":
+            return _gaussian_blur(inputs)
+        raise ValueError(
+            f"Unknown baseline {baseline!r}; expected 'black', 'zero', 'mean', 'blur', "
+            "a number or a tensor."
+        )
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(inputs, float(baseline))
+    if isinstance(baseline, Tensor):
+        try:
+            return baseline.to(dtype=inputs.dtype, device=inputs.device).expand_as(
+                inputs
+            )
+        except RuntimeError as e:
+            raise ValueError(
+                f"`baseline` of shape {tuple(baseline.shape)} cannot be broadcast to "
+                f"the inputs' shape {tuple(inputs.shape)}."
+            ) from e
+    raise ValueError(
+        f"`baseline` must be a string, a number or a tensor, got {type(baseline).__name__}."
+    )
+
+
+def _check_mask(masks: Tensor, batch_size: int, image_size, name: str) -> Tensor:
+    """(B, H, W) or (B, 1, H, W) -> (B, H, W) bool."""
+    if not isinstance(masks, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor.")
+    if masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.dim() != 3 or masks.shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` must have shape (B, H, W) or (B, 1, H, W) with B={batch_size}; "
+            f"got {tuple(masks.shape)}."
+        )
+    if image_size is not None and tuple(masks.shape[-2:]) != tuple(image_size):
+        raise ValueError(
+            f"`{name}` has spatial size {tuple(masks.shape[-2:])}, expected "
+            f"{tuple(image_size)}."
+        )
+    return masks.bool()
+
+
+def _boxes_to_masks(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
+    """(B, 4) boxes (x_min, y_min, x_max, y_max), max exclusive -> (B, H, W) bool."""
+    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(
+            "boxes must be a (B, 4) tensor of (x_min, y_min, x_max, y_max); got "
+            f"{getattr(boxes, 'shape', type(boxes))}."
+        )
+    H, W = image_size
+    ys = torch.arange(H, device=boxes.device).view(1, H, 1)
+    xs = torch.arange(W, device=boxes.device).view(1, 1, W)
+    b = boxes.to(torch.float)
+    return (
+        (xs >= b[:, 0, None, None])
+        & (xs < b[:, 2, None, None])
+        & (ys >= b[:, 1, None, None])
+        & (ys < b[:, 3, None, None])
+    )
+
+
+def _pearson(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
+    """Pearson correlation along ``dim`` (NaN where a variance is zero)."""
+    a = a.double() - a.double().mean(dim=dim, keepdim=True)
+    b = b.double() - b.double().mean(dim=dim, keepdim=True)
+    num = (a * b).sum(dim=dim)
+    den = torch.sqrt((a * a).sum(dim=dim) * (b * b).sum(dim=dim))
+    return (num / den).float()
