@@ -287,8 +287,9 @@ class ViTAttribution(Attribution):
         target = target.to(logits.device)
         grads = None
         if grad:
-            score = logits.gather(1, target[:, None]).sum()
-            grads = list(torch.autograd.grad(score, tracer.attention_list()))
+            with torch.enable_grad():
+                score = logits.gather(1, target[:, None]).sum()
+                grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
 
     def _patch_row(self, matrix: Tensor) -> Tensor:

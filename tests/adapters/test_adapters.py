@@ -1,0 +1,130 @@
+"""The adapter layer: description of each family, tracing, score hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captum_vit import adapters
+from captum_vit.adapters import Tracer
+from tests import naive
+from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
+
+
+@pytest.fixture(scope="module")
+def base():
+    return timm_vit()
+
+
+def _families(base):
+    return {
+        "timm": base,
+        "hf": hf_vit_from_timm(base),
+        "torchvision": torchvision_vit_from_timm(base),
+    }
+
+
+def test_description(base):
+    for family, model in _families(base).items():
+        a = adapters.get(model)
+        assert a.num_prefix_tokens == 1, family
+        assert a.num_layers == 2 and a.num_heads == 2 and a.num_classes == 5
+        assert a.patch_size == (8, 8) and a.grid_size((32, 32)) == (4, 4)
+        assert a.pooling == "token" and a.has_class_token
+        parts = a.block_parts(0)
+        assert parts.attention is not None and len(parts.mlp) >= 2
+    regs = adapters.get(timm_vit(reg_tokens=4))
+    assert regs.num_prefix_tokens == 5
+    avg = adapters.get(timm_vit(class_token=False, global_pool="avg"))
+    assert avg.num_prefix_tokens == 0 and avg.pooling == "avg"
+    torch.testing.assert_close(avg.pool_weights(4), torch.full((4,), 0.25))
+    dyn = adapters.get(timm_vit(dynamic_img_size=True))
+    assert dyn.grid_size((48, 40)) == (6, 5)
+
+
+def test_get_returns_adapter_unchanged(base):
+    a = adapters.get(base)
+    assert adapters.get(a) is a
+    assert repr(a) == "TimmViTAdapter(VisionTransformer)"
+
+
+def test_trace_records_and_restores(base):
+    x = images(3)
+    for family, model in _families(base).items():
+        a = adapters.get(model)
+        plain = a.forward(x)
+        tracer = Tracer(keep_values=True, keep_blocks=True, keep_scores=True)
+        with a.trace(tracer):
+            traced = a.forward(x)
+        torch.testing.assert_close(traced, plain, rtol=1e-5, atol=1e-5)
+        assert sorted(tracer.attentions) == [0, 1]
+        assert tracer.attentions[0].shape == (3, 2, 17, 17)
+        assert tracer.values[1].shape == (3, 2, 17, 16)
+        assert tracer.scores[0].shape == (3, 2, 17, 17)
+        assert tracer.block_inputs[0].shape == (3, 17, 32)
+        torch.testing.assert_close(tracer.block_inputs[1], tracer.block_outputs[0])
+        torch.testing.assert_close(
+            tracer.attentions[1].sum(-1), torch.ones(3, 2, 17), rtol=1e-5, atol=1e-5
+        )
+        for blk in a.blocks():
+            assert "forward" not in blk.__dict__, family
+            assert "forward" not in a.block_parts(0).attention.__dict__
+
+
+def test_trace_restores_user_instance_forward(base):
+    a = adapters.get(base)
+    blk = base.blocks[0]
+    original = blk.forward
+    blk.forward = original  # a user-set instance attribute
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with a.trace():
+                assert blk.forward is not original
+                raise RuntimeError("inside the context")
+        assert blk.__dict__["forward"] is original
+    finally:
+        del blk.forward
+
+
+def test_score_hook_masks_tokens_like_naive(base):
+    """A -inf bias on the keys of token 3 in every layer, in every family,
+    equals the naive forward with the same masking."""
+    x = images(2)
+
+    def hook(layer, scores):
+        bias = torch.zeros_like(scores)
+        bias[..., 3] = float("-inf")
+        return scores + bias
+
+    expected, attns = naive.forward(base, x, score_bias=hook)
+    assert attns[0][..., 3].abs().max() == 0
+    for family, model in _families(base).items():
+        a = adapters.get(model)
+        with a.trace(Tracer(score_hook=hook)) as tracer:
+            got = a.forward(x)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=family)
+        assert tracer.attentions[1][..., 3].abs().max() == 0
+
+
+def test_residual_hook_is_used(base):
+    calls = []
+
+    class Counting(Tracer):
+        def residual(self, layer, index, x, branch):
+            calls.append((layer, index))
+            return x + branch
+
+    for model in _families(base).values():
+        calls.clear()
+        a = adapters.get(model)
+        with a.trace(Counting()):
+            a.forward(images(1))
+        assert calls == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_unsupported_models():
+    with pytest.raises(adapters.UnsupportedModelError, match="Supported families"):
+        adapters.get(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with pytest.raises(adapters.UnsupportedModelError, match="attention pooling"):
+        adapters.get(timm_vit(global_pool="map"))
+    assert len(adapters.supported_families()) == 3

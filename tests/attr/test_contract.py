@@ -1,0 +1,305 @@
+"""Cross-cutting tests driven by ONE list of (method, options).
+
+Every method of the package is listed in ``METHODS``; each test below runs on
+all of them: output contract and shapes, model families (timm fused/unfused,
+Hugging Face sdpa/eager, torchvision) agreeing on shared weights, batch
+independence, model state restored after success and after an exception,
+Captum's metrics and NoiseTunnel accepting the output, and bad input.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import NoiseTunnel
+from captum.metrics import infidelity, sensitivity_max
+
+import captum_vit as cv
+from captum_vit.adapters import UnsupportedModelError
+from tests.models import (
+    CLASSES,
+    hf_vit_from_timm,
+    images,
+    timm_vit,
+    torchvision_vit_from_timm,
+)
+
+# (id, factory(model) -> attribution method, tolerance for cross-family checks)
+METHODS = [
+    ("raw_attention", lambda m: cv.RawAttention(m), 1e-5),
+    ("raw_attention_l0_h1", lambda m: cv.RawAttention(m, layer=0, head=1), 1e-5),
+    ("rollout", lambda m: cv.AttentionRollout(m), 1e-5),
+    (
+        "rollout_max_discard",
+        lambda m: cv.AttentionRollout(m, head_fusion="max", discard_ratio=0.5),
+        1e-5,
+    ),
+    ("grad_sam", lambda m: cv.GradSAM(m), 1e-4),
+    ("grad_sam_all", lambda m: cv.GradSAM(m, query="all"), 1e-4),
+    ("generic_attention", lambda m: cv.GenericAttention(m), 1e-4),
+    ("generic_attention_s1", lambda m: cv.GenericAttention(m, start_layer=1), 1e-4),
+]
+IDS = [m[0] for m in METHODS]
+TARGET = torch.tensor([0, 3, 1, 4])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return timm_vit()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return images(4)
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+# ------------------------------------------------------------------ contract
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_output_contract(name, factory, tol, model, x):
+    method = factory(model)
+    attr = method.attribute(x, target=TARGET)
+    assert attr.shape == x.shape
+    assert not attr.requires_grad
+    assert torch.isfinite(attr).all()
+    tokens = method.attribute(x, target=TARGET, output="tokens")
+    assert tokens.shape == (4, 4, 4)
+    # the pixel map is the upsampled token map, identical over channels
+    assert torch.equal(attr[:, 0], attr[:, 2])
+    assert method.has_convergence_delta() is False
+    assert method.multiplies_by_inputs is False
+    assert isinstance(method.get_name(), str)
+    # target=None explains the predicted class
+    pred = model(x).argmax(-1)
+    torch.testing.assert_close(
+        method.attribute(x), method.attribute(x, target=pred), rtol=0, atol=0
+    )
+    # Captum's target formats: int, list, 1-element tuple
+    torch.testing.assert_close(
+        method.attribute(x, target=2), method.attribute(x, target=[2, 2, 2, 2])
+    )
+    one = method.attribute((x,), target=TARGET)
+    assert isinstance(one, tuple) and torch.equal(one[0], attr)
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_families_agree(name, factory, tol, model, x):
+    expected = factory(model).attribute(x, target=TARGET, output="tokens")
+    unfused = timm_vit()
+    for blk in unfused.blocks:
+        blk.attn.fused_attn = False
+    others = {
+        "timm_unfused": unfused,
+        "hf_sdpa": hf_vit_from_timm(model, "sdpa"),
+        "hf_eager": hf_vit_from_timm(model, "eager"),
+        "torchvision": torchvision_vit_from_timm(model),
+    }
+    for family, other in others.items():
+        got = factory(other).attribute(x, target=TARGET, output="tokens")
+        assert _rel(got, expected) < tol, family
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_batch_independence(name, factory, tol, model, x):
+    method = factory(model)
+    batched = method.attribute(x, target=TARGET, output="tokens")
+    for i in range(x.shape[0]):
+        single = method.attribute(
+            x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
+        )
+        torch.testing.assert_close(single[0], batched[i], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- model state
+def snapshot(model):
+    mods = {}
+    for name, mod in model.named_modules():
+        hooks = tuple(
+            len(getattr(mod, h))
+            for h in (
+                "_forward_hooks",
+                "_forward_pre_hooks",
+                "_backward_hooks",
+                "_backward_pre_hooks",
+            )
+        )
+        mods[name] = (
+            mod.training,
+            "forward" in mod.__dict__,
+            hooks,
+            getattr(mod, "fused_attn", None),
+            sorted(k for k in mod.__dict__ if not k.startswith("_")),
+        )
+    params = {
+        n: (
+            p.requires_grad,
+            p.detach().clone(),
+            None if p.grad is None else p.grad.clone(),
+        )
+        for n, p in model.named_parameters()
+    }
+    return mods, params
+
+
+def assert_same_state(before, after):
+    mods_b, params_b = before
+    mods_a, params_a = after
+    assert mods_b == mods_a
+    assert params_b.keys() == params_a.keys()
+    for n in params_b:
+        rg_b, v_b, g_b = params_b[n]
+        rg_a, v_a, g_a = params_a[n]
+        assert rg_b == rg_a, n
+        assert torch.equal(v_b, v_a), n
+        assert (g_b is None) == (g_a is None), n
+        if g_b is not None:
+            assert torch.equal(g_b, g_a), n
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _raise(*_args, **_kwargs):
+    raise Boom("raised in the middle of a call")
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+@pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
+def test_state_restored(name, factory, tol, family, x):
+    base = timm_vit()
+    model = {
+        "timm": lambda: base,
+        "hf": lambda: hf_vit_from_timm(base),
+        "torchvision": lambda: torchvision_vit_from_timm(base),
+    }[family]()
+    # a user state that must survive: train mode on one block, a frozen
+    # parameter, a stale .grad, a user hook
+    first = cv.adapters.get(model).blocks()[0]
+    first.train()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[-1].grad = torch.ones_like(params[-1])
+    handle = model.register_forward_hook(lambda *a: None)
+    method = factory(model)
+    try:
+        before = snapshot(model)
+        method.attribute(x, target=TARGET)
+        assert_same_state(before, snapshot(model))
+
+        last = cv.adapters.get(model).block_parts(1)
+        for where in ("forward", "backward"):
+            if where == "forward":
+                h = last.mlp[0].register_forward_pre_hook(_raise)
+            else:
+                h = last.mlp[0].register_full_backward_hook(_raise)
+            try:
+                before = snapshot(model)
+                try:
+                    method.attribute(x, target=TARGET)
+                except Boom:
+                    pass
+                assert_same_state(before, snapshot(model))
+            finally:
+                h.remove()
+    finally:
+        handle.remove()
+
+
+def test_frozen_model_and_no_grad_context(model, x):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            a = cv.GenericAttention(model).attribute(x, target=TARGET)
+        assert a.abs().sum() > 0
+        assert all(not p.requires_grad for p in model.parameters())
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
+# ---------------------------------------------------------- Captum's metrics
+def _forward(model):
+    return lambda inp: model(inp)
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_captum_metrics_accept_output(name, factory, tol, model, x):
+    method = factory(model)
+    attr = method.attribute(x, target=TARGET)
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    torch.manual_seed(0)
+    infid = infidelity(
+        _forward(model), perturb, x, attr, target=TARGET, n_perturb_samples=2
+    )
+    assert infid.shape == (4,) and torch.isfinite(infid).all()
+    sens = sensitivity_max(method.attribute, x, target=TARGET, n_perturb_samples=2)
+    assert sens.shape == (4,) and torch.isfinite(sens).all()
+    nt = NoiseTunnel(method)
+    smooth = nt.attribute(
+        x, nt_type="smoothgrad", nt_samples=2, target=TARGET, stdevs=0.1
+    )
+    assert smooth.shape == x.shape
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_bad_input(name, factory, tol, model, x):
+    method = factory(model)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        method.attribute(x[0])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bad = x.clone()
+        bad[0, 0, 0, 0] = float("nan")
+        method.attribute(bad)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bad = x.clone()
+        bad[1, 2, 3, 4] = float("inf")
+        method.attribute(bad)
+    with pytest.raises(ValueError, match="out of range"):
+        method.attribute(x, target=CLASSES)
+    with pytest.raises(ValueError, match="out of range"):
+        method.attribute(x, target=torch.tensor([0, 1, -1, 2]))
+    with pytest.raises(ValueError, match="entries for a batch"):
+        method.attribute(x, target=[0, 1])
+    with pytest.raises(ValueError, match="takes 32x32 images"):
+        method.attribute(images(2, size=48))
+    with pytest.raises(ValueError, match="output must be one of"):
+        method.attribute(x, output="pixels")
+
+
+def test_not_a_vit():
+    with pytest.raises(UnsupportedModelError, match="Supported families") as err:
+        cv.AttentionRollout(torch.nn.Linear(3, 3))
+    assert "timm" in str(err.value) and "torchvision" in str(err.value)
+    with pytest.raises(UnsupportedModelError):
+        cv.GradSAM("not a model")
+
+
+def test_not_divisible_dynamic():
+    model = timm_vit(dynamic_img_size=True)
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        cv.AttentionRollout(model).attribute(images(1, size=36))
+
+
+def test_bad_options(model):
+    with pytest.raises(ValueError, match="head_fusion"):
+        cv.AttentionRollout(model, head_fusion="median")
+    with pytest.raises(ValueError, match="discard_ratio"):
+        cv.AttentionRollout(model, discard_ratio=1.0)
+    with pytest.raises(ValueError, match="layer"):
+        cv.RawAttention(model, layer=5)
+    with pytest.raises(ValueError, match="head"):
+        cv.RawAttention(model, head=2)
+    with pytest.raises(ValueError, match="query"):
+        cv.GradSAM(model, query="rows")
+    with pytest.raises(ValueError, match="layer"):
+        cv.GenericAttention(model, start_layer=2)
