@@ -89,6 +89,6 @@ def attention_and_grads(model, x, target):
         attns.append([t.detach() for t in a])
         grads.append(list(g))
     L = len(attns[0])
-    A = [torch.cat([attns[i][l] for i in range(len(attns))]) for l in range(L)]
-    G = [torch.cat([grads[i][l] for i in range(len(grads))]) for l in range(L)]
+    A = [torch.cat([attns[i][j] for i in range(len(attns))]) for j in range(L)]
+    G = [torch.cat([grads[i][j] for i in range(len(grads))]) for j in range(L)]
     return A, G
