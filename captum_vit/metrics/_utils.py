@@ -56,10 +56,11 @@ def _check_batch(attributions: Tensor, batch_size: int, name: str) -> None:
 
 
 def _spatial(attributions: Tensor) -> Tensor:
-    """(B, C, h, w) or (B, h, w) -> (B, h, w) float, channels summed."""
+    """(B, C, h, w) or (B, h, w) -> (B, h, w) floating point, channels summed."""
     if attributions.dim() == 4:
         attributions = attributions.sum(dim=1)
-    return attributions.detach().float()
+    attributions = attributions.detach()
+    return attributions if attributions.is_floating_point() else attributions.float()
 
 
 def _to_pixel_map(
