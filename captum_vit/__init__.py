@@ -6,10 +6,13 @@ __version__ = "0.1.0"
 
 from . import adapters  # noqa: E402
 from .attr import (  # noqa: E402
+    LRP,
     AttentionRollout,
     GenericAttention,
     GradSAM,
+    PartialLRP,
     RawAttention,
+    TransformerLRP,
     ViTAttribution,
 )
 
@@ -20,4 +23,7 @@ __all__ = [
     "AttentionRollout",
     "GradSAM",
     "GenericAttention",
+    "TransformerLRP",
+    "LRP",
+    "PartialLRP",
 ]

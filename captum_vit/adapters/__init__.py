@@ -15,7 +15,14 @@ from typing import List, Type
 
 from torch import nn
 
-from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._base import (
+    BlockParts,
+    EmbeddingParts,
+    HeadParts,
+    Tracer,
+    UnsupportedModelError,
+    ViTAdapter,
+)
 from ._hf import HFViTAdapter
 from ._timm import TimmViTAdapter
 from ._torchvision import TorchvisionViTAdapter
@@ -27,6 +34,8 @@ __all__ = [
     "ViTAdapter",
     "Tracer",
     "BlockParts",
+    "EmbeddingParts",
+    "HeadParts",
     "UnsupportedModelError",
     "TimmViTAdapter",
     "HFViTAdapter",

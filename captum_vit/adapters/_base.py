@@ -25,7 +25,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Tracer", "ViTAdapter", "BlockParts", "UnsupportedModelError"]
+__all__ = [
+    "Tracer",
+    "ViTAdapter",
+    "BlockParts",
+    "EmbeddingParts",
+    "HeadParts",
+    "UnsupportedModelError",
+]
 
 
 class UnsupportedModelError(TypeError):
@@ -62,6 +69,12 @@ class Tracer:
             use it to add a bias or a ``-inf`` mask (ATMAN, ViT Shapley).
             Default: None
     """
+
+    #: whether :meth:`ViTAdapter.trace` also routes the embedding (the
+    #: positional-embedding add) and the head (the pooling) through
+    #: :meth:`embed_add`, :meth:`pool` and :meth:`merge_heads`. Off by default:
+    #: only tracers that need those ends (the LRP engine) switch it on.
+    trace_ends: bool = False
 
     def __init__(
         self,
@@ -142,6 +155,27 @@ class Tracer:
             self.block_outputs[layer] = x
         return x
 
+    # --------------------------------------------- embedding and head (ends)
+    def embed_add(self, tokens: Tensor, pos: Tensor) -> Tensor:
+        """Positional-embedding sum ``tokens + pos`` (``pos`` broadcasts).
+
+        Called only when :attr:`trace_ends` is set.
+        """
+        return tokens + pos
+
+    def pool(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Pooled vector ``sum_n weights[n] * x[:, n]`` of shape ``(B, D)``.
+
+        ``weights`` is :meth:`ViTAdapter.pool_weights`-like: one-hot for
+        class-token pooling, uniform over patch tokens for average pooling.
+        Called only when :attr:`trace_ends` is set.
+        """
+        return torch.einsum("n,bnd->bd", weights.to(x.dtype), x)
+
+    def merge_heads(self, outputs: Sequence[Tensor]) -> Tensor:
+        """Mean of several classifier outputs (timm's distilled DeiT)."""
+        return sum(outputs) / len(outputs)
+
     # --------------------------------------------------------------- helpers
     def attention_list(self) -> List[Tensor]:
         """Recorded attention probabilities ordered by layer."""
@@ -152,7 +186,9 @@ class BlockParts:
     """The modules of one pre-norm transformer block, named by role.
 
     ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
-    (Hugging Face). ``mlp`` lists the MLP's modules in call order.
+    (Hugging Face). ``mlp`` lists the MLP's modules in call order. ``scales``
+    lists elementwise per-channel scalings on the residual branches (timm's
+    ``LayerScale``), empty where the model has none.
     """
 
     def __init__(
@@ -164,6 +200,7 @@ class BlockParts:
         qkv: Sequence[nn.Module],
         proj: nn.Module,
         mlp: Sequence[nn.Module],
+        scales: Sequence[nn.Module] = (),
     ) -> None:
         self.block = block
         self.attention = attention
@@ -172,6 +209,46 @@ class BlockParts:
         self.qkv = list(qkv)
         self.proj = proj
         self.mlp = list(mlp)
+        self.scales = list(scales)
+
+
+class EmbeddingParts:
+    """The modules of the patch embedding, named by role.
+
+    ``patch`` is the patch-embedding convolution (``nn.Conv2d``); ``norm``
+    the module applied to its tokens before the prefix tokens are joined
+    (``None`` where there is none). The positional-embedding sum itself is
+    routed through :meth:`Tracer.embed_add`.
+    """
+
+    def __init__(self, patch: nn.Module, norm: Optional[nn.Module] = None) -> None:
+        self.patch = patch
+        self.norm = norm
+
+
+class HeadParts:
+    """The modules between the last block and the logits, in call order.
+
+    ``norm`` is the final norm over all tokens (``None`` if absent); the
+    pooling is routed through :meth:`Tracer.pool`; ``fc_norm`` is a norm on
+    the pooled vector (``None`` if absent); ``pre_logits`` lists modules
+    between pooling and the classifier (torchvision's optional
+    ``pre_logits`` linear and its ``tanh``); ``classifiers`` the final
+    linear layer(s) (two for timm's distilled DeiT, merged by
+    :meth:`Tracer.merge_heads`).
+    """
+
+    def __init__(
+        self,
+        norm: Optional[nn.Module],
+        classifiers: Sequence[nn.Module],
+        fc_norm: Optional[nn.Module] = None,
+        pre_logits: Sequence[nn.Module] = (),
+    ) -> None:
+        self.norm = norm
+        self.classifiers = list(classifiers)
+        self.fc_norm = fc_norm
+        self.pre_logits = list(pre_logits)
 
 
 class ViTAdapter:
@@ -223,6 +300,14 @@ class ViTAdapter:
     def block_parts(self, layer: int) -> BlockParts:
         raise NotImplementedError
 
+    def embedding_parts(self) -> EmbeddingParts:
+        """The patch-embedding modules (see :class:`EmbeddingParts`)."""
+        raise NotImplementedError
+
+    def head_parts(self) -> HeadParts:
+        """The final norm, pooled-vector norm and classifier(s)."""
+        raise NotImplementedError
+
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
@@ -269,6 +354,15 @@ class ViTAdapter:
     ) -> Callable[..., object]:
         raise NotImplementedError
 
+    def _end_forwards(self, tracer: Tracer) -> List[Tuple[object, str, Callable]]:
+        """``(object, attribute, function)`` overrides that route the
+        positional-embedding sum and the pooling through ``tracer``.
+
+        Used by :meth:`trace` only when ``tracer.trace_ends`` is set; each
+        override computes the same function as the code it replaces.
+        """
+        raise NotImplementedError
+
     @contextlib.contextmanager
     def trace(self, tracer: Optional[Tracer] = None) -> Iterator[Tracer]:
         """Route every block and attention module through ``tracer``.
@@ -285,8 +379,13 @@ class ViTAdapter:
             the tracer, filled while the model runs inside the context.
         """
         tracer = Tracer() if tracer is None else tracer
-        saved: List[Tuple[nn.Module, bool, object]] = []
+        saved: List[Tuple[object, str, bool, object]] = []
         try:
+            if getattr(tracer, "trace_ends", False):
+                for obj, name, fn in self._end_forwards(tracer):
+                    had = name in obj.__dict__
+                    saved.append((obj, name, had, obj.__dict__.get(name)))
+                    setattr(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
                 parts = self.block_parts(layer)
                 for module, fn in (
@@ -297,15 +396,17 @@ class ViTAdapter:
                     ),
                 ):
                     had = "forward" in module.__dict__
-                    saved.append((module, had, module.__dict__.get("forward")))
+                    saved.append(
+                        (module, "forward", had, module.__dict__.get("forward"))
+                    )
                     module.forward = fn
             yield tracer
         finally:
-            for module, had, old in reversed(saved):
+            for obj, name, had, old in reversed(saved):
                 if had:
-                    module.forward = old
+                    setattr(obj, name, old)
                 else:
-                    module.__dict__.pop("forward", None)
+                    obj.__dict__.pop(name, None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"

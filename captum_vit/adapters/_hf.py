@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
-from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._base import (
+    BlockParts,
+    EmbeddingParts,
+    HeadParts,
+    Tracer,
+    UnsupportedModelError,
+    ViTAdapter,
+)
 
 _CLASSIFIERS = {
     "ViTForImageClassification": ("vit", 1),
@@ -90,6 +98,13 @@ class HFViTAdapter(ViTAdapter):
             [blk.mlp.fc1, blk.mlp.activation_fn, blk.mlp.fc2],
         )
 
+    def embedding_parts(self) -> EmbeddingParts:
+        return EmbeddingParts(self._encoder.embeddings.patch_embeddings.projection)
+
+    def head_parts(self) -> HeadParts:
+        norm = getattr(self._encoder, "layernorm", None)
+        return HeadParts(norm, [self.model.classifier])
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         ph, pw = self.patch_size
         return image_size[0] // ph, image_size[1] // pw
@@ -139,3 +154,49 @@ class HFViTAdapter(ViTAdapter):
             return at.o_proj(o), None
 
         return forward
+
+    def _end_forwards(self, tracer: Tracer):
+        emb = self._encoder.embeddings
+        model, encoder, prefix = self.model, self._encoder, self._prefix
+
+        def embeddings_forward(
+            pixel_values: Tensor, bool_masked_pos=None, interpolate_pos_encoding=False
+        ) -> Tensor:
+            # ViTEmbeddings / DeiTEmbeddings.forward, with the sum routed
+            if bool_masked_pos is not None or interpolate_pos_encoding:
+                raise NotImplementedError(
+                    "bool_masked_pos / interpolate_pos_encoding are not supported "
+                    "by this explanation method"
+                )
+            _, _, height, width = pixel_values.shape
+            size = emb.image_size if hasattr(emb, "image_size") else None
+            if size is not None:
+                size = (size, size) if isinstance(size, int) else tuple(size)
+                if (height, width) != size:
+                    raise ValueError(
+                        f"Input image size ({height}*{width}) doesn't match model "
+                        f"({size[0]}*{size[1]})."
+                    )
+            x = emb.patch_embeddings(pixel_values)
+            B = x.shape[0]
+            to_cat = [emb.cls_token.expand(B, -1, -1)]
+            if prefix == 2:
+                to_cat.append(emb.distillation_token.expand(B, -1, -1))
+            x = torch.cat(to_cat + [x], dim=1)
+            x = tracer.embed_add(x, emb.position_embeddings)
+            return emb.dropout(x)
+
+        def model_forward(pixel_values=None, labels=None, **kwargs):
+            # ViTForImageClassification / DeiTForImageClassification.forward
+            # (logits only), with the class-token pooling routed
+            if labels is not None:
+                raise NotImplementedError("labels are not supported while tracing")
+            from transformers.modeling_outputs import ImageClassifierOutput
+
+            seq = encoder(pixel_values, **kwargs).last_hidden_state
+            w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
+            w[0] = 1.0
+            logits = model.classifier(tracer.pool(seq, w))
+            return ImageClassifierOutput(logits=logits)
+
+        return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

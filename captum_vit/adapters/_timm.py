@@ -16,7 +16,14 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._base import (
+    BlockParts,
+    EmbeddingParts,
+    HeadParts,
+    Tracer,
+    UnsupportedModelError,
+    ViTAdapter,
+)
 
 
 def _timm():
@@ -99,9 +106,31 @@ class TimmViTAdapter(ViTAdapter):
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
         mlp = [m for m in (blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2)]
+        scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
-            blk, blk.attn, blk.norm1, blk.norm2, [blk.attn.qkv], blk.attn.proj, mlp
+            blk,
+            blk.attn,
+            blk.norm1,
+            blk.norm2,
+            [blk.attn.qkv],
+            blk.attn.proj,
+            mlp,
+            scales=scales,
         )
+
+    def embedding_parts(self) -> EmbeddingParts:
+        pe = self.model.patch_embed
+        norm = None if isinstance(pe.norm, nn.Identity) else pe.norm
+        return EmbeddingParts(pe.proj, norm)
+
+    def head_parts(self) -> HeadParts:
+        m = self.model
+        heads = [m.head, m.head_dist] if self.distilled else [m.head]
+
+        def real(mod):
+            return None if mod is None or isinstance(mod, nn.Identity) else mod
+
+        return HeadParts(real(m.norm), heads, fc_norm=real(m.fc_norm))
 
     def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
         if self.pooling == "token" and self.distilled:
@@ -170,3 +199,61 @@ class TimmViTAdapter(ViTAdapter):
             return attn.proj_drop(attn.proj(o))
 
         return forward
+
+    def _end_forwards(self, tracer: Tracer):
+        m = self.model
+        adapter = self
+
+        def _pos_embed(x: Tensor) -> Tensor:
+            # timm's VisionTransformer._pos_embed, with the sum routed
+            to_cat = []
+            if m.cls_token is not None:
+                to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
+            if getattr(m, "dist_token", None) is not None:
+                to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
+            if m.reg_token is not None:
+                to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
+            if m.pos_embed is None:
+                return torch.cat(to_cat + [x.view(x.shape[0], -1, x.shape[-1])], 1)
+            if m.dynamic_img_size:
+                from timm.layers import resample_abs_pos_embed
+
+                B, H, W, C = x.shape
+                pos = resample_abs_pos_embed(
+                    m.pos_embed,
+                    new_size=(H, W),
+                    old_size=m.patch_embed.grid_size,
+                    num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
+                )
+                x = x.view(B, -1, C)
+            else:
+                pos = m.pos_embed
+            if m.no_embed_class:
+                x = tracer.embed_add(x, pos)
+                if to_cat:
+                    x = torch.cat(to_cat + [x], dim=1)
+            else:
+                if to_cat:
+                    x = torch.cat(to_cat + [x], dim=1)
+                x = tracer.embed_add(x, pos)
+            return m.pos_drop(x)
+
+        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
+            N = x.shape[1]
+            if adapter.distilled:
+                outs = []
+                for i in range(2):
+                    w = torch.zeros(N, device=x.device, dtype=x.dtype)
+                    w[i] = 1.0
+                    outs.append(m.head_drop(tracer.pool(x, w)))
+                if pre_logits:
+                    return tracer.merge_heads(outs)
+                outs = [m.head(outs[0]), m.head_dist(outs[1])]
+                if m.distilled_training and m.training:
+                    return tuple(outs)
+                return tracer.merge_heads(outs)
+            w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
+            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+            return x if pre_logits else m.head(x)
+
+        return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]

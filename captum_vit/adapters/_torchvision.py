@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._base import (
+    BlockParts,
+    EmbeddingParts,
+    HeadParts,
+    Tracer,
+    UnsupportedModelError,
+    ViTAdapter,
+)
 
 
 class _InProj(nn.Module):
@@ -95,6 +103,14 @@ class TorchvisionViTAdapter(ViTAdapter):
             mlp,
         )
 
+    def embedding_parts(self) -> EmbeddingParts:
+        return EmbeddingParts(self.model.conv_proj)
+
+    def head_parts(self) -> HeadParts:
+        heads = self.model.heads
+        pre = [heads.pre_logits, heads.act] if hasattr(heads, "pre_logits") else []
+        return HeadParts(self.model.encoder.ln, [heads.head], pre_logits=pre)
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         p = self.model.patch_size
         return image_size[0] // p, image_size[1] // p
@@ -152,3 +168,25 @@ class TorchvisionViTAdapter(ViTAdapter):
             return o, None
 
         return forward
+
+    def _end_forwards(self, tracer: Tracer):
+        model, encoder = self.model, self.model.encoder
+
+        def encoder_forward(input: Tensor) -> Tensor:
+            # torchvision Encoder.forward, with the positional sum routed
+            x = tracer.embed_add(input, encoder.pos_embedding)
+            return encoder.ln(encoder.layers(encoder.dropout(x)))
+
+        def model_forward(x: Tensor) -> Tensor:
+            # torchvision VisionTransformer.forward, with the pooling routed
+            x = model._process_input(x)
+            cls = model.class_token.expand(x.shape[0], -1, -1)
+            x = encoder(torch.cat([cls, x], dim=1))
+            w = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
+            w[0] = 1.0
+            return model.heads(tracer.pool(x, w))
+
+        return [
+            (encoder, "forward", encoder_forward),
+            (model, "forward", model_forward),
+        ]

@@ -1,0 +1,382 @@
+"""The LRP engine: rule sets applied to a stock model, without rewriting it.
+
+A :class:`RuleSet` says which rule of :mod:`._lrp_rules` each operation
+gets. :func:`lrp_context` applies a rule set to the model an adapter wraps:
+
+* the functional operations (the two attention matmuls, the softmax, the
+  residual sums, the positional-embedding sum and the pooling) are routed
+  through an :class:`LRPTracer` by :meth:`ViTAdapter.trace`;
+* the modules the adapter lists (:meth:`~ViTAdapter.block_parts`,
+  :meth:`~ViTAdapter.embedding_parts`, :meth:`~ViTAdapter.head_parts`) get an
+  instance-level ``forward`` that calls the rule, like zennit's canonizers.
+
+On exit, also when the body raised, every instance ``forward`` that was set
+is deleted again (or the user's own restored). No class is touched, no
+attribute is written onto a user module, no weight is changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..adapters import Tracer, ViTAdapter
+from . import _lrp_rules as R
+from ._base import ViTAttribution
+
+__all__ = ["RuleSet", "RULE_SETS", "LRPTracer", "lrp_context", "relevance_pass"]
+
+
+# ----------------------------------------------------------------- rule sets
+def _is_linear(m: nn.Module) -> bool:
+    w = getattr(m, "weight", None)
+    return isinstance(w, Tensor) and w.dim() == 2 and not _is_norm(m)
+
+
+def _is_norm(m: nn.Module) -> bool:
+    return isinstance(m, (nn.LayerNorm, nn.GroupNorm)) or hasattr(m, "normalized_shape")
+
+
+def _skip(m: Optional[nn.Module]) -> bool:
+    return m is None or isinstance(m, (nn.Identity, nn.Dropout))
+
+
+class RuleSet:
+    """Which rule each operation of a ViT gets; subclasses pick the rules.
+
+    The defaults are Chefer et al.'s ``layers_ours`` rules (``"chefer2021"``).
+    """
+
+    name = "chefer2021"
+    #: relevance at the logits starts at one (Chefer) or the logit (AttnLRP)
+    start_at_logit = False
+
+    # modules
+    def linear(self, module: nn.Module, x: Tensor) -> Tensor:
+        return R.LinearAlpha1Beta0.apply(x, module.weight, module.bias)
+
+    def norm(self, module: nn.Module, x: Tensor) -> Tensor:
+        return R.PassThrough.apply(x, _original(module))
+
+    def elementwise(self, module: nn.Module, x: Tensor) -> Tensor:
+        return R.PassThrough.apply(x, _original(module))
+
+    def patch_conv(self, module: nn.Module, x: Tensor) -> Tensor:
+        return R.ConvZBeta.apply(x, module.weight, module.bias, _conv_kwargs(module))
+
+    # functional operations
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        return R.AddZ.apply(a, b, True)
+
+    def clone(self, x: Tensor) -> Tensor:
+        return R.ZIdentity.apply(x)
+
+    def pool(self, x: Tensor, weights: Tensor) -> Tensor:
+        return R.PoolZ.apply(x, weights.to(x.dtype), 0.0)
+
+    def qk(self, q: Tensor, k: Tensor, scale: float) -> Tensor:
+        return R.QKHalf.apply(q, k, scale, 0.0)
+
+    def softmax(self, scores: Tensor) -> Tensor:
+        return R.PassThrough.apply(scores, _softmax)
+
+    def av(self, attn: Tensor, v: Tensor) -> Tensor:
+        return R.AVHalf.apply(attn, v, 0.0)
+
+
+class OriginalRules(RuleSet):
+    """Chefer et al.'s ``layers_lrp`` rules: separately normalised linear
+    terms, plain z-rule Add; everything else as ``layers_ours``."""
+
+    name = "original"
+
+    def linear(self, module, x):
+        return R.LinearSeparate.apply(x, module.weight, module.bias)
+
+    def add(self, a, b):
+        return R.AddZ.apply(a, b, False)
+
+
+class AttnLRPRules(RuleSet):
+    """AttnLRP (Achtibat et al., ICML 2024): LRP-epsilon for linear layers,
+    sums, pooling and the patch convolution; the LayerNorm rule with a
+    constant standard deviation; the identity rule for elementwise
+    nonlinearities; the softmax rule; the uniform (halving) rule for both
+    attention matmuls. Relevance starts at the target logit."""
+
+    name = "attnlrp"
+    start_at_logit = True
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        self.epsilon = epsilon
+
+    def linear(self, module, x):
+        return R.LinearEpsilon.apply(x, module.weight, module.bias, self.epsilon)
+
+    def norm(self, module, x):
+        if isinstance(module, nn.LayerNorm):
+            return R.NormEpsilon.apply(
+                x, module.weight, module.bias, module.eps, self.epsilon
+            )
+        return R.PassThrough.apply(x, _original(module))
+
+    def patch_conv(self, module, x):
+        return R.ConvEpsilon.apply(
+            x, module.weight, module.bias, _conv_kwargs(module), self.epsilon
+        )
+
+    def add(self, a, b):
+        return R.AddEpsilon.apply(a, b, self.epsilon)
+
+    def clone(self, x):
+        return x
+
+    def pool(self, x, weights):
+        return R.PoolZ.apply(x, weights.to(x.dtype), self.epsilon)
+
+    def qk(self, q, k, scale):
+        return R.QKHalf.apply(q, k, scale, self.epsilon)
+
+    def softmax(self, scores):
+        return R.SoftmaxAttnLRP.apply(scores)
+
+    def av(self, attn, v):
+        return R.AVHalf.apply(attn, v, self.epsilon)
+
+
+RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
+    "chefer2021": RuleSet,
+    "original": OriginalRules,
+    "attnlrp": AttnLRPRules,
+}
+
+
+def get_rule_set(rules) -> RuleSet:
+    if isinstance(rules, RuleSet):
+        return rules
+    if rules not in RULE_SETS:
+        raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
+    return RULE_SETS[rules]()
+
+
+def _softmax(x: Tensor) -> Tensor:
+    return x.softmax(dim=-1)
+
+
+def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    fwd = type(module).forward
+    return lambda t: fwd(module, t)
+
+
+def _conv_kwargs(m: nn.Module) -> dict:
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+        raise NotImplementedError("only zero-padded convolutions are supported")
+    return dict(
+        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
+    )
+
+
+# ------------------------------------------------------------------- tracer
+class LRPTracer(Tracer):
+    """Routes the attention core, the residual sums, the positional sum and
+    the pooling through a :class:`RuleSet`; records the attention
+    probabilities (whose "gradient" after the relevance pass is the relevance
+    arriving at them)."""
+
+    trace_ends = True
+
+    def __init__(self, rules: RuleSet) -> None:
+        super().__init__(keep_attention=True)
+        self.rules = rules
+
+    def qk(self, layer, q, k, scale):
+        return self.rules.qk(q, k, scale)
+
+    def softmax(self, layer, scores):
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            return self.rules.softmax(scores.float()).to(scores.dtype)
+        return self.rules.softmax(scores)
+
+    def av(self, layer, attn, v):
+        return self.rules.av(attn, v)
+
+    def residual(self, layer, index, x, branch):
+        out = self.rules.add(x, branch)
+        return self.rules.clone(out) if index == 0 else out
+
+    def block_input(self, layer, x):
+        return super().block_input(layer, self.rules.clone(x))
+
+    def embed_add(self, tokens, pos):
+        return self.rules.add(tokens, pos)
+
+    def pool(self, x, weights):
+        return self.rules.pool(x, weights)
+
+    def merge_heads(self, outputs):
+        n = len(outputs)
+        halves = [R.PassThrough.apply(o, lambda t: t / n) for o in outputs]
+        out = halves[0]
+        for h in halves[1:]:
+            out = self.rules.add(out, h)
+        return out
+
+
+# --------------------------------------------------------- applying rules
+def _module_rules(
+    adapter: ViTAdapter, rules: RuleSet
+) -> List[Tuple[nn.Module, Callable]]:
+    """``(module, new forward)`` for every module the adapter lists."""
+    out: List[Tuple[nn.Module, Callable]] = []
+
+    def bind(kind: str, module: nn.Module) -> None:
+        fn = getattr(rules, kind)
+        out.append((module, lambda x, _m=module, _f=fn: _f(_m, x)))
+
+    def by_type(module: Optional[nn.Module]) -> None:
+        if _skip(module):
+            return
+        if _is_linear(module):
+            bind("linear", module)
+        elif _is_norm(module):
+            bind("norm", module)
+        else:
+            bind("elementwise", module)
+
+    for layer in range(adapter.num_layers):
+        parts = adapter.block_parts(layer)
+        by_type(parts.norm1)
+        by_type(parts.norm2)
+        for m in parts.qkv:
+            bind("linear", m)
+        bind("linear", parts.proj)
+        for m in list(parts.mlp) + list(getattr(parts, "scales", [])):
+            by_type(m)
+    emb = adapter.embedding_parts()
+    bind("patch_conv", emb.patch)
+    by_type(emb.norm)
+    head = adapter.head_parts()
+    by_type(head.norm)
+    by_type(head.fc_norm)
+    for m in list(head.pre_logits) + list(head.classifiers):
+        by_type(m)
+    return out
+
+
+@contextlib.contextmanager
+def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
+    """Apply ``rules`` to ``adapter.model`` for the duration of the context.
+
+    Yields the :class:`LRPTracer` that records attention probabilities.
+    Every instance-level ``forward`` set here or by the adapter is removed
+    on exit (the user's own restored), also when the body raised.
+    """
+    tracer = LRPTracer(rules)
+    saved: List[Tuple[nn.Module, bool, object]] = []
+    try:
+        for module, fn in _module_rules(adapter, rules):
+            if any(module is s[0] for s in saved):
+                continue
+            had = "forward" in module.__dict__
+            saved.append((module, had, module.__dict__.get("forward")))
+            module.forward = fn
+        with adapter.trace(tracer):
+            yield tracer
+    finally:
+        for module, had, old in reversed(saved):
+            if had:
+                module.forward = old
+            else:
+                module.__dict__.pop("forward", None)
+
+
+def relevance_pass(
+    adapter: ViTAdapter,
+    rules: RuleSet,
+    inputs: Tensor,
+    target: Optional[Tensor],
+    args: tuple = (),
+    wrt_input: bool = True,
+    wrt_attention: Sequence[int] = (),
+) -> Tuple[Tensor, Optional[Tensor], Dict[int, Tensor], Dict[int, Tensor]]:
+    """One forward with ``rules`` applied, then one relevance pass.
+
+    Returns:
+        ``(target, input_relevance, attention_relevance, attention)``:
+        the resolved targets ``(B,)``, the relevance of ``inputs`` (or None),
+        the relevance arriving at the post-softmax attention of each layer in
+        ``wrt_attention`` ``(B, H, N, N)`` and the attention itself.
+    """
+    with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
+        x = inputs.detach().requires_grad_(True)
+        logits = adapter.forward(x, *args)
+        if logits.dim() != 2:
+            raise ValueError(
+                f"the model returned output of shape {tuple(logits.shape)}; "
+                "expected logits (B, classes)"
+            )
+        if target is None:
+            target = logits.detach().argmax(dim=-1)
+        target = target.to(logits.device)
+        start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+        if rules.start_at_logit:
+            start = start * logits.detach()
+        layers = list(wrt_attention)
+        wrt = ([x] if wrt_input else []) + [tracer.attentions[i] for i in layers]
+        grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
+    rel_x = grads[0].detach() if wrt_input else None
+    rel_a = {i: g.detach() for i, g in zip(layers, grads[int(wrt_input) :])}
+    attn = {i: tracer.attentions[i].detach() for i in layers}
+    return target, rel_x, rel_a, attn
+
+
+class _PixelLRPAttribution(ViTAttribution):
+    """Base of the LRP methods whose natural output is relevance per input
+    element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
+
+    def attribute(
+        self, inputs, target=None, additional_forward_args=None, output="input"
+    ):
+        return self._attribute_pixels(inputs, target, additional_forward_args, output)
+
+    def _attribute_pixels(self, inputs, target, additional_forward_args, output):
+        from .._compat import _format_additional_forward_args
+        from ._base import _OUTPUTS
+
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple:
+            if len(inputs) != 1:
+                raise ValueError(
+                    "captum_vit methods take one image tensor; got a tuple of "
+                    f"{len(inputs)} inputs"
+                )
+            inputs = inputs[0]
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        self._check_inputs(inputs)
+        target = self._check_target(target, inputs.shape[0])
+        args = _format_additional_forward_args(additional_forward_args)
+        args = () if args is None else tuple(args)
+        rel = self._relevance(inputs, target, args).to(inputs.dtype)
+        if output == "tokens":
+            return patch_sums(
+                rel,
+                self.adapter.grid_size(tuple(inputs.shape[-2:])),
+                self.adapter.patch_size,
+            )
+        return (rel,) if is_tuple else rel
+
+    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
+        raise NotImplementedError
+
+
+def patch_sums(rel: Tensor, grid: Tuple[int, int], patch: Tuple[int, int]) -> Tensor:
+    """Sum pixel relevance ``(B, C, H, W)`` over channels and within each
+    patch: ``(B, gh, gw)`` (pixels outside the patch grid are dropped)."""
+    B = rel.shape[0]
+    (gh, gw), (ph, pw) = grid, patch
+    r = rel.sum(dim=1)[:, : gh * ph, : gw * pw]
+    return r.reshape(B, gh, ph, gw, pw).sum(dim=(2, 4))

@@ -1,0 +1,69 @@
+"""Partial LRP (Voita et al. 2019) as the baseline of Chefer et al. 2021."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from torch import Tensor, nn
+
+from ._base import ViTAttribution
+from ._lrp import RuleSet, get_rule_set, relevance_pass
+
+
+class PartialLRP(ViTAttribution):
+    r"""Partial LRP of Voita, Talbot, Moiseev, Sennrich and Titov, "Analyzing
+    Multi-Head Self-Attention", ACL 2019 (https://arxiv.org/abs/1905.09418),
+    as the **"partial LRP" baseline** of Chefer, Gur and Wolf (CVPR 2021,
+    https://arxiv.org/abs/2012.09838): the LRP relevance that reaches the
+    last layer's attention probabilities, positive part, mean over heads,
+    class-token row at the patch columns:
+
+    .. math::
+        \text{map} = \mathbb{E}_h\!\left[\left(R^{(L-1)}_h\right)^+\right]_{0,\,1:}
+
+    :math:`R^{(L-1)}` is the relevance arriving at :math:`A^{(L-1)}` (the
+    halved z-rule of :math:`A V`), from an LRP pass that starts at one on the
+    target logit.
+
+    * ``rules="original"`` (default): Chefer et al.'s ``layers_lrp`` rules,
+      as their baseline; reproduces the reference key ``partial_lrp``.
+    * ``rules="chefer2021"``: their ``layers_ours`` rules; reproduces
+      ``last_layer`` (``is_ablation=False``).
+
+    Args:
+        model (torch.nn.Module): a stock timm, Hugging Face or torchvision
+            Vision Transformer, or an adapter wrapping one.
+        rules (str, optional): ``"original"`` or ``"chefer2021"``.
+            Default: ``"original"``
+        layer (int, optional): the layer read; the paper's baseline reads
+            the last one. Default: -1
+        interpolate_mode (str, optional): upsampling of the token map to
+            pixels. Default: ``"bilinear"``
+
+    Examples::
+
+        >>> import timm, torch, captum_vit as cv
+        >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+        >>> attr = cv.PartialLRP(model).attribute(torch.randn(2, 3, 224, 224))
+        >>> attr.shape
+        torch.Size([2, 3, 224, 224])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rules: Union[str, RuleSet] = "original",
+        layer: int = -1,
+        interpolate_mode: str = "bilinear",
+    ) -> None:
+        super().__init__(model, interpolate_mode)
+        if isinstance(rules, str) and rules not in ("chefer2021", "original"):
+            raise ValueError(f"rules must be 'original' or 'chefer2021', got {rules!r}")
+        self.rules = get_rule_set(rules)
+        self.layer = self._layer_index(layer)
+
+    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+        _, _, rel, _ = relevance_pass(
+            self.adapter, self.rules, inputs, target, args, False, [self.layer]
+        )
+        return self._patch_row(rel[self.layer].clamp(min=0).mean(dim=1))

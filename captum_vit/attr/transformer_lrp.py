@@ -1,0 +1,101 @@
+"""Transformer attribution (Chefer, Gur, Wolf, CVPR 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._base import ViTAttribution
+from ._lrp import RuleSet, relevance_pass
+
+_METHODS = ("transformer_attribution", "lrp_rollout")
+
+
+class TransformerLRP(ViTAttribution):
+    r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
+    Interpretability Beyond Attention Visualization", CVPR 2021
+    (https://arxiv.org/abs/2012.09838), on a stock model.
+
+    An LRP pass with the authors' rules (``layers_ours``: LRP-:math:`\alpha_1
+    \beta_0` for linear layers with biases ignored, identity through
+    LayerNorm, GELU and softmax, the renormalised residual Add, the z-rule
+    Clone at each residual fork, the halving inside both attention matmuls,
+    the z-rule for the class-token pooling, relevance starting at one on the
+    target logit) gives the relevance :math:`R^{(l)}` arriving at each
+    layer's attention probabilities :math:`A^{(l)}` (their ``attn_cam``).
+    With :math:`\nabla A^{(l)} = \partial y_t / \partial A^{(l)}` the gradient
+    of the target logit:
+
+    .. math::
+        \bar A^{(l)} = \mathbb{E}_h\!\left[\left(\nabla A^{(l)}_h \odot
+            R^{(l)}_h\right)^{+}\right], \qquad
+        C = (\bar A^{(L-1)} + I) \cdots (\bar A^{(s)} + I)
+
+    (later layers multiplied on the left, no row normalisation) and the map
+    is the class-token row of :math:`C` at the patch columns. With
+    ``method="lrp_rollout"`` the gradient is left out,
+    :math:`\bar A^{(l)} = \mathbb{E}_h[(R^{(l)}_h)^+]` (the authors'
+    ``method="rollout"`` of ``generate_LRP``, a rollout of LRP relevances —
+    not attention rollout).
+
+    Reproduces the reference keys ``transformer_attribution`` and
+    ``lrp_relevance_rollout`` of Chefer et al.'s code (``start_layer=0``, their
+    notebook default; their evaluation script uses ``start_layer=1``). The
+    residual Add renormalisation is taken per sample (their code sums over
+    the batch), so batches give each image's batch-1 result.
+
+    Args:
+        model (torch.nn.Module): a stock timm, Hugging Face or torchvision
+            Vision Transformer, or an adapter wrapping one.
+        start_layer (int, optional): first layer of the product. Default: 0
+        method (str, optional): ``"transformer_attribution"`` (the paper's
+            method) or ``"lrp_rollout"``. Default: ``"transformer_attribution"``
+        interpolate_mode (str, optional): upsampling of the token map to
+            pixels. Default: ``"bilinear"``
+
+    Examples::
+
+        >>> import timm, torch, captum_vit as cv
+        >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+        >>> lrp = cv.TransformerLRP(model)
+        >>> attr = lrp.attribute(torch.randn(2, 3, 224, 224), target=3)
+        >>> attr.shape
+        torch.Size([2, 3, 224, 224])
+        >>> lrp.attribute(torch.randn(2, 3, 224, 224), output="tokens").shape
+        torch.Size([2, 14, 14])
+    """
+
+    _needs_grad = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        start_layer: int = 0,
+        method: str = "transformer_attribution",
+        interpolate_mode: str = "bilinear",
+    ) -> None:
+        super().__init__(model, interpolate_mode)
+        self.start_layer = self._layer_index(start_layer)
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        self.method = method
+
+    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+        layers = range(self.start_layer, self.adapter.num_layers)
+        grads = None
+        if self.method == "transformer_attribution":
+            _, _, target, grads = self._trace(inputs, target, args, grad=True)
+        _, _, rel, _ = relevance_pass(
+            self.adapter, RuleSet(), inputs, target, args, False, layers
+        )
+        N = rel[self.start_layer].shape[-1]
+        first = rel[self.start_layer]
+        eye = torch.eye(N, dtype=first.dtype, device=first.device)
+        J = None
+        for layer in layers:
+            cam = rel[layer]
+            if grads is not None:
+                cam = grads[layer].detach() * cam
+            M = cam.clamp(min=0).mean(dim=1) + eye
+            J = M if J is None else M @ J
+        return self._patch_row(J)

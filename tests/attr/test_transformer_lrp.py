@@ -1,0 +1,113 @@
+"""TransformerLRP (Chefer et al. 2021) against the authors' reference outputs
+and across model families and batch sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import captum_vit as cv
+from captum_vit.attr._lrp import RuleSet, relevance_pass
+from tests.attr.test_lrp_reference import model_in, needs_reference, reference, rel_err
+from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
+
+KEYS = {"transformer_attribution": "transformer_attribution"}
+KEYS["lrp_rollout"] = "lrp_relevance_rollout"
+
+
+@needs_reference
+@pytest.mark.parametrize("method", ["transformer_attribution", "lrp_rollout"])
+def test_reference_float32(method):
+    _, _, ref32, _, targets = reference()
+    model, x = model_in(torch.float32)
+    assert all(blk.attn.fused_attn for blk in model.blocks)  # timm's default
+    lrp = cv.TransformerLRP(model, method=method)
+    for t in ("argmax", "5"):
+        ours = lrp.attribute(x, target=targets[t], output="tokens")
+        err = rel_err(ours.numpy(), ref32[f"{KEYS[method]}__target_{t}"])
+        assert err.max() < 1e-3, (t, err)
+
+
+@needs_reference
+@pytest.mark.parametrize(
+    "method,targets_checked",
+    [("transformer_attribution", ("argmax", "5")), ("lrp_rollout", ("argmax",))],
+)
+def test_reference_float64(method, targets_checked):
+    _, _, _, ref64, targets = reference()
+    model, x = model_in(torch.float64)
+    lrp = cv.TransformerLRP(model, method=method)
+    for t in targets_checked:
+        ours = lrp.attribute(x, target=targets[t], output="tokens")
+        assert ours.dtype == torch.float64
+        err = rel_err(ours.numpy(), ref64[f"{KEYS[method]}__target_{t}"])
+        assert err.max() < 1e-9, (t, err)  # README §8: sdiv reproduced exactly
+
+
+@needs_reference
+def test_reference_attn_cam_per_layer():
+    """The relevance at each attention (their ``attn_cam``), image 0."""
+    _, _, ref32, _, targets = reference()
+    model, x = model_in(torch.float32)
+    adapter = cv.adapters.get(model)
+    _, _, rel, _ = relevance_pass(
+        adapter, RuleSet(), x[:1], targets["argmax"][:1], (), False, [0, 1, 2]
+    )
+    expected = ref32["debug_img0_target_argmax__attn_cam"]
+    for layer, tol in zip(range(3), (5e-3, 1e-3, 1e-4)):
+        ours = rel[layer][0].numpy()
+        err = np.abs(ours - expected[layer]).max() / np.abs(expected[layer]).max()
+        assert err < tol, (layer, err)
+
+
+@needs_reference
+def test_rollout_order_from_layer_maps():
+    """Rebuild the rollout from the reference's layer maps (order matters)."""
+    _, _, _, ref64, _ = reference()
+    maps = torch.from_numpy(ref64["debug_img0_target_argmax__ta_layer_maps"]).double()
+    eye = torch.eye(maps.shape[-1], dtype=maps.dtype)
+    J = maps[0] + eye
+    for m in maps[1:]:
+        J = (m + eye) @ J
+    err = rel_err(
+        J[0, 1:][None].numpy(), ref64["transformer_attribution__target_argmax"][:1]
+    )
+    assert err.max() < 1e-6
+
+
+def test_batch_independence_and_families():
+    torch.manual_seed(0)
+    model = timm_vit()
+    x = images(8)
+    target = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    lrp = cv.TransformerLRP(model)
+    batched = lrp.attribute(x, target=target, output="tokens")
+    for i in (0, 5):
+        single = lrp.attribute(x[i : i + 1], target=target[i : i + 1], output="tokens")
+        torch.testing.assert_close(single[0], batched[i], rtol=1e-5, atol=1e-7)
+    for other in (
+        hf_vit_from_timm(model, "sdpa"),
+        hf_vit_from_timm(model, "eager"),
+        torchvision_vit_from_timm(model),
+    ):
+        got = cv.TransformerLRP(other).attribute(x, target=target, output="tokens")
+        torch.testing.assert_close(got, batched, rtol=1e-4, atol=1e-6)
+
+
+def test_start_layer_and_options():
+    model = timm_vit()
+    x = images(2)
+    full = cv.TransformerLRP(model).attribute(x, target=1, output="tokens")
+    late = cv.TransformerLRP(model, start_layer=1).attribute(
+        x, target=1, output="tokens"
+    )
+    assert not torch.allclose(full, late)
+    with pytest.raises(ValueError, match="method must be one of"):
+        cv.TransformerLRP(model, method="rollout")
+    with pytest.raises(ValueError, match="layer"):
+        cv.TransformerLRP(model, start_layer=2)
+    with pytest.raises(ValueError, match="rules must be"):
+        cv.LRP(model, rules="attnlrp")
+    with pytest.raises(ValueError, match="rules must be"):
+        cv.PartialLRP(model, rules="zplus")
