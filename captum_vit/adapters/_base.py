@@ -20,9 +20,10 @@ the body raised.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -68,6 +69,8 @@ class Tracer:
             scores`` applied to the scaled pre-softmax scores of every layer;
             use it to add a bias or a ``-inf`` mask (ATMAN, ViT Shapley).
             Default: None
+        layers (iterable of int, optional): the layers to record; the others
+            run torch's fused attention. Default: None (all layers)
     """
 
     #: whether :meth:`ViTAdapter.trace` also routes the embedding (the
@@ -83,7 +86,9 @@ class Tracer:
         keep_scores: bool = False,
         keep_blocks: bool = False,
         score_hook: Optional[ScoreHook] = None,
+        layers: Optional[Iterable[int]] = None,
     ) -> None:
+        self.layers = None if layers is None else frozenset(layers)
         self.keep_attention = keep_attention
         self.keep_values = keep_values
         self.keep_scores = keep_scores
@@ -120,7 +125,14 @@ class Tracer:
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> Tensor:
-        """The whole attention core; adapters call this once per layer."""
+        """The whole attention core; adapters call this once per layer.
+
+        ``dropout`` is None when attention dropout is inactive (eval mode or
+        p = 0). A layer outside :attr:`layers` that nothing customises runs
+        torch's fused ``scaled_dot_product_attention`` and records nothing.
+        """
+        if self._fast(layer) and dropout is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         scores = self.qk(layer, q, k, scale)
         if mask is not None:
             if mask.dtype == torch.bool:
@@ -139,6 +151,17 @@ class Tracer:
         if dropout is not None:
             attn = dropout(attn)
         return self.av(layer, attn, v)
+
+    def _fast(self, layer: int) -> bool:
+        cls = type(self)
+        return (
+            self.layers is not None
+            and layer not in self.layers
+            and self.score_hook is None
+            and cls.qk is Tracer.qk
+            and cls.softmax is Tracer.softmax
+            and cls.av is Tracer.av
+        )
 
     # ------------------------------------------------------------ block level
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:

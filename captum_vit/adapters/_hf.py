@@ -148,7 +148,13 @@ class HFViTAdapter(ViTAdapter):
             k = at.k_proj(hidden_states).view(shape).transpose(1, 2)
             v = at.v_proj(hidden_states).view(shape).transpose(1, 2)
             o = tracer.attention(
-                layer, q, k, v, at.scaling, mask=attention_mask, dropout=dropout
+                layer,
+                q,
+                k,
+                v,
+                at.scaling,
+                mask=attention_mask,
+                dropout=dropout if at.training and at.attention_dropout > 0 else None,
             )
             o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
             return at.o_proj(o), None

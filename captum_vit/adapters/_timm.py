@@ -36,6 +36,10 @@ def _timm():
     return VisionTransformer, Block, Attention
 
 
+def _active(dropout: nn.Dropout) -> Optional[nn.Dropout]:
+    return dropout if dropout.training and dropout.p > 0 else None
+
+
 class TimmViTAdapter(ViTAdapter):
     """Adapter for ``timm.models.vision_transformer.VisionTransformer``."""
 
@@ -192,7 +196,13 @@ class TimmViTAdapter(ViTAdapter):
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
             o = tracer.attention(
-                layer, q, k, v, attn.scale, mask=attn_mask, dropout=attn.attn_drop
+                layer,
+                q,
+                k,
+                v,
+                attn.scale,
+                mask=attn_mask,
+                dropout=_active(attn.attn_drop),
             )
             o = o.transpose(1, 2).reshape(B, N, attn.attn_dim)
             o = attn.norm(o)

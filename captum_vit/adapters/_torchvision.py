@@ -162,7 +162,13 @@ class TorchvisionViTAdapter(ViTAdapter):
             if attn_mask is not None:
                 mask = attn_mask if attn_mask.dtype != bool else ~attn_mask
             o = tracer.attention(
-                layer, q, k, v, (D // H) ** -0.5, mask=mask, dropout=dropout
+                layer,
+                q,
+                k,
+                v,
+                (D // H) ** -0.5,
+                mask=mask,
+                dropout=dropout if mha.training and mha.dropout > 0 else None,
             )
             o = mha.out_proj(o.transpose(1, 2).reshape(B, N, D))
             return o, None

@@ -1,6 +1,7 @@
 """Attribution methods for Vision Transformers, one per file."""
 
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
+from ._registry import create_method, list_methods, register_method
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
 from .lrp import LRP
@@ -9,7 +10,18 @@ from .raw_attention import RawAttention
 from .rollout import AttentionRollout
 from .transformer_lrp import TransformerLRP
 
+for _name, _cls in {
+    "raw_attention": RawAttention,
+    "rollout": AttentionRollout,
+    "grad_sam": GradSAM,
+    "generic_attention": GenericAttention,
+}.items():
+    register_method(_name)(_cls)
+
 __all__ = [
+    "create_method",
+    "list_methods",
+    "register_method",
     "ViTAttribution",
     "fuse_heads",
     "tokens_to_pixels",

@@ -6,6 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from ..adapters import Tracer
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
 
 
@@ -66,7 +67,7 @@ class RawAttention(ViTAttribution):
         self.head_fusion = head_fusion
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        tracer, _, _, _ = self._trace(inputs, target, args)
+        tracer, _, _, _ = self._trace(inputs, target, args, Tracer(layers=[self.layer]))
         attn = tracer.attentions[self.layer].detach()
         if self.head is not None:
             fused = attn[:, self.head]

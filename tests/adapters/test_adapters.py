@@ -128,3 +128,12 @@ def test_unsupported_models():
     with pytest.raises(adapters.UnsupportedModelError, match="attention pooling"):
         adapters.get(timm_vit(global_pool="map"))
     assert len(adapters.supported_families()) == 3
+
+
+def test_recording_only_some_layers_uses_fused_attention(base):
+    x = images(2)
+    a = adapters.get(base)
+    with a.trace(Tracer(layers=[1])) as tracer:
+        got = a.forward(x)
+    assert sorted(tracer.attentions) == [1]
+    torch.testing.assert_close(got, base(x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,82 @@
+"""Cost of the attention methods as ratios to one forward / forward+backward.
+
+Measured in one run on the same model and batch (ViT-S/16 shape, random init):
+
+* baseline ``forward``: ``model(x)`` under ``torch.no_grad()`` with timm's
+  default fused attention;
+* baseline ``forward+backward``: ``model(x)`` with gradients, then
+  ``logits[range(B), target].sum().backward()`` (parameters require grad, as
+  in a stock model);
+* each method's ``attribute(x, target=target)``.
+
+Goals (issue 2): RawAttention, AttentionRollout <= 1.3x forward; GradSAM,
+GenericAttention <= 1.5x forward+backward.
+
+Usage: ``python benchmarks/bench_attention.py [--batch 1 8] [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import timm
+import torch
+
+import captum_vit as cv
+
+
+def timeit(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="vit_small_patch16_224")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, pretrained=False).eval()
+    print(f"model {args.model}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for B in args.batch:
+        x = torch.randn(B, 3, 224, 224)
+        target = torch.arange(B) % model.num_classes
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
+        def forward_backward():
+            model.zero_grad(set_to_none=True)
+            model(x)[torch.arange(B), target].sum().backward()
+
+        t_f = timeit(forward, args.repeats)
+        t_fb = timeit(forward_backward, args.repeats)
+        model.zero_grad(set_to_none=True)
+        print(f"\nbatch {B}: forward {t_f * 1e3:.1f} ms, forward+backward {t_fb * 1e3:.1f} ms")
+        rows = [
+            ("RawAttention", cv.RawAttention(model), t_f, "forward", 1.3),
+            ("AttentionRollout", cv.AttentionRollout(model), t_f, "forward", 1.3),
+            ("GradSAM", cv.GradSAM(model), t_fb, "forward+backward", 1.5),
+            ("GenericAttention", cv.GenericAttention(model), t_fb, "forward+backward", 1.5),
+        ]
+        for name, method, base, base_name, goal in rows:
+            t = timeit(lambda m=method: m.attribute(x, target=target), args.repeats)
+            ratio = t / base
+            ok = "ok" if ratio <= goal else "OVER GOAL"
+            print(
+                f"  {name:>18s}: {t * 1e3:8.1f} ms = {ratio:.2f}x {base_name}"
+                f" (goal <= {goal}x, {ok})"
+            )
+
+
+if __name__ == "__main__":
+    main()
