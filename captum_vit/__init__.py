@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from . import adapters  # noqa: E402
 from .attr import (  # noqa: E402
     LRP,
+    AttentionFlow,
     AttentionRollout,
     GenericAttention,
     GradSAM,
@@ -26,4 +27,5 @@ __all__ = [
     "TransformerLRP",
     "LRP",
     "PartialLRP",
+    "AttentionFlow",
 ]

@@ -2,6 +2,7 @@
 
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
 from ._registry import create_method, list_methods, register_method
+from .attention_flow import AttentionFlow
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
 from .lrp import LRP
@@ -32,4 +33,5 @@ __all__ = [
     "TransformerLRP",
     "LRP",
     "PartialLRP",
+    "AttentionFlow",
 ]

@@ -38,6 +38,9 @@ METHODS = [
     ("grad_sam_all", lambda m: cv.GradSAM(m, query="all"), 1e-4),
     ("generic_attention", lambda m: cv.GenericAttention(m), 1e-4),
     ("generic_attention_s1", lambda m: cv.GenericAttention(m, start_layer=1), 1e-4),
+    ("attention_flow", lambda m: cv.AttentionFlow(m), 1e-5),
+    ("transformer_lrp", lambda m: cv.TransformerLRP(m), 1e-4),
+    ("partial_lrp", lambda m: cv.PartialLRP(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
