@@ -27,14 +27,63 @@ import torch
 import captum_vit as cv
 
 
-def timeit(fn, repeats: int) -> float:
+def timeit(fn, repeats: int, device: str = "cpu") -> float:
+    """Median wall time of ``fn`` after one warm-up call."""
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     fn()  # warm-up
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def bench_batch(model, B: int, dev: str, repeats: int) -> None:
+    """Time the baselines and every method on one batch size."""
+    x = torch.randn(B, 3, 224, 224, device=dev)
+    target = torch.arange(B, device=dev) % model.num_classes
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        model(x)[torch.arange(B), target].sum().backward()
+
+    t_f = timeit(forward, repeats, dev)
+    t_fb = timeit(forward_backward, repeats, dev)
+    model.zero_grad(set_to_none=True)
+    print(
+        f"\nbatch {B}: forward {t_f * 1e3:.1f} ms, forward+backward {t_fb * 1e3:.1f} ms"
+    )
+    rows = [
+        ("RawAttention", cv.RawAttention(model), t_f, "forward", 1.3),
+        ("AttentionRollout", cv.AttentionRollout(model), t_f, "forward", 1.3),
+        ("GradSAM", cv.GradSAM(model), t_fb, "forward+backward", 1.5),
+        (
+            "GenericAttention",
+            cv.GenericAttention(model),
+            t_fb,
+            "forward+backward",
+            1.5,
+        ),
+    ]
+    for name, method, base, base_name, goal in rows:
+        t = timeit(lambda m=method: m.attribute(x, target=target), repeats, dev)
+        ratio = t / base
+        ok = "ok" if ratio <= goal else "OVER GOAL"
+        print(
+            f"  {name:>18s}: {t * 1e3:8.1f} ms = {ratio:.2f}x {base_name}"
+            f" (goal <= {goal}x, {ok})"
+        )
 
 
 def main() -> None:
@@ -42,40 +91,17 @@ def main() -> None:
     p.add_argument("--model", default="vit_small_patch16_224")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False).eval()
-    print(f"model {args.model}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    dev = args.device
+    model = timm.create_model(args.model, pretrained=False).eval().to(dev)
+    print(
+        f"model {args.model}, torch {torch.__version__}, device {dev}, "
+        f"threads {torch.get_num_threads()}"
+    )
     for B in args.batch:
-        x = torch.randn(B, 3, 224, 224)
-        target = torch.arange(B) % model.num_classes
-
-        def forward():
-            with torch.no_grad():
-                model(x)
-
-        def forward_backward():
-            model.zero_grad(set_to_none=True)
-            model(x)[torch.arange(B), target].sum().backward()
-
-        t_f = timeit(forward, args.repeats)
-        t_fb = timeit(forward_backward, args.repeats)
-        model.zero_grad(set_to_none=True)
-        print(f"\nbatch {B}: forward {t_f * 1e3:.1f} ms, forward+backward {t_fb * 1e3:.1f} ms")
-        rows = [
-            ("RawAttention", cv.RawAttention(model), t_f, "forward", 1.3),
-            ("AttentionRollout", cv.AttentionRollout(model), t_f, "forward", 1.3),
-            ("GradSAM", cv.GradSAM(model), t_fb, "forward+backward", 1.5),
-            ("GenericAttention", cv.GenericAttention(model), t_fb, "forward+backward", 1.5),
-        ]
-        for name, method, base, base_name, goal in rows:
-            t = timeit(lambda m=method: m.attribute(x, target=target), args.repeats)
-            ratio = t / base
-            ok = "ok" if ratio <= goal else "OVER GOAL"
-            print(
-                f"  {name:>18s}: {t * 1e3:8.1f} ms = {ratio:.2f}x {base_name}"
-                f" (goal <= {goal}x, {ok})"
-            )
+        bench_batch(model, B, dev, args.repeats)
 
 
 if __name__ == "__main__":
