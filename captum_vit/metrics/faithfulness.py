@@ -416,8 +416,8 @@ def perturbation_test(
     and the model's top-1 prediction is compared with the explained class. Their
     baseline is black: they zero the *un-normalised* image and normalise afterwards,
     so here the baseline is ``"black"`` expressed in the model's input space,
-    :math:`(0 - \mu_c) / \sigma_c` per channel; **pass the normalisation ``mean`` and
-    ``std``** your inputs were normalised with (Chefer et al. use 0.5 / 0.5, i.e. -1),
+    :math:`(0 - \mu_c) / \sigma_c` per channel: **pass** the normalisation ``mean`` and
+    ``std`` your inputs were normalised with (Chefer et al. use 0.5 / 0.5, i.e. -1),
     or an explicit ``baseline`` value or tensor. Without ``mean``/``std`` the inputs are
     taken to be un-normalised pixels (black = 0).
 

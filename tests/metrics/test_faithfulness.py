@@ -274,3 +274,24 @@ def test_faithfulness_errors_are_value_errors():
         sensitivity_n(model, x, a, n=[0, 2])
     with pytest.raises(ValueError, match="forward_func"):
         deletion_auc(lambda z: z, x, a)
+
+
+def test_progress_bar_and_predicted_target(capsys):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, a = torch.randn(3, 1, 4, 4), torch.randn(3, 4, 4)
+    pred = model(x).argmax(1)
+    quiet = deletion_auc(model, x, a, n_steps=4, apply_softmax=False)
+    loud = deletion_auc(
+        model,
+        x,
+        a,
+        n_steps=4,
+        apply_softmax=False,
+        show_progress=True,
+        internal_batch_size=2,
+    )
+    assert "deletion" in capsys.readouterr().err
+    assert torch.allclose(quiet.curve, loud.curve)
+    explicit = deletion_auc(model, x, a, target=pred, n_steps=4, apply_softmax=False)
+    assert torch.equal(quiet.curve, explicit.curve)
+    assert torch.allclose(quiet.curve[:, 0], model(x).gather(1, pred[:, None])[:, 0])
