@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from . import adapters  # noqa: E402
 from .attr import (  # noqa: E402
     LRP,
+    TAM,
     AttentionFlow,
     AttentionRollout,
     GenericAttention,
@@ -28,4 +29,5 @@ __all__ = [
     "LRP",
     "PartialLRP",
     "AttentionFlow",
+    "TAM",
 ]

@@ -9,6 +9,7 @@ from .lrp import LRP
 from .partial_lrp import PartialLRP
 from .raw_attention import RawAttention
 from .rollout import AttentionRollout
+from .tam import TAM
 from .transformer_lrp import TransformerLRP
 
 for _name, _cls in {
@@ -34,4 +35,5 @@ __all__ = [
     "LRP",
     "PartialLRP",
     "AttentionFlow",
+    "TAM",
 ]

@@ -39,6 +39,7 @@ METHODS = [
     ("generic_attention", lambda m: cv.GenericAttention(m), 1e-4),
     ("generic_attention_s1", lambda m: cv.GenericAttention(m, start_layer=1), 1e-4),
     ("attention_flow", lambda m: cv.AttentionFlow(m), 1e-5),
+    ("tam", lambda m: cv.TAM(m, steps=5), 1e-4),
     ("transformer_lrp", lambda m: cv.TransformerLRP(m), 1e-4),
     ("partial_lrp", lambda m: cv.PartialLRP(m), 1e-4),
 ]
