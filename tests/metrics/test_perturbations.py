@@ -67,6 +67,7 @@ def test_infidelity_is_zero_for_the_gradient_of_a_linear_model():
         assert torch.allclose(inf, torch.zeros(3), atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_captum_metrics_on_a_tiny_vit_with_integrated_gradients(vit):
     torch.manual_seed(1)
     x = torch.randn(2, 3, 32, 32)
