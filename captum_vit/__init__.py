@@ -10,6 +10,7 @@ from .attr import (  # noqa: E402
     TAM,
     AttentionFlow,
     AttentionRollout,
+    BeyondIntuition,
     GenericAttention,
     GradSAM,
     PartialLRP,
@@ -30,4 +31,5 @@ __all__ = [
     "PartialLRP",
     "AttentionFlow",
     "TAM",
+    "BeyondIntuition",
 ]

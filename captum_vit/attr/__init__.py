@@ -3,6 +3,7 @@
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
 from ._registry import create_method, list_methods, register_method
 from .attention_flow import AttentionFlow
+from .beyond_intuition import BeyondIntuition
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
 from .lrp import LRP
@@ -36,4 +37,5 @@ __all__ = [
     "PartialLRP",
     "AttentionFlow",
     "TAM",
+    "BeyondIntuition",
 ]

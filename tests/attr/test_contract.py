@@ -39,6 +39,12 @@ METHODS = [
     ("generic_attention", lambda m: cv.GenericAttention(m), 1e-4),
     ("generic_attention_s1", lambda m: cv.GenericAttention(m, start_layer=1), 1e-4),
     ("attention_flow", lambda m: cv.AttentionFlow(m), 1e-5),
+    ("beyond_intuition_token", lambda m: cv.BeyondIntuition(m, steps=5), 1e-4),
+    (
+        "beyond_intuition_head",
+        lambda m: cv.BeyondIntuition(m, mode="head", steps=5),
+        1e-4,
+    ),
     ("tam", lambda m: cv.TAM(m, steps=5), 1e-4),
     ("transformer_lrp", lambda m: cv.TransformerLRP(m), 1e-4),
     ("partial_lrp", lambda m: cv.PartialLRP(m), 1e-4),
