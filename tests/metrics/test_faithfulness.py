@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _metric_models import RegionModel, SumModel
 
 from captum_vit.metrics import (
     deletion_auc,
@@ -11,6 +10,7 @@ from captum_vit.metrics import (
     perturbation_test,
     sensitivity_n,
 )
+from tests.metrics._metric_models import RegionModel, SumModel
 
 
 def _sum_model():

@@ -1,10 +1,10 @@
 import pytest
 import torch
-from _metric_models import SumModel
 from captum.attr import IntegratedGradients, Saliency
 from captum.metrics import infidelity, sensitivity_max
 
 from captum_vit.metrics import patch_baseline_perturb_func, patch_noise_perturb_func
+from tests.metrics._metric_models import SumModel
 
 
 @pytest.fixture(scope="module")
