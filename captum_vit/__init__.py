@@ -4,7 +4,7 @@ Captum attributions, running on stock timm, Hugging Face and torchvision ViTs.
 
 __version__ = "0.1.0"
 
-from . import adapters  # noqa: E402
+from . import adapters, metrics, viz  # noqa: E402
 from .attr import (  # noqa: E402
     LRP,
     TAM,
@@ -21,6 +21,8 @@ from .attr import (  # noqa: E402
 
 __all__ = [
     "adapters",
+    "metrics",
+    "viz",
     "ViTAttribution",
     "RawAttention",
     "AttentionRollout",
