@@ -3,6 +3,7 @@
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
 from ._registry import create_method, list_methods, register_method
 from .attention_flow import AttentionFlow
+from .attn_lrp import AttnLRP
 from .beyond_intuition import BeyondIntuition
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
@@ -35,6 +36,7 @@ __all__ = [
     "TransformerLRP",
     "LRP",
     "PartialLRP",
+    "AttnLRP",
     "AttentionFlow",
     "TAM",
     "BeyondIntuition",

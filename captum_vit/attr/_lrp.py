@@ -23,9 +23,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .._compat import _format_additional_forward_args, log_usage
 from ..adapters import Tracer, ViTAdapter
 from . import _lrp_rules as R
-from ._base import ViTAttribution
+from ._base import _OUTPUTS, ViTAttribution
 
 __all__ = ["RuleSet", "RULE_SETS", "LRPTracer", "lrp_context", "relevance_pass"]
 
@@ -337,15 +338,13 @@ class _PixelLRPAttribution(ViTAttribution):
     """Base of the LRP methods whose natural output is relevance per input
     element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
 
+    @log_usage()
     def attribute(
         self, inputs, target=None, additional_forward_args=None, output="input"
     ):
         return self._attribute_pixels(inputs, target, additional_forward_args, output)
 
     def _attribute_pixels(self, inputs, target, additional_forward_args, output):
-        from .._compat import _format_additional_forward_args
-        from ._base import _OUTPUTS
-
         is_tuple = isinstance(inputs, tuple)
         if is_tuple:
             if len(inputs) != 1:

@@ -422,23 +422,55 @@ class ConvZBeta(Function):
         kw = ctx.conv_kwargs
         B = x.shape[0]
         flat = x.reshape(B, -1)
-        shape = (B,) + (1,) * (x.dim() - 1)
-        low = (flat.amin(dim=1).reshape(shape)).expand_as(x)
-        high = (flat.amax(dim=1).reshape(shape)).expand_as(x)
+        low, high = flat.amin(dim=1), flat.amax(dim=1)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
+        if _is_patchify(w, kw):
+            return _zbeta_patches(x, w, wp, wn, low, high, R), None, None, None
+        shape = (B,) + (1,) * (x.dim() - 1)
+        L = low.reshape(shape).expand_as(x).contiguous()
+        H = high.reshape(shape).expand_as(x).contiguous()
         Z = (
             F.conv2d(x, w, None, **kw)
-            - F.conv2d(low, wp, None, **kw)
-            - F.conv2d(high, wn, None, **kw)
+            - F.conv2d(L, wp, None, **kw)
+            - F.conv2d(H, wn, None, **kw)
             + 1e-9
         )
         S = R / Z
         Rx = (
             x * _conv_input_grad(x.shape, w, S, kw)
-            - low * _conv_input_grad(x.shape, wp, S, kw)
-            - high * _conv_input_grad(x.shape, wn, S, kw)
+            - L * _conv_input_grad(x.shape, wp, S, kw)
+            - H * _conv_input_grad(x.shape, wn, S, kw)
         )
         return Rx, None, None, None
+
+
+def _is_patchify(w: Tensor, kw: dict) -> bool:
+    """A convolution whose stride equals its kernel (a patch embedding)."""
+    return (
+        tuple(kw["stride"]) == tuple(w.shape[-2:])
+        and tuple(kw["padding"]) == (0, 0)
+        and tuple(kw["dilation"]) == (1, 1)
+        and kw["groups"] == 1
+    )
+
+
+def _zbeta_patches(x, w, wp, wn, low, high, R):
+    """The z-beta rule of a patchifying convolution as matrix products (the
+    same equation as the convolution form, much faster on CPU)."""
+    B, C, Hh, Ww = x.shape
+    D, _, ph, pw = w.shape
+    gh, gw = R.shape[-2:]
+    P = x[..., : gh * ph, : gw * pw].reshape(B, C, gh, ph, gw, pw)
+    P = P.permute(0, 2, 4, 1, 3, 5).reshape(B, gh, gw, -1)
+    Wf, Wp, Wn = w.reshape(D, -1), wp.reshape(D, -1), wn.reshape(D, -1)
+    lo, hi = low.reshape(B, 1, 1, 1), high.reshape(B, 1, 1, 1)
+    Z = P @ Wf.T - lo * Wp.sum(1) - hi * Wn.sum(1) + 1e-9
+    S = R.permute(0, 2, 3, 1) / Z
+    Rp = P * (S @ Wf) - lo * (S @ Wp) - hi * (S @ Wn)
+    Rp = Rp.reshape(B, gh, gw, C, ph, pw).permute(0, 3, 1, 4, 2, 5)
+    Rx = torch.zeros_like(x)
+    Rx[..., : gh * ph, : gw * pw] = Rp.reshape(B, C, gh * ph, gw * pw)
+    return Rx
 
 
 class ConvEpsilon(Function):

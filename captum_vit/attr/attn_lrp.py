@@ -1,0 +1,66 @@
+"""AttnLRP (Achtibat et al., ICML 2024) on stock Vision Transformers."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._lrp import AttnLRPRules, _PixelLRPAttribution, relevance_pass
+
+
+class AttnLRP(_PixelLRPAttribution):
+    r"""Attention-aware LRP of Achtibat, Hatefi, Dreyer, Jain, Wiegand,
+    Lapuschkin and Samek, "AttnLRP: Attention-Aware Layer-Wise Relevance
+    Propagation for Transformers", ICML 2024
+    (https://arxiv.org/abs/2402.05602; public code: the LXT project).
+
+    Relevance starts at the target logit, :math:`R = y_t\,e_t`, and is
+    propagated to the input with the paper's rules:
+
+    * softmax (Prop. 3.1): :math:`R_{x_i} = x_i\,(R_i - s_i \sum_j R_j)`;
+    * both attention matmuls (uniform rule, eq. 7): the
+      :math:`\epsilon`-z-rule of the product, half of the relevance to each
+      factor, e.g. :math:`R_A = \tfrac12 A \odot (\frac{R}{\operatorname{stab}
+      (AV)} V^\top)`;
+    * LayerNorm: the standard deviation held constant, then LRP-:math:`\epsilon`
+      on the remaining linear map (the identity rule on the normalisation);
+    * elementwise nonlinearities (GELU): identity rule (eq. 9);
+    * linear layers, the patch convolution, the residual and
+      positional-embedding sums and the pooling: LRP-:math:`\epsilon`
+      (:math:`\epsilon = 10^{-6}`; biases absorb their share).
+
+    Choices where the paper leaves room: the patch convolution uses
+    LRP-:math:`\epsilon` (LXT's ViT example tunes a :math:`\gamma` rule
+    there); relevance given to the positional embedding and the prefix
+    tokens is not part of the map. Conservation: every rule except the
+    softmax and the bias terms conserves relevance, so with zero biases the
+    total over the input, the positional embedding and the prefix tokens
+    equals :math:`y_t` minus what the softmax rules absorb (tested).
+
+    The output is the signed relevance of every input element
+    ``(B, C, H, W)``; ``output="tokens"`` sums it over channels and within
+    each patch, ``(B, gh, gw)``.
+
+    Args:
+        model (torch.nn.Module): a stock timm, Hugging Face or torchvision
+            Vision Transformer, or an adapter wrapping one.
+        epsilon (float, optional): the stabiliser of the
+            LRP-:math:`\epsilon` rules. Default: 1e-6
+
+    Examples::
+
+        >>> import timm, torch, captum_vit as cv
+        >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+        >>> rel = cv.AttnLRP(model).attribute(torch.randn(2, 3, 224, 224), target=3)
+        >>> rel.shape
+        torch.Size([2, 3, 224, 224])
+    """
+
+    def __init__(self, model: nn.Module, epsilon: float = 1e-6) -> None:
+        super().__init__(model)
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.rules = AttnLRPRules(epsilon)
+
+    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
+        _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
+        return rel

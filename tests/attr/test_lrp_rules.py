@@ -1,0 +1,295 @@
+"""Every LRP rule against a naive re-implementation of its equation.
+
+In the style of zennit's ``@replicates``: each autograd rule is run through
+``torch.autograd.grad(out, inputs, grad_outputs=R)`` and compared with the
+equation written as explicit contribution matrices (float64, small shapes).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from captum_vit.attr import _lrp_rules as rules
+
+G = torch.Generator().manual_seed(0)
+EPS9 = 1e-9
+D64 = torch.float64
+
+
+def rnd(*shape):
+    return torch.randn(*shape, generator=G, dtype=torch.float64)
+
+
+def relevance(fn, inputs, R):
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    return torch.autograd.grad(out, inputs, grad_outputs=R)
+
+
+def naive_sdiv(a, b):
+    out = torch.zeros_like(a)
+    for idx in itertools.product(*(range(n) for n in a.shape)):
+        if b[idx] != 0:
+            d = b[idx] + EPS9
+            out[idx] = a[idx] / (d if d != 0 else EPS9)
+    return out
+
+
+def redistribute(z, R, den):
+    """R_i = sum_j z[i, j] / den[j] * R[j] for contribution matrix z (I, J)."""
+    return (z * (R / den)[None, :]).sum(1)
+
+
+REPLICATES = []
+
+
+def replicates(fn):
+    REPLICATES.append(fn)
+    return fn
+
+
+# ------------------------------------------------------------------- tests
+def test_sdiv_matches_reference_semantics():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=D64)
+    b = torch.tensor([2.0, 0.0, -EPS9, -1.0], dtype=D64)
+    out = rules.sdiv(a, b)
+    assert out[0] == 1.0 / (2.0 + EPS9)
+    assert out[1] == 0.0
+    assert out[2] == 3.0 / EPS9  # b + 1e-9 == 0 -> denominator 1e-9
+    assert out[3] == 4.0 / (-1.0 + EPS9)
+    torch.testing.assert_close(out, naive_sdiv(a, b), rtol=0, atol=0)
+
+
+@replicates
+def test_linear_alpha1_beta0():
+    x, W, b, R = rnd(6), rnd(4, 6), rnd(4), rnd(4)
+    (Rx,) = relevance(lambda x: rules.LinearAlpha1Beta0.apply(x, W, b), [x], R)
+    z = x.clamp(min=0)[:, None] * W.clamp(min=0).T + x.clamp(max=0)[:, None] * (
+        W.clamp(max=0).T
+    )  # z[i, j]: positive contributions of input i to output j, no bias
+    den = z.sum(0) + EPS9
+    torch.testing.assert_close(Rx, redistribute(z, R, den))
+    # conserves: sum R_x = sum R up to the stabiliser
+    torch.testing.assert_close(Rx.sum(), R.sum(), rtol=1e-6, atol=0)
+
+
+@replicates
+def test_linear_separate_normalisation():
+    x, W, b, R = rnd(6), rnd(4, 6), rnd(4), rnd(4)
+    (Rx,) = relevance(lambda x: rules.LinearSeparate.apply(x, W, b), [x], R)
+    zp = x.clamp(min=0)[:, None] * W.clamp(min=0).T
+    zn = x.clamp(max=0)[:, None] * W.clamp(max=0).T
+    expected = redistribute(zp, R, zp.sum(0) + EPS9) + redistribute(
+        zn, R, zn.sum(0) + EPS9
+    )
+    torch.testing.assert_close(Rx, expected)
+    # each non-zero half receives the full relevance: no conservation
+    halves = (zp.sum(0) > 0).double() + (zn.sum(0) > 0).double()
+    torch.testing.assert_close(Rx.sum(), (halves * R).sum(), rtol=1e-6, atol=0)
+
+
+@replicates
+def test_linear_epsilon():
+    x, W, b, R = rnd(6), rnd(4, 6), rnd(4), rnd(4)
+    eps = 1e-3
+    (Rx,) = relevance(lambda x: rules.LinearEpsilon.apply(x, W, b, eps), [x], R)
+    z = x[:, None] * W.T
+    y = z.sum(0) + b
+    torch.testing.assert_close(Rx, redistribute(z, R, y + eps * torch.sign(y)))
+    (Rx0,) = relevance(lambda x: rules.LinearEpsilon.apply(x, W, None, 1e-12), [x], R)
+    torch.testing.assert_close(Rx0.sum(), R.sum())  # no bias: conserves
+
+
+@replicates
+def test_layer_norm_constant_std():
+    D = 5
+    x, w, b, R = rnd(D), rnd(D), rnd(D), rnd(D)
+    eps = 1e-3
+    (Rx,) = relevance(lambda x: rules.NormEpsilon.apply(x, w, b, 1e-6, eps), [x], R)
+    std = (x.var(unbiased=False) + 1e-6).sqrt()
+    # y_j = w_j (x_j - mean x) / std + b_j, std constant: z[i, j] = w_j/std (d_ij - 1/D) x_i
+    z = (torch.eye(D, dtype=D64) - 1.0 / D) * x[:, None] * (w / std)[None, :]
+    y = z.sum(0) + b
+    torch.testing.assert_close(Rx, redistribute(z, R, y + eps * torch.sign(y)))
+    (Rx0,) = relevance(
+        lambda x: rules.NormEpsilon.apply(x, w, None, 1e-6, 1e-12), [x], R
+    )
+    torch.testing.assert_close(Rx0.sum(), R.sum())
+
+
+@replicates
+@pytest.mark.parametrize("negative_branch", [False, True])
+def test_add_renormalised(negative_branch):
+    B = 3
+    a, b, R = rnd(B, 4, 2), rnd(B, 4, 2), rnd(B, 4, 2).abs()
+    if negative_branch:  # README §8's blind spot: one branch total < 0
+        b = -b.abs() * 0.3
+        a = a.abs() + 0.5
+    (Ra, Rb) = relevance(lambda a, b: rules.AddZ.apply(a, b, True), [a, b], R)
+    for i in range(B):  # per sample
+        S = naive_sdiv(R[i], a[i] + b[i])
+        ra, rb, s = a[i] * S, b[i] * S, R[i].sum()
+        sa, sb = ra.sum(), rb.sum()
+        tot = sa.abs() + sb.abs()
+        fa = naive_sdiv((naive_sdiv(sa.abs()[None], tot[None]) * s), sa[None])
+        fb = naive_sdiv((naive_sdiv(sb.abs()[None], tot[None]) * s), sb[None])
+        torch.testing.assert_close(Ra[i], ra * fa)
+        torch.testing.assert_close(Rb[i], rb * fb)
+        torch.testing.assert_close(Ra[i].sum() + Rb[i].sum(), s)  # conserves
+    if negative_branch:
+        assert (Rb.reshape(B, -1).sum(1) > 0).all()  # sign-flipped share
+
+
+@replicates
+def test_add_plain_and_broadcast():
+    a, pos, R = rnd(2, 3, 4), rnd(1, 3, 4), rnd(2, 3, 4)
+    (Ra, Rp) = relevance(lambda a, p: rules.AddZ.apply(a, p, False), [a, pos], R)
+    S = naive_sdiv(R, a + pos)
+    torch.testing.assert_close(Ra, a * S)
+    torch.testing.assert_close(Rp, (pos * S).sum(0, keepdim=True))
+    (Ra, Rp) = relevance(lambda a, p: rules.AddEpsilon.apply(a, p, 1e-3), [a, pos], R)
+    y = a + pos
+    torch.testing.assert_close(Ra, a * R / (y + 1e-3 * torch.sign(y)))
+
+
+@replicates
+def test_clone_sums_relevance_of_all_uses():
+    x = rnd(5)
+    R1, R2 = rnd(5), rnd(5)
+    xr = x.clone().requires_grad_(True)
+    y = rules.ZIdentity.apply(xr)
+    (Rx,) = torch.autograd.grad([y * 1.0, y + 0.0], [xr], grad_outputs=[R1, R2])
+    torch.testing.assert_close(Rx, x * (naive_sdiv(R1, x) + naive_sdiv(R2, x)))
+
+
+@replicates
+def test_pooling_z_rule():
+    x, R = rnd(2, 4, 3), rnd(2, 3)
+    for w in (
+        torch.tensor([1.0, 0, 0, 0], dtype=D64),
+        torch.tensor([0, 1 / 3, 1 / 3, 1 / 3], dtype=D64),
+    ):
+        (Rx,) = relevance(lambda x, w=w: rules.PoolZ.apply(x, w, 0.0), [x], R)
+        p = torch.einsum("n,bnd->bd", w, x)
+        expected = w[None, :, None] * x * naive_sdiv(R, p)[:, None, :]
+        torch.testing.assert_close(Rx, expected)
+        torch.testing.assert_close(Rx.sum(), R.sum(), rtol=1e-6, atol=0)
+
+
+@replicates
+def test_qk_halved_z_rule():
+    H, N, d = 2, 3, 4
+    q, k, R = rnd(H, N, d), rnd(H, N, d), rnd(H, N, N)
+    scale = d**-0.5
+    (Rq, Rk) = relevance(lambda q, k: rules.QKHalf.apply(q, k, scale, 0.0), [q, k], R)
+    Eq, Ek = torch.zeros_like(q), torch.zeros_like(k)
+    for h in range(H):
+        for i in range(N):
+            for j in range(N):
+                Z = sum(q[h, i, c] * k[h, j, c] for c in range(d))  # unscaled
+                for c in range(d):
+                    share = naive_sdiv(R[h, i, j][None], Z[None])[0]
+                    Eq[h, i, c] += q[h, i, c] * k[h, j, c] * share / 2
+                    Ek[h, j, c] += q[h, i, c] * k[h, j, c] * share / 2
+    torch.testing.assert_close(Rq, Eq)
+    torch.testing.assert_close(Rk, Ek)
+    torch.testing.assert_close(Rq.sum() + Rk.sum(), R.sum(), rtol=1e-6, atol=0)
+
+
+@replicates
+def test_av_halved_z_rule():
+    H, N, d = 2, 3, 4
+    A, v, R = rnd(H, N, N).softmax(-1), rnd(H, N, d), rnd(H, N, d)
+    (RA, Rv) = relevance(lambda A, v: rules.AVHalf.apply(A, v, 0.0), [A, v], R)
+    EA, Ev = torch.zeros_like(A), torch.zeros_like(v)
+    for h in range(H):
+        for i in range(N):
+            for c in range(d):
+                Z = sum(A[h, i, j] * v[h, j, c] for j in range(N))
+                share = naive_sdiv(R[h, i, c][None], Z[None])[0]
+                for j in range(N):
+                    EA[h, i, j] += A[h, i, j] * v[h, j, c] * share / 2
+                    Ev[h, j, c] += A[h, i, j] * v[h, j, c] * share / 2
+    torch.testing.assert_close(RA, EA)
+    torch.testing.assert_close(Rv, Ev)
+
+
+@replicates
+def test_softmax_attnlrp_is_taylor_at_input():
+    x, R = rnd(2, 5), rnd(2, 5)
+    (Rx,) = relevance(rules.SoftmaxAttnLRP.apply, [x], R)
+    s = x.softmax(-1)
+    # naive: R_i = sum_j x_i * ds_j/dx_i * R_j / s_j (Jacobian written out)
+    J = torch.zeros(2, 5, 5, dtype=D64)
+    for b in range(2):
+        for i in range(5):
+            for j in range(5):
+                J[b, i, j] = s[b, j] * (float(i == j) - s[b, i])
+    expected = x * torch.einsum("bij,bj->bi", J, R / s)
+    torch.testing.assert_close(Rx, expected)
+    torch.testing.assert_close(Rx, x * (R - s * R.sum(-1, keepdim=True)))
+
+
+@replicates
+def test_pass_through():
+    x, R = rnd(3, 4), rnd(3, 4)
+    (Rx,) = relevance(lambda x: rules.PassThrough.apply(x, F.gelu), [x], R)
+    torch.testing.assert_close(Rx, R, rtol=0, atol=0)
+
+
+def _patches(x, p):
+    B, C, H, W = x.shape
+    return x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+
+
+@replicates
+def test_conv_zbeta():
+    B, C, p, D = 2, 3, 2, 4
+    x, W, R = rnd(B, C, 4, 4), rnd(D, C, p, p), rnd(B, D, 2, 2)
+    kw = dict(stride=(p, p), padding=(0, 0), dilation=(1, 1), groups=1)
+    Rx = relevance(lambda x: rules.ConvZBeta.apply(x, W, None, kw), [x], R)[0]
+    P = _patches(x, p)  # (B, gh, gw, C, p, p)
+    expected = torch.zeros_like(P)
+    Wp, Wn = W.clamp(min=0), W.clamp(max=0)
+    for b in range(B):
+        lo, hi = x[b].min(), x[b].max()
+        for r in range(2):
+            for c in range(2):
+                patch = P[b, r, c]
+                z = patch[None] * W - lo * Wp - hi * Wn  # (D, C, p, p)
+                Z = z.reshape(D, -1).sum(1) + 1e-9
+                expected[b, r, c] = (z * (R[b, :, r, c] / Z)[:, None, None, None]).sum(
+                    0
+                )
+    torch.testing.assert_close(_patches(Rx, p), expected)
+    torch.testing.assert_close(Rx.sum((1, 2, 3)), R.sum((1, 2, 3)), rtol=1e-6, atol=0)
+
+
+@replicates
+def test_conv_epsilon():
+    B, C, p, D = 1, 2, 2, 3
+    x, W, b, R = rnd(B, C, 4, 4), rnd(D, C, p, p), rnd(D), rnd(B, D, 2, 2)
+    kw = dict(stride=(p, p), padding=(0, 0), dilation=(1, 1), groups=1)
+    Rx = relevance(lambda x: rules.ConvEpsilon.apply(x, W, b, kw, 1e-3), [x], R)[0]
+    P = _patches(x, p)
+    expected = torch.zeros_like(P)
+    for r in range(2):
+        for c in range(2):
+            z = P[0, r, c][None] * W
+            y = z.reshape(D, -1).sum(1) + b
+            den = y + 1e-3 * torch.sign(y)
+            expected[0, r, c] = (z * (R[0, :, r, c] / den)[:, None, None, None]).sum(0)
+    torch.testing.assert_close(_patches(Rx, p), expected)
+
+
+def test_every_rule_is_replicated():
+    names = {f.__name__ for f in REPLICATES}
+    assert len(names) == 14, names
+    for name in rules.__all__:
+        if name in ("sdiv", "stabilize"):
+            continue
+        assert getattr(rules, name).__doc__, name
