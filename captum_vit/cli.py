@@ -111,6 +111,15 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def insights(args: argparse.Namespace) -> int:
+    """Serve the web visualiser on the embedded default model and benchmark."""
+    from .insights import default_visualizer
+
+    vis = default_visualizer(samples=args.samples, seed=args.seed)
+    vis.serve(host=args.host, port=args.port, blocking=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="captum-vit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=explain)
+    p = sub.add_parser("insights", help="web visualiser (embedded model, benchmark)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=8050, help="port (0: any free one)")
+    p.add_argument("--samples", type=int, default=32, help="benchmark images shown")
+    p.add_argument("--seed", type=int, default=1, help="seed of the benchmark")
+    p.set_defaults(func=insights)
     return parser
 
 

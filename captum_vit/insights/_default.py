@@ -1,0 +1,83 @@
+"""The visualiser on the embedded default model and the synthetic benchmark."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from .app import AttributionVisualizer
+
+
+def default_visualizer(
+    samples: int = 32,
+    seed: int = 1,
+    model: str = "synthetic_vit",
+    replicas: int = 2,
+    stream=None,
+) -> AttributionVisualizer:
+    r"""An :class:`AttributionVisualizer` on an embedded model of
+    :mod:`captum_vit.zoo` and images of the synthetic benchmark
+    (:class:`captum_vit.data.SyntheticObjects`, ``split="test"``), with the
+    softmax as score function: what ``captum-vit insights`` serves.
+
+    Where the embedded weights are not installed (a source checkout before
+    the training script has been run), a random-init timm ViT of the same
+    shape is used instead and a warning is written to ``stream``.
+
+    Args:
+        samples (int, optional): benchmark images offered. Default: 32
+        seed (int, optional): seed of the benchmark. Default: 1
+        model (str, optional): name of the embedded model
+            (:func:`captum_vit.zoo.list_models`). Default: ``"synthetic_vit"``
+        replicas (int, optional): see :class:`AttributionVisualizer`.
+            Default: 2
+        stream (file, optional): where warnings go. Default: ``sys.stderr``
+
+    Examples::
+
+        >>> from captum_vit.insights import default_visualizer
+        >>> default_visualizer(samples=16).serve(port=8050)
+    """
+    from .. import zoo
+    from ..data import CLASS_NAMES, SyntheticObjects
+
+    stream = sys.stderr if stream is None else stream
+    if model in zoo.list_models():
+        net, transform, classes, _ = zoo.load(model)
+        name = model
+    else:
+        if model != "synthetic_vit":
+            raise ValueError(
+                f"unknown zoo model {model!r}; available: {zoo.list_models()}"
+            )
+        from timm.models.vision_transformer import VisionTransformer
+
+        print(
+            "warning: the embedded model's weights are not installed; showing a "
+            "random-init ViT (64 px, patch 8) instead. Train them with "
+            "`python -m captum_vit.zoo.train`.",
+            file=stream,
+        )
+        torch.manual_seed(0)
+        net = VisionTransformer(
+            img_size=64,
+            patch_size=8,
+            embed_dim=64,
+            depth=4,
+            num_heads=4,
+            num_classes=len(CLASS_NAMES),
+        ).eval()
+        transform = zoo.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        classes = list(CLASS_NAMES)
+        name = "random-init ViT (no embedded weights)"
+    dataset = SyntheticObjects(samples, seed=seed, split="test")
+    return AttributionVisualizer(
+        models=[net],
+        classes=classes,
+        dataset=dataset,
+        score_func=lambda out: out.softmax(-1),
+        transform=transform,
+        model_names=[name],
+        replicas=replicas,
+    )
