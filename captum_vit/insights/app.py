@@ -511,8 +511,13 @@ class AttributionVisualizer:
                 init, attr = _methods.parse_params(name, params)
             except _methods.ParameterError as e:
                 raise _bad(str(e)) from None
+            defaults = {
+                p["name"]: p["default"] for p in _methods.method_spec(name)["params"]
+            }
             label = name + "".join(
-                f" {k}={v}" for k, v in sorted({**init, **attr}.items())
+                f" {k}={v}"
+                for k, v in sorted({**init, **attr}.items())
+                if k not in defaults or defaults[k] != v
             )
             out.append({"name": name, "init": init, "attr": attr, "label": label})
         return out

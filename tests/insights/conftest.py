@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("flask", reason="the visualiser needs the 'insights' extra")
-
-from captum_vit.attr import _registry  # noqa: E402
-from captum_vit.attr._base import ViTAttribution  # noqa: E402
-from captum_vit.insights import AttributionVisualizer, Batch  # noqa: E402
-from tests.models import CLASSES, IMG, timm_vit  # noqa: E402
+from captum_vit.attr import _registry
+from captum_vit.attr._base import ViTAttribution
+from captum_vit.insights import AttributionVisualizer, Batch
+from tests.models import CLASSES, IMG, timm_vit
 
 CLASS_NAMES = [f"class {i}" for i in range(CLASSES)]
 
