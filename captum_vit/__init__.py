@@ -16,8 +16,11 @@ from .attr import (  # noqa: E402
     GradSAM,
     PartialLRP,
     RawAttention,
+    ShapleyExplainer,
+    ShapleySurrogate,
     TransformerLRP,
     ViTAttribution,
+    ViTShapley,
 )
 
 __all__ = [
@@ -36,4 +39,7 @@ __all__ = [
     "AttentionFlow",
     "TAM",
     "BeyondIntuition",
+    "ViTShapley",
+    "ShapleySurrogate",
+    "ShapleyExplainer",
 ]

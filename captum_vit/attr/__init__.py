@@ -13,6 +13,7 @@ from .raw_attention import RawAttention
 from .rollout import AttentionRollout
 from .tam import TAM
 from .transformer_lrp import TransformerLRP
+from .vit_shapley import ShapleyExplainer, ShapleySurrogate, ViTShapley
 
 for _name, _cls in {
     "raw_attention": RawAttention,
@@ -40,4 +41,7 @@ __all__ = [
     "AttentionFlow",
     "TAM",
     "BeyondIntuition",
+    "ViTShapley",
+    "ShapleySurrogate",
+    "ShapleyExplainer",
 ]
