@@ -51,7 +51,7 @@ def decode_image(
         raise ImageDecodeError("the uploaded file is empty")
     bad = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS)) as probe:
             fmt = probe.format
             width, height = probe.size
             if fmt not in ALLOWED_FORMATS:
@@ -67,12 +67,18 @@ def decode_image(
             probe.verify()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=[fmt]) as img:
                 img.seek(0)
                 img.load()
                 rgb = img.convert("RGB")
     except ImageDecodeError:
         raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            "the file is not a valid image of an allowed format ("
+            + ", ".join(sorted(ALLOWED_FORMATS))
+            + ")"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"image rejected as a decompression bomb: {e}") from None
     except bad as e:
