@@ -24,6 +24,16 @@ from tests.models import (
     torchvision_vit_from_timm,
 )
 
+
+def _vit_shapley(m):
+    # untrained explainer and surrogate around the model itself (the contract
+    # only); the head is seeded so that every model family gets the same one
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        explainer = cv.ShapleyExplainer(m)
+    return cv.ViTShapley(explainer, cv.ShapleySurrogate(m))
+
+
 # (id, factory(model) -> attribution method, tolerance for cross-family checks)
 METHODS = [
     ("raw_attention", lambda m: cv.RawAttention(m), 1e-5),
@@ -48,6 +58,7 @@ METHODS = [
     ("tam", lambda m: cv.TAM(m, steps=5), 1e-4),
     ("transformer_lrp", lambda m: cv.TransformerLRP(m), 1e-4),
     ("partial_lrp", lambda m: cv.PartialLRP(m), 1e-4),
+    ("vit_shapley_untrained", _vit_shapley, 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
