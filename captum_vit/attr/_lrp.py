@@ -54,38 +54,43 @@ class RuleSet:
     name = "chefer2021"
     #: relevance at the logits starts at one (Chefer) or the logit (AttnLRP)
     start_at_logit = False
+    #: the :class:`~._lrp_rules.Mode` of the pass in progress (set by
+    #: :func:`lrp_context`), shared by every rule it creates
+    mode = None
 
     # modules
     def linear(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.LinearAlpha1Beta0.apply(x, module.weight, module.bias)
+        return R.LinearAlpha1Beta0.apply(x, module.weight, module.bias, self.mode)
 
     def norm(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.PassThrough.apply(x, _original(module))
+        return R.PassThrough.apply(x, _original(module), self.mode)
 
     def elementwise(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.PassThrough.apply(x, _original(module))
+        return R.PassThrough.apply(x, _original(module), self.mode)
 
     def patch_conv(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.ConvZBeta.apply(x, module.weight, module.bias, _conv_kwargs(module))
+        return R.ConvZBeta.apply(
+            x, module.weight, module.bias, _conv_kwargs(module), self.mode
+        )
 
     # functional operations
     def add(self, a: Tensor, b: Tensor) -> Tensor:
-        return R.AddZ.apply(a, b, True)
+        return R.AddZ.apply(a, b, True, self.mode)
 
     def clone(self, x: Tensor) -> Tensor:
-        return R.ZIdentity.apply(x)
+        return R.ZIdentity.apply(x, self.mode)
 
     def pool(self, x: Tensor, weights: Tensor) -> Tensor:
-        return R.PoolZ.apply(x, weights.to(x.dtype), 0.0)
+        return R.PoolZ.apply(x, weights.to(x.dtype), 0.0, self.mode)
 
     def qk(self, q: Tensor, k: Tensor, scale: float) -> Tensor:
-        return R.QKHalf.apply(q, k, scale, 0.0)
+        return R.QKHalf.apply(q, k, scale, 0.0, self.mode)
 
     def softmax(self, scores: Tensor) -> Tensor:
-        return R.PassThrough.apply(scores, _softmax)
+        return R.PassThrough.apply(scores, _softmax, self.mode)
 
     def av(self, attn: Tensor, v: Tensor) -> Tensor:
-        return R.AVHalf.apply(attn, v, 0.0)
+        return R.AVHalf.apply(attn, v, 0.0, self.mode)
 
 
 class OriginalRules(RuleSet):
@@ -95,10 +100,10 @@ class OriginalRules(RuleSet):
     name = "original"
 
     def linear(self, module, x):
-        return R.LinearSeparate.apply(x, module.weight, module.bias)
+        return R.LinearSeparate.apply(x, module.weight, module.bias, self.mode)
 
     def add(self, a, b):
-        return R.AddZ.apply(a, b, False)
+        return R.AddZ.apply(a, b, False, self.mode)
 
 
 class AttnLRPRules(RuleSet):
@@ -115,37 +120,39 @@ class AttnLRPRules(RuleSet):
         self.epsilon = epsilon
 
     def linear(self, module, x):
-        return R.LinearEpsilon.apply(x, module.weight, module.bias, self.epsilon)
+        return R.LinearEpsilon.apply(
+            x, module.weight, module.bias, self.epsilon, self.mode
+        )
 
     def norm(self, module, x):
         if isinstance(module, nn.LayerNorm):
             return R.NormEpsilon.apply(
-                x, module.weight, module.bias, module.eps, self.epsilon
+                x, module.weight, module.bias, module.eps, self.epsilon, self.mode
             )
-        return R.PassThrough.apply(x, _original(module))
+        return R.PassThrough.apply(x, _original(module), self.mode)
 
     def patch_conv(self, module, x):
         return R.ConvEpsilon.apply(
-            x, module.weight, module.bias, _conv_kwargs(module), self.epsilon
+            x, module.weight, module.bias, _conv_kwargs(module), self.epsilon, self.mode
         )
 
     def add(self, a, b):
-        return R.AddEpsilon.apply(a, b, self.epsilon)
+        return R.AddEpsilon.apply(a, b, self.epsilon, self.mode)
 
     def clone(self, x):
         return x
 
     def pool(self, x, weights):
-        return R.PoolZ.apply(x, weights.to(x.dtype), self.epsilon)
+        return R.PoolZ.apply(x, weights.to(x.dtype), self.epsilon, self.mode)
 
     def qk(self, q, k, scale):
-        return R.QKHalf.apply(q, k, scale, self.epsilon)
+        return R.QKHalf.apply(q, k, scale, self.epsilon, self.mode)
 
     def softmax(self, scores):
-        return R.SoftmaxAttnLRP.apply(scores)
+        return R.SoftmaxAttnLRP.apply(scores, self.mode)
 
     def av(self, attn, v):
-        return R.AVHalf.apply(attn, v, self.epsilon)
+        return R.AVHalf.apply(attn, v, self.epsilon, self.mode)
 
 
 RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
@@ -219,7 +226,9 @@ class LRPTracer(Tracer):
 
     def merge_heads(self, outputs):
         n = len(outputs)
-        halves = [R.PassThrough.apply(o, lambda t: t / n) for o in outputs]
+        halves = [
+            R.PassThrough.apply(o, lambda t: t / n, self.rules.mode) for o in outputs
+        ]
         out = halves[0]
         for h in halves[1:]:
             out = self.rules.add(out, h)
@@ -277,6 +286,8 @@ def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
     """
     tracer = LRPTracer(rules)
     saved: List[Tuple[nn.Module, bool, object]] = []
+    previous_mode = rules.mode
+    rules.mode = R.Mode()
     try:
         for module, fn in _module_rules(adapter, rules):
             if any(module is s[0] for s in saved):
@@ -287,6 +298,7 @@ def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
         with adapter.trace(tracer):
             yield tracer
     finally:
+        rules.mode = previous_mode
         for module, had, old in reversed(saved):
             if had:
                 module.forward = old
@@ -302,14 +314,21 @@ def relevance_pass(
     args: tuple = (),
     wrt_input: bool = True,
     wrt_attention: Sequence[int] = (),
+    attention_gradients: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor], Dict[int, Tensor], Dict[int, Tensor]]:
     """One forward with ``rules`` applied, then one relevance pass.
+
+    With ``attention_gradients``, the same forward first serves a gradient
+    pass (the rules switched to ordinary gradients): the gradients of the
+    target logits with respect to the attention of the layers in
+    ``wrt_attention`` are returned in place of the attention itself.
 
     Returns:
         ``(target, input_relevance, attention_relevance, attention)``:
         the resolved targets ``(B,)``, the relevance of ``inputs`` (or None),
         the relevance arriving at the post-softmax attention of each layer in
-        ``wrt_attention`` ``(B, H, N, N)`` and the attention itself.
+        ``wrt_attention`` ``(B, H, N, N)`` and the attention itself (or its
+        gradient).
     """
     with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
         x = inputs.detach().requires_grad_(True)
@@ -326,12 +345,20 @@ def relevance_pass(
         if rules.start_at_logit:
             start = start * logits.detach()
         layers = list(wrt_attention)
-        wrt = ([x] if wrt_input else []) + [tracer.attentions[i] for i in layers]
+        attns = [tracer.attentions[i] for i in layers]
+        if attention_gradients:
+            one_hot = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+            rules.mode.gradient = True
+            g = torch.autograd.grad(logits, attns, one_hot, retain_graph=True)
+            rules.mode.gradient = False
+            second = {i: t.detach() for i, t in zip(layers, g)}
+        else:
+            second = {i: t.detach() for i, t in zip(layers, attns)}
+        wrt = ([x] if wrt_input else []) + attns
         grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
     rel_x = grads[0].detach() if wrt_input else None
     rel_a = {i: g.detach() for i, g in zip(layers, grads[int(wrt_input) :])}
-    attn = {i: tracer.attentions[i].detach() for i in layers}
-    return target, rel_x, rel_a, attn
+    return target, rel_x, rel_a, second
 
 
 class _PixelLRPAttribution(ViTAttribution):

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 __all__ = [
+    "Mode",
     "sdiv",
     "stabilize",
     "PassThrough",
@@ -57,13 +58,37 @@ def sdiv(a: Tensor, b: Tensor) -> Tensor:
     :math:`b = 0` (the denominator is :math:`10^{-9}` where :math:`b + 10^{-9}`
     is exactly 0)."""
     den = b + SDIV_EPS
-    den = torch.where(den == 0, torch.full_like(den, SDIV_EPS), den)
-    return torch.where(b == 0, torch.zeros_like(den), a / den)
+    hit = den == 0  # b == -1e-9 exactly: the reference divides by 1e-9
+    if hit.any():
+        den = den.masked_fill(hit, SDIV_EPS)
+    return (a / den).masked_fill_(b == 0, 0.0)
 
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
     r""":math:`z + \epsilon\,\operatorname{sign}(z)`, with sign(0) = 1."""
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+class Mode:
+    """Shared switch of the rules of one pass: with ``gradient`` set, every
+    rule's backward returns the ordinary gradient of its forward instead of
+    relevance, so one forward serves a gradient pass and a relevance pass
+    (``retain_graph=True`` between them)."""
+
+    def __init__(self) -> None:
+        self.gradient = False
+
+
+def _grad(ctx) -> bool:
+    mode = getattr(ctx, "mode", None)
+    return mode is not None and mode.gradient
+
+
+def _recomputed_grad(fn, x: Tensor, g: Tensor) -> Tensor:
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        (out,) = torch.autograd.grad(fn(xx), xx, g)
+    return out
 
 
 def _per_sample_sum(t: Tensor) -> Tensor:
@@ -80,12 +105,17 @@ class PassThrough(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor], mode=None) -> Tensor:
+        ctx.mode, ctx.fn = mode, fn
+        if mode is not None:
+            ctx.save_for_backward(x)
         return fn(x)
 
     @staticmethod
     def backward(ctx, R: Tensor):
-        return R, None
+        if _grad(ctx):
+            return _recomputed_grad(ctx.fn, ctx.saved_tensors[0], R), None, None
+        return R, None, None
 
 
 class ZIdentity(Function):
@@ -100,14 +130,17 @@ class ZIdentity(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, mode=None) -> Tensor:
         ctx.save_for_backward(x)
+        ctx.mode = mode
         return x.clone()
 
     @staticmethod
     def backward(ctx, R: Tensor):
+        if _grad(ctx):
+            return R, None
         (x,) = ctx.saved_tensors
-        return x * sdiv(R, x)
+        return x * sdiv(R, x), None
 
 
 # ------------------------------------------------------------------- linear
@@ -123,17 +156,20 @@ class LinearAlpha1Beta0(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], mode=None):
         ctx.save_for_backward(x, weight)
+        ctx.mode = mode
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w = ctx.saved_tensors
+        if _grad(ctx):
+            return R @ w, None, None, None
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         S = sdiv(R, F.linear(xp, wp) + F.linear(xn, wn))
-        return xp * (S @ wp) + xn * (S @ wn), None, None
+        return xp * (S @ wp) + xn * (S @ wn), None, None, None
 
 
 class LinearSeparate(Function):
@@ -147,18 +183,21 @@ class LinearSeparate(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], mode=None):
         ctx.save_for_backward(x, weight)
+        ctx.mode = mode
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w = ctx.saved_tensors
+        if _grad(ctx):
+            return R @ w, None, None, None
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         Rp = xp * (sdiv(R, F.linear(xp, wp)) @ wp)
         Rn = xn * (sdiv(R, F.linear(xn, wn)) @ wn)
-        return Rp + Rn, None, None
+        return Rp + Rn, None, None, None
 
 
 class LinearEpsilon(Function):
@@ -170,16 +209,18 @@ class LinearEpsilon(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps: float = 1e-6):
+    def forward(ctx, x, weight, bias, eps: float = 1e-6, mode=None):
         y = F.linear(x, weight, bias)
         ctx.save_for_backward(x, weight, y)
-        ctx.eps = eps
+        ctx.eps, ctx.mode = eps, mode
         return y
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w, y = ctx.saved_tensors
-        return x * ((R / stabilize(y, ctx.eps)) @ w), None, None, None
+        if _grad(ctx):
+            return R @ w, None, None, None, None
+        return x * ((R / stabilize(y, ctx.eps)) @ w), None, None, None, None
 
 
 class NormEpsilon(Function):
@@ -197,20 +238,27 @@ class NormEpsilon(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, norm_eps: float, eps: float = 1e-6):
+    def forward(ctx, x, weight, bias, norm_eps: float, eps: float = 1e-6, mode=None):
         y = F.layer_norm(x, x.shape[-1:], weight, bias, norm_eps)
         std = (x.var(dim=-1, unbiased=False, keepdim=True) + norm_eps).sqrt()
-        ctx.save_for_backward(x, y, std, weight)
-        ctx.eps = eps
+        ctx.save_for_backward(x, y, std, weight, bias)
+        ctx.eps, ctx.mode, ctx.norm_eps = eps, mode, norm_eps
         return y
 
     @staticmethod
     def backward(ctx, R: Tensor):
-        x, y, std, w = ctx.saved_tensors
+        x, y, std, w, b = ctx.saved_tensors
+        if _grad(ctx):
+
+            def ln(t):
+                return F.layer_norm(t, t.shape[-1:], w, b, ctx.norm_eps)
+
+            return _recomputed_grad(ln, x, R), None, None, None, None, None
         g = R / stabilize(y, ctx.eps) / std
         if w is not None:
             g = g * w
-        return x * (g - g.mean(dim=-1, keepdim=True)), None, None, None, None
+        Rx = x * (g - g.mean(dim=-1, keepdim=True))
+        return Rx, None, None, None, None, None
 
 
 # -------------------------------------------------------------------- sums
@@ -233,14 +281,16 @@ class AddZ(Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, renormalize: bool = True) -> Tensor:
+    def forward(ctx, a: Tensor, b: Tensor, renormalize: bool = True, mode=None):
         ctx.save_for_backward(a, b)
-        ctx.renormalize = renormalize
+        ctx.renormalize, ctx.mode = renormalize, mode
         return a + b
 
     @staticmethod
     def backward(ctx, R: Tensor):
         a, b = ctx.saved_tensors
+        if _grad(ctx):
+            return R, _unbroadcast(R, b.shape), None, None
         S = sdiv(R, a + b)
         Ra, Rb = a * S, b * S
         if ctx.renormalize:
@@ -248,7 +298,7 @@ class AddZ(Function):
             tot = sa.abs() + sb.abs()
             Ra = Ra * sdiv(sdiv(sa.abs(), tot) * s, sa)
             Rb = Rb * sdiv(sdiv(sb.abs(), tot) * s, sb)
-        return Ra, _unbroadcast(Rb, b.shape), None
+        return Ra, _unbroadcast(Rb, b.shape), None, None
 
 
 class AddEpsilon(Function):
@@ -262,17 +312,19 @@ class AddEpsilon(Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
+    def forward(ctx, a: Tensor, b: Tensor, eps: float = 1e-6, mode=None) -> Tensor:
         out = a + b
         ctx.save_for_backward(a, b, out)
-        ctx.eps = eps
+        ctx.eps, ctx.mode = eps, mode
         return out
 
     @staticmethod
     def backward(ctx, R: Tensor):
         a, b, out = ctx.saved_tensors
+        if _grad(ctx):
+            return R, _unbroadcast(R, b.shape), None, None
         S = R / stabilize(out, ctx.eps)
-        return a * S, _unbroadcast(b * S, b.shape), None
+        return a * S, _unbroadcast(b * S, b.shape), None, None
 
 
 def _unbroadcast(R: Tensor, shape) -> Tensor:
@@ -294,17 +346,19 @@ class PoolZ(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weights: Tensor, eps: float = 0.0) -> Tensor:
+    def forward(ctx, x: Tensor, weights: Tensor, eps: float = 0.0, mode=None):
         p = torch.einsum("n,bnd->bd", weights, x)
         ctx.save_for_backward(x, weights, p)
-        ctx.eps = eps
+        ctx.eps, ctx.mode = eps, mode
         return p
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w, p = ctx.saved_tensors
+        if _grad(ctx):
+            return w[None, :, None] * R[:, None, :], None, None, None
         S = sdiv(R, p) if ctx.eps == 0 else R / stabilize(p, ctx.eps)
-        return w[None, :, None] * x * S[:, None, :], None, None
+        return w[None, :, None] * x * S[:, None, :], None, None, None
 
 
 # ---------------------------------------------------------------- attention
@@ -322,19 +376,23 @@ class QKHalf(Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, scale: float, eps: float = 0.0):
+    def forward(ctx, q: Tensor, k: Tensor, scale: float, eps: float = 0.0, mode=None):
         ctx.save_for_backward(q, k)
-        ctx.eps = eps
+        ctx.eps, ctx.mode, ctx.scale = eps, mode, scale
         return (q * scale) @ k.transpose(-2, -1)
 
     @staticmethod
     def backward(ctx, R: Tensor):
         q, k = ctx.saved_tensors
+        if _grad(ctx):
+            gq = (R @ k) * ctx.scale
+            gk = (R.transpose(-2, -1) @ q) * ctx.scale
+            return gq, gk, None, None, None
         Z = q @ k.transpose(-2, -1)
         S = sdiv(R, Z) if ctx.eps == 0 else R / stabilize(Z, ctx.eps)
         Rq = q * (S @ k) / 2
         Rk = k * (S.transpose(-2, -1) @ q) / 2
-        return Rq, Rk, None, None
+        return Rq, Rk, None, None, None
 
 
 class AVHalf(Function):
@@ -351,19 +409,22 @@ class AVHalf(Function):
     """
 
     @staticmethod
-    def forward(ctx, attn: Tensor, v: Tensor, eps: float = 0.0):
+    def forward(ctx, attn: Tensor, v: Tensor, eps: float = 0.0, mode=None):
         out = attn @ v
         ctx.save_for_backward(attn, v, out)
-        ctx.eps = eps
+        ctx.eps, ctx.mode = eps, mode
         return out
 
     @staticmethod
     def backward(ctx, R: Tensor):
         attn, v, out = ctx.saved_tensors
+        if _grad(ctx):
+            return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None, None
         S = sdiv(R, out) if ctx.eps == 0 else R / stabilize(out, ctx.eps)
-        RA = attn * (S @ v.transpose(-2, -1)) / 2
-        Rv = v * (attn.transpose(-2, -1) @ S) / 2
-        return RA, Rv, None
+        S = S / 2  # the halving, on the small (N, d) factor
+        RA = attn * (S @ v.transpose(-2, -1))
+        Rv = v * (attn.transpose(-2, -1) @ S)
+        return RA, Rv, None, None
 
 
 class SoftmaxAttnLRP(Function):
@@ -379,16 +440,19 @@ class SoftmaxAttnLRP(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, mode=None) -> Tensor:
         s = x.softmax(dim=-1)
         ctx.save_for_backward(x, s)
+        ctx.mode = mode
         return s
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, s = ctx.saved_tensors
+        if _grad(ctx):
+            return s * (R - (R * s).sum(dim=-1, keepdim=True)), None
         xf = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-        return xf * (R - s * R.sum(dim=-1, keepdim=True))
+        return xf * (R - s * R.sum(dim=-1, keepdim=True)), None
 
 
 # ------------------------------------------------------------- convolution
@@ -411,21 +475,24 @@ class ConvZBeta(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias, conv_kwargs: dict):
+    def forward(ctx, x: Tensor, weight: Tensor, bias, conv_kwargs: dict, mode=None):
         ctx.save_for_backward(x, weight)
-        ctx.conv_kwargs = conv_kwargs
+        ctx.conv_kwargs, ctx.mode = conv_kwargs, mode
         return F.conv2d(x, weight, bias, **conv_kwargs)
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w = ctx.saved_tensors
         kw = ctx.conv_kwargs
+        if _grad(ctx):
+            return _conv_input_grad(x.shape, w, R, kw), None, None, None, None
         B = x.shape[0]
         flat = x.reshape(B, -1)
         low, high = flat.amin(dim=1), flat.amax(dim=1)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         if _is_patchify(w, kw):
-            return _zbeta_patches(x, w, wp, wn, low, high, R), None, None, None
+            Rx = _zbeta_patches(x, w, wp, wn, low, high, R)
+            return Rx, None, None, None, None
         shape = (B,) + (1,) * (x.dim() - 1)
         L = low.reshape(shape).expand_as(x).contiguous()
         H = high.reshape(shape).expand_as(x).contiguous()
@@ -441,7 +508,7 @@ class ConvZBeta(Function):
             - L * _conv_input_grad(x.shape, wp, S, kw)
             - H * _conv_input_grad(x.shape, wn, S, kw)
         )
-        return Rx, None, None, None
+        return Rx, None, None, None, None
 
 
 def _is_patchify(w: Tensor, kw: dict) -> bool:
@@ -481,15 +548,18 @@ class ConvEpsilon(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, conv_kwargs: dict, eps: float = 1e-6):
+    def forward(ctx, x, weight, bias, conv_kwargs: dict, eps: float = 1e-6, mode=None):
         y = F.conv2d(x, weight, bias, **conv_kwargs)
         ctx.save_for_backward(x, weight, y)
-        ctx.conv_kwargs, ctx.eps = conv_kwargs, eps
+        ctx.conv_kwargs, ctx.eps, ctx.mode = conv_kwargs, eps, mode
         return y
 
     @staticmethod
     def backward(ctx, R: Tensor):
         x, w, y = ctx.saved_tensors
+        if _grad(ctx):
+            gx = _conv_input_grad(x.shape, w, R, ctx.conv_kwargs)
+            return gx, None, None, None, None, None
         S = R / stabilize(y, ctx.eps)
         Rx = x * _conv_input_grad(x.shape, w, S, ctx.conv_kwargs)
-        return Rx, None, None, None, None
+        return Rx, None, None, None, None, None

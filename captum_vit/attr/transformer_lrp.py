@@ -82,11 +82,10 @@ class TransformerLRP(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         layers = range(self.start_layer, self.adapter.num_layers)
-        grads = None
-        if self.method == "transformer_attribution":
-            _, _, target, grads = self._trace(inputs, target, args, grad=True)
-        _, _, rel, _ = relevance_pass(
-            self.adapter, RuleSet(), inputs, target, args, False, layers
+        with_grad = self.method == "transformer_attribution"
+        # one forward: a gradient pass to the attention, then the LRP pass
+        _, _, rel, grads = relevance_pass(
+            self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
         )
         N = rel[self.start_layer].shape[-1]
         first = rel[self.start_layer]
@@ -94,8 +93,8 @@ class TransformerLRP(ViTAttribution):
         J = None
         for layer in layers:
             cam = rel[layer]
-            if grads is not None:
-                cam = grads[layer].detach() * cam
+            if with_grad:
+                cam = grads[layer] * cam
             M = cam.clamp(min=0).mean(dim=1) + eye
             J = M if J is None else M @ J
         return self._patch_row(J)

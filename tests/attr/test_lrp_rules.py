@@ -293,3 +293,70 @@ def test_every_rule_is_replicated():
         if name in ("sdiv", "stabilize"):
             continue
         assert getattr(rules, name).__doc__, name
+
+
+def test_gradient_mode_gives_ordinary_gradients():
+    """With ``Mode.gradient`` set, every rule backpropagates the gradient of
+    its forward (one forward then serves the gradient and the LRP pass)."""
+    mode = rules.Mode()
+    mode.gradient = True
+    x, W, b = rnd(2, 3, 6), rnd(4, 6), rnd(4)
+    q, k, A = rnd(2, 3, 4), rnd(2, 3, 4), rnd(2, 3, 3).softmax(-1)
+    img, Wc = rnd(2, 3, 4, 4), rnd(5, 3, 2, 2)
+    kw = dict(stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=1)
+    w_pool = torch.tensor([1.0, 0.0, 0.0], dtype=D64)
+    cases = [
+        (
+            lambda x: rules.LinearAlpha1Beta0.apply(x, W, b, mode),
+            lambda x: F.linear(x, W, b),
+            [x],
+        ),
+        (
+            lambda x: rules.LinearSeparate.apply(x, W, b, mode),
+            lambda x: F.linear(x, W, b),
+            [x],
+        ),
+        (
+            lambda x: rules.LinearEpsilon.apply(x, W, b, 1e-6, mode),
+            lambda x: F.linear(x, W, b),
+            [x],
+        ),
+        (
+            lambda x: rules.NormEpsilon.apply(x, None, None, 1e-6, 1e-6, mode),
+            lambda x: F.layer_norm(x, (6,), eps=1e-6),
+            [x],
+        ),
+        (lambda x: rules.PassThrough.apply(x, F.gelu, mode), F.gelu, [x]),
+        (lambda x: rules.ZIdentity.apply(x, mode), lambda x: x * 1.0, [x]),
+        (lambda a, c: rules.AddZ.apply(a, c, True, mode), torch.add, [x, x.flip(0)]),
+        (
+            lambda a, c: rules.AddEpsilon.apply(a, c, 1e-6, mode),
+            torch.add,
+            [x, x.flip(0)],
+        ),
+        (lambda x: rules.PoolZ.apply(x, w_pool, 0.0, mode), lambda x: x[:, 0], [x]),
+        (
+            lambda q, k: rules.QKHalf.apply(q, k, 0.5, 0.0, mode),
+            lambda q, k: 0.5 * q @ k.mT,
+            [q, k],
+        ),
+        (lambda a, v: rules.AVHalf.apply(a, v, 0.0, mode), torch.matmul, [A, q]),
+        (lambda s: rules.SoftmaxAttnLRP.apply(s, mode), lambda s: s.softmax(-1), [q]),
+        (
+            lambda i: rules.ConvZBeta.apply(i, Wc, None, kw, mode),
+            lambda i: F.conv2d(i, Wc, stride=2),
+            [img],
+        ),
+        (
+            lambda i: rules.ConvEpsilon.apply(i, Wc, None, kw, 1e-6, mode),
+            lambda i: F.conv2d(i, Wc, stride=2),
+            [img],
+        ),
+    ]
+    for rule, plain, inputs in cases:
+        out = plain(*inputs)
+        g = rnd(*out.shape)
+        got = relevance(rule, inputs, g)
+        expected = relevance(plain, inputs, g)
+        for a, e in zip(got, expected):
+            torch.testing.assert_close(a, e)
