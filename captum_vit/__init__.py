@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from . import adapters, metrics, viz  # noqa: E402
 from .attr import (  # noqa: E402
+    ATMAN,
     LRP,
     TAM,
     AttentionFlow,
@@ -20,7 +21,12 @@ from .attr import (  # noqa: E402
     ShapleySurrogate,
     TransformerLRP,
     ViTAttribution,
+    ViTGradCam,
     ViTShapley,
+    forward_func,
+    patch_feature_mask,
+    patch_window,
+    to_tokens,
 )
 
 __all__ = [
@@ -42,4 +48,10 @@ __all__ = [
     "ViTShapley",
     "ShapleySurrogate",
     "ShapleyExplainer",
+    "ATMAN",
+    "ViTGradCam",
+    "forward_func",
+    "patch_feature_mask",
+    "patch_window",
+    "to_tokens",
 ]

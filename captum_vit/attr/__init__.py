@@ -2,9 +2,17 @@
 
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
 from ._registry import create_method, list_methods, register_method
+from .atman import ATMAN
 from .attention_flow import AttentionFlow
 from .attn_lrp import AttnLRP
 from .beyond_intuition import BeyondIntuition
+from .captum_helpers import (
+    ViTGradCam,
+    forward_func,
+    patch_feature_mask,
+    patch_window,
+    to_tokens,
+)
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
 from .lrp import LRP
@@ -20,6 +28,8 @@ for _name, _cls in {
     "rollout": AttentionRollout,
     "grad_sam": GradSAM,
     "generic_attention": GenericAttention,
+    "vit_gradcam": ViTGradCam,
+    "atman": ATMAN,
 }.items():
     register_method(_name)(_cls)
 
@@ -44,4 +54,10 @@ __all__ = [
     "ViTShapley",
     "ShapleySurrogate",
     "ShapleyExplainer",
+    "ATMAN",
+    "ViTGradCam",
+    "forward_func",
+    "patch_feature_mask",
+    "patch_window",
+    "to_tokens",
 ]

@@ -59,6 +59,8 @@ METHODS = [
     ("transformer_lrp", lambda m: cv.TransformerLRP(m), 1e-4),
     ("partial_lrp", lambda m: cv.PartialLRP(m), 1e-4),
     ("vit_shapley_untrained", _vit_shapley, 1e-4),
+    ("atman", lambda m: cv.ATMAN(m, internal_batch_size=8), 1e-3),
+    ("vit_gradcam", lambda m: cv.ViTGradCam(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
