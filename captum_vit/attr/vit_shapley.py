@@ -193,6 +193,20 @@ class _MaskTracer(Tracer):
     def _hook(self, layer: int, scores: Tensor) -> Tensor:
         return scores.masked_fill(~self.allowed, float("-inf"))
 
+    def attention(self, layer, q, k, v, scale, mask=None, dropout=None):
+        if dropout is not None:  # explicit softmax, mask through score_hook
+            return super().attention(layer, q, k, v, scale, mask, dropout)
+        # the same function through torch's fused kernel: a boolean mask
+        # (True = may attend) is the -inf on the held-out keys
+        allowed = self.allowed
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                allowed = allowed & mask
+            else:
+                bias = torch.zeros_like(mask).masked_fill(~allowed, float("-inf"))
+                allowed = mask + bias
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+
     def pool(self, x: Tensor, weights: Tensor) -> Tensor:
         if self.patch_weights is None:  # pragma: no cover - trace_ends is off
             return super().pool(x, weights)
@@ -455,6 +469,7 @@ class ViTShapley(ViTAttribution):
 
     @classmethod
     def get_name(cls) -> str:
+        """The method's readable name, ``"ViT Shapley"``."""
         return "ViT Shapley"
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
