@@ -13,6 +13,7 @@ from .attr import (  # noqa: E402
     AttentionRollout,
     AttnLRP,
     BeyondIntuition,
+    EViT,
     GenericAttention,
     GradSAM,
     PartialLRP,
@@ -54,4 +55,5 @@ __all__ = [
     "patch_feature_mask",
     "patch_window",
     "to_tokens",
+    "EViT",
 ]

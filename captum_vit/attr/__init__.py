@@ -13,6 +13,7 @@ from .captum_helpers import (
     patch_window,
     to_tokens,
 )
+from .evit import EViT
 from .generic_attention import GenericAttention
 from .grad_sam import GradSAM
 from .lrp import LRP
@@ -28,6 +29,7 @@ for _name, _cls in {
     "rollout": AttentionRollout,
     "grad_sam": GradSAM,
     "generic_attention": GenericAttention,
+    "evit": EViT,
     "vit_gradcam": ViTGradCam,
     "atman": ATMAN,
 }.items():
@@ -60,4 +62,5 @@ __all__ = [
     "patch_feature_mask",
     "patch_window",
     "to_tokens",
+    "EViT",
 ]

@@ -61,6 +61,7 @@ METHODS = [
     ("vit_shapley_untrained", _vit_shapley, 1e-4),
     ("atman", lambda m: cv.ATMAN(m, internal_batch_size=8), 1e-3),
     ("vit_gradcam", lambda m: cv.ViTGradCam(m), 1e-4),
+    ("evit", lambda m: cv.EViT(m), 1e-5),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
