@@ -369,6 +369,34 @@ class _PixelLRPAttribution(ViTAttribution):
     def attribute(
         self, inputs, target=None, additional_forward_args=None, output="input"
     ):
+        r"""Relevance of every input element for ``target``.
+
+        Args:
+            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
+                the model's input space (already normalised).
+            target (int, tuple, Tensor or list, optional): the output index to
+                explain per sample: an int for all samples, or one index per
+                sample as a 1-D tensor or list. ``None`` explains the predicted
+                class. Default: None
+            additional_forward_args (Any, optional): extra positional
+                arguments passed to the model after ``inputs``. Default: None
+            output (str, optional): ``"input"`` for the relevance of every
+                input element ``(B, C, H, W)`` (its sum over channels is the
+                reference's pixel map); ``"tokens"`` for the relevance summed
+                over channels and within each patch, ``(B, gh, gw)``.
+                Default: ``"input"``
+
+        Returns:
+            Tensor: the relevance (detached, signed, not normalised).
+
+        Examples::
+
+            >>> import timm, torch, captum_vit as cv
+            >>> model = timm.create_model("vit_tiny_patch16_224").eval()
+            >>> rel = cv.LRP(model).attribute(torch.randn(2, 3, 224, 224))
+            >>> rel.sum(1).shape  # the reference's (H, W) maps
+            torch.Size([2, 224, 224])
+        """
         return self._attribute_pixels(inputs, target, additional_forward_args, output)
 
     def _attribute_pixels(self, inputs, target, additional_forward_args, output):
