@@ -22,6 +22,7 @@ from .attr import (  # noqa: E402
     ShapleySurrogate,
     TransformerLRP,
     ViTAttribution,
+    ViTCX,
     ViTGradCam,
     ViTShapley,
     forward_func,
@@ -56,4 +57,5 @@ __all__ = [
     "patch_window",
     "to_tokens",
     "EViT",
+    "ViTCX",
 ]

@@ -22,6 +22,7 @@ from .raw_attention import RawAttention
 from .rollout import AttentionRollout
 from .tam import TAM
 from .transformer_lrp import TransformerLRP
+from .vit_cx import ViTCX
 from .vit_shapley import ShapleyExplainer, ShapleySurrogate, ViTShapley
 
 for _name, _cls in {
@@ -29,6 +30,7 @@ for _name, _cls in {
     "rollout": AttentionRollout,
     "grad_sam": GradSAM,
     "generic_attention": GenericAttention,
+    "vit_cx": ViTCX,
     "evit": EViT,
     "vit_gradcam": ViTGradCam,
     "atman": ATMAN,
@@ -63,4 +65,5 @@ __all__ = [
     "patch_window",
     "to_tokens",
     "EViT",
+    "ViTCX",
 ]

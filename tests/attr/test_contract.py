@@ -62,6 +62,7 @@ METHODS = [
     ("atman", lambda m: cv.ATMAN(m, internal_batch_size=8), 1e-3),
     ("vit_gradcam", lambda m: cv.ViTGradCam(m), 1e-4),
     ("evit", lambda m: cv.EViT(m), 1e-5),
+    ("vit_cx", lambda m: cv.ViTCX(m, internal_batch_size=16), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
