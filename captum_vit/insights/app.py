@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -27,6 +28,9 @@ METRICS: Dict[str, Tuple[str, str]] = {
     "perturbation_positive": ("Positive perturbation AUC", "lower"),
     "perturbation_negative": ("Negative perturbation AUC", "higher"),
 }
+
+
+_DATASET_ID = re.compile(r"d[0-9]{1,9}")
 
 
 class RequestError(Exception):
@@ -393,7 +397,7 @@ class AttributionVisualizer:
         """``(image, label)`` of a dataset image ``d<i>`` or an upload ``u<hex>``."""
         if not isinstance(image_id, str) or not image_id:
             raise _bad("'image' must be an image id such as 'd0'")
-        if image_id[0] == "d" and image_id[1:].isdigit() and len(image_id) < 12:
+        if _DATASET_ID.fullmatch(image_id):
             i = int(image_id[1:])
             if i < len(self._samples):
                 return self._samples[i]

@@ -245,6 +245,8 @@ def one(name, **params):
         (E, ex(["rollout"], image="d99"), 404, "no image"),
         (E, ex(["rollout"], image="../../etc/passwd"), 404, "no image"),
         (E, ex(["rollout"], image=5), 400, "image id"),
+        (E, ex(["rollout"], image="d\u00b2"), 404, "no image"),
+        (E, ex(["rollout"], image="d" + "9" * 40), 404, "no image"),
         ("/api/predict", {}, 400, "image id"),
         ("/api/predict", {"image": "uffff"}, 404, "no image"),
         ("/api/attention", {"image": "d0", "layer": 2}, 400, "layer"),
@@ -482,3 +484,39 @@ def test_serve_binds_loopback_by_default_and_stops():
     with pytest.raises(OSError):
         http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/")
     vis.stop()  # idempotent
+
+
+# ---------------------------------------------------------------------- fuzz
+WEIRD = [None, True, 1.5, -1, "d\u00b2", "x" * 5000, [None], {"a": 1}]
+VALID = {
+    "/api/predict": {"image": "d0", "model": 0},
+    "/api/explain": {"image": "d0", "model": 0, "target": 1, "methods": ["rollout"]},
+    "/api/attention": {"image": "d0", "model": 0, "layer": 0, "view": "row"},
+    "/api/scores": {
+        "image": "d0",
+        "model": 0,
+        "target": 1,
+        "methods": ["rollout"],
+        "metrics": ["deletion"],
+        "n_steps": 2,
+    },
+}
+
+
+@pytest.mark.parametrize("path", sorted(VALID))
+def test_fuzzed_fields_never_give_a_500(client, path):
+    assert client.post(path, json=dict(VALID[path], unexpected=1)).status_code < 500
+    for field in VALID[path]:
+        for value in WEIRD:
+            body = dict(VALID[path], **{field: value})
+            r = client.post(path, json=body)
+            assert r.status_code < 500, (path, field, value, r.data[:200])
+            assert r.is_json
+    for value in WEIRD:  # inside a method entry
+        for entry in ({"name": value}, {"name": "rollout", "params": value}):
+            body = dict(VALID[path], methods=[entry])
+            assert client.post(path, json=body).status_code < 500, (path, entry)
+        body = dict(
+            VALID[path], methods=[{"name": "rollout", "params": {"head_fusion": value}}]
+        )
+        assert client.post(path, json=body).status_code < 500, (path, value)
