@@ -231,6 +231,10 @@ def test_learns_exact_shapley_values(task, trained, capsys):
     model, _, xt, _ = task
     method = trained
     assert REPORT["classifier_acc"] > 0.9  # the classifier learned the task
+    with torch.no_grad():  # the surrogate still predicts like the classifier
+        agree = method.surrogate(xt).argmax(-1) == model(xt).argmax(-1)
+    REPORT["surrogate_agreement"] = agree.float().mean().item()
+    assert REPORT["surrogate_agreement"] > 0.8
     x = xt[:4]
     with torch.no_grad():
         phi, grand = method.shapley_values(x, return_grand=True)
@@ -257,7 +261,7 @@ def test_learns_exact_shapley_values(task, trained, capsys):
     REPORT["pearson_kernelshap_256"] = sum(ks) / len(ks)
     REPORT["efficiency_err"] = max(effs)
     with capsys.disabled():
-        print("\nViTShapley report:", {k: round(v, 4) for k, v in REPORT.items()})
+        print("\nViTShapley report:", {k: f"{v:.4g}" for k, v in REPORT.items()})
     assert max(effs) < 1e-4
     assert REPORT["pearson_explainer"] >= 0.9, (ours, REPORT)
 
