@@ -20,11 +20,11 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
@@ -118,7 +118,7 @@ def evaluate(
 
 def train(
     seed: int = 0,
-    steps: int = 2500,
+    steps: Union[int, Sequence[int]] = 2500,
     batch_size: int = 64,
     lr: float = 1.5e-3,
     weight_decay: float = 0.05,
@@ -127,33 +127,45 @@ def train(
     workers: int = 1,
     log_every: int = 100,
     config: Optional[Dict[str, Any]] = None,
+    init_state: Optional[Dict[str, torch.Tensor]] = None,
+    start_cycle: int = 0,
 ) -> torch.nn.Module:
     r"""Train a ViT on fresh synthetic images.
+
+    Training runs one or more cycles (warm restarts): each cycle builds a
+    fresh AdamW optimiser, warms its learning rate up linearly, then decays it
+    to zero on a cosine, and draws its own fresh images (cycle ``c`` reads the
+    training images after those of the cycles before it, in an order shuffled
+    with seed ``seed + 1000 * c``).
 
     Args:
         seed (int, optional): seed of the initialisation, of the training
             images and of their order.
             Default: 0
-        steps (int, optional): optimiser steps.
+        steps (int or Sequence[int], optional): optimiser steps of each cycle.
             Default: 2500
         batch_size (int, optional): images per step.
             Default: 64
-        lr (float, optional): peak AdamW learning rate (linear warm-up, then
-            cosine decay to zero).
+        lr (float, optional): peak AdamW learning rate of every cycle.
             Default: 1.5e-3
         weight_decay (float, optional): AdamW weight decay.
             Default: 0.05
-        warmup (int, optional): warm-up steps.
+        warmup (int, optional): warm-up steps of every cycle.
             Default: 150
         threads (int, optional): torch threads of the training process.
             Default: 1
         workers (int, optional): data-loader processes drawing the images.
             Default: 1
         log_every (int, optional): print the running loss every this many
-            steps (0: never).
+            steps, and a validation accuracy every five times that (0: never).
             Default: 100
         config (dict, optional): model config; ``DEFAULT_CONFIG`` when None.
             Default: None
+        init_state (dict, optional): resume: a state dict to start from,
+            namely the weights that cycles ``0 .. start_cycle - 1`` produced.
+            Default: None
+        start_cycle (int, optional): resume: the first cycle to run.
+            Default: 0
 
     Returns:
         torch.nn.Module: the trained model, in eval mode.
@@ -161,28 +173,49 @@ def train(
     Examples::
 
         >>> model = train(seed=0, steps=10)
+        >>> model = train(seed=0, steps=[2500, 1000])  # two cycles
     """
+    steps = [int(steps)] if isinstance(steps, int) else [int(v) for v in steps]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            return _train(
-                seed,
-                steps,
-                batch_size,
-                lr,
-                weight_decay,
-                warmup,
-                workers,
-                log_every,
-                config or DEFAULT_CONFIG,
+            torch.manual_seed(seed)
+            config = config or DEFAULT_CONFIG
+            model = build_vit(config)
+            if init_state is not None:
+                model.load_state_dict(init_state, strict=True)
+            data = SyntheticObjects(
+                sum(steps) * batch_size,
+                seed=seed,
+                split="train",
+                image_size=config["img_size"],
             )
+            for cycle in range(start_cycle, len(steps)):
+                first = sum(steps[:cycle]) * batch_size
+                part = Subset(data, range(first, first + steps[cycle] * batch_size))
+                _train_cycle(
+                    model,
+                    part,
+                    seed + 1000 * cycle,
+                    steps[cycle],
+                    batch_size,
+                    lr,
+                    weight_decay,
+                    warmup,
+                    workers,
+                    log_every,
+                    val_seed=seed + 10_000,
+                )
+            return model.eval()
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(
-    seed: int,
+def _train_cycle(
+    model: torch.nn.Module,
+    data: Subset,
+    order_seed: int,
     steps: int,
     batch_size: int,
     lr: float,
@@ -190,19 +223,14 @@ def _train(
     warmup: int,
     workers: int,
     log_every: int,
-    config: Dict[str, Any],
-) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_vit(config)
-    data = SyntheticObjects(
-        steps * batch_size, seed=seed, split="train", image_size=config["img_size"]
-    )
+    val_seed: int,
+) -> None:
     loader = DataLoader(
         data,
         batch_size=batch_size,
         shuffle=True,
         num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(order_seed),
         persistent_workers=False,
     )
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n]
@@ -237,11 +265,10 @@ def _train(
         if log_every and (step + 1) % log_every == 0:
             msg = f"step {step + 1}/{steps} loss {running:.4f}"
             if (step + 1) % (5 * log_every) == 0:
-                acc = evaluate(model, n=256, seed=seed + 10_000, split="val")
+                acc = evaluate(model, n=256, seed=val_seed, split="val")
                 msg += f" val acc {acc['accuracy']:.3f}"
                 model.train()
             print(f"{msg} ({time.time() - t0:.0f} s)", flush=True)
-    return model.eval()
 
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
@@ -251,16 +278,32 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         "--out", default=os.path.join(os.path.dirname(__file__), "weights")
     )
     parser.add_argument("--name", default="synthetic_vit")
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[2500], help="steps of each cycle"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--eval-n", type=int, default=1000)
     parser.add_argument("--eval-seed", type=int, default=None, help="default: seed + 1")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        help="safetensors weights written by the cycles before --start-cycle",
+    )
+    parser.add_argument("--start-cycle", type=int, default=0)
+    parser.add_argument(
+        "--prior-seconds",
+        type=float,
+        default=0.0,
+        help="wall time of the resumed cycles, added to the recorded time",
+    )
     args = parser.parse_args(argv)
 
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
+
+    init_state = None if args.resume is None else load_file(args.resume)
 
     t0 = time.time()
     model = train(
@@ -270,8 +313,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         lr=args.lr,
         threads=args.threads,
         workers=args.workers,
+        init_state=init_state,
+        start_cycle=args.start_cycle,
     )
-    train_seconds = time.time() - t0
+    train_seconds = time.time() - t0 + args.prior_seconds
     eval_seed = args.seed + 1 if args.eval_seed is None else args.eval_seed
     metrics = evaluate(model, n=args.eval_n, seed=eval_seed)
     meta = {
@@ -290,6 +335,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
             "threads": args.threads,
             "workers": args.workers,
             "seconds": round(train_seconds, 1),
+            "start_cycle": args.start_cycle,
             "torch": torch.__version__,
         },
         "held_out": {
