@@ -396,6 +396,18 @@ def test_seeded_and_short_runs(one_thread):
     assert not s1.training and not e1.training
     # the surrogate's flags and mode are restored after the explainer
     assert all(p.requires_grad for p in s1.parameters())
+    # other batch formats, and an explainer initialised from another model
+    other = timm_vit(seed=1)
+    before = snapshot(other)
+    e3 = cv.ViTShapley.train_explainer(
+        s1,
+        [{"image": x[:8]}, (x[8:], torch.zeros(8))],
+        num_subsets=2,
+        model=other,
+        show_progress=False,
+    )
+    assert e3.backbone is not other
+    assert_same_state(before, snapshot(other))
 
 
 # ------------------------------------------------------------ user state
