@@ -343,11 +343,19 @@ class SyntheticGrid(Dataset):
     classes, for the grid pointing game (Böhle et al., "Convolutional Dynamic
     Alignment Networks", CVPR 2021).
 
-    Each cell is a benchmark image drawn at half the grid's side, so a grid
-    has the size of a single benchmark image (objects are half as large).
+    Each cell is a benchmark image drawn at half the grid's side, so by
+    default a grid has the size of a single benchmark image (objects are half
+    as large).
     The four cells have four different classes; one cell is the target
     (``target = i % 4``) and its class is the sample's ``label``. An
     explanation of ``label`` should put its mass in the target cell.
+
+    Pass ``image_size=128`` to keep the objects at the 64 px benchmark scale:
+    the embedded model ``synthetic_vit`` was trained on single objects of that
+    scale; loaded with ``captum_vit.zoo.load(dynamic_img_size=True)`` its top
+    class on 128 px grids is one of the four grid classes for 84% of grids
+    (200 grids, seed 5), against 59% on 64 px grids, whose objects are half
+    as large.
 
     Args:
         n (int): number of grids.

@@ -95,7 +95,9 @@ def _paths(name: str) -> Tuple[str, str]:
     return base + ".safetensors", base + ".json"
 
 
-def load(name: str = "synthetic_vit", device: Any = "cpu") -> ZooModel:
+def load(
+    name: str = "synthetic_vit", device: Any = "cpu", dynamic_img_size: bool = False
+) -> ZooModel:
     r"""Load an embedded model.
 
     The weights are read with ``safetensors`` and loaded strictly into a
@@ -107,6 +109,13 @@ def load(name: str = "synthetic_vit", device: Any = "cpu") -> ZooModel:
         device (str or torch.device, optional): where to put model and
             transform.
             Default: ``"cpu"``
+        dynamic_img_size (bool, optional): build the timm model with
+            ``dynamic_img_size=True``, so that it also takes inputs of other
+            sizes (multiples of the patch size; position embeddings are
+            interpolated), e.g. 128x128 :class:`~captum_vit.data.SyntheticGrid`
+            grids whose cells have the training scale. Same outputs at the
+            training size.
+            Default: False
 
     Returns:
         ZooModel: ``(model, transform, classes, meta)``, the model in eval
@@ -129,7 +138,10 @@ def load(name: str = "synthetic_vit", device: Any = "cpu") -> ZooModel:
     weights_path, meta_path = _paths(name)
     with open(meta_path) as f:
         meta = json.load(f)
-    model = build_vit(meta["config"])
+    config = dict(meta["config"])
+    if dynamic_img_size:
+        config["dynamic_img_size"] = True
+    model = build_vit(config)
     model.load_state_dict(load_file(weights_path), strict=True)
     model = model.to(device).eval()
     transform = Normalize(meta["mean"], meta["std"]).to(device)

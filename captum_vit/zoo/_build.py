@@ -17,6 +17,7 @@ _VIT_KEYS = (
     "qkv_bias",
     "class_token",
     "global_pool",
+    "dynamic_img_size",
 )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import captum_vit.zoo as zoo
-from captum_vit.data import CLASS_NAMES, SyntheticObjects
+from captum_vit.data import CLASS_NAMES, SyntheticGrid, SyntheticObjects
 from captum_vit.zoo import Normalize, ZooModel
 from captum_vit.zoo._build import build_vit, last_layer_cls_attention
 from captum_vit.zoo.train import evaluate, train
@@ -104,3 +104,14 @@ def test_attention_on_object_measurement(loaded):
     stats = evaluate(model, n=16, seed=9, batch_size=8)
     assert set(stats) >= {"accuracy", "attention_on_object", "object_area"}
     assert 0 < stats["object_area"] < stats["attention_on_object_patches"] <= 1
+
+
+def test_dynamic_img_size_same_outputs_and_takes_grids(loaded):
+    dyn = zoo.load("synthetic_vit", dynamic_img_size=True)
+    x = loaded.transform(SyntheticObjects(4, seed=7).tensors().image)
+    with torch.no_grad():
+        assert torch.allclose(dyn.model(x), loaded.model(x), atol=1e-5)
+        grid = dyn.transform(
+            torch.stack([g.image for g in SyntheticGrid(2, seed=7, image_size=128)])
+        )
+        assert dyn.model(grid).shape == (2, len(CLASS_NAMES))
