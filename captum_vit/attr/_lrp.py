@@ -116,8 +116,9 @@ class AttnLRPRules(RuleSet):
     name = "attnlrp"
     start_at_logit = True
 
-    def __init__(self, epsilon: float = 1e-6) -> None:
+    def __init__(self, epsilon: float = 1e-6, attention: str = "attnlrp") -> None:
         self.epsilon = epsilon
+        self.attention = attention
 
     def linear(self, module, x):
         return R.LinearEpsilon.apply(
@@ -152,6 +153,8 @@ class AttnLRPRules(RuleSet):
         return R.SoftmaxAttnLRP.apply(scores, self.mode)
 
     def av(self, attn, v):
+        if self.attention == "cp":
+            return R.AVConstAttention.apply(attn, v, self.epsilon, self.mode)
         return R.AVHalf.apply(attn, v, self.epsilon, self.mode)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "PoolZ",
     "QKHalf",
     "AVHalf",
+    "AVConstAttention",
     "SoftmaxAttnLRP",
     "ConvZBeta",
     "ConvEpsilon",
@@ -425,6 +426,35 @@ class AVHalf(Function):
         RA = attn * (S @ v.transpose(-2, -1))
         Rv = v * (attn.transpose(-2, -1) @ S)
         return RA, Rv, None, None
+
+
+class AVConstAttention(Function):
+    r"""CP-LRP's attention rule (Ali et al., ICML 2022, "XAI for Transformers:
+    Better Explanations through Conservative Propagation"; the variant LXT
+    uses inside the attention of its ViT example): the attention
+    probabilities are held constant, so :math:`O = A V` is linear in
+    :math:`V` and all of its relevance goes to :math:`V` (LRP-:math:`\epsilon`),
+    none to :math:`A`:
+
+    .. math::
+        R_V = V \odot \left(A^\top \frac{R}{\operatorname{stab}_\epsilon(A V)}
+            \right), \qquad R_A = 0
+    """
+
+    @staticmethod
+    def forward(ctx, attn: Tensor, v: Tensor, eps: float = 1e-6, mode=None):
+        out = attn @ v
+        ctx.save_for_backward(attn, v, out)
+        ctx.eps, ctx.mode = eps, mode
+        return out
+
+    @staticmethod
+    def backward(ctx, R: Tensor):
+        attn, v, out = ctx.saved_tensors
+        if _grad(ctx):
+            return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None, None
+        S = R / stabilize(out, ctx.eps)
+        return None, v * (attn.transpose(-2, -1) @ S), None, None
 
 
 class SoftmaxAttnLRP(Function):

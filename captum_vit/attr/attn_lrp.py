@@ -45,6 +45,11 @@ class AttnLRP(_PixelLRPAttribution):
             Vision Transformer, or an adapter wrapping one.
         epsilon (float, optional): the stabiliser of the
             LRP-:math:`\epsilon` rules. Default: 1e-6
+        attention (str, optional): ``"attnlrp"`` for the paper's softmax and
+            uniform matmul rules; ``"cp"`` for CP-LRP inside the attention
+            (Ali et al. 2022: attention probabilities held constant, all
+            relevance of :math:`AV` to :math:`V`), the variant LXT's
+            torchvision ViT example uses. Default: ``"attnlrp"``
 
     Examples::
 
@@ -55,11 +60,15 @@ class AttnLRP(_PixelLRPAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
-    def __init__(self, model: nn.Module, epsilon: float = 1e-6) -> None:
+    def __init__(
+        self, model: nn.Module, epsilon: float = 1e-6, attention: str = "attnlrp"
+    ) -> None:
         super().__init__(model)
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.rules = AttnLRPRules(epsilon)
+        if attention not in ("attnlrp", "cp"):
+            raise ValueError(f"attention must be 'attnlrp' or 'cp', got {attention!r}")
+        self.rules = AttnLRPRules(epsilon, attention)
 
     def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)

@@ -44,7 +44,7 @@ def _ln(h, w, b, eps):
     return (h - mean) / std.detach() * w + b
 
 
-def naive_gxi(model, x, target):
+def naive_gxi(model, x, target, cp=False):
     sd = dict(model.named_parameters())
     x = x.clone().requires_grad_(True)
     p = model.patch_embed.patch_size[0]
@@ -61,7 +61,10 @@ def naive_gxi(model, x, target):
         y = _ln(h, sd[b + "norm1.weight"], sd[b + "norm1.bias"], eps)
         qkv = y @ sd[b + "attn.qkv.weight"].T + sd[b + "attn.qkv.bias"]
         q, k, v = qkv.reshape(B, -1, 3, H, D // H).permute(2, 0, 3, 1, 4)
-        q, k, v = _grad_scaled(q, 0.25), _grad_scaled(k, 0.25), _grad_scaled(v, 0.5)
+        if cp:  # CP-LRP: attention held constant, all relevance to v
+            q, k = q.detach(), k.detach()
+        else:
+            q, k, v = _grad_scaled(q, 0.25), _grad_scaled(k, 0.25), _grad_scaled(v, 0.5)
         a = (q @ k.transpose(-1, -2) * (D // H) ** -0.5).softmax(-1)
         o = (a @ v).transpose(1, 2).reshape(B, -1, D)
         h = h + o @ sd[b + "attn.proj.weight"].T + sd[b + "attn.proj.bias"]
@@ -82,6 +85,9 @@ def test_equals_lxt_gradient_times_input_formulation():
     expected = naive_gxi(model, x, target)
     err = (ours - expected).abs().max() / expected.abs().max()
     assert err < 1e-8, err
+    cp = cv.AttnLRP(model, epsilon=1e-12, attention="cp").attribute(x, target=target)
+    expected_cp = naive_gxi(model, x, target, cp=True)
+    assert (cp - expected_cp).abs().max() / expected_cp.abs().max() < 1e-8
     # the default epsilon changes little
     default = cv.AttnLRP(model).attribute(x, target=target)
     assert (default - expected).abs().max() / expected.abs().max() < 1e-2

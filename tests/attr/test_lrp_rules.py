@@ -219,6 +219,24 @@ def test_av_halved_z_rule():
 
 
 @replicates
+def test_av_constant_attention():
+    H, N, d = 2, 3, 4
+    A, v, R = rnd(H, N, N).softmax(-1), rnd(H, N, d), rnd(H, N, d)
+    Av = v.clone().requires_grad_(True)
+    out = rules.AVConstAttention.apply(A.clone().requires_grad_(True), Av, 1e-3)
+    (Rv,) = torch.autograd.grad(out, [Av], grad_outputs=R)
+    Ev = torch.zeros_like(v)
+    for h in range(H):
+        for i in range(N):
+            for c in range(d):
+                Z = sum(A[h, i, j] * v[h, j, c] for j in range(N))
+                den = Z + 1e-3 * (1.0 if Z >= 0 else -1.0)
+                for j in range(N):
+                    Ev[h, j, c] += A[h, i, j] * v[h, j, c] * R[h, i, c] / den
+    torch.testing.assert_close(Rv, Ev)
+
+
+@replicates
 def test_softmax_attnlrp_is_taylor_at_input():
     x, R = rnd(2, 5), rnd(2, 5)
     (Rx,) = relevance(rules.SoftmaxAttnLRP.apply, [x], R)
@@ -288,7 +306,7 @@ def test_conv_epsilon():
 
 def test_every_rule_is_replicated():
     names = {f.__name__ for f in REPLICATES}
-    assert len(names) == 14, names
+    assert len(names) == 15, names
     for name in rules.__all__:
         if name in ("sdiv", "stabilize"):
             continue
@@ -342,6 +360,11 @@ def test_gradient_mode_gives_ordinary_gradients():
         ),
         (lambda a, v: rules.AVHalf.apply(a, v, 0.0, mode), torch.matmul, [A, q]),
         (lambda s: rules.SoftmaxAttnLRP.apply(s, mode), lambda s: s.softmax(-1), [q]),
+        (
+            lambda a, v: rules.AVConstAttention.apply(a, v, 1e-6, mode),
+            torch.matmul,
+            [A, q],
+        ),
         (
             lambda i: rules.ConvZBeta.apply(i, Wc, None, kw, mode),
             lambda i: F.conv2d(i, Wc, stride=2),
