@@ -25,5 +25,5 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path = []
+html_static_path = ["_static"]
 nitpicky = False
