@@ -10,7 +10,7 @@ import captum_vit as cv
 from tests.models import images, timm_vit
 from tests.naive import forward
 
-TARGET = torch.tensor([0, 3, 1])
+TARGET = torch.tensor([0, 3])
 
 
 def naive_atman(model, x, target, f, kappa):
@@ -25,11 +25,12 @@ def naive_atman(model, x, target, f, kappa):
             logits, _ = forward(model, xb)
             ce0 = F.cross_entropy(logits, target[b : b + 1])
             P = emb.shape[0]
+            sims = F.cosine_similarity(emb[:, None], emb[None], dim=-1).tolist()
             row = []
             for i in range(P):
                 m = torch.ones(npre + P)
                 for j in range(P):
-                    cos = F.cosine_similarity(emb[i], emb[j], dim=0).item()
+                    cos = sims[i][j]
                     if j == i:
                         m[npre + j] = 1 - f
                     elif kappa is not None and cos >= kappa:
@@ -51,14 +52,14 @@ _NAIVE = {}
 @pytest.mark.parametrize("kappa", [None, 0.3])
 @pytest.mark.parametrize("batch_size", [1, 5, 64])
 def test_equals_naive_loop(model, kappa, batch_size):
-    x = images(3)
+    x = images(2)
     if kappa not in _NAIVE:
         _NAIVE[kappa] = naive_atman(model, x, TARGET, 0.9, kappa)
     expected = _NAIVE[kappa]
     method = cv.ATMAN(
         model, conceptual_suppression_threshold=kappa, internal_batch_size=batch_size
     )
-    got = method.attribute(x, target=TARGET, output="tokens").reshape(3, -1)
+    got = method.attribute(x, target=TARGET, output="tokens").reshape(2, -1)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert expected.abs().max() > 1e-2  # the test is not vacuous
 
