@@ -1,0 +1,48 @@
+r"""The method x metric x dataset runner behind ``captum-vit benchmark``.
+
+Every method (:func:`captum_vit.attr.list_methods`, or any Captum
+``Attribution`` through a factory) explains every sample of a dataset
+(:func:`make_dataset`: the bundled synthetic benchmark, ImageNet-Segmentation,
+an ImageNet folder, CIFAR-10) in batches; every metric (:func:`list_metrics`)
+scores each sample; :class:`BenchmarkResult` holds the per-sample values and
+makes the table (mean over samples), its Markdown and CSV forms and one bar
+chart per metric. Under ``torchrun`` the batches are sharded over the ranks and
+gathered on rank 0, which returns exactly the single-process result.
+
+Examples::
+
+    >>> from captum_vit.benchmark import load_model, make_dataset, run_benchmark
+    >>> lm = load_model()  # the embedded default
+    >>> ds = make_dataset("synthetic", image_size=lm.image_size,
+    ...                   transform=lm.transform, limit=32)
+    >>> res = run_benchmark(lm.model, ds, ["raw_attention", "rollout"],
+    ...                     ["deletion", "segmentation"], lm.mean, lm.std)
+    >>> res.save("out/benchmark")
+"""
+
+from ._data import DATASETS, BenchmarkDataset, make_dataset
+from ._metrics import (
+    MetricContext,
+    MetricSpec,
+    get_metric,
+    list_metrics,
+    register_metric,
+)
+from ._models import DEFAULT_MODEL, LoadedModel, load_model
+from ._runner import BenchmarkResult, run_benchmark
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_MODEL",
+    "BenchmarkDataset",
+    "BenchmarkResult",
+    "LoadedModel",
+    "MetricContext",
+    "MetricSpec",
+    "get_metric",
+    "list_metrics",
+    "load_model",
+    "make_dataset",
+    "register_metric",
+    "run_benchmark",
+]
