@@ -115,11 +115,10 @@ class BeyondIntuition(ViTAttribution):
         self.steps = check_steps(steps)
 
     def _perception_head(self, inputs: Tensor, target, args: tuple):
-        tracer, _, target, grads = self._trace(inputs, target, args, grad=True)
+        tracer = Tracer(layers=range(self.start_layer, self.adapter.num_layers))
+        tracer, _, target, grads = self._trace(inputs, target, args, tracer, grad=True)
         mixes = []
-        for layer, (attn, grad) in enumerate(zip(tracer.attention_list(), grads)):
-            if layer < self.start_layer:
-                continue
+        for attn, grad in zip(tracer.attention_list(), grads):  # start_layer, ...
             attn = attn.detach()
             importance = (attn.transpose(-1, -2) @ grad).abs().mean(dim=(-1, -2))
             importance = importance / importance.sum(dim=-1, keepdim=True)
@@ -127,12 +126,12 @@ class BeyondIntuition(ViTAttribution):
         return mixes, target
 
     def _perception_token(self, inputs: Tensor, target, args: tuple):
-        tracer = Tracer(keep_values=True, keep_blocks=True)
+        layers = range(self.start_layer, self.adapter.num_layers)
+        tracer = Tracer(keep_values=True, keep_blocks=True, layers=layers)
         tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)
         mixes = []
-        for layer, attn in enumerate(tracer.attention_list()):
-            if layer < self.start_layer:
-                continue
+        for layer in layers:
+            attn = tracer.attentions[layer]
             z = tracer.block_inputs[layer].detach()
             v = tracer.values[layer].detach()
             B, H, N, d = v.shape

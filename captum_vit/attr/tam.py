@@ -35,7 +35,7 @@ def integrated_attention_gradient(
     x = inputs.detach()
     total = None
     for alpha in np.linspace(0.0, 1.0, steps):
-        tracer = Tracer()
+        tracer = Tracer(layers=[last])  # other layers run fused attention
         with torch.enable_grad():
             with method.adapter.trace(tracer):
                 scaled = (x * float(alpha)).requires_grad_(True)
@@ -129,12 +129,14 @@ class TAM(ViTAttribution):
         self.steps = check_steps(steps)
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        tracer, _, target, _ = self._trace(inputs, target, args)
-        fused = [a.detach().mean(dim=1) for a in tracer.attention_list()]
-        N = fused[0].shape[-1]
-        w = self.adapter.pool_weights(N, fused[0].device, fused[0].dtype)
-        state = torch.einsum("n,bnm->bm", w, fused[-1])
-        for layer in range(len(fused) - 2, self.start_layer - 1, -1):
+        L = self.adapter.num_layers
+        tracer = Tracer(layers=range(self.start_layer, L))
+        tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)
+        fused = {i: a.detach().mean(dim=1) for i, a in tracer.attentions.items()}
+        last = fused[L - 1]
+        w = self.adapter.pool_weights(last.shape[-1], last.device, last.dtype)
+        state = torch.einsum("n,bnm->bm", w, last)
+        for layer in range(L - 2, self.start_layer - 1, -1):
             state = torch.einsum("bn,bnm->bm", state, fused[layer]) + state
         grad = integrated_attention_gradient(self, inputs, target, args, self.steps)
         weight = torch.einsum("n,bnm->bm", w, grad.clamp(min=0).mean(dim=1))
