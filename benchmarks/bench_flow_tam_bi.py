@@ -20,7 +20,8 @@ seconds per token). The networkx total for 197 tokens is extrapolated from
 the mean per token when fewer are run; the script prints which.
 
 Usage: ``python benchmarks/bench_flow_tam_bi.py [--batch 1] [--repeats 3]
-[--steps 20] [--nx-sinks 8] [--nx-algorithm preflow_push]``
+[--steps 20] [--nx-sinks 8] [--nx-algorithm preflow_push] [--skip-methods]
+[--skip-flow]``
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--nx-sinks", type=int, default=8)
     parser.add_argument("--nx-algorithm", default="preflow_push")
     parser.add_argument("--skip-methods", action="store_true")
+    parser.add_argument("--skip-flow", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = timm.create_model("vit_small_patch16_224", pretrained=False).eval()
@@ -180,7 +182,8 @@ def main() -> None:
     if not args.skip_methods:
         for B in args.batch:
             bench_methods(model, B, args.repeats, args.steps)
-    bench_flow_vs_networkx(model, args.nx_sinks, args.nx_algorithm)
+    if not args.skip_flow:
+        bench_flow_vs_networkx(model, args.nx_sinks, args.nx_algorithm)
 
 
 if __name__ == "__main__":
