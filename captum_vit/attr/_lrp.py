@@ -87,7 +87,7 @@ class RuleSet:
         return R.QKHalf.apply(q, k, scale, 0.0, self.mode)
 
     def softmax(self, scores: Tensor) -> Tensor:
-        return R.PassThrough.apply(scores, _softmax, self.mode)
+        return R.SoftmaxPass.apply(scores, self.mode)
 
     def av(self, attn: Tensor, v: Tensor) -> Tensor:
         return R.AVHalf.apply(attn, v, 0.0, self.mode)
@@ -171,10 +171,6 @@ def get_rule_set(rules) -> RuleSet:
     if rules not in RULE_SETS:
         raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
     return RULE_SETS[rules]()
-
-
-def _softmax(x: Tensor) -> Tensor:
-    return x.softmax(dim=-1)
 
 
 def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:

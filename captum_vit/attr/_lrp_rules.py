@@ -35,6 +35,7 @@ __all__ = [
     "sdiv",
     "stabilize",
     "PassThrough",
+    "SoftmaxPass",
     "ZIdentity",
     "LinearAlpha1Beta0",
     "LinearSeparate",
@@ -117,6 +118,29 @@ class PassThrough(Function):
         if _grad(ctx):
             return _recomputed_grad(ctx.fn, ctx.saved_tensors[0], R), None, None
         return R, None, None
+
+
+class SoftmaxPass(Function):
+    r"""Identity rule through the softmax, :math:`R_x = R_s` (Chefer et al.'s
+    ``layers_ours``/``layers_lrp``). The same as :class:`PassThrough` with a
+    softmax, but with the softmax gradient written out for the gradient pass
+    (no recomputation of the softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mode=None) -> Tensor:
+        s = x.softmax(dim=-1)
+        ctx.mode = mode
+        if mode is not None:
+            ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, R: Tensor):
+        if _grad(ctx):
+            (s,) = ctx.saved_tensors
+            return s * (R - (R * s).sum(dim=-1, keepdim=True)), None
+        return R, None
 
 
 class ZIdentity(Function):

@@ -257,6 +257,8 @@ def test_pass_through():
     x, R = rnd(3, 4), rnd(3, 4)
     (Rx,) = relevance(lambda x: rules.PassThrough.apply(x, F.gelu), [x], R)
     torch.testing.assert_close(Rx, R, rtol=0, atol=0)
+    (Rx,) = relevance(rules.SoftmaxPass.apply, [x], R)
+    torch.testing.assert_close(Rx, R, rtol=0, atol=0)
 
 
 def _patches(x, p):
@@ -360,6 +362,7 @@ def test_gradient_mode_gives_ordinary_gradients():
         ),
         (lambda a, v: rules.AVHalf.apply(a, v, 0.0, mode), torch.matmul, [A, q]),
         (lambda s: rules.SoftmaxAttnLRP.apply(s, mode), lambda s: s.softmax(-1), [q]),
+        (lambda s: rules.SoftmaxPass.apply(s, mode), lambda s: s.softmax(-1), [q]),
         (
             lambda a, v: rules.AVConstAttention.apply(a, v, 1e-6, mode),
             torch.matmul,
