@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/captum-vit explain --out out/demo
+	$(VENV)/bin/captum-vit explain --model synthetic_vit --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
