@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.captum_vit-installed
 
-.PHONY: install demo test lint docs clean
+.PHONY: install browser demo test lint docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/captum-vit explain --model synthetic_vit --out out/demo
 
-test: $(STAMP)
+# The visualiser's browser test drives Debian's headless Chromium (never a
+# browser downloaded by a test tool); install it when missing (needs root).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "install Debian's chromium and chromium-driver (the browser test needs them)"; \
+			exit 1; \
+		fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
