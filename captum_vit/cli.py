@@ -90,7 +90,7 @@ def explain(args: argparse.Namespace) -> int:
         }
         if labels is not None:
             entry["label"] = int(labels[i])
-            entry["label_name"] = name(int(labels[i]))
+            entry["label_name"] = SyntheticObjects.classes[int(labels[i])]
         per_image.append(entry)
     summary = {
         "model": lm.source,

@@ -93,6 +93,9 @@ def test_explain_safetensors_checkpoint_on_bundled_samples(tmp_path):
     assert main(["explain", *args, "--methods", "grad_sam", "--target", "1"]) == 0
     summary = _check_explain_outputs(tmp_path / "o", 2, ["grad_sam"], with_mask=True)
     assert [e["target"] for e in summary["images"]] == [1, 1]
+    # the label is the benchmark's class, the prediction one of the model's
+    assert summary["images"][1]["label_name"] == "square"
+    assert summary["images"][1]["target_name"] == "1"
 
 
 def test_checkpoint_errors(tmp_path):
