@@ -69,6 +69,12 @@ class _LayeredGraph:
         self.upper = float(w.sum())  # the source cut
         self.sink_pos = pos[E - N : E]
         self.last = mats[0]
+        # stage-0 integer capacities (scale 2^30, all capacities are <= 1),
+        # also restricted to the forward edges (what scipy is given)
+        self.icap0 = np.floor(self.base * _INT_SCALE).astype(np.int32)
+        self.icap0_fw = self.icap0[self.forward]
+        fw_pos = np.cumsum(self.forward) - 1
+        self.sink_pos_fw = fw_pos[self.sink_pos]
 
     def _indptr(self, rows: np.ndarray) -> np.ndarray:
         counts = np.bincount(rows, minlength=self.num_nodes)
@@ -95,16 +101,20 @@ class _LayeredGraph:
             ``(flow, bound)``: the flow value and a certified upper bound on
             ``max_flow - flow``.
         """
-        r = self.base.copy()
-        r[self.sink_pos] = self.last[:, v]
-        total, clip = 0.0, 1.0
+        c_sink = self.last[:, v]
+        cap = self.base  # the sink entries are set for this token, in place
+        cap[self.sink_pos] = c_sink
+        total, clip, r = 0.0, 1.0, None
         for stage in range(_MAX_STAGES):
             scale = _INT_SCALE / clip
-            icap = np.floor(np.minimum(r, clip) * scale).astype(np.int32)
             if stage == 0:  # no reverse residual yet: let scipy add them
-                fw = self.forward
-                graph = self._csr(icap[fw], self.fw_indices, self.fw_indptr)
+                i_sink = np.floor(c_sink * scale).astype(np.int32)
+                icap = self.icap0
+                icap[self.sink_pos] = i_sink
+                self.icap0_fw[self.sink_pos_fw] = i_sink
+                graph = self._csr(self.icap0_fw, self.fw_indices, self.fw_indptr)
             else:
+                icap = np.floor(np.minimum(r, clip) * scale).astype(np.int32)
                 graph = self._csr(icap, self.indices, self.indptr)
             res = maximum_flow(graph, 0, self.sink)
             flow = res.flow
@@ -115,9 +125,8 @@ class _LayeredGraph:
             else:  # pragma: no cover - scipy changed its output structure
                 fint = np.asarray(flow[self.rows, self.cols]).ravel()
             total += res.flow_value / scale
-            r = np.maximum(r - fint / scale, 0.0)
             if stage == 0:  # the two trivial cuts: source and sink
-                bound = min(self.upper, float(self.last[:, v].sum())) - total
+                bound = min(self.upper, float(c_sink.sum())) - total
                 if bound <= rtol * total:
                     break
             # certificate: the cut around the nodes reachable from the source
@@ -129,9 +138,13 @@ class _LayeredGraph:
             )
             reached = np.zeros(self.num_nodes, dtype=bool)
             reached[breadth_first_order(reach, 0, return_predecessors=False)] = True
-            bound = float(r[reached[self.rows] & ~reached[self.cols]].sum())
+            crossing = np.flatnonzero(reached[self.rows] & ~reached[self.cols])
+            # real residual = r - flow / scale; feasible, so >= 0 up to rounding
+            rem = (cap if r is None else r)[crossing] - fint[crossing] / scale
+            bound = float(np.maximum(rem, 0.0).sum())
             if bound <= rtol * total or bound == 0.0:
                 break
+            r = np.maximum((cap if r is None else r) - fint / scale, 0.0)
             clip = bound
         return total, bound
 
