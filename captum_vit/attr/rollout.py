@@ -82,11 +82,16 @@ class AttentionRollout(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         tracer, _, _, _ = self._trace(inputs, target, args)
-        joint = None
-        for attn in tracer.attention_list()[self.start_layer :]:
-            fused = self._discard(fuse_heads(attn.detach(), self.head_fusion))
-            eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-            a = fused + eye
-            a = a / a.sum(dim=-1, keepdim=True)
-            joint = a if joint is None else a @ joint
+        attns = tracer.attention_list()[self.start_layer :]
+        # (L, B, N, N): fuse heads per layer, then add I and renormalise all
+        # layers at once (few kernels: this runs once per call, on GPU too)
+        fused = torch.stack([fuse_heads(a.detach(), self.head_fusion) for a in attns])
+        if self.discard_ratio > 0:
+            fused = self._discard(fused.flatten(0, 1)).view_as(fused)
+        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+        hat = fused + eye
+        hat = hat / hat.sum(dim=-1, keepdim=True)
+        joint = hat[0]
+        for a in hat[1:]:
+            joint = a @ joint
         return self._patch_row(joint)
