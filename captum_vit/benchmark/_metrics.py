@@ -96,6 +96,12 @@ def list_metrics() -> List[str]:
 def get_metric(name: str) -> MetricSpec:
     r"""The :class:`MetricSpec` registered as ``name``.
 
+    Args:
+        name (str): one of :func:`list_metrics`.
+
+    Returns:
+        MetricSpec: the metric.
+
     Raises:
         ValueError: unknown name; the message lists the registered ones.
     """
