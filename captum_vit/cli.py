@@ -146,6 +146,7 @@ def benchmark(args: argparse.Namespace) -> int:
         lm.std,
         batch_size=args.batch_size,
         seed=args.seed,
+        device=args.device,
         show_progress=not args.no_progress,
         model_name=lm.source,
     )
@@ -224,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dataset and metric seed")
     p.add_argument("--out", default="out/benchmark", help="output folder")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1 ... (default: cpu; cuda:LOCAL_RANK under torchrun "
+        "with CUDA)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=benchmark)

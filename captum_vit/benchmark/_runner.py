@@ -259,7 +259,8 @@ def run_benchmark(
         std (sequence of float, optional): normalisation std. Default: (1, 1, 1)
         batch_size (int, optional): samples per batch. Default: 16
         seed (int, optional): seed of the metrics' random draws. Default: 0
-        device (str or torch.device, optional): where to run. Default: None
+        device (str or torch.device, optional): where to run; the model is
+            moved there for the run and back afterwards. Default: None
             (``cuda:LOCAL_RANK`` under distributed CUDA, else the model's
             device)
         show_progress (bool, optional): tqdm progress bar (rank 0 only).
@@ -313,7 +314,7 @@ def run_benchmark(
         else:
             device = next(model.parameters()).device
     device = torch.device(device)
-    model = model.to(device)
+    home = next(model.parameters()).device
     patch = get_adapter(model).patch_size
     patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     attrs = _resolve_methods(methods, model)
@@ -328,6 +329,7 @@ def run_benchmark(
         disable=not show_progress or rank != 0,
     )
     try:
+        model.to(device)  # and back to ``home`` at the end
         for idx in mine:
             batch = dataset.load(idx, grid=need_grid)
             x = batch["images"].to(device)
@@ -360,6 +362,7 @@ def run_benchmark(
             records.extend(zip(idx, correct, rows))
     finally:
         bar.close()
+        model.to(home)
 
     if world > 1:
         import torch.distributed as dist
