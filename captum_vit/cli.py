@@ -65,7 +65,7 @@ def explain(args: argparse.Namespace) -> int:
             f"synthetic test sample {i} (seed {args.seed})" for i in range(len(ds))
         ]
     images = lm.transform(raw)
-    methods = _split(args.methods) or default_methods()
+    methods = _split([args.methods] if args.methods else None) or default_methods()
     res = explain_images(lm, images, methods, args.target, masks)
     probs = res["logits"].softmax(-1)
     out = Path(args.out)
@@ -200,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_args(p)
     p.add_argument(
-        "--methods", nargs="+", default=None, help="method names (comma or space)"
+        "--methods",
+        default=None,
+        help="comma-separated method names (default: the attention and LRP ones)",
     )
     p.add_argument("--target", type=int, default=None, help="class to explain")
     p.add_argument("--samples", type=int, default=4, help="bundled samples shown")

@@ -12,7 +12,7 @@ from captum_vit.benchmark import load_model
 from captum_vit.cli import build_parser, main
 from tests.benchmark._tiny import write_tiny_checkpoint
 
-METHODS = ["--methods", "raw_attention", "rollout"]
+METHODS = ["--methods", "raw_attention,rollout"]
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,9 @@ def test_explain_without_arguments_uses_the_embedded_model(tmp_path, capsys):
     assert main(["explain", "--out", str(out), "--samples", "2", *METHODS]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'explanations.png'}" in printed
-    summary = _check_explain_outputs(out, 2, METHODS[1:], with_mask=True)
+    summary = _check_explain_outputs(
+        out, 2, ["raw_attention", "rollout"], with_mask=True
+    )
     assert "embedded model 'synthetic_vit'" in summary["model"]
     first = summary["images"][0]
     assert first["label_name"] == "disk" and first["source"].startswith("synthetic")
@@ -73,7 +75,9 @@ def test_explain_timm_state_dict_checkpoint_on_image_files(tmp_path):
     args = ["--model", str(ckpt), "--model-name", "vit_tiny_patch16_224"]
     args += ["--img-size", "32", "--out", str(tmp_path / "o")]
     assert main(["explain", *files, *args, *METHODS]) == 0
-    summary = _check_explain_outputs(tmp_path / "o", 2, METHODS[1:], with_mask=False)
+    summary = _check_explain_outputs(
+        tmp_path / "o", 2, ["raw_attention", "rollout"], with_mask=False
+    )
     assert summary["images"][1]["source"] == files[1]
     assert summary["model"].startswith("checkpoint")
     lm = load_model(str(ckpt), "vit_tiny_patch16_224", img_size=32)
