@@ -98,7 +98,7 @@ def mean_scores(
     scores: List[Dict[str, Dict[str, float]]],
 ) -> Dict[str, Dict[str, float]]:
     """Mean of every score over the images (NaN left out)."""
-    out: Dict[str, Dict[str, float]] = {}
+    out: Dict[str, Dict[str, List[float]]] = {}
     for per_image in scores:
         for method, vals in per_image.items():
             for k, v in vals.items():
