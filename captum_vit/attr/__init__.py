@@ -34,6 +34,13 @@ for _name, _cls in {
     "evit": EViT,
     "vit_gradcam": ViTGradCam,
     "atman": ATMAN,
+    "transformer_lrp": TransformerLRP,
+    "lrp": LRP,
+    "partial_lrp": PartialLRP,
+    "attn_lrp": AttnLRP,
+    "attention_flow": AttentionFlow,
+    "tam": TAM,
+    "beyond_intuition": BeyondIntuition,
 }.items():
     register_method(_name)(_cls)
 
