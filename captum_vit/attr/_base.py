@@ -167,6 +167,34 @@ class ViTAttribution(Attribution):
             >>> attr.shape
             torch.Size([2, 3, 224, 224])
         """
+        inputs, is_tuple, target, args = self._prepare(
+            inputs, target, additional_forward_args, output
+        )
+        scores = self._attribute(inputs, target, args)
+        gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
+        grid = scores.detach().reshape(inputs.shape[0], gh, gw)
+        if output == "tokens":
+            return grid
+        out = tokens_to_pixels(
+            grid,
+            tuple(inputs.shape[-2:]),
+            self.adapter.patch_size,
+            channels=inputs.shape[1],
+            mode=self.interpolate_mode,
+        ).to(inputs.dtype)
+        return (out,) if is_tuple else out
+
+    def _prepare(
+        self, inputs: Any, target: TargetType, additional_forward_args: Any, output: str
+    ) -> Tuple[Tensor, bool, Optional[Tensor], tuple]:
+        """Validate ``attribute``'s arguments, the same way for every method.
+
+        Returns:
+            ``(inputs, is_tuple, target, args)``: the image tensor, whether it
+            came as a 1-tuple (the output is then a 1-tuple too), the target
+            as a LongTensor ``(B,)`` or None, and the extra forward arguments
+            as a tuple.
+        """
         is_tuple = isinstance(inputs, tuple)
         if is_tuple:
             if len(inputs) != 1:
@@ -181,19 +209,7 @@ class ViTAttribution(Attribution):
         target = self._check_target(target, inputs.shape[0])
         args = _format_additional_forward_args(additional_forward_args)
         args = () if args is None else tuple(args)
-        scores = self._attribute(inputs, target, args)
-        gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
-        grid = scores.detach().reshape(inputs.shape[0], gh, gw)
-        if output == "tokens":
-            return grid
-        out = tokens_to_pixels(
-            grid,
-            tuple(inputs.shape[-2:]),
-            self.adapter.patch_size,
-            channels=inputs.shape[1],
-            mode=self.interpolate_mode,
-        ).to(inputs.dtype)
-        return (out,) if is_tuple else out
+        return inputs, is_tuple, target, args
 
     # ---------------------------------------------------------- to implement
     def _attribute(

@@ -23,10 +23,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._compat import _format_additional_forward_args, log_usage
+from .._compat import log_usage
 from ..adapters import Tracer, ViTAdapter
 from . import _lrp_rules as R
-from ._base import _OUTPUTS, ViTAttribution
+from ._base import ViTAttribution
 
 __all__ = ["RuleSet", "RULE_SETS", "LRPTracer", "lrp_context", "relevance_pass"]
 
@@ -399,20 +399,9 @@ class _PixelLRPAttribution(ViTAttribution):
         return self._attribute_pixels(inputs, target, additional_forward_args, output)
 
     def _attribute_pixels(self, inputs, target, additional_forward_args, output):
-        is_tuple = isinstance(inputs, tuple)
-        if is_tuple:
-            if len(inputs) != 1:
-                raise ValueError(
-                    "captum_vit methods take one image tensor; got a tuple of "
-                    f"{len(inputs)} inputs"
-                )
-            inputs = inputs[0]
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-        self._check_inputs(inputs)
-        target = self._check_target(target, inputs.shape[0])
-        args = _format_additional_forward_args(additional_forward_args)
-        args = () if args is None else tuple(args)
+        inputs, is_tuple, target, args = self._prepare(
+            inputs, target, additional_forward_args, output
+        )
         rel = self._relevance(inputs, target, args).to(inputs.dtype)
         if output == "tokens":
             return patch_sums(

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._compat import _format_additional_forward_args, log_usage
+from .._compat import log_usage
 from ..adapters import Tracer
-from ._base import _OUTPUTS, TargetType, ViTAttribution
+from ._base import TargetType, ViTAttribution
 from .captum_helpers import to_tokens
 
 
@@ -181,20 +181,9 @@ class ViTCX(ViTAttribution):
         Returns:
             Tensor: the saliency map (detached).
         """
-        is_tuple = isinstance(inputs, tuple)
-        if is_tuple:
-            if len(inputs) != 1:
-                raise ValueError(
-                    "captum_vit methods take one image tensor; got a tuple of "
-                    f"{len(inputs)} inputs"
-                )
-            inputs = inputs[0]
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-        self._check_inputs(inputs)
-        target = self._check_target(target, inputs.shape[0])
-        args = _format_additional_forward_args(additional_forward_args)
-        args = () if args is None else tuple(args)
+        inputs, is_tuple, target, args = self._prepare(
+            inputs, target, additional_forward_args, output
+        )
         sal = self.saliency(inputs, target, args)  # (B, H, W)
         if output == "tokens":
             return to_tokens(sal[:, None], self.adapter, reduce="mean")
