@@ -349,7 +349,22 @@ class ViTAdapter:
 
     # ----------------------------------------------------------------- forward
     def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
-        """Run the model and return the logits tensor ``(B, classes)``."""
+        """Run the model and return the logits tensor ``(B, classes)``.
+
+        Raises:
+            ValueError: the model's output is not a ``(B, classes)`` tensor.
+        """
+        logits = self._call_model(inputs, *args, **kwargs)
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
+            raise ValueError(
+                f"the model returned output of shape {shape}; "
+                "expected logits (B, classes)"
+            )
+        return logits
+
+    def _call_model(self, inputs: Tensor, *args, **kwargs):
+        """The model's own call; families whose output is not a tensor unwrap it."""
         return self.model(inputs, *args, **kwargs)
 
     def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:

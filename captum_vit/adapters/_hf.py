@@ -118,7 +118,7 @@ class HFViTAdapter(ViTAdapter):
                 f"{image_size[0]}x{image_size[1]}"
             )
 
-    def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
+    def _call_model(self, inputs: Tensor, *args, **kwargs):
         out = self.model(inputs, *args, **kwargs)
         return out.logits if hasattr(out, "logits") else out[0]
 

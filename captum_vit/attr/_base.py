@@ -293,11 +293,6 @@ class ViTAttribution(Attribution):
         with torch.set_grad_enabled(grad), self.adapter.trace(tracer):
             x = inputs.detach().requires_grad_(grad)
             logits = self.adapter.forward(x, *args)
-        if logits.dim() != 2:
-            raise ValueError(
-                f"the model returned output of shape {tuple(logits.shape)}; "
-                "expected logits (B, classes)"
-            )
         if target is None:
             target = logits.detach().argmax(dim=-1)
         target = target.to(logits.device)

@@ -332,11 +332,6 @@ def relevance_pass(
     with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
         x = inputs.detach().requires_grad_(True)
         logits = adapter.forward(x, *args)
-        if logits.dim() != 2:
-            raise ValueError(
-                f"the model returned output of shape {tuple(logits.shape)}; "
-                "expected logits (B, classes)"
-            )
         if target is None:
             target = logits.detach().argmax(dim=-1)
         target = target.to(logits.device)

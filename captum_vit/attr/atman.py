@@ -198,11 +198,6 @@ class ATMAN(ViTAttribution):
                     current["m"] = m
                     x = inputs[b : b + 1].expand(m.shape[0], *inputs.shape[1:])
                     logits = self.adapter.forward(x, *args)
-                    if logits.dim() != 2:
-                        raise ValueError(
-                            f"the model returned output of shape "
-                            f"{tuple(logits.shape)}; expected logits (B, classes)"
-                        )
                     if target is None and s == 0:
                         t = int(logits[0].argmax())
                     elif target is not None:

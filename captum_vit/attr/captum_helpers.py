@@ -225,11 +225,6 @@ class ViTGradCam(ViTAttribution):
         with torch.enable_grad(), self.adapter.trace(tracer):
             x = inputs.detach().requires_grad_(True)
             logits = self.adapter.forward(x, *args)
-            if logits.dim() != 2:
-                raise ValueError(
-                    f"the model returned output of shape {tuple(logits.shape)}; "
-                    "expected logits (B, classes)"
-                )
             if target is None:
                 target = logits.detach().argmax(dim=-1)
             if self.attribute_to_layer_input:

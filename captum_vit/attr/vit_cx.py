@@ -197,11 +197,6 @@ class ViTCX(ViTAttribution):
         tracer = Tracer(keep_attention=False, keep_blocks=True, layers=())
         with torch.no_grad(), self.adapter.trace(tracer):
             logits = self.adapter.forward(inputs, *args)
-            if logits.dim() != 2:
-                raise ValueError(
-                    f"the model returned output of shape {tuple(logits.shape)}; "
-                    "expected logits (B, classes)"
-                )
             norm1 = self.adapter.block_parts(self.target_layer).norm1
             feats = norm1(tracer.block_inputs[self.target_layer])
         npre = self.adapter.num_prefix_tokens

@@ -137,3 +137,13 @@ def test_recording_only_some_layers_uses_fused_attention(base):
         got = a.forward(x)
     assert sorted(tracer.attentions) == [1]
     torch.testing.assert_close(got, base(x), rtol=1e-5, atol=1e-5)
+
+
+def test_forward_rejects_outputs_that_are_not_logits(base):
+    a = adapters.get(base)
+    a._call_model = lambda x: torch.zeros(x.shape[0], 3, 4)
+    with pytest.raises(ValueError, match="expected logits"):
+        a.forward(images(2))
+    a._call_model = lambda x: (torch.zeros(2, 5),)
+    with pytest.raises(ValueError, match="expected logits"):
+        a.forward(images(2))
