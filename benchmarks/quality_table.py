@@ -12,7 +12,9 @@ Writes ``table.md``, ``table.csv``, ``per_sample.csv``, ``plots/`` and
 ``timing.json`` (seconds per method: explaining plus scoring) into ``--out``,
 and prints the table with the command line that produced it.
 
-Run: ``python benchmarks/quality_table.py [--limit 64] [--out out/quality]``.
+Run: ``python benchmarks/quality_table.py [--limit 128] [--out out/quality]``
+(128 samples: about 23 minutes on one busy CPU thread, as docs/benchmark.rst
+records).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def all_methods(model: torch.nn.Module):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/quality")
