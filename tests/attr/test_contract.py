@@ -63,8 +63,24 @@ METHODS = [
     ("vit_gradcam", lambda m: cv.ViTGradCam(m), 1e-4),
     ("evit", lambda m: cv.EViT(m), 1e-5),
     ("vit_cx", lambda m: cv.ViTCX(m, internal_batch_size=16), 1e-4),
+    ("lrp", lambda m: cv.LRP(m), 1e-4),
+    ("lrp_original", lambda m: cv.LRP(m, rules="original"), 1e-4),
+    ("attn_lrp", lambda m: cv.AttnLRP(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
+# methods whose default output is per-channel pixel relevance, not a token map
+# repeated over channels; their "tokens" output sums it within each patch
+PER_CHANNEL = {"lrp", "lrp_original", "attn_lrp"}
+# methods whose backward (gradient or relevance) pass runs through the last
+# block's MLP and the head, so a backward hook there must fire
+BACKWARD_THROUGH_MODEL = PER_CHANNEL | {
+    "grad_sam",
+    "grad_sam_all",
+    "generic_attention",
+    "generic_attention_s1",
+    "transformer_lrp",
+    "partial_lrp",
+}
 TARGET = torch.tensor([0, 3, 1, 4])
 
 
@@ -92,8 +108,13 @@ def test_output_contract(name, factory, tol, model, x):
     assert torch.isfinite(attr).all()
     tokens = method.attribute(x, target=TARGET, output="tokens")
     assert tokens.shape == (4, 4, 4)
-    # the pixel map is the upsampled token map, identical over channels
-    assert torch.equal(attr[:, 0], attr[:, 2])
+    if name in PER_CHANNEL:
+        assert attr.dtype == x.dtype
+        patch_sums = attr.sum(1).reshape(4, 4, 8, 4, 8).sum((2, 4))
+        torch.testing.assert_close(tokens, patch_sums)
+    else:
+        # the pixel map is the upsampled token map, identical over channels
+        assert torch.equal(attr[:, 0], attr[:, 2])
     assert method.has_convergence_delta() is False
     assert method.multiplies_by_inputs is False
     assert isinstance(method.get_name(), str)
@@ -215,21 +236,30 @@ def test_state_restored(name, factory, tol, family, x):
         method.attribute(x, target=TARGET)
         assert_same_state(before, snapshot(model))
 
-        last = cv.adapters.get(model).block_parts(1)
-        for where in ("forward", "backward"):
-            if where == "forward":
-                h = last.mlp[0].register_forward_pre_hook(_raise)
-            else:
-                h = last.mlp[0].register_full_backward_hook(_raise)
-            try:
-                before = snapshot(model)
+        # a raise in the middle of the forward or of the backward/relevance
+        # pass, in a block and in the head
+        adapter = cv.adapters.get(model)
+        for module in (
+            adapter.block_parts(1).mlp[0],
+            adapter.head_parts().classifiers[0],
+        ):
+            for where in ("forward", "backward"):
+                if where == "forward":
+                    h = module.register_forward_pre_hook(_raise)
+                else:
+                    h = module.register_full_backward_hook(_raise)
                 try:
-                    method.attribute(x, target=TARGET)
-                except Boom:
-                    pass
-                assert_same_state(before, snapshot(model))
-            finally:
-                h.remove()
+                    before = snapshot(model)
+                    raised = False
+                    try:
+                        method.attribute(x, target=TARGET)
+                    except Boom:
+                        raised = True
+                    assert_same_state(before, snapshot(model))
+                    if where == "forward" or name in BACKWARD_THROUGH_MODEL:
+                        assert raised, f"{where} hook on {type(module).__name__}"
+                finally:
+                    h.remove()
     finally:
         handle.remove()
 
