@@ -18,31 +18,12 @@ Usage: ``python benchmarks/bench_attention.py [--batch 1 8] [--repeats 5]``
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import timm
 import torch
+from _timing import timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
-
-
-def timeit(fn, repeats: int, device: str = "cpu") -> float:
-    """Median wall time of ``fn`` after one warm-up call."""
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_batch(model, B: int, dev: str, repeats: int) -> None:

@@ -34,21 +34,11 @@ import networkx as nx
 import numpy as np
 import timm
 import torch
+from _timing import timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
 from captum_vit.adapters import Tracer
 from captum_vit.attr.attention_flow import _LayeredGraph
-
-
-def timeit(fn, repeats: int) -> float:
-    """Median wall time of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_methods(model, B: int, repeats: int, steps: int) -> None:

@@ -20,32 +20,13 @@ Usage: ``python benchmarks/bench_vit_shapley.py [--batch 1 8] [--repeats 5]``
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import timm
 import torch
+from _timing import timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
 from captum_vit.attr.vit_shapley import _grand_null, _link
-
-
-def timeit(fn, repeats: int, device: str = "cpu") -> float:
-    """Median wall time of ``fn`` after one warm-up call."""
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
