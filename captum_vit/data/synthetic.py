@@ -238,7 +238,46 @@ def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Genera
     return np.random.default_rng([int(seed), _SPLITS[split], stream, int(index)])
 
 
-class SyntheticObjects(Dataset):
+class _SeededDataset(Dataset):
+    """What both synthetic datasets share: ``n`` samples, each a deterministic
+    function of ``(seed, split, index)``, drawn when read."""
+
+    #: Names of the classes, by label.
+    classes: Tuple[str, ...] = CLASS_NAMES
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        split: str,
+        image_size: int,
+        transform: Optional[Callable],
+    ) -> None:
+        _rng(seed, split, 0)  # validates split
+        if n < 0:
+            raise ValueError(f"n must be non-negative, got {n}")
+        self.n = int(n)
+        self.seed = int(seed)
+        self.split = split
+        self.image_size = int(image_size)
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _index(self, index: int) -> int:
+        """``index`` in ``[0, n)``; negative indices count from the end."""
+        if not -self.n <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} samples")
+        return index % self.n
+
+
+class SyntheticObjects(_SeededDataset):
     r"""The bundled synthetic benchmark: images with one target object, whose
     shape is the class, among distractors on textured clutter.
 
@@ -283,27 +322,10 @@ class SyntheticObjects(Dataset):
         image_size: int = 64,
         transform: Optional[Callable] = None,
     ) -> None:
-        _rng(seed, split, 0)  # validates split
-        if n < 0:
-            raise ValueError(f"n must be non-negative, got {n}")
-        self.n = int(n)
-        self.seed = int(seed)
-        self.split = split
-        self.image_size = int(image_size)
-        self.transform = transform
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed, split, image_size, transform)
 
     def _raw(self, index: int) -> Tuple[torch.Tensor, int, torch.Tensor]:
-        if not -self.n <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
-        index = index % self.n
+        index = self._index(index)
         label = index % self.num_classes
         img, mask = render_sample(
             _rng(self.seed, self.split, index), label, self.image_size
@@ -338,7 +360,7 @@ class SyntheticObjects(Dataset):
         )
 
 
-class SyntheticGrid(Dataset):
+class SyntheticGrid(_SeededDataset):
     r"""2x2 grids of :class:`SyntheticObjects` images of four different
     classes, for the grid pointing game (Böhle et al., "Convolutional Dynamic
     Alignment Networks", CVPR 2021).
@@ -386,27 +408,12 @@ class SyntheticGrid(Dataset):
         image_size: int = 64,
         transform: Optional[Callable] = None,
     ) -> None:
-        _rng(seed, split, 0)
         if image_size % 2:
             raise ValueError(f"image_size must be even, got {image_size}")
-        self.n = int(n)
-        self.seed = int(seed)
-        self.split = split
-        self.image_size = int(image_size)
-        self.transform = transform
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return self.n
+        super().__init__(n, seed, split, image_size, transform)
 
     def __getitem__(self, index: int) -> GridSample:
-        if not -self.n <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
-        index = index % self.n
+        index = self._index(index)
         rng = _rng(self.seed, self.split, index, stream=1)
         labels = rng.permutation(self.num_classes)[:4]
         cell = index % 4
