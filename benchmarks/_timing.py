@@ -28,3 +28,28 @@ def timeit(fn: Callable[[], object], repeats: int, device: str = "cpu") -> float
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def baselines(model, x, target, repeats: int, device: str = "cpu"):
+    """Median times of the two usual baselines on one batch, in one run:
+    ``model(x)`` under ``torch.no_grad()``, and ``model(x)`` followed by
+    ``logits[range(B), target].sum().backward()`` (parameter gradients
+    included, as a stock model has them). Leaves no ``.grad`` behind.
+
+    Returns:
+        ``(t_forward, t_forward_backward)`` in seconds.
+    """
+    rows = torch.arange(x.shape[0], device=x.device)
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        model(x)[rows, target].sum().backward()
+
+    t_f = timeit(forward, repeats, device)
+    t_fb = timeit(forward_backward, repeats, device)
+    model.zero_grad(set_to_none=True)
+    return t_f, t_fb

@@ -21,7 +21,7 @@ import argparse
 
 import timm
 import torch
-from _timing import timeit  # benchmarks/_timing.py
+from _timing import baselines, timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
 
@@ -31,17 +31,7 @@ def bench_batch(model, B: int, dev: str, repeats: int) -> None:
     x = torch.randn(B, 3, 224, 224, device=dev)
     target = torch.arange(B, device=dev) % model.num_classes
 
-    def forward():
-        with torch.no_grad():
-            model(x)
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x)[torch.arange(B), target].sum().backward()
-
-    t_f = timeit(forward, repeats, dev)
-    t_fb = timeit(forward_backward, repeats, dev)
-    model.zero_grad(set_to_none=True)
+    t_f, t_fb = baselines(model, x, target, repeats, dev)
     print(
         f"\nbatch {B}: forward {t_f * 1e3:.1f} ms, forward+backward {t_fb * 1e3:.1f} ms"
     )

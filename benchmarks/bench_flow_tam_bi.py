@@ -34,7 +34,7 @@ import networkx as nx
 import numpy as np
 import timm
 import torch
-from _timing import timeit  # benchmarks/_timing.py
+from _timing import baselines, timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
 from captum_vit.adapters import Tracer
@@ -45,17 +45,7 @@ def bench_methods(model, B: int, repeats: int, steps: int) -> None:
     x = torch.randn(B, 3, 224, 224)
     target = torch.arange(B) % model.num_classes
 
-    def forward():
-        with torch.no_grad():
-            model(x)
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x)[torch.arange(B), target].sum().backward()
-
-    t_f = timeit(forward, repeats)
-    t_fb = timeit(forward_backward, repeats)
-    model.zero_grad(set_to_none=True)
+    t_f, t_fb = baselines(model, x, target, repeats)
     print(
         f"\nbatch {B}: forward {t_f * 1e3:.1f} ms, forward+backward {t_fb * 1e3:.1f} ms"
     )
