@@ -24,6 +24,7 @@ from ._base import (
     ViTAdapter,
 )
 from ._hf import HFViTAdapter
+from ._patches import InstancePatches
 from ._timm import TimmViTAdapter
 from ._torchvision import TorchvisionViTAdapter
 
@@ -37,6 +38,7 @@ __all__ = [
     "EmbeddingParts",
     "HeadParts",
     "UnsupportedModelError",
+    "InstancePatches",
     "TimmViTAdapter",
     "HFViTAdapter",
     "TorchvisionViTAdapter",

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._patches import InstancePatches
+
 __all__ = [
     "Tracer",
     "ViTAdapter",
@@ -417,34 +419,19 @@ class ViTAdapter:
             the tracer, filled while the model runs inside the context.
         """
         tracer = Tracer() if tracer is None else tracer
-        saved: List[Tuple[object, str, bool, object]] = []
-        try:
+        with InstancePatches() as patches:
             if getattr(tracer, "trace_ends", False):
                 for obj, name, fn in self._end_forwards(tracer):
-                    had = name in obj.__dict__
-                    saved.append((obj, name, had, obj.__dict__.get(name)))
-                    setattr(obj, name, fn)
+                    patches.set(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
-                parts = self.block_parts(layer)
-                for module, fn in (
-                    (block, self._block_forward(layer, block, tracer)),
-                    (
-                        parts.attention,
-                        self._attention_forward(layer, parts.attention, tracer),
-                    ),
-                ):
-                    had = "forward" in module.__dict__
-                    saved.append(
-                        (module, "forward", had, module.__dict__.get("forward"))
-                    )
-                    module.forward = fn
+                attention = self.block_parts(layer).attention
+                patches.set(block, "forward", self._block_forward(layer, block, tracer))
+                patches.set(
+                    attention,
+                    "forward",
+                    self._attention_forward(layer, attention, tracer),
+                )
             yield tracer
-        finally:
-            for obj, name, had, old in reversed(saved):
-                if had:
-                    setattr(obj, name, old)
-                else:
-                    obj.__dict__.pop(name, None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"

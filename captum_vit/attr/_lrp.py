@@ -1,7 +1,9 @@
 """The LRP engine: rule sets applied to a stock model, without rewriting it.
 
 A :class:`RuleSet` says which rule of :mod:`._lrp_rules` each operation
-gets. :func:`lrp_context` applies a rule set to the model an adapter wraps:
+gets; it is configuration only (no state of a call lives on it).
+:func:`lrp_context` is the one place where rules are applied to the model an
+adapter wraps:
 
 * the functional operations (the two attention matmuls, the softmax, the
   residual sums, the positional-embedding sum and the pooling) are routed
@@ -10,25 +12,56 @@ gets. :func:`lrp_context` applies a rule set to the model an adapter wraps:
   :meth:`~ViTAdapter.embedding_parts`, :meth:`~ViTAdapter.head_parts`) get an
   instance-level ``forward`` that calls the rule, like zennit's canonizers.
 
-On exit, also when the body raised, every instance ``forward`` that was set
-is deleted again (or the user's own restored). No class is touched, no
-attribute is written onto a user module, no weight is changed.
+Everything a call needs (the tracer, the :class:`~._lrp_rules.Mode` switch
+between gradient and relevance) is created by that call. On exit, also when
+the body raised, every instance attribute that was set is removed again (or
+the user's own restored) by one :class:`~captum_vit.adapters.InstancePatches`.
+No class is touched, no attribute is written onto a user module, no weight is
+changed, and no parameter gradient is computed: the rules see parameters
+detached.
+
+Two formulations (see :mod:`._lrp_rules`): Chefer et al.'s rule sets carry
+relevance through the backward pass; AttnLRP carries a modified gradient
+(gradient x input, as the LXT project does), so that its pass is one ordinary
+backward pass through plain torch operations.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._compat import log_usage
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import InstancePatches, Tracer, ViTAdapter
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
-__all__ = ["RuleSet", "RULE_SETS", "LRPTracer", "lrp_context", "relevance_pass"]
+__all__ = [
+    "RuleSet",
+    "OriginalRules",
+    "AttnLRPRules",
+    "RULE_SETS",
+    "LRPTracer",
+    "RelevancePass",
+    "lrp_context",
+    "relevance_pass",
+]
+
+Mode = R.Mode
 
 
 # ----------------------------------------------------------------- rule sets
@@ -45,52 +78,69 @@ def _skip(m: Optional[nn.Module]) -> bool:
     return m is None or isinstance(m, (nn.Identity, nn.Dropout))
 
 
+def _detached(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach()
+
+
 class RuleSet:
     """Which rule each operation of a ViT gets; subclasses pick the rules.
 
-    The defaults are Chefer et al.'s ``layers_ours`` rules (``"chefer2021"``).
+    The defaults are Chefer et al.'s ``layers_ours`` rules (``"chefer2021"``),
+    which carry relevance through the backward pass. Every method takes the
+    call's :class:`~._lrp_rules.Mode`; a rule set holds configuration only.
     """
 
     name = "chefer2021"
     #: relevance at the logits starts at one (Chefer) or the logit (AttnLRP)
     start_at_logit = False
-    #: the :class:`~._lrp_rules.Mode` of the pass in progress (set by
-    #: :func:`lrp_context`), shared by every rule it creates
-    mode = None
+    #: whether the backward carries a modified gradient (``R = t * g``)
+    #: instead of relevance
+    gradient_times_input = False
 
     # modules
-    def linear(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.LinearAlpha1Beta0.apply(x, module.weight, module.bias, self.mode)
+    def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        w, b = _detached(module.weight), _detached(module.bias)
+        return R.LinearAlpha1Beta0.apply(x, w, b, mode)
 
-    def norm(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.PassThrough.apply(x, _original(module), self.mode)
+    def norm(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        return self.identity(x, _original(module), mode)
 
-    def elementwise(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.PassThrough.apply(x, _original(module), self.mode)
+    def elementwise(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        return self.identity(x, _original(module), mode)
 
-    def patch_conv(self, module: nn.Module, x: Tensor) -> Tensor:
-        return R.ConvZBeta.apply(
-            x, module.weight, module.bias, _conv_kwargs(module), self.mode
-        )
+    def patch_conv(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        w, b = _detached(module.weight), _detached(module.bias)
+        return R.ConvZBeta.apply(x, w, b, _conv_kwargs(module), mode)
 
     # functional operations
-    def add(self, a: Tensor, b: Tensor) -> Tensor:
-        return R.AddZ.apply(a, b, True, self.mode)
+    def identity(self, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Mode) -> Tensor:
+        """The identity rule for ``fn`` applied elementwise."""
+        return R.PassThrough.apply(x, fn, mode)
 
-    def clone(self, x: Tensor) -> Tensor:
-        return R.ZIdentity.apply(x, self.mode)
+    def add(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
+        return R.AddZ.apply(a, b, True, mode)
 
-    def pool(self, x: Tensor, weights: Tensor) -> Tensor:
-        return R.PoolZ.apply(x, weights.to(x.dtype), 0.0, self.mode)
+    def clone(self, x: Tensor, mode: Mode) -> Tensor:
+        return R.ZIdentity.apply(x, mode)
 
-    def qk(self, q: Tensor, k: Tensor, scale: float) -> Tensor:
-        return R.QKHalf.apply(q, k, scale, 0.0, self.mode)
+    def pool(self, x: Tensor, weights: Tensor, mode: Mode) -> Tensor:
+        return R.PoolZ.apply(x, weights.to(x.dtype), mode)
 
-    def softmax(self, scores: Tensor) -> Tensor:
-        return R.SoftmaxPass.apply(scores, self.mode)
+    def qk(self, q: Tensor, k: Tensor, scale: float, mode: Mode) -> Tensor:
+        return R.QKHalf.apply(q, k, scale, mode)
 
-    def av(self, attn: Tensor, v: Tensor) -> Tensor:
-        return R.AVHalf.apply(attn, v, 0.0, self.mode)
+    def softmax(self, scores: Tensor, mode: Mode) -> Tensor:
+        return R.SoftmaxPass.apply(scores, mode)
+
+    def av(self, attn: Tensor, v: Tensor, mode: Mode) -> Tensor:
+        return R.AVHalf.apply(attn, v, mode)
+
+    def fused_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """The whole attention core in torch's fused kernel, where the rules
+        allow it and no probability is recorded; None: run it op by op."""
+        return None
 
 
 class OriginalRules(RuleSet):
@@ -99,63 +149,97 @@ class OriginalRules(RuleSet):
 
     name = "original"
 
-    def linear(self, module, x):
-        return R.LinearSeparate.apply(x, module.weight, module.bias, self.mode)
+    def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        w, b = _detached(module.weight), _detached(module.bias)
+        return R.LinearSeparate.apply(x, w, b, mode)
 
-    def add(self, a, b):
-        return R.AddZ.apply(a, b, False, self.mode)
+    def add(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
+        return R.AddZ.apply(a, b, False, mode)
 
 
 class AttnLRPRules(RuleSet):
-    """AttnLRP (Achtibat et al., ICML 2024): LRP-epsilon for linear layers,
-    sums, pooling and the patch convolution; the LayerNorm rule with a
-    constant standard deviation; the identity rule for elementwise
-    nonlinearities; the softmax rule; the uniform (halving) rule for both
-    attention matmuls. Relevance starts at the target logit."""
+    r"""AttnLRP (Achtibat et al., ICML 2024) as gradient x input, the
+    formulation of the LXT project: LRP-:math:`\epsilon` for linear layers,
+    sums, pooling and the patch convolution (their plain gradient, times
+    :math:`y / \operatorname{stab}_\epsilon(y)` when :math:`\epsilon > 0`); the
+    LayerNorm with a constant standard deviation; the identity rule for
+    elementwise nonlinearities; the softmax rule (Prop. 3.1, which is the
+    softmax's plain gradient x input); the uniform rule (halving) for both
+    attention matmuls, or, with ``attention="cp"``, the attention held
+    constant (CP-LRP, Ali et al. 2022). Relevance starts at the target logit.
+
+    With :math:`\epsilon = 0` and no attention probability recorded, the
+    attention core runs in torch's fused kernel with the gradients at
+    :math:`q`, :math:`k`, :math:`v` divided by 4, 4 and 2 (the two uniform
+    rules), as LXT does.
+    """
 
     name = "attnlrp"
     start_at_logit = True
+    gradient_times_input = True
 
-    def __init__(self, epsilon: float = 1e-6, attention: str = "attnlrp") -> None:
+    def __init__(self, epsilon: float = 0.0, attention: str = "attnlrp") -> None:
         self.epsilon = epsilon
         self.attention = attention
 
-    def linear(self, module, x):
-        return R.LinearEpsilon.apply(
-            x, module.weight, module.bias, self.epsilon, self.mode
-        )
+    def _eps(self, y: Tensor) -> Tensor:
+        return R.Epsilon.apply(y, self.epsilon) if self.epsilon > 0 else y
 
-    def norm(self, module, x):
+    def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        w, b = _detached(module.weight), _detached(module.bias)
+        return self._eps(F.linear(x, w, b))
+
+    def norm(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
         if isinstance(module, nn.LayerNorm):
-            return R.NormEpsilon.apply(
-                x, module.weight, module.bias, module.eps, self.epsilon, self.mode
-            )
-        return R.PassThrough.apply(x, _original(module), self.mode)
+            w, b = _detached(module.weight), _detached(module.bias)
+            y = R.ConstantStdLayerNorm.apply(x, w, b, module.eps)
+            return self._eps(y)
+        return self.identity(x, _original(module), mode)
 
-    def patch_conv(self, module, x):
-        return R.ConvEpsilon.apply(
-            x, module.weight, module.bias, _conv_kwargs(module), self.epsilon, self.mode
-        )
+    def patch_conv(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
+        w, b = _detached(module.weight), _detached(module.bias)
+        return self._eps(F.conv2d(x, w, b, **_conv_kwargs(module)))
 
-    def add(self, a, b):
-        return R.AddEpsilon.apply(a, b, self.epsilon, self.mode)
+    def identity(self, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Mode) -> Tensor:
+        return R.IdentityRule.apply(x, fn)
 
-    def clone(self, x):
+    def add(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
+        return self._eps(a + b)
+
+    def clone(self, x: Tensor, mode: Mode) -> Tensor:
         return x
 
-    def pool(self, x, weights):
-        return R.PoolZ.apply(x, weights.to(x.dtype), self.epsilon, self.mode)
+    def pool(self, x: Tensor, weights: Tensor, mode: Mode) -> Tensor:
+        return self._eps(torch.einsum("n,bnd->bd", weights.to(x.dtype), x))
 
-    def qk(self, q, k, scale):
-        return R.QKHalf.apply(q, k, scale, self.epsilon, self.mode)
-
-    def softmax(self, scores):
-        return R.SoftmaxAttnLRP.apply(scores, self.mode)
-
-    def av(self, attn, v):
+    def qk(self, q: Tensor, k: Tensor, scale: float, mode: Mode) -> Tensor:
         if self.attention == "cp":
-            return R.AVConstAttention.apply(attn, v, self.epsilon, self.mode)
-        return R.AVHalf.apply(attn, v, self.epsilon, self.mode)
+            return (q.detach() * scale) @ k.detach().transpose(-2, -1)
+        q, k = R.UniformRule.apply(q, 2.0), R.UniformRule.apply(k, 2.0)
+        if self.epsilon > 0:  # the stabiliser on the unscaled product
+            return self._eps(q @ k.transpose(-2, -1)) * scale
+        return (q * scale) @ k.transpose(-2, -1)
+
+    def softmax(self, scores: Tensor, mode: Mode) -> Tensor:
+        return scores.softmax(dim=-1)
+
+    def av(self, attn: Tensor, v: Tensor, mode: Mode) -> Tensor:
+        if self.attention == "cp":
+            return self._eps(attn.detach() @ v)
+        attn, v = R.UniformRule.apply(attn, 2.0), R.UniformRule.apply(v, 2.0)
+        return self._eps(attn @ v)
+
+    def fused_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        if self.epsilon > 0:
+            return None
+        if self.attention == "cp":
+            q, k = q.detach(), k.detach()
+        else:
+            q, k = R.UniformRule.apply(q, 4.0), R.UniformRule.apply(k, 4.0)
+            v = R.UniformRule.apply(v, 2.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
@@ -165,7 +249,7 @@ RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
 }
 
 
-def get_rule_set(rules) -> RuleSet:
+def get_rule_set(rules: Union[str, RuleSet]) -> RuleSet:
     if isinstance(rules, RuleSet):
         return rules
     if rules not in RULE_SETS:
@@ -189,64 +273,95 @@ def _conv_kwargs(m: nn.Module) -> dict:
 # ------------------------------------------------------------------- tracer
 class LRPTracer(Tracer):
     """Routes the attention core, the residual sums, the positional sum and
-    the pooling through a :class:`RuleSet`; records the attention
-    probabilities (whose "gradient" after the relevance pass is the relevance
-    arriving at them)."""
+    the pooling through a :class:`RuleSet`, for one call.
+
+    Records the attention probabilities of ``layers`` (all layers by
+    default); with Chefer et al.'s rules the "gradient" arriving at them in
+    the relevance pass is their relevance. Holds the call's
+    :class:`~._lrp_rules.Mode` (``with tracer.mode.gradient(): ...``).
+    """
 
     trace_ends = True
 
-    def __init__(self, rules: RuleSet) -> None:
-        super().__init__(keep_attention=True)
+    def __init__(
+        self,
+        rules: RuleSet,
+        mode: Optional[Mode] = None,
+        layers: Optional[Iterable[int]] = None,
+    ) -> None:
+        super().__init__(keep_attention=True, layers=layers)
         self.rules = rules
+        self.mode = Mode() if mode is None else mode
 
-    def qk(self, layer, q, k, scale):
-        return self.rules.qk(q, k, scale)
+    def _records(self, layer: int) -> bool:
+        return self.keep_attention and (self.layers is None or layer in self.layers)
 
-    def softmax(self, layer, scores):
+    def attention(
+        self,
+        layer: int,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor] = None,
+        dropout: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Tensor:
+        if (
+            dropout is None
+            and self.score_hook is None
+            and not (self.keep_scores or self.keep_values or self._records(layer))
+        ):
+            out = self.rules.fused_attention(q, k, v, scale, mask)
+            if out is not None:
+                return out
+        return super().attention(layer, q, k, v, scale, mask, dropout)
+
+    def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
+        return self.rules.qk(q, k, scale, self.mode)
+
+    def softmax(self, layer: int, scores: Tensor) -> Tensor:
         if scores.dtype in (torch.float16, torch.bfloat16):
-            return self.rules.softmax(scores.float()).to(scores.dtype)
-        return self.rules.softmax(scores)
+            return self.rules.softmax(scores.float(), self.mode).to(scores.dtype)
+        return self.rules.softmax(scores, self.mode)
 
-    def av(self, layer, attn, v):
-        return self.rules.av(attn, v)
+    def av(self, layer: int, attn: Tensor, v: Tensor) -> Tensor:
+        return self.rules.av(attn, v, self.mode)
 
-    def residual(self, layer, index, x, branch):
-        out = self.rules.add(x, branch)
-        return self.rules.clone(out) if index == 0 else out
+    def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
+        out = self.rules.add(x, branch, self.mode)
+        return self.rules.clone(out, self.mode) if index == 0 else out
 
-    def block_input(self, layer, x):
-        return super().block_input(layer, self.rules.clone(x))
+    def block_input(self, layer: int, x: Tensor) -> Tensor:
+        return super().block_input(layer, self.rules.clone(x, self.mode))
 
-    def embed_add(self, tokens, pos):
-        return self.rules.add(tokens, pos)
+    def embed_add(self, tokens: Tensor, pos: Tensor) -> Tensor:
+        return self.rules.add(tokens, pos, self.mode)
 
-    def pool(self, x, weights):
-        return self.rules.pool(x, weights)
+    def pool(self, x: Tensor, weights: Tensor) -> Tensor:
+        return self.rules.pool(x, weights, self.mode)
 
-    def merge_heads(self, outputs):
+    def merge_heads(self, outputs: List[Tensor]) -> Tensor:
         n = len(outputs)
-        halves = [
-            R.PassThrough.apply(o, lambda t: t / n, self.rules.mode) for o in outputs
-        ]
-        out = halves[0]
-        for h in halves[1:]:
-            out = self.rules.add(out, h)
+        parts = [self.rules.identity(o, lambda t: t / n, self.mode) for o in outputs]
+        out = parts[0]
+        for p in parts[1:]:
+            out = self.rules.add(out, p, self.mode)
         return out
 
 
 # --------------------------------------------------------- applying rules
 def _module_rules(
-    adapter: ViTAdapter, rules: RuleSet
-) -> List[Tuple[nn.Module, Callable]]:
+    adapter: ViTAdapter, rules: RuleSet, mode: Mode
+) -> List[Tuple[nn.Module, Callable[[Tensor], Tensor]]]:
     """``(module, new forward)`` for every module the adapter lists."""
-    out: List[Tuple[nn.Module, Callable]] = []
+    out: List[Tuple[nn.Module, Callable[[Tensor], Tensor]]] = []
 
     def bind(kind: str, module: nn.Module) -> None:
         fn = getattr(rules, kind)
-        out.append((module, lambda x, _m=module, _f=fn: _f(_m, x)))
+        out.append((module, lambda x, _m=module, _f=fn: _f(_m, x, mode)))
 
     def by_type(module: Optional[nn.Module]) -> None:
-        if _skip(module):
+        if module is None or _skip(module):
             return
         if _is_linear(module):
             bind("linear", module)
@@ -276,33 +391,55 @@ def _module_rules(
 
 
 @contextlib.contextmanager
-def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
+def lrp_context(
+    adapter: ViTAdapter,
+    rules: RuleSet,
+    *,
+    gradients: bool = False,
+    layers: Optional[Iterable[int]] = None,
+) -> Iterator[LRPTracer]:
     """Apply ``rules`` to ``adapter.model`` for the duration of the context.
 
-    Yields the :class:`LRPTracer` that records attention probabilities.
-    Every instance-level ``forward`` set here or by the adapter is removed
-    on exit (the user's own restored), also when the body raised.
+    The single place where rules are applied to a model. Yields the call's
+    :class:`LRPTracer` (which records attention probabilities and holds the
+    call's :class:`~._lrp_rules.Mode`). Every instance-level ``forward`` set
+    here or by the adapter is removed on exit (the user's own restored), also
+    when the body raised.
+
+    Args:
+        adapter (ViTAdapter): the model's adapter.
+        rules (RuleSet): the rules to apply.
+        gradients (bool, optional): whether a gradient pass will run
+            (``with tracer.mode.gradient(): ...``) before the relevance pass.
+            Default: False
+        layers (iterable of int, optional): the layers whose attention
+            probabilities are recorded. Default: None (all layers)
     """
-    tracer = LRPTracer(rules)
-    saved: List[Tuple[nn.Module, bool, object]] = []
-    previous_mode = rules.mode
-    rules.mode = R.Mode()
-    try:
-        for module, fn in _module_rules(adapter, rules):
-            if any(module is s[0] for s in saved):
-                continue
-            had = "forward" in module.__dict__
-            saved.append((module, had, module.__dict__.get("forward")))
-            module.forward = fn
+    mode = Mode(gradients=gradients)
+    tracer = LRPTracer(rules, mode, layers)
+    with InstancePatches() as patches:
+        for module, fn in _module_rules(adapter, rules, mode):
+            if not patches.has(module, "forward"):
+                patches.set(module, "forward", fn)
         with adapter.trace(tracer):
             yield tracer
-    finally:
-        rules.mode = previous_mode
-        for module, had, old in reversed(saved):
-            if had:
-                module.forward = old
-            else:
-                module.__dict__.pop("forward", None)
+
+
+class RelevancePass(NamedTuple):
+    """What :func:`relevance_pass` returns."""
+
+    #: the explained targets ``(B,)``
+    target: Tensor
+    #: the relevance of the inputs (None unless ``wrt_input``)
+    inputs: Optional[Tensor]
+    #: per layer of ``layers``: the relevance arriving at the post-softmax
+    #: attention ``(B, H, N, N)``, or what ``reduce`` made of it
+    attention: Dict[int, Tensor]
+
+
+#: ``reduce(relevance, gradient)`` of one layer's attention; ``gradient`` is
+#: ``d y_t / d A`` with ``gradients=True``, else None
+Reduce = Callable[[Tensor, Optional[Tensor]], Tensor]
 
 
 def relevance_pass(
@@ -310,49 +447,103 @@ def relevance_pass(
     rules: RuleSet,
     inputs: Tensor,
     target: Optional[Tensor],
+    *,
     args: tuple = (),
     wrt_input: bool = True,
-    wrt_attention: Sequence[int] = (),
-    attention_gradients: bool = False,
-) -> Tuple[Tensor, Optional[Tensor], Dict[int, Tensor], Dict[int, Tensor]]:
+    layers: Iterable[int] = (),
+    gradients: bool = False,
+    reduce: Optional[Reduce] = None,
+) -> RelevancePass:
     """One forward with ``rules`` applied, then one relevance pass.
 
-    With ``attention_gradients``, the same forward first serves a gradient
-    pass (the rules switched to ordinary gradients): the gradients of the
-    target logits with respect to the attention of the layers in
-    ``wrt_attention`` are returned in place of the attention itself.
+    No parameter gradient is computed or stored: the rules see detached
+    parameters and only ``inputs`` (or the attention of ``layers``) are
+    differentiated.
+
+    Args:
+        adapter (ViTAdapter): the model's adapter.
+        rules (RuleSet): the rules.
+        inputs (Tensor): the images.
+        target (Tensor, optional): targets ``(B,)``; None: the predicted class.
+        args (tuple, optional): extra forward arguments. Default: ()
+        wrt_input (bool, optional): return the relevance of ``inputs``
+            (otherwise the pass stops at the lowest layer of ``layers``).
+            Default: True
+        layers (iterable of int, optional): layers whose attention relevance
+            is returned. Default: ()
+        gradients (bool, optional): the same forward first serves a gradient
+            pass (Chefer et al.'s rule sets only): ``reduce`` receives the
+            gradient of the target logits with respect to each layer's
+            attention. Default: False
+        reduce (callable, optional): ``reduce(relevance, gradient)`` applied
+            to each layer's attention relevance as soon as the pass reaches
+            it, so that only its result is kept. Default: None (keep the
+            relevance)
 
     Returns:
-        ``(target, input_relevance, attention_relevance, attention)``:
-        the resolved targets ``(B,)``, the relevance of ``inputs`` (or None),
-        the relevance arriving at the post-softmax attention of each layer in
-        ``wrt_attention`` ``(B, H, N, N)`` and the attention itself (or its
-        gradient).
+        RelevancePass: ``(target, inputs, attention)``.
     """
-    with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
+    layers = sorted(set(layers))
+    if not wrt_input and not layers:
+        raise ValueError("nothing to compute: wrt_input=False and no layers")
+    if gradients and rules.gradient_times_input:
+        raise ValueError(f"rule set {rules.name!r} has no gradient pass")
+    kept: Dict[int, Tensor] = {}
+    grads: Dict[int, Tensor] = {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.enable_grad())
+        tracer = stack.enter_context(
+            lrp_context(adapter, rules, gradients=gradients, layers=layers)
+        )
         x = inputs.detach().requires_grad_(True)
         logits = adapter.forward(x, *args)
         if target is None:
             target = logits.detach().argmax(dim=-1)
         target = target.to(logits.device)
-        start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
-        if rules.start_at_logit:
-            start = start * logits.detach()
-        layers = list(wrt_attention)
+        one_hot = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
         attns = [tracer.attentions[i] for i in layers]
-        if attention_gradients:
-            one_hot = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
-            rules.mode.gradient = True
-            g = torch.autograd.grad(logits, attns, one_hot, retain_graph=True)
-            rules.mode.gradient = False
-            second = {i: t.detach() for i, t in zip(layers, g)}
-        else:
-            second = {i: t.detach() for i, t in zip(layers, attns)}
-        wrt = ([x] if wrt_input else []) + attns
-        grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
-    rel_x = grads[0].detach() if wrt_input else None
-    rel_a = {i: g.detach() for i, g in zip(layers, grads[int(wrt_input) :])}
-    return target, rel_x, rel_a, second
+        if gradients:
+            with tracer.mode.gradient():
+                g = torch.autograd.grad(logits, attns, one_hot, retain_graph=True)
+            grads = {i: t.detach() for i, t in zip(layers, g)}
+            del g
+        for i, a in zip(layers, attns):
+            stack.enter_context(_on_relevance(a, i, rules, kept, grads, reduce))
+        start = one_hot
+        if rules.start_at_logit and not rules.gradient_times_input:
+            start = start * logits.detach()
+        wrt = [x] if wrt_input else attns[:1]
+        (g_x,) = torch.autograd.grad(logits, wrt, grad_outputs=start)
+        if wrt_input and rules.gradient_times_input:
+            g_x = x.detach() * g_x
+        elif not wrt_input:  # the lowest layer: its hook has fired
+            g_x = None
+    rel_x = None if g_x is None else g_x.detach()
+    return RelevancePass(target, rel_x, kept)
+
+
+@contextlib.contextmanager
+def _on_relevance(
+    attn: Tensor,
+    layer: int,
+    rules: RuleSet,
+    kept: Dict[int, Tensor],
+    grads: Dict[int, Tensor],
+    reduce: Optional[Reduce],
+) -> Iterator[None]:
+    """Store ``reduce(relevance, gradient)`` of ``attn`` when the relevance
+    pass reaches it (the gradient is dropped once used)."""
+
+    def hook(g: Tensor) -> None:
+        rel = (attn.detach() * g) if rules.gradient_times_input else g
+        rel = rel.detach()
+        kept[layer] = rel if reduce is None else reduce(rel, grads.pop(layer, None))
+
+    handle = attn.register_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class _PixelLRPAttribution(ViTAttribution):

@@ -1,11 +1,26 @@
-r"""LRP rules as small autograd Functions.
+r"""LRP rules as small autograd Functions, in two formulations.
 
-Every rule's ``forward`` computes the original operation; its ``backward``
-maps the relevance of the output to the relevance of the inputs. With the
-rules in place, ``torch.autograd.grad(logits, x, grad_outputs=start)``
-returns relevance instead of a gradient. Operations without a rule
-(reshapes, permutations, concatenation, slicing, eval-mode dropout) pass
-relevance through unchanged, which is the LRP rule for them.
+**Relevance rules** (Chefer et al.'s ``layers_ours`` / ``layers_lrp``): the
+backward of every rule maps the relevance of its output to the relevance of
+its inputs, so ``torch.autograd.grad(logits, x, grad_outputs=start)``
+returns relevance. Operations without a rule (reshapes, permutations,
+concatenation, slicing, eval-mode dropout) pass relevance through unchanged,
+which is the LRP rule for them. Inside :meth:`Mode.gradient` the same rules
+return ordinary gradients, so one forward serves a gradient pass and a
+relevance pass.
+
+**Gradient x input rules** (AttnLRP, the formulation of the LXT project):
+the backward carries a *modified gradient* :math:`g` such that the relevance
+of every tensor :math:`t` of the forward is :math:`R_t = t \odot g_t`. Every
+LRP-:math:`\epsilon` rule of a linear operation with its bias absorbing a
+share is then the operation's ordinary gradient (times
+:math:`y / \operatorname{stab}_\epsilon(y)` for :math:`\epsilon > 0`), so
+the linear layers, sums, matmuls and the softmax run as plain torch
+operations on detached parameters, and only three small Functions change the
+gradient: :class:`IdentityRule`, :class:`UniformRule` and
+:class:`ConstantStdLayerNorm`, plus :class:`Epsilon` for the stabiliser.
+One ordinary backward pass, with no parameter gradient, computes the
+relevance; the input relevance is ``x * grad``.
 
 Notation: :math:`x^+ = \max(x, 0)`, :math:`x^- = \min(x, 0)` (also for
 weights), :math:`\operatorname{sdiv}(a, b) = a / (b + 10^{-9})` where
@@ -23,7 +38,8 @@ sample, so a sample's relevance never depends on the rest of its batch.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,20 +55,21 @@ __all__ = [
     "ZIdentity",
     "LinearAlpha1Beta0",
     "LinearSeparate",
-    "LinearEpsilon",
-    "NormEpsilon",
     "AddZ",
-    "AddEpsilon",
     "PoolZ",
     "QKHalf",
     "AVHalf",
-    "AVConstAttention",
-    "SoftmaxAttnLRP",
     "ConvZBeta",
-    "ConvEpsilon",
+    "IdentityRule",
+    "UniformRule",
+    "ConstantStdLayerNorm",
+    "Epsilon",
 ]
 
 SDIV_EPS = 1e-9
+
+#: what a relevance rule's backward returns: one entry per forward argument
+Grads = Tuple[Optional[Tensor], ...]
 
 
 def sdiv(a: Tensor, b: Tensor) -> Tensor:
@@ -68,25 +85,48 @@ def sdiv(a: Tensor, b: Tensor) -> Tensor:
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
     r""":math:`z + \epsilon\,\operatorname{sign}(z)`, with sign(0) = 1."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return torch.where(z >= 0, z + eps, z - eps)
 
 
 class Mode:
-    """Shared switch of the rules of one pass: with ``gradient`` set, every
-    rule's backward returns the ordinary gradient of its forward instead of
-    relevance, so one forward serves a gradient pass and a relevance pass
-    (``retain_graph=True`` between them)."""
+    """What the relevance rules of one forward pass compute in backward.
 
-    def __init__(self) -> None:
-        self.gradient = False
+    One ``Mode`` is created per pass (never shared between calls). By default
+    the rules return relevance; inside :meth:`gradient` they return the
+    ordinary gradient of their forward, so one forward serves a gradient pass
+    and a relevance pass (``retain_graph=True`` between them).
+
+    Args:
+        gradients (bool, optional): whether a gradient pass will run; only then
+            do the identity rules keep what the gradient needs. Default: False
+    """
+
+    def __init__(self, gradients: bool = False) -> None:
+        self.gradients = gradients
+        self.is_gradient = False
+
+    @contextlib.contextmanager
+    def gradient(self) -> Iterator[None]:
+        """Backward passes inside the context compute ordinary gradients."""
+        if not self.gradients:
+            raise RuntimeError("this pass was not set up for a gradient pass")
+        self.is_gradient = True
+        try:
+            yield
+        finally:
+            self.is_gradient = False
 
 
-def _grad(ctx) -> bool:
+def _grad(ctx: Any) -> bool:
     mode = getattr(ctx, "mode", None)
-    return mode is not None and mode.gradient
+    return mode is not None and mode.is_gradient
 
 
-def _recomputed_grad(fn, x: Tensor, g: Tensor) -> Tensor:
+def _saves_for_gradient(mode: Optional[Mode]) -> bool:
+    return mode is not None and mode.gradients
+
+
+def _recomputed_grad(fn: Callable[[Tensor], Tensor], x: Tensor, g: Tensor) -> Tensor:
     with torch.enable_grad():
         xx = x.detach().requires_grad_(True)
         (out,) = torch.autograd.grad(fn(xx), xx, g)
@@ -97,24 +137,34 @@ def _per_sample_sum(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).sum(dim=1).reshape(-1, *([1] * (t.dim() - 1)))
 
 
-# ----------------------------------------------------------------- identity
+def _unbroadcast(R: Tensor, shape: Sequence[int]) -> Tensor:
+    if R.shape == shape:
+        return R
+    dims = [i for i, (r, s) in enumerate(zip(R.shape, shape)) if s == 1 and r != 1]
+    return R.sum(dim=dims, keepdim=True)
+
+
+# =============================================================================
+# Relevance rules (Chefer et al.)
+# =============================================================================
 class PassThrough(Function):
-    r"""Identity rule :math:`R_x = R_y` for ``y = fn(x)`` (LayerNorm, GELU,
-    softmax and dropout in Chefer et al.'s ``layers_ours``/``layers_lrp``;
-    elementwise nonlinearities in AttnLRP, eq. 9 of Achtibat et al.).
+    r"""Identity rule :math:`R_x = R_y` for ``y = fn(x)`` (LayerNorm, GELU
+    and dropout in Chefer et al.'s ``layers_ours``/``layers_lrp``).
 
     ``fn`` must return a tensor of ``x``'s shape.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor], mode=None) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Optional[Mode] = None
+    ) -> Tensor:
         ctx.mode, ctx.fn = mode, fn
-        if mode is not None:
+        if _saves_for_gradient(mode):
             ctx.save_for_backward(x)
         return fn(x)
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         if _grad(ctx):
             return _recomputed_grad(ctx.fn, ctx.saved_tensors[0], R), None, None
         return R, None, None
@@ -122,21 +172,20 @@ class PassThrough(Function):
 
 class SoftmaxPass(Function):
     r"""Identity rule through the softmax, :math:`R_x = R_s` (Chefer et al.'s
-    ``layers_ours``/``layers_lrp``). The same as :class:`PassThrough` with a
-    softmax, but with the softmax gradient written out for the gradient pass
-    (no recomputation of the softmax).
+    ``layers_ours``/``layers_lrp``), with the softmax gradient
+    :math:`s \odot (g - \sum_j s_j g_j)` written out for the gradient pass.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mode=None) -> Tensor:
+    def forward(ctx: Any, x: Tensor, mode: Optional[Mode] = None) -> Tensor:
         s = x.softmax(dim=-1)
         ctx.mode = mode
-        if mode is not None:
+        if _saves_for_gradient(mode):
             ctx.save_for_backward(s)
         return s
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         if _grad(ctx):
             (s,) = ctx.saved_tensors
             return s * (R - (R * s).sum(dim=-1, keepdim=True)), None
@@ -151,24 +200,28 @@ class ZIdentity(Function):
             = x \odot \operatorname{sdiv}\!\left(\textstyle\sum_k R_k, x\right)
 
     Autograd has already summed the relevances of all uses of the output,
-    so the rule sees :math:`\sum_k R_k`. Forward: ``x`` (a copy).
+    so the rule sees :math:`\sum_k R_k`. Forward: ``x`` (a view, no copy).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mode=None) -> Tensor:
+    def forward(ctx: Any, x: Tensor, mode: Optional[Mode] = None) -> Tensor:
         ctx.save_for_backward(x)
         ctx.mode = mode
-        return x.clone()
+        return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         if _grad(ctx):
             return R, None
         (x,) = ctx.saved_tensors
         return x * sdiv(R, x), None
 
 
-# ------------------------------------------------------------------- linear
+def _signed_pick(x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """``x+ * pos + x- * neg``: one of the two terms is zero everywhere."""
+    return x * torch.where(x > 0, pos, neg)
+
+
 class LinearAlpha1Beta0(Function):
     r"""LRP-:math:`\alpha_1\beta_0` for ``y = x W^T + b`` with the bias
     ignored (Chefer et al., eq. 3 with :math:`\alpha=1, \beta=0`; their
@@ -178,23 +231,41 @@ class LinearAlpha1Beta0(Function):
         Z = x^+ W^{+\top} + x^- W^{-\top}, \quad
         S = \operatorname{sdiv}(R, Z), \quad
         R_x = x^+ \odot (S W^+) + x^- \odot (S W^-)
+
+    :math:`Z` costs one matrix product, not two: since
+    :math:`x W^\top = x^+W^{+\top} + x^-W^{-\top} + x^+W^{-\top} + x^-W^{+\top}`
+    and :math:`|x|\,|W|^\top` is the same sum with the last two terms
+    negated, :math:`Z = \tfrac12\left(y - b + |x|\,|W|^\top\right)` with the
+    forward's :math:`y`. :math:`Z \ge 0`, and where :math:`Z = 0` every term
+    :math:`x^\pm_i W^\pm_{ji}` is zero, so the product already gives the 0 of
+    :math:`\operatorname{sdiv}` there.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], mode=None):
-        ctx.save_for_backward(x, weight)
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        mode: Optional[Mode] = None,
+    ) -> Tensor:
+        y = F.linear(x, weight, bias)
+        ctx.save_for_backward(x, weight, bias, y)
         ctx.mode = mode
-        return F.linear(x, weight, bias)
+        return y
 
     @staticmethod
-    def backward(ctx, R: Tensor):
-        x, w = ctx.saved_tensors
+    def backward(ctx: Any, R: Tensor) -> Grads:
+        x, w, b, y = ctx.saved_tensors
         if _grad(ctx):
             return R @ w, None, None, None
-        xp, xn = x.clamp(min=0), x.clamp(max=0)
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        S = sdiv(R, F.linear(xp, wp) + F.linear(xn, wn))
-        return xp * (S @ wp) + xn * (S @ wn), None, None, None
+        xw = y if b is None else y - b
+        Z2 = torch.addmm(
+            xw.reshape(-1, xw.shape[-1]), x.abs().reshape(-1, x.shape[-1]), w.abs().T
+        ).reshape(xw.shape)  # 2 Z
+        S = R / (Z2 * 0.5 + SDIV_EPS)
+        Rx = _signed_pick(x, S @ w.clamp(min=0), S @ w.clamp(max=0))
+        return Rx, None, None, None
 
 
 class LinearSeparate(Function):
@@ -208,85 +279,29 @@ class LinearSeparate(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], mode=None):
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        mode: Optional[Mode] = None,
+    ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.mode = mode
         return F.linear(x, weight, bias)
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         x, w = ctx.saved_tensors
         if _grad(ctx):
             return R @ w, None, None, None
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
-        Rp = xp * (sdiv(R, F.linear(xp, wp)) @ wp)
-        Rn = xn * (sdiv(R, F.linear(xn, wn)) @ wn)
-        return Rp + Rn, None, None, None
+        Rp = sdiv(R, F.linear(xp, wp)) @ wp
+        Rn = sdiv(R, F.linear(xn, wn)) @ wn
+        return _signed_pick(x, Rp, Rn), None, None, None
 
 
-class LinearEpsilon(Function):
-    r"""LRP-:math:`\epsilon` for ``y = x W^T + b`` (AttnLRP's rule for linear
-    layers, eq. 4 of Achtibat et al.; the bias absorbs its share):
-
-    .. math::
-        R_x = x \odot \left(\frac{R}{\operatorname{stab}_\epsilon(y)} W\right)
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps: float = 1e-6, mode=None):
-        y = F.linear(x, weight, bias)
-        ctx.save_for_backward(x, weight, y)
-        ctx.eps, ctx.mode = eps, mode
-        return y
-
-    @staticmethod
-    def backward(ctx, R: Tensor):
-        x, w, y = ctx.saved_tensors
-        if _grad(ctx):
-            return R @ w, None, None, None, None
-        return x * ((R / stabilize(y, ctx.eps)) @ w), None, None, None, None
-
-
-class NormEpsilon(Function):
-    r"""AttnLRP's LayerNorm rule (Achtibat et al., Sec. 3.3.3): the standard
-    deviation is treated as a constant, which makes the norm the linear map
-    :math:`y = \gamma \odot (x - \bar x) / \sigma + \beta`, and LRP-:math:`\epsilon`
-    is applied to it:
-
-    .. math::
-        g = \frac{\gamma}{\sigma} \odot \frac{R}{\operatorname{stab}_\epsilon(y)},
-        \qquad R_x = x \odot \left(g - \overline{g}\right)
-
-    (:math:`\overline{\cdot}` is the mean over features). With
-    :math:`\beta = 0` and :math:`\epsilon \to 0` it conserves relevance.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, norm_eps: float, eps: float = 1e-6, mode=None):
-        y = F.layer_norm(x, x.shape[-1:], weight, bias, norm_eps)
-        std = (x.var(dim=-1, unbiased=False, keepdim=True) + norm_eps).sqrt()
-        ctx.save_for_backward(x, y, std, weight, bias)
-        ctx.eps, ctx.mode, ctx.norm_eps = eps, mode, norm_eps
-        return y
-
-    @staticmethod
-    def backward(ctx, R: Tensor):
-        x, y, std, w, b = ctx.saved_tensors
-        if _grad(ctx):
-
-            def ln(t):
-                return F.layer_norm(t, t.shape[-1:], w, b, ctx.norm_eps)
-
-            return _recomputed_grad(ln, x, R), None, None, None, None, None
-        g = R / stabilize(y, ctx.eps) / std
-        if w is not None:
-            g = g * w
-        Rx = x * (g - g.mean(dim=-1, keepdim=True))
-        return Rx, None, None, None, None, None
-
-
-# -------------------------------------------------------------------- sums
 class AddZ(Function):
     r"""Chefer et al.'s residual Add: z-rule, then (``renormalize=True``,
     their ``layers_ours.Add``) a per-sample renormalisation that keeps the
@@ -306,17 +321,24 @@ class AddZ(Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, renormalize: bool = True, mode=None):
-        ctx.save_for_backward(a, b)
+    def forward(
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        renormalize: bool = True,
+        mode: Optional[Mode] = None,
+    ) -> Tensor:
+        out = a + b
+        ctx.save_for_backward(a, b, out)
         ctx.renormalize, ctx.mode = renormalize, mode
-        return a + b
+        return out
 
     @staticmethod
-    def backward(ctx, R: Tensor):
-        a, b = ctx.saved_tensors
+    def backward(ctx: Any, R: Tensor) -> Grads:
+        a, b, out = ctx.saved_tensors
         if _grad(ctx):
             return R, _unbroadcast(R, b.shape), None, None
-        S = sdiv(R, a + b)
+        S = sdiv(R, out)
         Ra, Rb = a * S, b * S
         if ctx.renormalize:
             sa, sb, s = _per_sample_sum(Ra), _per_sample_sum(Rb), _per_sample_sum(R)
@@ -326,103 +348,66 @@ class AddZ(Function):
         return Ra, _unbroadcast(Rb, b.shape), None, None
 
 
-class AddEpsilon(Function):
-    r"""LRP-:math:`\epsilon` for a sum (AttnLRP's residual and
-    positional-embedding adds, Achtibat et al. eq. 4 with an identity
-    weight):
-
-    .. math::
-        R_a = a \odot \frac{R}{\operatorname{stab}_\epsilon(a + b)}, \qquad
-        R_b = b \odot \frac{R}{\operatorname{stab}_\epsilon(a + b)}
-    """
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, eps: float = 1e-6, mode=None) -> Tensor:
-        out = a + b
-        ctx.save_for_backward(a, b, out)
-        ctx.eps, ctx.mode = eps, mode
-        return out
-
-    @staticmethod
-    def backward(ctx, R: Tensor):
-        a, b, out = ctx.saved_tensors
-        if _grad(ctx):
-            return R, _unbroadcast(R, b.shape), None, None
-        S = R / stabilize(out, ctx.eps)
-        return a * S, _unbroadcast(b * S, b.shape), None, None
-
-
-def _unbroadcast(R: Tensor, shape) -> Tensor:
-    if R.shape == shape:
-        return R
-    dims = [i for i, (r, s) in enumerate(zip(R.shape, shape)) if s == 1 and r != 1]
-    return R.sum(dim=dims, keepdim=True)
-
-
 class PoolZ(Function):
     r"""z-rule for the pooling :math:`p = \sum_n w_n x_n` (class-token
     selection or patch mean; Chefer et al.'s ``IndexSelect``):
 
     .. math::
         R_{x_n} = w_n\, x_n \odot \operatorname{sdiv}(R, p)
-
-    ``eps`` > 0 replaces :math:`\operatorname{sdiv}` by
-    :math:`R / \operatorname{stab}_\epsilon(p)` (AttnLRP).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weights: Tensor, eps: float = 0.0, mode=None):
+    def forward(
+        ctx: Any, x: Tensor, weights: Tensor, mode: Optional[Mode] = None
+    ) -> Tensor:
         p = torch.einsum("n,bnd->bd", weights, x)
         ctx.save_for_backward(x, weights, p)
-        ctx.eps, ctx.mode = eps, mode
+        ctx.mode = mode
         return p
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         x, w, p = ctx.saved_tensors
         if _grad(ctx):
-            return w[None, :, None] * R[:, None, :], None, None, None
-        S = sdiv(R, p) if ctx.eps == 0 else R / stabilize(p, ctx.eps)
-        return w[None, :, None] * x * S[:, None, :], None, None, None
+            return w[None, :, None] * R[:, None, :], None, None
+        return w[None, :, None] * x * sdiv(R, p)[:, None, :], None, None
 
 
-# ---------------------------------------------------------------- attention
 class QKHalf(Function):
     r"""z-rule on the attention scores :math:`s\,q k^\top`, halved between
     the two factors (Chefer et al. eq. 5-6 and their ``einsum`` relprop with
-    ``/2``; AttnLRP's uniform rule, eq. 7). The scale :math:`s` cancels:
+    ``/2``). The scale :math:`s` cancels:
 
     .. math::
         S = \operatorname{sdiv}(R, q k^\top), \quad
         R_q = \tfrac12\, q \odot (S k), \quad
         R_k = \tfrac12\, k \odot (S^\top q)
-
-    ``eps`` > 0 uses :math:`R / \operatorname{stab}_\epsilon(q k^\top)`.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, scale: float, eps: float = 0.0, mode=None):
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, scale: float, mode: Optional[Mode] = None
+    ) -> Tensor:
         ctx.save_for_backward(q, k)
-        ctx.eps, ctx.mode, ctx.scale = eps, mode, scale
+        ctx.mode, ctx.scale = mode, scale
         return (q * scale) @ k.transpose(-2, -1)
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         q, k = ctx.saved_tensors
         if _grad(ctx):
             gq = (R @ k) * ctx.scale
             gk = (R.transpose(-2, -1) @ q) * ctx.scale
-            return gq, gk, None, None, None
-        Z = q @ k.transpose(-2, -1)
-        S = sdiv(R, Z) if ctx.eps == 0 else R / stabilize(Z, ctx.eps)
-        Rq = q * (S @ k) / 2
-        Rk = k * (S.transpose(-2, -1) @ q) / 2
-        return Rq, Rk, None, None, None
+            return gq, gk, None, None
+        S = sdiv(R, q @ k.transpose(-2, -1)) * 0.5
+        Rq = q * (S @ k)
+        Rk = k * (S.transpose(-2, -1) @ q)
+        return Rq, Rk, None, None
 
 
 class AVHalf(Function):
     r"""z-rule on the attention output :math:`O = A V`, halved between the
-    factors (Chefer et al.; AttnLRP's uniform rule, eq. 7):
+    factors (Chefer et al.):
 
     .. math::
         S = \operatorname{sdiv}(R, A V), \quad
@@ -430,87 +415,31 @@ class AVHalf(Function):
         R_V = \tfrac12\, V \odot (A^\top S)
 
     The halved :math:`R_A` is the ``attn_cam`` of Chefer et al.'s code.
-    ``eps`` > 0 uses :math:`R / \operatorname{stab}_\epsilon(A V)`.
     """
 
     @staticmethod
-    def forward(ctx, attn: Tensor, v: Tensor, eps: float = 0.0, mode=None):
+    def forward(
+        ctx: Any, attn: Tensor, v: Tensor, mode: Optional[Mode] = None
+    ) -> Tensor:
         out = attn @ v
         ctx.save_for_backward(attn, v, out)
-        ctx.eps, ctx.mode = eps, mode
+        ctx.mode = mode
         return out
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         attn, v, out = ctx.saved_tensors
         if _grad(ctx):
-            return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None, None
-        S = sdiv(R, out) if ctx.eps == 0 else R / stabilize(out, ctx.eps)
-        S = S / 2  # the halving, on the small (N, d) factor
+            return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None
+        S = sdiv(R, out) * 0.5  # the halving, on the small (N, d) factor
         RA = attn * (S @ v.transpose(-2, -1))
         Rv = v * (attn.transpose(-2, -1) @ S)
-        return RA, Rv, None, None
+        return RA, Rv, None
 
 
-class AVConstAttention(Function):
-    r"""CP-LRP's attention rule (Ali et al., ICML 2022, "XAI for Transformers:
-    Better Explanations through Conservative Propagation"; the variant LXT
-    uses inside the attention of its ViT example): the attention
-    probabilities are held constant, so :math:`O = A V` is linear in
-    :math:`V` and all of its relevance goes to :math:`V` (LRP-:math:`\epsilon`),
-    none to :math:`A`:
-
-    .. math::
-        R_V = V \odot \left(A^\top \frac{R}{\operatorname{stab}_\epsilon(A V)}
-            \right), \qquad R_A = 0
-    """
-
-    @staticmethod
-    def forward(ctx, attn: Tensor, v: Tensor, eps: float = 1e-6, mode=None):
-        out = attn @ v
-        ctx.save_for_backward(attn, v, out)
-        ctx.eps, ctx.mode = eps, mode
-        return out
-
-    @staticmethod
-    def backward(ctx, R: Tensor):
-        attn, v, out = ctx.saved_tensors
-        if _grad(ctx):
-            return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None, None
-        S = R / stabilize(out, ctx.eps)
-        return None, v * (attn.transpose(-2, -1) @ S), None, None
-
-
-class SoftmaxAttnLRP(Function):
-    r"""AttnLRP's softmax rule (Achtibat et al., Prop. 3.1, the bias-free
-    first-order Taylor decomposition at the input :math:`x`):
-
-    .. math::
-        R_{x_i} = x_i \left(R_i - s_i \textstyle\sum_j R_j\right),
-        \qquad s = \operatorname{softmax}(x)
-
-    It is what gradient times input gives for the softmax. Scores of
-    ``-inf`` (masked) receive no relevance.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mode=None) -> Tensor:
-        s = x.softmax(dim=-1)
-        ctx.save_for_backward(x, s)
-        ctx.mode = mode
-        return s
-
-    @staticmethod
-    def backward(ctx, R: Tensor):
-        x, s = ctx.saved_tensors
-        if _grad(ctx):
-            return s * (R - (R * s).sum(dim=-1, keepdim=True)), None
-        xf = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-        return xf * (R - s * R.sum(dim=-1, keepdim=True)), None
-
-
-# ------------------------------------------------------------- convolution
-def _conv_input_grad(x_shape, weight, S, conv_kwargs):
+def _conv_input_grad(
+    x_shape: Sequence[int], weight: Tensor, S: Tensor, conv_kwargs: dict
+) -> Tensor:
     return torch.nn.grad.conv2d_input(x_shape, weight, S, **conv_kwargs)
 
 
@@ -529,13 +458,20 @@ class ConvZBeta(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias, conv_kwargs: dict, mode=None):
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        conv_kwargs: dict,
+        mode: Optional[Mode] = None,
+    ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.conv_kwargs, ctx.mode = conv_kwargs, mode
         return F.conv2d(x, weight, bias, **conv_kwargs)
 
     @staticmethod
-    def backward(ctx, R: Tensor):
+    def backward(ctx: Any, R: Tensor) -> Grads:
         x, w = ctx.saved_tensors
         kw = ctx.conv_kwargs
         if _grad(ctx):
@@ -575,7 +511,15 @@ def _is_patchify(w: Tensor, kw: dict) -> bool:
     )
 
 
-def _zbeta_patches(x, w, wp, wn, low, high, R):
+def _zbeta_patches(
+    x: Tensor,
+    w: Tensor,
+    wp: Tensor,
+    wn: Tensor,
+    low: Tensor,
+    high: Tensor,
+    R: Tensor,
+) -> Tensor:
     """The z-beta rule of a patchifying convolution as matrix products (the
     same equation as the convolution form, much faster on CPU)."""
     B, C, Hh, Ww = x.shape
@@ -594,26 +538,107 @@ def _zbeta_patches(x, w, wp, wn, low, high, R):
     return Rx
 
 
-class ConvEpsilon(Function):
-    r"""LRP-:math:`\epsilon` for a convolution ``y = x * W + b``:
+# =============================================================================
+# Gradient x input rules (AttnLRP, LXT's formulation): R_t = t * g_t
+# =============================================================================
+class IdentityRule(Function):
+    r"""Identity rule :math:`R_x = R_y` for an elementwise ``y = fn(x)``
+    (AttnLRP eq. 9, for GELU and other elementwise nonlinearities), as a
+    modified gradient: with :math:`R = t \odot g`,
 
     .. math::
-        R_x = x \odot \left(\frac{R}{\operatorname{stab}_\epsilon(y)} \star W\right)
+        g_x = g_y \odot \frac{y}{x} \qquad (0 \text{ where } x = 0)
+
+    Saves the ratio :math:`y / x` (one tensor of ``x``'s shape).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, conv_kwargs: dict, eps: float = 1e-6, mode=None):
-        y = F.conv2d(x, weight, bias, **conv_kwargs)
-        ctx.save_for_backward(x, weight, y)
-        ctx.conv_kwargs, ctx.eps, ctx.mode = conv_kwargs, eps, mode
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        y = fn(x)
+        ctx.save_for_backward(torch.where(x == 0, 0.0, y / x))
         return y
 
     @staticmethod
-    def backward(ctx, R: Tensor):
-        x, w, y = ctx.saved_tensors
-        if _grad(ctx):
-            gx = _conv_input_grad(x.shape, w, R, ctx.conv_kwargs)
-            return gx, None, None, None, None, None
-        S = R / stabilize(y, ctx.eps)
-        Rx = x * _conv_input_grad(x.shape, w, S, ctx.conv_kwargs)
-        return Rx, None, None, None, None, None
+    def backward(ctx: Any, g: Tensor) -> Grads:
+        return g * ctx.saved_tensors[0], None
+
+
+class UniformRule(Function):
+    r"""AttnLRP's uniform rule for a product of ``n`` factors (eq. 7, the
+    attention matmuls :math:`q k^\top` and :math:`A V`): each factor receives
+    :math:`1/n` of the relevance its gradient x input would give it. Applied
+    to a factor before the product:
+
+    .. math::
+        y = x, \qquad g_x = g_y / n
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, n: float) -> Tensor:
+        ctx.n = n
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Grads:
+        return g / ctx.n, None
+
+
+class ConstantStdLayerNorm(Function):
+    r"""AttnLRP's LayerNorm rule (Achtibat et al., Sec. 3.3.3): the standard
+    deviation :math:`\sigma` is held constant, which makes the norm the linear
+    map :math:`y = \gamma \odot (x - \bar x) / \sigma + \beta`; its gradient
+    x input is LRP-0 (:math:`\beta` absorbing its share):
+
+    .. math::
+        g_x = \frac{\gamma \odot g_y}{\sigma}
+            - \overline{\left(\frac{\gamma \odot g_y}{\sigma}\right)}
+
+    (:math:`\overline{\cdot}` the mean over features). Saves
+    :math:`1/\sigma` only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Optional[Tensor],
+        bias: Optional[Tensor],
+        norm_eps: float,
+    ) -> Tensor:
+        y, _, rstd = torch.native_layer_norm(x, x.shape[-1:], weight, bias, norm_eps)
+        ctx.save_for_backward(rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Grads:
+        rstd, w = ctx.saved_tensors
+        h = g * rstd if w is None else g * w * rstd
+        return h - h.mean(dim=-1, keepdim=True), None, None, None
+
+
+class Epsilon(Function):
+    r"""LRP-:math:`\epsilon` of the linear operation that produced ``y``
+    (AttnLRP's rule for linear layers, sums, the matmuls, the pooling and the
+    LayerNorm's linear map; Achtibat et al. eq. 4, the bias absorbing its
+    share). With :math:`R = t \odot g`, LRP-:math:`\epsilon`,
+    :math:`R_x = x \odot J^\top \left(R_y / \operatorname{stab}_\epsilon(y)
+    \right)`, is the operation's gradient of
+
+    .. math::
+        y' = y, \qquad g_{y'} \mapsto g_y = g_{y'} \odot
+            \frac{y}{\operatorname{stab}_\epsilon(y)}
+
+    Saves ``y``. Not applied for :math:`\epsilon = 0` (LRP-0 is the plain
+    gradient).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(y)
+        ctx.eps = eps
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Grads:
+        (y,) = ctx.saved_tensors
+        return g * (y / stabilize(y, ctx.eps)), None

@@ -72,5 +72,6 @@ class LRP(_PixelLRPAttribution):
         self.rules = get_rule_set(rules)
 
     def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
-        return rel
+        return relevance_pass(
+            self.adapter, self.rules, inputs, target, args=args
+        ).inputs

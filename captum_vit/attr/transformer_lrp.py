@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -82,19 +84,29 @@ class TransformerLRP(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         layers = range(self.start_layer, self.adapter.num_layers)
-        with_grad = self.method == "transformer_attribution"
-        # one forward: a gradient pass to the attention, then the LRP pass
-        _, _, rel, grads = relevance_pass(
-            self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
-        )
-        N = rel[self.start_layer].shape[-1]
-        first = rel[self.start_layer]
-        eye = torch.eye(N, dtype=first.dtype, device=first.device)
+        # one forward: a gradient pass to the attention, then the LRP pass;
+        # each layer's (B, H, N, N) relevance is reduced to its map at once
+        maps = relevance_pass(
+            self.adapter,
+            RuleSet(),
+            inputs,
+            target,
+            args=args,
+            wrt_input=False,
+            layers=layers,
+            gradients=self.method == "transformer_attribution",
+            reduce=_layer_map,
+        ).attention
+        first = maps[self.start_layer]
+        eye = torch.eye(first.shape[-1], dtype=first.dtype, device=first.device)
         J = None
         for layer in layers:
-            cam = rel[layer]
-            if with_grad:
-                cam = grads[layer] * cam
-            M = cam.clamp(min=0).mean(dim=1) + eye
+            M = maps[layer] + eye
             J = M if J is None else M @ J
         return self._patch_row(J)
+
+
+def _layer_map(rel: Tensor, grad: Optional[Tensor]) -> Tensor:
+    """``mean_h((grad * rel)+)``, or ``mean_h(rel+)`` without a gradient."""
+    cam = rel if grad is None else grad * rel
+    return cam.clamp(min=0).mean(dim=1)

@@ -51,9 +51,14 @@ def test_reference_attn_cam_per_layer():
     _, _, ref32, _, targets = reference()
     model, x = model_in(torch.float32)
     adapter = cv.adapters.get(model)
-    _, _, rel, _ = relevance_pass(
-        adapter, RuleSet(), x[:1], targets["argmax"][:1], (), False, [0, 1, 2]
-    )
+    rel = relevance_pass(
+        adapter,
+        RuleSet(),
+        x[:1],
+        targets["argmax"][:1],
+        wrt_input=False,
+        layers=[0, 1, 2],
+    ).attention
     expected = ref32["debug_img0_target_argmax__attn_cam"]
     for layer, tol in zip(range(3), (5e-3, 1e-3, 1e-4)):
         ours = rel[layer][0].numpy()
