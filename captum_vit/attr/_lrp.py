@@ -130,7 +130,7 @@ class RuleSet:
         return R.QKHalf.apply(q, k, scale, mode)
 
     def softmax(self, scores: Tensor, mode: Mode) -> Tensor:
-        return R.SoftmaxPass.apply(scores, mode)
+        return self.identity(scores, _softmax, mode)
 
     def av(self, attn: Tensor, v: Tensor, mode: Mode) -> Tensor:
         return R.AVHalf.apply(attn, v, mode)
@@ -221,7 +221,7 @@ class AttnLRPRules(RuleSet):
         return (q * scale) @ k.transpose(-2, -1)
 
     def softmax(self, scores: Tensor, mode: Mode) -> Tensor:
-        return scores.softmax(dim=-1)
+        return _softmax(scores)
 
     def av(self, attn: Tensor, v: Tensor, mode: Mode) -> Tensor:
         if self.attention == "cp":
@@ -255,6 +255,10 @@ def get_rule_set(rules: Union[str, RuleSet]) -> RuleSet:
     if rules not in RULE_SETS:
         raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
     return RULE_SETS[rules]()
+
+
+def _softmax(scores: Tensor) -> Tensor:
+    return scores.softmax(dim=-1)
 
 
 def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:

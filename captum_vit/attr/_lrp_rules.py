@@ -26,7 +26,8 @@ Notation: :math:`x^+ = \max(x, 0)`, :math:`x^- = \min(x, 0)` (also for
 weights), :math:`\operatorname{sdiv}(a, b) = a / (b + 10^{-9})` where
 :math:`b \ne 0` and :math:`0` where :math:`b = 0` (the ``safe_divide`` of
 Chefer et al.'s code), :math:`\operatorname{stab}_\epsilon(z) = z +
-\epsilon\,\operatorname{sign}(z)` with :math:`\operatorname{sign}(0) = 1`.
+\epsilon\,\operatorname{sign}(z)` (the sign of a signed zero; where
+:math:`z = 0` the gradient x input rules give 0 either way).
 Equation numbers refer to Chefer, Gur, Wolf, "Transformer Interpretability
 Beyond Attention Visualization", CVPR 2021 (https://arxiv.org/abs/2012.09838)
 and Achtibat et al., "AttnLRP: Attention-Aware Layer-Wise Relevance
@@ -51,7 +52,6 @@ __all__ = [
     "sdiv",
     "stabilize",
     "PassThrough",
-    "SoftmaxPass",
     "ZIdentity",
     "LinearAlpha1Beta0",
     "LinearSeparate",
@@ -75,17 +75,28 @@ Grads = Tuple[Optional[Tensor], ...]
 def sdiv(a: Tensor, b: Tensor) -> Tensor:
     r"""Chefer et al.'s ``safe_divide``: :math:`a / (b + 10^{-9})`, 0 where
     :math:`b = 0` (the denominator is :math:`10^{-9}` where :math:`b + 10^{-9}`
-    is exactly 0)."""
+    is exactly 0).
+
+    Written with float arithmetic and in-place steps (boolean masks and fresh
+    allocations dominate elementwise cost on CPU): the zeros come from
+    multiplying by :math:`|\operatorname{sign}(b)|`. The one case that needs a
+    mask, :math:`b = -10^{-9}` exactly, shows as a non-finite value and is then
+    recomputed with masks.
+    """
     den = b + SDIV_EPS
-    hit = den == 0  # b == -1e-9 exactly: the reference divides by 1e-9
-    if hit.any():
-        den = den.masked_fill(hit, SDIV_EPS)
+    out = torch.div(a, den, out=den) if a.shape == den.shape else a / den
+    out.mul_(torch.sign(b).abs_())
+    if torch.isfinite(out.sum()):
+        return out
+    den = b + SDIV_EPS
+    den = den.masked_fill(den == 0, SDIV_EPS)
     return (a / den).masked_fill_(b == 0, 0.0)
 
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
-    r""":math:`z + \epsilon\,\operatorname{sign}(z)`, with sign(0) = 1."""
-    return torch.where(z >= 0, z + eps, z - eps)
+    r""":math:`z + \epsilon\,\operatorname{sign}(z)` with the sign of a signed
+    zero (:math:`+\epsilon` at :math:`+0`, :math:`-\epsilon` at :math:`-0`)."""
+    return torch.copysign(torch.tensor(eps, dtype=z.dtype), z).add_(z)
 
 
 class Mode:
@@ -148,48 +159,32 @@ def _unbroadcast(R: Tensor, shape: Sequence[int]) -> Tensor:
 # Relevance rules (Chefer et al.)
 # =============================================================================
 class PassThrough(Function):
-    r"""Identity rule :math:`R_x = R_y` for ``y = fn(x)`` (LayerNorm, GELU
-    and dropout in Chefer et al.'s ``layers_ours``/``layers_lrp``).
+    r"""Identity rule :math:`R_x = R_y` for ``y = fn(x)`` (LayerNorm, GELU,
+    softmax and dropout in Chefer et al.'s ``layers_ours``/``layers_lrp``).
 
-    ``fn`` must return a tensor of ``x``'s shape.
+    ``fn`` must return a tensor of ``x``'s shape. When the pass has a gradient
+    pass, ``fn``'s own autograd graph is kept, so the gradient pass reuses it
+    instead of recomputing ``fn``.
     """
 
     @staticmethod
     def forward(
         ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Optional[Mode] = None
     ) -> Tensor:
-        ctx.mode, ctx.fn = mode, fn
-        if _saves_for_gradient(mode):
-            ctx.save_for_backward(x)
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx: Any, R: Tensor) -> Grads:
-        if _grad(ctx):
-            return _recomputed_grad(ctx.fn, ctx.saved_tensors[0], R), None, None
-        return R, None, None
-
-
-class SoftmaxPass(Function):
-    r"""Identity rule through the softmax, :math:`R_x = R_s` (Chefer et al.'s
-    ``layers_ours``/``layers_lrp``), with the softmax gradient
-    :math:`s \odot (g - \sum_j s_j g_j)` written out for the gradient pass.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, mode: Optional[Mode] = None) -> Tensor:
-        s = x.softmax(dim=-1)
         ctx.mode = mode
-        if _saves_for_gradient(mode):
-            ctx.save_for_backward(s)
-        return s
+        if not _saves_for_gradient(mode):
+            return fn(x)
+        with torch.enable_grad():
+            ctx.x = x.detach().requires_grad_(True)
+            ctx.y = fn(ctx.x)
+        return ctx.y.detach()
 
     @staticmethod
     def backward(ctx: Any, R: Tensor) -> Grads:
         if _grad(ctx):
-            (s,) = ctx.saved_tensors
-            return s * (R - (R * s).sum(dim=-1, keepdim=True)), None
-        return R, None
+            (g,) = torch.autograd.grad(ctx.y, ctx.x, R, retain_graph=True)
+            return g, None, None
+        return R, None, None
 
 
 class ZIdentity(Function):
@@ -214,12 +209,14 @@ class ZIdentity(Function):
         if _grad(ctx):
             return R, None
         (x,) = ctx.saved_tensors
-        return x * sdiv(R, x), None
+        return sdiv(R, x).mul_(x), None
 
 
 def _signed_pick(x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """``x+ * pos + x- * neg``: one of the two terms is zero everywhere."""
-    return x * torch.where(x > 0, pos, neg)
+    """``x+ * pos + x- * neg``, overwriting ``pos`` and ``neg``."""
+    xp = x.clamp(min=0)
+    pos.mul_(xp)
+    return pos.add_(neg.mul_(torch.sub(x, xp, out=xp)))  # x - x+ = x-, exactly
 
 
 class LinearAlpha1Beta0(Function):
@@ -259,11 +256,17 @@ class LinearAlpha1Beta0(Function):
         x, w, b, y = ctx.saved_tensors
         if _grad(ctx):
             return R @ w, None, None, None
-        xw = y if b is None else y - b
-        Z2 = torch.addmm(
-            xw.reshape(-1, xw.shape[-1]), x.abs().reshape(-1, x.shape[-1]), w.abs().T
-        ).reshape(xw.shape)  # 2 Z
-        S = R / (Z2 * 0.5 + SDIV_EPS)
+        # Z + 1e-9 = (y - b + |x| |W|^T) / 2 + 1e-9: one addmm, in place
+        den = torch.addmm(
+            y.reshape(-1, y.shape[-1]),
+            x.abs().reshape(-1, x.shape[-1]),
+            w.abs().T,
+            beta=0.5,
+            alpha=0.5,
+        ).reshape(y.shape)
+        if b is not None:
+            den.sub_(b * 0.5)
+        S = torch.div(R, den.add_(SDIV_EPS), out=den)
         Rx = _signed_pick(x, S @ w.clamp(min=0), S @ w.clamp(max=0))
         return Rx, None, None, None
 
@@ -339,12 +342,13 @@ class AddZ(Function):
         if _grad(ctx):
             return R, _unbroadcast(R, b.shape), None, None
         S = sdiv(R, out)
-        Ra, Rb = a * S, b * S
+        Ra = a * S
+        Rb = S.mul_(b) if b.shape == S.shape else b * S
         if ctx.renormalize:
             sa, sb, s = _per_sample_sum(Ra), _per_sample_sum(Rb), _per_sample_sum(R)
             tot = sa.abs() + sb.abs()
-            Ra = Ra * sdiv(sdiv(sa.abs(), tot) * s, sa)
-            Rb = Rb * sdiv(sdiv(sb.abs(), tot) * s, sb)
+            Ra.mul_(sdiv(sdiv(sa.abs(), tot) * s, sa))
+            Rb.mul_(sdiv(sdiv(sb.abs(), tot) * s, sb))
         return Ra, _unbroadcast(Rb, b.shape), None, None
 
 
@@ -370,7 +374,7 @@ class PoolZ(Function):
         x, w, p = ctx.saved_tensors
         if _grad(ctx):
             return w[None, :, None] * R[:, None, :], None, None
-        return w[None, :, None] * x * sdiv(R, p)[:, None, :], None, None
+        return sdiv(R, p)[:, None, :] * x * w[None, :, None], None, None
 
 
 class QKHalf(Function):
@@ -399,9 +403,9 @@ class QKHalf(Function):
             gq = (R @ k) * ctx.scale
             gk = (R.transpose(-2, -1) @ q) * ctx.scale
             return gq, gk, None, None
-        S = sdiv(R, q @ k.transpose(-2, -1)) * 0.5
-        Rq = q * (S @ k)
-        Rk = k * (S.transpose(-2, -1) @ q)
+        S = sdiv(R, q @ k.transpose(-2, -1)).mul_(0.5)
+        Rq = (S @ k).mul_(q)
+        Rk = (S.transpose(-2, -1) @ q).mul_(k)
         return Rq, Rk, None, None
 
 
@@ -421,19 +425,19 @@ class AVHalf(Function):
     def forward(
         ctx: Any, attn: Tensor, v: Tensor, mode: Optional[Mode] = None
     ) -> Tensor:
-        out = attn @ v
-        ctx.save_for_backward(attn, v, out)
+        ctx.save_for_backward(attn, v)
         ctx.mode = mode
-        return out
+        return attn @ v
 
     @staticmethod
     def backward(ctx: Any, R: Tensor) -> Grads:
-        attn, v, out = ctx.saved_tensors
+        attn, v = ctx.saved_tensors
         if _grad(ctx):
             return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None
-        S = sdiv(R, out) * 0.5  # the halving, on the small (N, d) factor
-        RA = attn * (S @ v.transpose(-2, -1))
-        Rv = v * (attn.transpose(-2, -1) @ S)
+        # A V again (a small product) rather than keeping it from the forward
+        S = sdiv(R, attn @ v).mul_(0.5)  # the halving, on the small (N, d) factor
+        RA = (S @ v.transpose(-2, -1)).mul_(attn)
+        Rv = (attn.transpose(-2, -1) @ S).mul_(v)
         return RA, Rv, None
 
 
@@ -549,13 +553,15 @@ class IdentityRule(Function):
     .. math::
         g_x = g_y \odot \frac{y}{x} \qquad (0 \text{ where } x = 0)
 
-    Saves the ratio :math:`y / x` (one tensor of ``x``'s shape).
+    Saves the ratio :math:`y / x` (one tensor of ``x``'s shape; 0 where it is
+    not finite).
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         y = fn(x)
-        ctx.save_for_backward(torch.where(x == 0, 0.0, y / x))
+        ratio = torch.div(y, x).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        ctx.save_for_backward(ratio)
         return y
 
     @staticmethod
@@ -641,4 +647,5 @@ class Epsilon(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> Grads:
         (y,) = ctx.saved_tensors
-        return g * (y / stabilize(y, ctx.eps)), None
+        den = stabilize(y, ctx.eps)
+        return torch.div(y, den, out=den).mul_(g), None
