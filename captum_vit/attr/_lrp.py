@@ -56,6 +56,7 @@ __all__ = [
     "AttnLRPRules",
     "RULE_SETS",
     "LRPTracer",
+    "AttentionTap",
     "RelevancePass",
     "lrp_context",
     "relevance_pass",
@@ -136,11 +137,20 @@ class RuleSet:
         return R.AVHalf.apply(attn, v, mode)
 
     def fused_attention(
-        self, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor]
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor],
+        mode: Mode,
+        consumer: Optional[R.AttentionConsumer],
     ) -> Optional[Tensor]:
-        """The whole attention core in torch's fused kernel, where the rules
-        allow it and no probability is recorded; None: run it op by op."""
-        return None
+        """The whole attention core with torch's fused kernel in the forward,
+        where the rules allow it (None: run it op by op, through :meth:`qk`,
+        :meth:`softmax` and :meth:`av`). ``consumer`` receives what arrives at
+        the attention probabilities in backward."""
+        return R.AttentionHalf.apply(q, k, v, scale, mask, mode, consumer)
 
 
 class OriginalRules(RuleSet):
@@ -168,10 +178,10 @@ class AttnLRPRules(RuleSet):
     attention matmuls, or, with ``attention="cp"``, the attention held
     constant (CP-LRP, Ali et al. 2022). Relevance starts at the target logit.
 
-    With :math:`\epsilon = 0` and no attention probability recorded, the
-    attention core runs in torch's fused kernel with the gradients at
-    :math:`q`, :math:`k`, :math:`v` divided by 4, 4 and 2 (the two uniform
-    rules), as LXT does.
+    With :math:`\epsilon = 0` and no relevance asked of the attention
+    probabilities, the attention core runs in torch's fused kernel with the
+    gradients at :math:`q`, :math:`k`, :math:`v` divided by 4, 4 and 2 (the
+    two uniform rules), as LXT does.
     """
 
     name = "attnlrp"
@@ -230,9 +240,16 @@ class AttnLRPRules(RuleSet):
         return self._eps(attn @ v)
 
     def fused_attention(
-        self, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor]
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor],
+        mode: Mode,
+        consumer: Optional[R.AttentionConsumer],
     ) -> Optional[Tensor]:
-        if self.epsilon > 0:
+        if self.epsilon > 0 or consumer is not None:
             return None
         if self.attention == "cp":
             q, k = q.detach(), k.detach()
@@ -275,14 +292,48 @@ def _conv_kwargs(m: nn.Module) -> dict:
 
 
 # ------------------------------------------------------------------- tracer
+#: ``reduce(relevance, gradient)`` of one layer's attention; ``gradient`` is
+#: ``d y_t / d A`` when the call runs a gradient pass, else None
+Reduce = Callable[[Tensor, Optional[Tensor]], Tensor]
+
+
+class AttentionTap:
+    """Collects, for one layer and one call, the relevance arriving at the
+    attention probabilities :math:`A` (and, with a gradient pass, the
+    gradient of the target logits there), and keeps ``reduce`` of them.
+
+    With the fused attention the gradient pass leaves the gradient at
+    :math:`O = A V` (``(B, H, N, d)``, not ``(B, H, N, N)``); the gradient at
+    :math:`A`, :math:`g_O V^\top`, is formed when the relevance arrives.
+    """
+
+    def __init__(self, reduce: Optional[Reduce] = None) -> None:
+        self.reduce = reduce
+        self.result: Optional[Tensor] = None
+        self._grad_attention: Optional[Tensor] = None
+        self._grad_output: Optional[Tensor] = None
+
+    def gradient(
+        self, *, attention: Optional[Tensor], output: Optional[Tensor]
+    ) -> None:
+        self._grad_attention, self._grad_output = attention, output
+
+    def relevance(self, rel: Tensor, v: Optional[Tensor]) -> None:
+        grad = self._grad_attention
+        if grad is None and self._grad_output is not None and v is not None:
+            grad = self._grad_output @ v.transpose(-2, -1)
+        self._grad_attention = self._grad_output = None
+        rel = rel.detach()
+        self.result = rel if self.reduce is None else self.reduce(rel, grad)
+
+
 class LRPTracer(Tracer):
     """Routes the attention core, the residual sums, the positional sum and
     the pooling through a :class:`RuleSet`, for one call.
 
-    Records the attention probabilities of ``layers`` (all layers by
-    default); with Chefer et al.'s rules the "gradient" arriving at them in
-    the relevance pass is their relevance. Holds the call's
-    :class:`~._lrp_rules.Mode` (``with tracer.mode.gradient(): ...``).
+    Holds the call's :class:`~._lrp_rules.Mode` (``with tracer.mode.gradient():
+    ...``) and an :class:`AttentionTap` per layer in ``taps``. Records nothing
+    unless its ``keep_*`` flags are set.
     """
 
     trace_ends = True
@@ -291,14 +342,14 @@ class LRPTracer(Tracer):
         self,
         rules: RuleSet,
         mode: Optional[Mode] = None,
-        layers: Optional[Iterable[int]] = None,
+        taps: Optional[Dict[int, AttentionTap]] = None,
     ) -> None:
-        super().__init__(keep_attention=True, layers=layers)
+        super().__init__(keep_attention=False)
         self.rules = rules
         self.mode = Mode() if mode is None else mode
-
-    def _records(self, layer: int) -> bool:
-        return self.keep_attention and (self.layers is None or layer in self.layers)
+        self.taps: Dict[int, AttentionTap] = {} if taps is None else taps
+        #: the attention inputs ``(q, k, v)`` of each tapped layer
+        self.qkv: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
 
     def attention(
         self,
@@ -310,12 +361,15 @@ class LRPTracer(Tracer):
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> Tensor:
+        tap = self.taps.get(layer)
+        if tap is not None:
+            self.qkv[layer] = (q, k, v)
         if (
             dropout is None
             and self.score_hook is None
-            and not (self.keep_scores or self.keep_values or self._records(layer))
+            and not (self.keep_attention or self.keep_scores or self.keep_values)
         ):
-            out = self.rules.fused_attention(q, k, v, scale, mask)
+            out = self.rules.fused_attention(q, k, v, scale, mask, self.mode, tap)
             if out is not None:
                 return out
         return super().attention(layer, q, k, v, scale, mask, dropout)
@@ -329,6 +383,10 @@ class LRPTracer(Tracer):
         return self.rules.softmax(scores, self.mode)
 
     def av(self, layer: int, attn: Tensor, v: Tensor) -> Tensor:
+        tap = self.taps.get(layer)
+        if tap is not None:
+            gxi = self.rules.gradient_times_input
+            attn = R.Tap.apply(attn, tap, self.mode, gxi)
         return self.rules.av(attn, v, self.mode)
 
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
@@ -400,15 +458,15 @@ def lrp_context(
     rules: RuleSet,
     *,
     gradients: bool = False,
-    layers: Optional[Iterable[int]] = None,
+    taps: Optional[Dict[int, AttentionTap]] = None,
 ) -> Iterator[LRPTracer]:
     """Apply ``rules`` to ``adapter.model`` for the duration of the context.
 
     The single place where rules are applied to a model. Yields the call's
-    :class:`LRPTracer` (which records attention probabilities and holds the
-    call's :class:`~._lrp_rules.Mode`). Every instance-level ``forward`` set
-    here or by the adapter is removed on exit (the user's own restored), also
-    when the body raised.
+    :class:`LRPTracer` (which holds the call's :class:`~._lrp_rules.Mode` and
+    attention taps). Every instance-level ``forward`` set here or by the
+    adapter is removed on exit (the user's own restored), also when the body
+    raised.
 
     Args:
         adapter (ViTAdapter): the model's adapter.
@@ -416,11 +474,12 @@ def lrp_context(
         gradients (bool, optional): whether a gradient pass will run
             (``with tracer.mode.gradient(): ...``) before the relevance pass.
             Default: False
-        layers (iterable of int, optional): the layers whose attention
-            probabilities are recorded. Default: None (all layers)
+        taps (dict, optional): layer -> :class:`AttentionTap` that receives
+            what arrives at that layer's attention probabilities. Default:
+            None
     """
     mode = Mode(gradients=gradients)
-    tracer = LRPTracer(rules, mode, layers)
+    tracer = LRPTracer(rules, mode, taps)
     with InstancePatches() as patches:
         for module, fn in _module_rules(adapter, rules, mode):
             if not patches.has(module, "forward"):
@@ -441,11 +500,6 @@ class RelevancePass(NamedTuple):
     attention: Dict[int, Tensor]
 
 
-#: ``reduce(relevance, gradient)`` of one layer's attention; ``gradient`` is
-#: ``d y_t / d A`` with ``gradients=True``, else None
-Reduce = Callable[[Tensor, Optional[Tensor]], Tensor]
-
-
 def relevance_pass(
     adapter: ViTAdapter,
     rules: RuleSet,
@@ -461,8 +515,8 @@ def relevance_pass(
     """One forward with ``rules`` applied, then one relevance pass.
 
     No parameter gradient is computed or stored: the rules see detached
-    parameters and only ``inputs`` (or the attention of ``layers``) are
-    differentiated.
+    parameters and only ``inputs`` (or the attention inputs of the lowest of
+    ``layers``) are differentiated.
 
     Args:
         adapter (ViTAdapter): the model's adapter.
@@ -492,62 +546,35 @@ def relevance_pass(
         raise ValueError("nothing to compute: wrt_input=False and no layers")
     if gradients and rules.gradient_times_input:
         raise ValueError(f"rule set {rules.name!r} has no gradient pass")
-    kept: Dict[int, Tensor] = {}
-    grads: Dict[int, Tensor] = {}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.enable_grad())
-        tracer = stack.enter_context(
-            lrp_context(adapter, rules, gradients=gradients, layers=layers)
-        )
+    taps = {i: AttentionTap(reduce) for i in layers}
+    with (
+        torch.enable_grad(),
+        lrp_context(adapter, rules, gradients=gradients, taps=taps) as tracer,
+    ):
         x = inputs.detach().requires_grad_(True)
         logits = adapter.forward(x, *args)
         if target is None:
             target = logits.detach().argmax(dim=-1)
         target = target.to(logits.device)
         one_hot = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
-        attns = [tracer.attentions[i] for i in layers]
+        # the backward passes stop at the lowest tapped layer's q, k, v
+        wrt = [x] if wrt_input else list(tracer.qkv[layers[0]])
         if gradients:
             with tracer.mode.gradient():
-                g = torch.autograd.grad(logits, attns, one_hot, retain_graph=True)
-            grads = {i: t.detach() for i, t in zip(layers, g)}
-            del g
-        for i, a in zip(layers, attns):
-            stack.enter_context(_on_relevance(a, i, rules, kept, grads, reduce))
+                torch.autograd.grad(
+                    logits, wrt, one_hot, retain_graph=True, allow_unused=True
+                )
         start = one_hot
         if rules.start_at_logit and not rules.gradient_times_input:
             start = start * logits.detach()
-        wrt = [x] if wrt_input else attns[:1]
-        (g_x,) = torch.autograd.grad(logits, wrt, grad_outputs=start)
-        if wrt_input and rules.gradient_times_input:
-            g_x = x.detach() * g_x
-        elif not wrt_input:  # the lowest layer: its hook has fired
-            g_x = None
-    rel_x = None if g_x is None else g_x.detach()
-    return RelevancePass(target, rel_x, kept)
-
-
-@contextlib.contextmanager
-def _on_relevance(
-    attn: Tensor,
-    layer: int,
-    rules: RuleSet,
-    kept: Dict[int, Tensor],
-    grads: Dict[int, Tensor],
-    reduce: Optional[Reduce],
-) -> Iterator[None]:
-    """Store ``reduce(relevance, gradient)`` of ``attn`` when the relevance
-    pass reaches it (the gradient is dropped once used)."""
-
-    def hook(g: Tensor) -> None:
-        rel = (attn.detach() * g) if rules.gradient_times_input else g
-        rel = rel.detach()
-        kept[layer] = rel if reduce is None else reduce(rel, grads.pop(layer, None))
-
-    handle = attn.register_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+        grads = torch.autograd.grad(logits, wrt, grad_outputs=start, allow_unused=True)
+    rel_x = None
+    if wrt_input:
+        rel_x = grads[0].detach()
+        if rules.gradient_times_input:
+            rel_x = rel_x.mul_(x.detach())
+    attention = {i: tap.result for i, tap in taps.items() if tap.result is not None}
+    return RelevancePass(target, rel_x, attention)
 
 
 class _PixelLRPAttribution(ViTAttribution):

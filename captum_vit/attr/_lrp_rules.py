@@ -40,7 +40,7 @@ sample, so a sample's relevance never depends on the rest of its batch.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,12 @@ __all__ = [
     "PoolZ",
     "QKHalf",
     "AVHalf",
+    "AttentionHalf",
+    "Tap",
+    "AttentionConsumer",
+    "attention_probs",
+    "qk_half",
+    "av_half",
     "ConvZBeta",
     "IdentityRule",
     "UniformRule",
@@ -377,6 +383,20 @@ class PoolZ(Function):
         return sdiv(R, p)[:, None, :] * x * w[None, :, None], None, None
 
 
+def qk_half(q: Tensor, k: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The equation of :class:`QKHalf`: ``(R_q, R_k)`` for the relevance
+    ``R`` of the scores."""
+    S = sdiv(R, q @ k.transpose(-2, -1)).mul_(0.5)
+    return (S @ k).mul_(q), (S.transpose(-2, -1) @ q).mul_(k)
+
+
+def av_half(attn: Tensor, v: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The equation of :class:`AVHalf`: ``(R_A, R_V)`` for the relevance
+    ``R`` of :math:`A V` (which is recomputed, a small product)."""
+    S = sdiv(R, attn @ v).mul_(0.5)  # the halving, on the small (N, d) factor
+    return (S @ v.transpose(-2, -1)).mul_(attn), (attn.transpose(-2, -1) @ S).mul_(v)
+
+
 class QKHalf(Function):
     r"""z-rule on the attention scores :math:`s\,q k^\top`, halved between
     the two factors (Chefer et al. eq. 5-6 and their ``einsum`` relprop with
@@ -400,13 +420,10 @@ class QKHalf(Function):
     def backward(ctx: Any, R: Tensor) -> Grads:
         q, k = ctx.saved_tensors
         if _grad(ctx):
-            gq = (R @ k) * ctx.scale
-            gk = (R.transpose(-2, -1) @ q) * ctx.scale
+            gq = (R @ k).mul_(ctx.scale)
+            gk = (R.transpose(-2, -1) @ q).mul_(ctx.scale)
             return gq, gk, None, None
-        S = sdiv(R, q @ k.transpose(-2, -1)).mul_(0.5)
-        Rq = (S @ k).mul_(q)
-        Rk = (S.transpose(-2, -1) @ q).mul_(k)
-        return Rq, Rk, None, None
+        return (*qk_half(q, k, R), None, None)
 
 
 class AVHalf(Function):
@@ -434,11 +451,117 @@ class AVHalf(Function):
         attn, v = ctx.saved_tensors
         if _grad(ctx):
             return R @ v.transpose(-2, -1), attn.transpose(-2, -1) @ R, None
-        # A V again (a small product) rather than keeping it from the forward
-        S = sdiv(R, attn @ v).mul_(0.5)  # the halving, on the small (N, d) factor
-        RA = (S @ v.transpose(-2, -1)).mul_(attn)
-        Rv = (attn.transpose(-2, -1) @ S).mul_(v)
-        return RA, Rv, None
+        return (*av_half(attn, v, R), None)
+
+
+class AttentionConsumer(Protocol):
+    """Receives, for one layer and one call, what arrives at the attention
+    probabilities :math:`A` in the backward passes."""
+
+    def gradient(
+        self, *, attention: Optional[Tensor], output: Optional[Tensor]
+    ) -> None:
+        """The gradient pass reached :math:`A` (its gradient) or :math:`A V`
+        (the gradient there, from which :math:`A`'s follows)."""
+
+    def relevance(self, rel: Tensor, v: Optional[Tensor]) -> None:
+        """The relevance pass reached :math:`A` with relevance ``rel``."""
+
+
+def attention_probs(
+    q: Tensor, k: Tensor, scale: float, mask: Optional[Tensor] = None
+) -> Tensor:
+    r""":math:`\mathrm{softmax}(s\,q k^\top + M)`, as the adapters' tracer
+    computes it."""
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    return scores.softmax(dim=-1)
+
+
+class AttentionHalf(Function):
+    r"""Chefer et al.'s rules for the whole attention core
+    :math:`O = \mathrm{softmax}(s\,q k^\top) V` in one Function: the halved
+    z-rule of :class:`AVHalf`, the identity through the softmax and the
+    halved z-rule of :class:`QKHalf`:
+
+    .. math::
+        (R_A, R_V) = \mathrm{AVHalf}(R), \qquad
+        (R_q, R_k) = \mathrm{QKHalf}(R_A)
+
+    The forward runs torch's fused attention kernel and keeps only
+    :math:`q, k, v`; the backward recomputes :math:`A` for its layer, so no
+    ``(B, H, N, N)`` tensor outlives its layer. ``consumer`` (optional)
+    receives :math:`R_A`, and in the gradient pass the gradient at
+    :math:`O`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor],
+        mode: Optional[Mode] = None,
+        consumer: Optional[AttentionConsumer] = None,
+    ) -> Tensor:
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.scale, ctx.mode, ctx.consumer = scale, mode, consumer
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+    @staticmethod
+    def backward(ctx: Any, R: Tensor) -> Grads:
+        q, k, v, mask = ctx.saved_tensors
+        attn = attention_probs(q, k, ctx.scale, mask)
+        consumer = ctx.consumer
+        if _grad(ctx):
+            if consumer is not None:
+                consumer.gradient(attention=None, output=R)
+            gv = attn.transpose(-2, -1) @ R
+            gs = R @ v.transpose(-2, -1)  # the gradient at A, then at the scores
+            gs.sub_((gs * attn).sum(dim=-1, keepdim=True)).mul_(attn)
+            gq = (gs @ k).mul_(ctx.scale)
+            gk = (gs.transpose(-2, -1) @ q).mul_(ctx.scale)
+            return gq, gk, gv, None, None, None, None
+        RA, Rv = av_half(attn, v, R)
+        del attn
+        if consumer is not None:
+            consumer.relevance(RA, v)
+        Rq, Rk = qk_half(q, k, RA)
+        return Rq, Rk, Rv, None, None, None, None
+
+
+class Tap(Function):
+    """Identity on the attention probabilities :math:`A` of the op-by-op path
+    that hands what arrives at them in backward to a consumer: the gradient
+    in the gradient pass, else the relevance (``A * g`` for gradient x
+    input rules, ``g`` for relevance rules)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        attn: Tensor,
+        consumer: AttentionConsumer,
+        mode: Optional[Mode],
+        gradient_times_input: bool,
+    ) -> Tensor:
+        ctx.save_for_backward(attn)
+        ctx.consumer, ctx.mode, ctx.gxi = consumer, mode, gradient_times_input
+        return attn.view_as(attn)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Grads:
+        (attn,) = ctx.saved_tensors
+        if _grad(ctx):
+            ctx.consumer.gradient(attention=g, output=None)
+        else:
+            ctx.consumer.relevance(attn * g if ctx.gxi else g, None)
+        return g, None, None, None
 
 
 def _conv_input_grad(

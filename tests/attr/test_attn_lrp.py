@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import captum_vit as cv
-from captum_vit.attr._lrp import AttnLRPRules, lrp_context
+from captum_vit.attr._lrp import AttnLRPRules, lrp_context, relevance_pass
 from tests.models import hf_vit_from_timm, images, timm_vit
 
 
@@ -106,7 +106,7 @@ def _conservation_terms(model, x, target, epsilon):
     relevance the softmax rules absorb, for one image."""
     adapter = cv.adapters.get(model)
     with torch.enable_grad(), lrp_context(adapter, AttnLRPRules(epsilon)) as tr:
-        tr.keep_scores = True
+        tr.keep_attention = tr.keep_scores = True
         xr = x.clone().requires_grad_(True)
         logits = model(xr)
         L = adapter.num_layers
@@ -160,3 +160,26 @@ def test_batch_and_hf_agree():
         x, target=target, output="tokens"
     )
     assert (hf - batched).abs().max() / batched.abs().max() < 1e-4
+
+
+def test_relevance_at_attention_is_attention_times_gradient():
+    """Asked for the relevance at the attention probabilities, the pass runs
+    the attention op by op and returns ``A * g`` (gradient x input there)."""
+    model = timm_vit().double()
+    x = images(2).double()
+    target = torch.tensor([1, 3])
+    adapter = cv.adapters.get(model)
+    got = relevance_pass(adapter, AttnLRPRules(), x, target, layers=[0, 1])
+    with torch.enable_grad(), lrp_context(adapter, AttnLRPRules()) as tr:
+        tr.keep_attention = True
+        xr = x.clone().requires_grad_(True)
+        logits = model(xr)
+        start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+        attn = [tr.attentions[0], tr.attentions[1]]
+        g = torch.autograd.grad(logits, [xr] + attn, grad_outputs=start)
+    torch.testing.assert_close(got.inputs, xr.detach() * g[0])
+    for i in (0, 1):
+        torch.testing.assert_close(got.attention[i], attn[i].detach() * g[1 + i])
+    # and the input relevance does not depend on asking for it
+    alone = cv.AttnLRP(model).attribute(x, target=target)
+    torch.testing.assert_close(got.inputs, alone)

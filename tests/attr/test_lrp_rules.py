@@ -269,6 +269,42 @@ def test_av_halved_z_rule():
 
 
 @replicates
+def test_attention_core_in_one_function():
+    """AttentionHalf = AVHalf, identity through the softmax, QKHalf; the
+    consumer sees R_A, and in the gradient pass the gradient at A V."""
+    B, H, N, d = 2, 2, 3, 4
+    q, k, v, R = rnd(B, H, N, d), rnd(B, H, N, d), rnd(B, H, N, d), rnd(B, H, N, d)
+    scale = d**-0.5
+
+    class Consumer:
+        def gradient(self, *, attention, output):
+            self.grad = output
+
+        def relevance(self, rel, v):
+            self.rel = rel
+
+    seen, mode = Consumer(), rules.Mode(gradients=True)
+
+    def core(q, k, v):
+        return rules.AttentionHalf.apply(q, k, v, scale, None, mode, seen)
+
+    Rq, Rk, Rv = relevance(core, [q, k, v], R)
+    A = (q @ k.mT * scale).softmax(-1)
+    EA, Ev = zip(*[naive_av_half(A[b], v[b], R[b]) for b in range(B)])
+    Eq, Ek = zip(*[naive_qk_half(q[b], k[b], EA[b]) for b in range(B)])
+    for got, expected in ((seen.rel, EA), (Rv, Ev), (Rq, Eq), (Rk, Ek)):
+        torch.testing.assert_close(got, torch.stack(expected))
+    with mode.gradient():
+        got = relevance(core, [q, k, v], R)
+    expected = relevance(
+        lambda q, k, v: (q @ k.mT * scale).softmax(-1) @ v, [q, k, v], R
+    )
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e)
+    torch.testing.assert_close(seen.grad, R)
+
+
+@replicates
 def test_uniform_rule_in_both_matmuls():
     """AttnLRP's uniform rule as gradient x input (UniformRule on each factor
     of a plain matmul) is the halved z-rule of both attention matmuls."""
@@ -392,7 +428,7 @@ def test_conv_epsilon():
 
 def test_every_rule_is_replicated():
     names = {f.__name__ for f in REPLICATES}
-    assert len(names) == 17, names
+    assert len(names) == 18, names
     for name in rules.__all__:
         if name in ("sdiv", "stabilize"):
             continue
