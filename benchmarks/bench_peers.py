@@ -44,6 +44,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -287,14 +288,23 @@ def all_workloads(args) -> Dict[str, Workload]:
     torch.set_num_threads(args.threads)
     model, x, target = build(args.batch)
     fns = ours(model, x, target)
-    fns.update(lxt(model, x, target))
-    fns.update(chefer(model, x, target, args.chefer))
-    fns.update(vit_explain(model, x, args.vit_explain))
-    fns.update(grad_cam(model, x, target))
-    return fns
+    peers = {
+        "lxt": lambda: lxt(model, x, target),
+        "chefer": lambda: chefer(model, x, target, args.chefer),
+        "vit-explain": lambda: vit_explain(model, x, args.vit_explain),
+        "grad-cam": lambda: grad_cam(model, x, target),
+    }
+    for name in args.peers:
+        fns.update(peers[name]())
+    if args.memory:
+        return fns
+    used = {a for a, b in PAIRS if b in fns} | {"forward+backward"}
+    return {k: v for k, v in fns.items() if k in used or not k.startswith("captum")}
 
 
-def _as_maps(out, batch: int) -> np.ndarray:
+def _as_maps(out, batch: int) -> Optional[np.ndarray]:
+    if out is None:
+        return None
     if isinstance(out, torch.Tensor):
         out = out.detach().float().numpy()
     out = np.asarray(out, dtype=np.float64)
@@ -303,10 +313,21 @@ def _as_maps(out, batch: int) -> np.ndarray:
     return out.reshape(batch, -1)
 
 
-def _min_corr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:  # grad-cam returns pixels, ours the token grid
-        return float("nan")
-    return min(np.corrcoef(u, v)[0, 1] for u, v in zip(a, b))
+def _agreement(a: np.ndarray, b: np.ndarray) -> str:
+    """Minimum Pearson correlation over the batch (both maps' scales are
+    arbitrary for rollout and Grad-CAM) and max |a - b| / max |a|."""
+    corr = min(np.corrcoef(u, v)[0, 1] for u, v in zip(a, b))
+    diff = np.abs(a - b).max() / np.abs(a).max()
+    return f"min correlation {corr:.6f}, max|diff|/max {diff:.1e}"
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name}, {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -318,6 +339,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--peers",
+        nargs="+",
+        default=["lxt", "chefer", "vit-explain", "grad-cam"],
+        choices=["lxt", "chefer", "vit-explain", "grad-cam"],
+    )
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -331,6 +358,7 @@ def main() -> None:
     mem: Dict[str, float] = {}
     if not args.no_memory:
         passed = ["--batch", str(args.batch), "--threads", str(args.threads)]
+        passed += ["--peers", *args.peers]
         for flag, value in (
             ("--chefer", args.chefer),
             ("--vit-explain", args.vit_explain),
@@ -346,7 +374,7 @@ def main() -> None:
             last = out.stdout.strip().splitlines()[-1]
             mem[name] = json.loads(last)["peak_extra_mib"]
     print(
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{_machine()}, torch {torch.__version__}, "
         f"{args.threads} threads, vit_small_patch16_224 (random init), batch "
         f"{args.batch}, {args.repeats} interleaved repeats, medians"
     )
@@ -358,10 +386,9 @@ def main() -> None:
     for a, b in PAIRS:
         if a in med and b in med:
             mem_ratio = f"{mem[b] / mem[a]:.2f}x" if mem else "-"
-            corr = _min_corr(maps[a], maps[b])
             print(
                 f"  {b} / {a}: {med[b] / med[a]:.2f}x; {mem_ratio}; "
-                f"min correlation {corr:.4f}"
+                f"{_agreement(maps[a], maps[b])}"
             )
 
 
