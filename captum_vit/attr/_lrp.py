@@ -37,8 +37,10 @@ from typing import (
     List,
     NamedTuple,
     Optional,
+    Sequence,
     Tuple,
     Union,
+    cast,
 )
 
 import torch
@@ -79,8 +81,13 @@ def _skip(m: Optional[nn.Module]) -> bool:
     return m is None or isinstance(m, (nn.Identity, nn.Dropout))
 
 
-def _detached(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.detach()
+def _params(module: nn.Module) -> Tuple[Tensor, Optional[Tensor]]:
+    """The module's weight and bias, detached: no rule builds a graph that
+    reaches a parameter."""
+    w, b = module.weight, getattr(module, "bias", None)
+    if not isinstance(w, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return w.detach(), b.detach() if isinstance(b, Tensor) else None
 
 
 class RuleSet:
@@ -100,7 +107,7 @@ class RuleSet:
 
     # modules
     def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
-        w, b = _detached(module.weight), _detached(module.bias)
+        w, b = _params(module)
         return R.LinearAlpha1Beta0.apply(x, w, b, mode)
 
     def norm(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
@@ -110,7 +117,7 @@ class RuleSet:
         return self.identity(x, _original(module), mode)
 
     def patch_conv(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
-        w, b = _detached(module.weight), _detached(module.bias)
+        w, b = _params(module)
         return R.ConvZBeta.apply(x, w, b, _conv_kwargs(module), mode)
 
     # functional operations
@@ -160,7 +167,7 @@ class OriginalRules(RuleSet):
     name = "original"
 
     def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
-        w, b = _detached(module.weight), _detached(module.bias)
+        w, b = _params(module)
         return R.LinearSeparate.apply(x, w, b, mode)
 
     def add(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
@@ -196,18 +203,18 @@ class AttnLRPRules(RuleSet):
         return R.Epsilon.apply(y, self.epsilon) if self.epsilon > 0 else y
 
     def linear(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
-        w, b = _detached(module.weight), _detached(module.bias)
+        w, b = _params(module)
         return self._eps(F.linear(x, w, b))
 
     def norm(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
         if isinstance(module, nn.LayerNorm):
-            w, b = _detached(module.weight), _detached(module.bias)
+            w, b = _params(module)
             y = R.ConstantStdLayerNorm.apply(x, w, b, module.eps)
             return self._eps(y)
         return self.identity(x, _original(module), mode)
 
     def patch_conv(self, module: nn.Module, x: Tensor, mode: Mode) -> Tensor:
-        w, b = _detached(module.weight), _detached(module.bias)
+        w, b = _params(module)
         return self._eps(F.conv2d(x, w, b, **_conv_kwargs(module)))
 
     def identity(self, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Mode) -> Tensor:
@@ -402,7 +409,7 @@ class LRPTracer(Tracer):
     def pool(self, x: Tensor, weights: Tensor) -> Tensor:
         return self.rules.pool(x, weights, self.mode)
 
-    def merge_heads(self, outputs: List[Tensor]) -> Tensor:
+    def merge_heads(self, outputs: Sequence[Tensor]) -> Tensor:
         n = len(outputs)
         parts = [self.rules.identity(o, lambda t: t / n, self.mode) for o in outputs]
         out = parts[0]
@@ -419,8 +426,12 @@ def _module_rules(
     out: List[Tuple[nn.Module, Callable[[Tensor], Tensor]]] = []
 
     def bind(kind: str, module: nn.Module) -> None:
-        fn = getattr(rules, kind)
-        out.append((module, lambda x, _m=module, _f=fn: _f(_m, x, mode)))
+        rule = getattr(rules, kind)
+
+        def forward(x: Tensor) -> Tensor:
+            return rule(module, x, mode)
+
+        out.append((module, forward))
 
     def by_type(module: Optional[nn.Module]) -> None:
         if module is None or _skip(module):
@@ -628,8 +639,14 @@ class _PixelLRPAttribution(ViTAttribution):
             )
         return (rel,) if is_tuple else rel
 
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        raise NotImplementedError
+    #: the rule set, chosen by the subclass's constructor
+    rules: RuleSet
+
+    def _relevance(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
+        rel = relevance_pass(self.adapter, self.rules, inputs, target, args=args)
+        return cast(Tensor, rel.inputs)  # wrt_input: never None
 
 
 def patch_sums(rel: Tensor, grid: Tuple[int, int], patch: Tuple[int, int]) -> Tensor:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
+from torch.nn.grad import conv2d_input
 
 __all__ = [
     "Mode",
@@ -567,7 +568,7 @@ class Tap(Function):
 def _conv_input_grad(
     x_shape: Sequence[int], weight: Tensor, S: Tensor, conv_kwargs: dict
 ) -> Tensor:
-    return torch.nn.grad.conv2d_input(x_shape, weight, S, **conv_kwargs)
+    return conv2d_input(x_shape, weight, S, **conv_kwargs)
 
 
 class ConvZBeta(Function):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from ._lrp import AttnLRPRules, _PixelLRPAttribution, relevance_pass
+from ._lrp import AttnLRPRules, _PixelLRPAttribution
 
 
 class AttnLRP(_PixelLRPAttribution):
@@ -85,8 +85,3 @@ class AttnLRP(_PixelLRPAttribution):
         if attention not in ("attnlrp", "cp"):
             raise ValueError(f"attention must be 'attnlrp' or 'cp', got {attention!r}")
         self.rules = AttnLRPRules(epsilon, attention)
-
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        return relevance_pass(
-            self.adapter, self.rules, inputs, target, args=args
-        ).inputs

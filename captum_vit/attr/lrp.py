@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Union
 
-from torch import Tensor, nn
+from torch import nn
 
-from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set, relevance_pass
+from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set
 
 
 class LRP(_PixelLRPAttribution):
@@ -70,8 +70,3 @@ class LRP(_PixelLRPAttribution):
                 "(AttnLRP is the class cv.AttnLRP)"
             )
         self.rules = get_rule_set(rules)
-
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        return relevance_pass(
-            self.adapter, self.rules, inputs, target, args=args
-        ).inputs

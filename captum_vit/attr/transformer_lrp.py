@@ -97,12 +97,11 @@ class TransformerLRP(ViTAttribution):
             gradients=self.method == "transformer_attribution",
             reduce=_layer_map,
         ).attention
-        first = maps[self.start_layer]
-        eye = torch.eye(first.shape[-1], dtype=first.dtype, device=first.device)
-        J = None
-        for layer in layers:
-            M = maps[layer] + eye
-            J = M if J is None else M @ J
+        J = maps[self.start_layer]
+        eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+        J = J + eye
+        for layer in layers[1:]:
+            J = (maps[layer] + eye) @ J
         return self._patch_row(J)
 
 
