@@ -357,6 +357,10 @@ class LRPTracer(Tracer):
         self.taps: Dict[int, AttentionTap] = {} if taps is None else taps
         #: the attention inputs ``(q, k, v)`` of each tapped layer
         self.qkv: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
+        #: the first layer whose forward needs a graph: the forward entering
+        #: it switches gradients on (the caller runs the layers below
+        #: without; None: not used)
+        self.grad_from: Optional[int] = None
 
     def attention(
         self,
@@ -401,6 +405,9 @@ class LRPTracer(Tracer):
         return self.rules.clone(out, self.mode) if index == 0 else out
 
     def block_input(self, layer: int, x: Tensor) -> Tensor:
+        if layer == self.grad_from:  # the graph starts here
+            torch.set_grad_enabled(True)
+            x = x.detach().requires_grad_(True)
         return super().block_input(layer, self.rules.clone(x, self.mode))
 
     def embed_add(self, tokens: Tensor, pos: Tensor) -> Tensor:
@@ -562,8 +569,13 @@ def relevance_pass(
         torch.enable_grad(),
         lrp_context(adapter, rules, gradients=gradients, taps=taps) as tracer,
     ):
-        x = inputs.detach().requires_grad_(True)
-        logits = adapter.forward(x, *args)
+        x = inputs.detach().requires_grad_(wrt_input)
+        if wrt_input:
+            logits = adapter.forward(x, *args)
+        else:  # the layers below the first tapped one need no graph
+            tracer.grad_from = layers[0]
+            with torch.no_grad():
+                logits = adapter.forward(x, *args)
         if target is None:
             target = logits.detach().argmax(dim=-1)
         target = target.to(logits.device)
