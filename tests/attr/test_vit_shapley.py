@@ -439,6 +439,62 @@ def test_user_model_untouched_after_exception(one_thread):
     assert_same_state(s_before, snapshot(s))
 
 
+def test_surrogate_restored_when_its_forward_raises(one_thread):
+    """The explainer trains with the surrogate frozen (eval, no gradients);
+    its modes, flags, grads and weights come back as they were, after a
+    successful run and after an exception raised inside its forward."""
+    s = ShapleySurrogate(timm_vit())
+    s.train()
+    s.model.blocks[1].eval()
+    params = list(s.parameters())
+    params[1].requires_grad_(False)
+    params[-1].grad = torch.ones_like(params[-1])
+    seen, fail = [], []
+
+    def probe(module, args):
+        seen.append((s.training, any(p.requires_grad for p in s.parameters())))
+        if fail:
+            raise Boom("raised inside the surrogate's forward")
+
+    handle = s.model.blocks[0].register_forward_pre_hook(probe)
+    try:
+        before = snapshot(s)
+        x = images(4)
+        cv.ViTShapley.train_explainer(s, [x], num_subsets=2, show_progress=False)
+        assert_same_state(before, snapshot(s))
+        assert seen and all(state == (False, False) for state in seen)
+        fail.append(True)
+        with pytest.raises(Boom):
+            cv.ViTShapley.train_explainer(s, [x], num_subsets=2, show_progress=False)
+        assert_same_state(before, snapshot(s))
+    finally:
+        handle.remove()
+
+
+def test_training_trains_copies_only(one_thread):
+    """Nothing trained shares a parameter with the user's models, and the
+    caller's global random state is left as it was."""
+    model, other, x = timm_vit(), timm_vit(seed=1), images(8)
+    rng = torch.get_rng_state()
+    s = cv.ViTShapley.train_surrogate(model, [x], show_progress=False)
+    e1 = cv.ViTShapley.train_explainer(s, [x], num_subsets=2, show_progress=False)
+    e2 = cv.ViTShapley.train_explainer(
+        s, [x], num_subsets=2, model=other, show_progress=False
+    )
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    def storages(module):
+        return {p.untyped_storage().data_ptr() for p in module.parameters()}
+
+    assert storages(s).isdisjoint(storages(model))
+    for e in (e1, e2):
+        assert storages(e).isdisjoint(storages(s) | storages(model) | storages(other))
+    # the copies were trained (one Adam step), the sources were not
+    for trained, source in ((s.model, model), (e1.backbone, s.model)):
+        w = trained.blocks[0].attn.qkv.weight
+        assert not torch.equal(w, source.blocks[0].attn.qkv.weight)
+
+
 # -------------------------------------------------------------- bad input
 def test_bad_input(trained, task):
     method = trained
