@@ -7,7 +7,7 @@ from typing import List, Optional
 from torch import Tensor, nn
 
 from ... import adapters
-from ...adapters import Tracer, ViTAdapter
+from ...adapters import Tracer
 
 
 class ShapleyExplainer(nn.Module):
@@ -38,10 +38,8 @@ class ShapleyExplainer(nn.Module):
         num_mlp_layers: int = 3,
     ) -> None:
         super().__init__()
-        if isinstance(model, ViTAdapter):
-            model = model.model
-        self.backbone = model
         adapter = adapters.get(model)
+        self.backbone = adapter.model
         dim = adapter.head_parts().classifiers[0].in_features
         num_classes = adapter.num_classes if num_classes is None else num_classes
         hidden_dim = 2 * dim if hidden_dim is None else hidden_dim

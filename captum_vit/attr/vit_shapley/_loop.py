@@ -5,22 +5,44 @@ caller's objective."""
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
 
-def check_training_args(epochs: int, lr: float, max_steps: Optional[int]) -> None:
-    """Raise ``ValueError`` for arguments :func:`fit` cannot train with."""
-    if not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if max_steps is not None and (
-        not isinstance(max_steps, numbers.Integral) or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
+@dataclass(frozen=True)
+class Schedule:
+    """How :func:`fit` trains: passes, Adam's settings, an early stop, a bar.
+
+    Args:
+        epochs (int): passes over the dataloader, >= 1.
+        lr (float): Adam learning rate, > 0.
+        weight_decay (float): Adam weight decay.
+        max_steps (int, optional): stop after this many batches (None: no
+            limit).
+        show_progress (bool): tqdm progress bar.
+    """
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    max_steps: Optional[int]
+    show_progress: bool
+
+    def __post_init__(self) -> None:
+        epochs, max_steps = self.epochs, self.max_steps
+        if not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if max_steps is not None and (
+            not isinstance(max_steps, numbers.Integral) or max_steps < 1
+        ):
+            raise ValueError(
+                f"max_steps must be a positive int or None, got {max_steps!r}"
+            )
 
 
 def training_device(model: nn.Module, device: Any = None) -> torch.device:
@@ -77,13 +99,9 @@ def fit(
     module: nn.Module,
     loss_fn: Callable[[Tensor], Tensor],
     dataloader: Iterable[Any],
+    schedule: Schedule,
     *,
     device: torch.device,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    max_steps: Optional[int],
-    show_progress: bool,
     desc: str,
     postfix: str,
 ) -> None:
@@ -98,28 +116,28 @@ def fit(
         loss_fn (callable): the objective of one batch, ``images`` on
             ``device`` -> scalar loss.
         dataloader (iterable): image batches (see :func:`images_of`).
+        schedule (Schedule): epochs, Adam's settings, early stop, bar.
         device (torch.device): where the batches are moved.
-        epochs (int): passes over ``dataloader``.
-        lr (float): Adam learning rate.
-        weight_decay (float): Adam weight decay.
-        max_steps (int, optional): stop after this many batches.
-        show_progress (bool): tqdm progress bar.
         desc (str): the bar's label.
         postfix (str): format of the loss on the bar, e.g. ``"kl={:.4f}"``.
     """
     from tqdm.auto import tqdm
 
-    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    epochs, max_steps = schedule.epochs, schedule.max_steps
+    opt = torch.optim.Adam(
+        module.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay
+    )
     batches = _batches(dataloader, epochs, max_steps)
     total = _num_steps(dataloader, epochs, max_steps)
-    with tqdm(batches, total=total, desc=desc, disable=not show_progress) as bar:
+    show = schedule.show_progress
+    with tqdm(batches, total=total, desc=desc, disable=not show) as bar:
         with torch.enable_grad():
             for images in bar:
                 loss = loss_fn(images.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if show_progress:
+                if show:
                     bar.set_postfix_str(postfix.format(loss.item()))
     for p in module.parameters():
         p.grad = None

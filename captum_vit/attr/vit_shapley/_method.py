@@ -11,7 +11,7 @@ from .._base import ViTAttribution
 from ._explainer import ShapleyExplainer
 from ._game import efficient_normalisation, grand_and_null, link_function
 from ._io import load_parts, save_parts
-from ._surrogate import ShapleySurrogate
+from ._surrogate import ShapleySurrogate, check_surrogate
 from ._training import train_explainer, train_surrogate
 
 
@@ -104,11 +104,7 @@ class ViTShapley(ViTAttribution):
                 "explainer must be a ShapleyExplainer (see ViTShapley.train_explainer)"
                 f", got {type(explainer).__name__}"
             )
-        if not isinstance(surrogate, ShapleySurrogate):
-            raise TypeError(
-                "surrogate must be a ShapleySurrogate (see ViTShapley.train_surrogate)"
-                f", got {type(surrogate).__name__}"
-            )
+        check_surrogate(surrogate)
         link_function(link)
         super().__init__(surrogate.model, interpolate_mode)
         self.explainer = explainer

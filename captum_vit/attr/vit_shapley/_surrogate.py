@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -40,10 +40,8 @@ class ShapleySurrogate(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if isinstance(model, ViTAdapter):
-            model = model.model
-        self.model = model
-        adapters.get(model)  # raises UnsupportedModelError early
+        # unwraps an adapter; raises UnsupportedModelError early
+        self.model = adapters.get(model).model
 
     @property
     def adapter(self) -> ViTAdapter:
@@ -88,3 +86,12 @@ class ShapleySurrogate(nn.Module):
             weights = torch.cat([w.new_zeros(B, prefix), w], 1)
         with adapter.trace(MaskTracer(keep_tokens, weights)):
             return adapter.forward(images)
+
+
+def check_surrogate(surrogate: Any) -> None:
+    """Raise ``TypeError`` unless ``surrogate`` is a :class:`ShapleySurrogate`."""
+    if not isinstance(surrogate, ShapleySurrogate):
+        raise TypeError(
+            "surrogate must be a ShapleySurrogate (see ViTShapley.train_surrogate)"
+            f", got {type(surrogate).__name__}"
+        )

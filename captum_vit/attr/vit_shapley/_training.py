@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from ... import adapters
 from ._explainer import ShapleyExplainer
 from ._game import efficient_normalisation, grand_and_null, link_function
-from ._loop import check_training_args, fit, training_device
+from ._loop import Schedule, fit, training_device
 from ._sampling import sample_shapley_subsets, sample_uniform_subsets
 from ._state import copy_for_training, frozen
-from ._surrogate import ShapleySurrogate
+from ._surrogate import ShapleySurrogate, check_surrogate
 
 
 def train_surrogate(
@@ -62,9 +62,14 @@ def train_surrogate(
 
     Examples::
 
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> loader = DataLoader(TensorDataset(images), batch_size=64, shuffle=True)
         >>> surrogate = cv.ViTShapley.train_surrogate(model, loader, epochs=5)
+        >>> keep = torch.ones(len(images), surrogate.num_players((224, 224)))
+        >>> keep[:, :98] = 0  # hold out the top half of a 14 x 14 grid
+        >>> logits = surrogate(images, keep)
     """
-    check_training_args(epochs, lr, max_steps)
+    schedule = Schedule(epochs, lr, weight_decay, max_steps, show_progress)
     if masks_per_image < 1:
         raise ValueError(f"masks_per_image must be >= 1, got {masks_per_image}")
     adapter = adapters.get(model)  # raises for unsupported models
@@ -88,12 +93,8 @@ def train_surrogate(
         student,
         kl_to_teacher,
         dataloader,
+        schedule,
         device=device,
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        max_steps=max_steps,
-        show_progress=show_progress,
         desc="ViTShapley surrogate",
         postfix="kl={:.4f}",
     )
@@ -161,14 +162,14 @@ def train_explainer(
 
     Examples::
 
-        >>> explainer = cv.ViTShapley.train_explainer(surrogate, loader, epochs=5)
+        >>> surrogate = cv.ViTShapley.train_surrogate(model, loader, epochs=5)
+        >>> explainer = cv.ViTShapley.train_explainer(
+        ...     surrogate, loader, epochs=5, num_subsets=32, link="softmax"
+        ... )
+        >>> attr = cv.ViTShapley(explainer, surrogate).attribute(images)
     """
-    check_training_args(epochs, lr, max_steps)
-    if not isinstance(surrogate, ShapleySurrogate):
-        raise TypeError(
-            "surrogate must be a ShapleySurrogate (see ViTShapley.train_surrogate)"
-            f", got {type(surrogate).__name__}"
-        )
+    schedule = Schedule(epochs, lr, weight_decay, max_steps, show_progress)
+    check_surrogate(surrogate)
     if num_subsets < 2 or num_subsets % 2:
         raise ValueError(
             f"num_subsets must be an even number >= 2 (paired), got {num_subsets}"
@@ -202,12 +203,8 @@ def train_explainer(
             explainer,
             shapley_regression,
             dataloader,
+            schedule,
             device=device,
-            epochs=epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            max_steps=max_steps,
-            show_progress=show_progress,
             desc="ViTShapley explainer",
             postfix="loss={:.3e}",
         )
