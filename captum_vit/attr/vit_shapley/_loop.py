@@ -1,6 +1,6 @@
 """The one training loop of ViT Shapley, shared by the surrogate and the
-explainer: batches from any dataloader, Adam, a tqdm bar, seeded by the
-caller's objective."""
+explainer: image batches from any dataloader, Adam, a tqdm bar; the caller
+brings the objective."""
 
 from __future__ import annotations
 
