@@ -23,21 +23,14 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._utils import _grid_size, _resolve_baseline, _upsample_nearest
-
-
-def _generator(seed: Optional[int], generator: Optional[torch.Generator]):
-    if seed is not None and generator is not None:
-        raise ValueError("Give either `seed` or `generator`, not both.")
-    if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
-    return generator
+from .._maps import tokens_to_pixels
+from ._utils import _generator, _grid_size, _resolve_baseline
 
 
 def _check_metric(metric: str) -> None:
     if metric not in ("infidelity", "sensitivity"):
         raise ValueError(
-            f"`metric` must be 'infidelity' or 'sensitivity', got {metric!r}."
+            f"metric must be 'infidelity' or 'sensitivity', got {metric!r}"
         )
 
 
@@ -45,12 +38,12 @@ def _patch_field(x: Tensor, patch_size: int, draw: Callable, per_channel: bool):
     """Draw one value per patch (and channel), expanded to pixels, like ``x``."""
     if x.dim() != 4:
         raise ValueError(
-            f"patch perturbations need (N, C, H, W) inputs, got {tuple(x.shape)}."
+            f"patch perturbations need (N, C, H, W) inputs, got {tuple(x.shape)}"
         )
     N, C, H, W = x.shape
     gh, gw = _grid_size((H, W), patch_size)
     field = draw((N * (C if per_channel else 1), gh, gw))
-    field = _upsample_nearest(field, patch_size).reshape(
+    field = tokens_to_pixels(field, (H, W), patch_size, mode="nearest").reshape(
         N, C if per_channel else 1, H, W
     )
     return field.to(
@@ -217,7 +210,7 @@ def patch_baseline_perturb_func(
     _check_metric(metric)
     _grid_size((patch_size, patch_size), patch_size)
     if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"`fraction` must lie in [0, 1], got {fraction!r}.")
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
     gen = _generator(seed, generator)
 
     def replace(x: Tensor, b) -> Tensor:
