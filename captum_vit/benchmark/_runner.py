@@ -8,8 +8,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..metrics import MetricContext, MetricSpec, get_metric, list_metrics
 from ._data import BenchmarkDataset, batches
-from ._metrics import MetricContext, get_metric, list_metrics
 
 MethodsType = Union[Sequence[str], Mapping[str, Callable[[torch.nn.Module], Any]]]
 
@@ -205,6 +205,26 @@ def _dist_setup():
     return dist.get_rank(), dist.get_world_size(), created
 
 
+def _missing(spec: MetricSpec, dataset: BenchmarkDataset) -> List[str]:
+    """The ground truth ``spec`` needs that ``dataset`` lacks."""
+    has = {
+        "masks": dataset.has_masks,
+        "boxes": dataset.has_masks,  # the datasets with masks have boxes too
+        "grid": dataset.grid is not None,
+    }
+    return [need for need in spec.needs if not has.get(need, True)]
+
+
+def _patch_size(model: torch.nn.Module, inputs: torch.Tensor) -> Optional[int]:
+    """The model's patch side for the metrics: an int for square patches, None
+    (the metrics then work on pixels) otherwise."""
+    # TODO(public patch_size): use the public captum_vit.attr helper once it lands
+    from ..attr import patch_window
+
+    _, ph, pw = patch_window(model, inputs)
+    return int(ph) if ph == pw else None
+
+
 def _resolve_methods(methods: Optional[MethodsType], model: torch.nn.Module):
     from ..attr import create_method, list_methods
 
@@ -251,7 +271,8 @@ def run_benchmark(
             (:func:`captum_vit.attr.list_methods`), or ``name -> factory``
             where ``factory(model)`` returns a Captum ``Attribution``.
             Default: None (every registered method)
-        metrics (list[str], optional): names from :func:`list_metrics`.
+        metrics (list[str], optional): names from
+            :func:`captum_vit.metrics.list_metrics`.
             Default: None (every metric the dataset has ground truth for)
         mean (sequence of float, optional): normalisation mean of the
             dataset's images (the positive/negative perturbation tests use
@@ -283,26 +304,16 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    from ..adapters import get as get_adapter
-
     if metrics is None:
-        metrics = [
-            m
-            for m in list_metrics()
-            if all(
-                (need == "mask" and dataset.has_masks)
-                or (need == "grid" and dataset.grid is not None)
-                for need in get_metric(m).needs
-            )
-        ]
+        metrics = [m for m in list_metrics() if not _missing(get_metric(m), dataset)]
     specs = [get_metric(m) for m in metrics]
     for spec in specs:
-        if "mask" in spec.needs and not dataset.has_masks:
+        missing = _missing(spec, dataset)
+        if missing:
             raise ValueError(
-                f"metric {spec.name!r} needs masks; {dataset.name} has none"
+                f"metric {spec.name!r} needs {' and '.join(missing)}; "
+                f"{dataset.name} has none"
             )
-        if "grid" in spec.needs and dataset.grid is None:
-            raise ValueError(f"metric {spec.name!r} needs the synthetic grids")
     need_grid = any("grid" in s.needs for s in specs)
     columns = [c for s in specs for c in s.columns]
     higher = {c: hib for s in specs for c, hib in s.columns.items()}
@@ -315,8 +326,6 @@ def run_benchmark(
             device = next(model.parameters()).device
     device = torch.device(device)
     home = next(model.parameters()).device
-    patch = get_adapter(model).patch_size
-    patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     attrs = _resolve_methods(methods, model)
     names = list(attrs)
 
@@ -333,6 +342,7 @@ def run_benchmark(
         for idx in mine:
             batch = dataset.load(idx, grid=need_grid)
             x = batch["images"].to(device)
+            patch_size = _patch_size(model, x)
             labels = batch["labels"].to(device)
             with torch.no_grad():
                 pred = model(x).argmax(-1)
@@ -348,12 +358,22 @@ def run_benchmark(
                 method = attrs[name]
                 a = method.attribute(x, target=target).detach()
                 ctx = MetricContext(
-                    model, method, x, a, target, masks, boxes,
-                    tuple(mean), tuple(std), patch_size, seed, grid,
-                )  # fmt: skip
+                    forward_func=model,
+                    inputs=x,
+                    attributions=a,
+                    target=target,
+                    attribute_func=method.attribute,
+                    masks=masks,
+                    boxes=boxes,
+                    mean=tuple(mean),
+                    std=tuple(std),
+                    patch_size=patch_size,
+                    seed=seed,
+                    grid=grid,
+                )
                 vals: Dict[str, List[float]] = {}
                 for spec in specs:
-                    for col, v in spec.fn(ctx).items():
+                    for col, v in spec.compute(ctx).values.items():
                         vals[col] = v.detach().double().reshape(-1).cpu().tolist()
                 for k in range(len(idx)):
                     rows[k][name] = {c: vals[c][k] for c in columns}

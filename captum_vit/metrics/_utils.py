@@ -68,6 +68,15 @@ def _spatial(attributions: Tensor) -> Tensor:
     return attributions if attributions.is_floating_point() else attributions.float()
 
 
+def _checked_spatial(attributions: Any, batch_size: Optional[int], name: str) -> Tensor:
+    """:func:`_spatial` after checking the layout and (if given) the batch size."""
+    _check_tensor(attributions, name)
+    _check_batch(
+        attributions, attributions.shape[0] if batch_size is None else batch_size, name
+    )
+    return _spatial(attributions)
+
+
 def _tiling_patch(size: Tuple[int, int], image_size: Tuple[int, int]) -> Optional[int]:
     """The square patch with which a ``size`` grid tiles the image, or None."""
     (h, w), (H, W) = size, image_size
@@ -83,13 +92,8 @@ def _to_pixel_map(
     name: str = "attributions",
 ) -> Tensor:
     """Any attribution layout -> (B, H, W) float pixel map (see module docstring)."""
-    _check_batch(
-        attributions,
-        attributions.shape[0] if batch_size is None else batch_size,
-        name,
-    )
+    amap = _checked_spatial(attributions, batch_size, name)
     H, W = int(image_size[0]), int(image_size[1])
-    amap = _spatial(attributions)
     h, w = amap.shape[-2:]
     if (h, w) == (H, W):
         return amap
@@ -125,13 +129,8 @@ def _to_token_map(
     name: str = "attributions",
 ) -> Tensor:
     """Any attribution layout -> (B, gh, gw) float patch grid (see module docstring)."""
-    _check_batch(
-        attributions,
-        attributions.shape[0] if batch_size is None else batch_size,
-        name,
-    )
+    amap = _checked_spatial(attributions, batch_size, name)
     gh, gw = _grid_size(image_size, patch_size)
-    amap = _spatial(attributions)
     h, w = amap.shape[-2:]
     if (h, w) == (gh, gw):
         return amap
