@@ -64,10 +64,19 @@ def tokens_to_pixels(
     """Map a patch grid ``(B, gh, gw)`` onto pixels ``(B, channels, H, W)``.
 
     The grid is upsampled to ``(gh * ph, gw * pw)`` (the area the patches
-    cover), then cropped or zero-filled to ``(H, W)`` (models that pad or drop
-    the border, see the border rule of :mod:`captum_vit._maps`), and repeated
-    over ``channels``. ``"nearest"`` repeats each token over its ``ph x pw``
-    patch exactly (any dtype, booleans included).
+    cover), then cropped or zero-filled to ``(H, W)``, and repeated over
+    ``channels``. ``"nearest"`` repeats each token over its ``ph x pw`` patch
+    exactly (any dtype, booleans included).
+
+    **Border rule** (where the patch grid does not tile the image), shared
+    with :func:`captum_vit.to_tokens` and the metrics: pixel ``(y, x)`` lies
+    in token ``(y // ph, x // pw)``. A model that *drops* the border (pixels
+    past the last full patch are never seen) gives those pixels 0 here, and
+    ``to_tokens`` leaves them out; a model that *pads* it has a last row or
+    column of patches reaching past the image: here they are cropped, and
+    ``to_tokens`` pools the image pixels they cover (``reduce="mean"``
+    averages over those only). So ``to_tokens(tokens_to_pixels(g,
+    mode="nearest"), reduce="mean")`` gives ``g`` back for every image size.
 
     Args:
         grid (Tensor): ``(B, gh, gw)`` token scores.
@@ -114,8 +123,8 @@ def pixels_to_tokens(
 
     Sums the channels and the pixels of each patch; pixels past the grid (a
     model that drops the border) are left out, and a border patch that reaches
-    past the image (a model that pads) holds the pixels it covers (see the
-    border rule of :mod:`captum_vit._maps`).
+    past the image (a model that pads) holds the pixels it covers (the border
+    rule of :func:`tokens_to_pixels`).
 
     Args:
         pixels (Tensor): ``(B, C, H, W)`` or ``(B, H, W)``.

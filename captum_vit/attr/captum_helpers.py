@@ -137,7 +137,7 @@ def to_tokens(
     ``reduce="mean"`` over one channel recovers the per-patch value. Where the
     patch grid does not tile the image, pixels the model drops (past the last
     full patch) belong to no token, and a padded border patch pools the image
-    pixels it covers (the border rule of :func:`tokens_to_pixels`).
+    pixels it covers (the border rule of :func:`~captum_vit.attr.tokens_to_pixels`).
 
     Args:
         attr (Tensor): pixel attribution ``(B, C, H, W)``.
