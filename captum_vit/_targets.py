@@ -20,7 +20,7 @@ so are float, complex and boolean tensors or arrays. A wrong type raises
 from __future__ import annotations
 
 import numbers
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ def format_target(
     if isinstance(target, (bool, np.bool_)):
         raise TypeError(f"target must be {_ACCEPTED}; got the bool {target!r}")
     if _is_int(target):
-        t = torch.tensor([int(target)], dtype=torch.long)
+        t = torch.tensor([int(cast(int, target))], dtype=torch.long)
     elif isinstance(target, tuple):
         t = torch.tensor([_one_index(target)], dtype=torch.long)
     elif isinstance(target, Tensor):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -12,6 +12,8 @@ from ..metrics import MetricContext, MetricSpec, get_metric, list_metrics
 from ._data import BenchmarkDataset, batches
 
 MethodsType = Union[Sequence[str], Mapping[str, Callable[[torch.nn.Module], Any]]]
+#: one sample's results: (dataset index, correct, {method: {column: value}})
+Record = Tuple[int, bool, Dict[str, Dict[str, float]]]
 
 
 class BenchmarkResult:
@@ -75,7 +77,7 @@ class BenchmarkResult:
     def best(self) -> Dict[str, List[str]]:
         """The best method(s) of each column (ties kept)."""
         tab = self.table()
-        out = {}
+        out: Dict[str, List[str]] = {}
         for c in self.columns:
             vals = {m: tab[m][c] for m in self.methods if not math.isnan(tab[m][c])}
             if not vals:
@@ -186,7 +188,7 @@ class BenchmarkResult:
         return files
 
 
-def _dist_setup():
+def _dist_setup() -> Tuple[int, int, bool]:
     """``(rank, world_size, created)``; initialises torch.distributed when the
     launcher set ``WORLD_SIZE`` > 1 and nobody did yet."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -225,7 +227,9 @@ def _patch_size(model: torch.nn.Module, inputs: torch.Tensor) -> Optional[int]:
     return int(ph) if ph == pw else None
 
 
-def _resolve_methods(methods: Optional[MethodsType], model: torch.nn.Module):
+def _resolve_methods(
+    methods: Optional[MethodsType], model: torch.nn.Module
+) -> Dict[str, Any]:
     from ..attr import create_method, list_methods
 
     if methods is None:
@@ -331,7 +335,7 @@ def run_benchmark(
 
     all_batches = batches(len(dataset), batch_size)
     mine = all_batches[rank::world]
-    records = []  # (index, correct, {method: {column: value}})
+    records: List[Record] = []
     bar = tqdm(
         total=len(mine) * len(names),
         desc=f"benchmark [rank {rank}/{world}]" if world > 1 else "benchmark",
@@ -351,8 +355,8 @@ def run_benchmark(
             boxes = None if batch["boxes"] is None else batch["boxes"].to(device)
             grid = batch["grid"]
             if grid is not None:
-                grid = tuple(t.to(device) for t in grid)
-            rows = [{} for _ in idx]
+                grid = (grid[0].to(device), grid[1].to(device), grid[2].to(device))
+            rows: List[Dict[str, Dict[str, float]]] = [{} for _ in idx]
             for name in names:
                 bar.set_postfix_str(name)
                 method = attrs[name]
@@ -387,13 +391,13 @@ def run_benchmark(
     if world > 1:
         import torch.distributed as dist
 
-        gathered = [None] * world if rank == 0 else None
+        gathered: Optional[List[Any]] = [None] * world if rank == 0 else None
         dist.gather_object(records, gathered, dst=0)
         if created:
             dist.destroy_process_group()
         if rank != 0:
             return None
-        records = [r for part in gathered for r in part]
+        records = [r for part in gathered or [] for r in part]
     records.sort(key=lambda r: r[0])
     values = {m: {c: [r[2][m][c] for r in records] for c in columns} for m in names}
     return BenchmarkResult(

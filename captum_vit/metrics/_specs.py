@@ -5,7 +5,7 @@ settings of the benchmark table, which keyword ``options`` override."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional, TypeVar
 
 import torch
 from torch import Tensor
@@ -24,6 +24,15 @@ from .faithfulness import (
 from .localisation import grid_pointing_game, iou_test, pointing_game
 from .perturbations import patch_noise_perturb_func
 from .segmentation import segmentation_test
+
+T = TypeVar("T")
+
+
+def _given(value: Optional[T], field: str) -> T:
+    """A context field the metric needs (:meth:`MetricSpec.compute` checks first)."""
+    if value is None:
+        raise ValueError(f"MetricContext.{field} is needed")
+    return value
 
 
 def _n_patches(ctx: MetricContext) -> int:
@@ -116,7 +125,7 @@ def _negative_perturbation(ctx: MetricContext, **options: Any) -> MetricOutput:
     "mask (no tolerance); higher is better",
 )
 def _pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
-    hits = pointing_game(ctx.attributions, masks=ctx.masks, **options)
+    hits = pointing_game(ctx.attributions, masks=_given(ctx.masks, "masks"), **options)
     return MetricOutput({"pointing_game": hits})
 
 
@@ -129,7 +138,9 @@ def _pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
     "higher is better",
 )
 def _iou(ctx: MetricContext, **options: Any) -> MetricOutput:
-    return MetricOutput({"iou": iou_test(ctx.attributions, masks=ctx.masks, **options)})
+    return MetricOutput(
+        {"iou": iou_test(ctx.attributions, masks=_given(ctx.masks, "masks"), **options)}
+    )
 
 
 @register_metric(
@@ -141,7 +152,7 @@ def _iou(ctx: MetricContext, **options: Any) -> MetricOutput:
     "mean vs the mask, per-image pixel accuracy, mIoU, AP, F1; higher is better",
 )
 def _segmentation(ctx: MetricContext, **options: Any) -> MetricOutput:
-    res = segmentation_test(ctx.attributions, ctx.masks, **options)
+    res = segmentation_test(ctx.attributions, _given(ctx.masks, "masks"), **options)
     return MetricOutput(
         {
             "seg_pixel_acc": res.pixel_accuracy,
@@ -252,7 +263,7 @@ def _sensitivity_max(ctx: MetricContext, **options: Any) -> MetricOutput:
     )
     kw: Dict[str, Any] = {"perturb_radius": 0.05, "n_perturb_samples": 4, **options}
     value = sensitivity_max(
-        ctx.attribute_func,
+        _given(ctx.attribute_func, "attribute_func"),
         ctx.inputs,
         perturb_func=perturb,
         target=_target(ctx),
@@ -270,6 +281,6 @@ def _sensitivity_max(ctx: MetricContext, **options: Any) -> MetricOutput:
     "share of positive attribution in the target cell; higher is better",
 )
 def _grid_pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
-    images, targets, cells = ctx.grid
-    attr = ctx.attribute_func(images, target=targets)
+    images, targets, cells = _given(ctx.grid, "grid")
+    attr = _given(ctx.attribute_func, "attribute_func")(images, target=targets)
     return MetricOutput({"grid_pointing": grid_pointing_game(attr, cells, **options)})

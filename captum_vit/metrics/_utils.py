@@ -77,7 +77,7 @@ def _checked_spatial(attributions: Any, batch_size: Optional[int], name: str) ->
     return _spatial(attributions)
 
 
-def _tiling_patch(size: Tuple[int, int], image_size: Tuple[int, int]) -> Optional[int]:
+def _tiling_patch(size: Sequence[int], image_size: Sequence[int]) -> Optional[int]:
     """The square patch with which a ``size`` grid tiles the image, or None."""
     (h, w), (H, W) = size, image_size
     if H % h == 0 and W % w == 0 and H // h == W // w:
@@ -87,7 +87,7 @@ def _tiling_patch(size: Tuple[int, int], image_size: Tuple[int, int]) -> Optiona
 
 def _to_pixel_map(
     attributions: Tensor,
-    image_size: Tuple[int, int],
+    image_size: Sequence[int],
     batch_size: Optional[int] = None,
     name: str = "attributions",
 ) -> Tensor:
@@ -106,7 +106,7 @@ def _to_pixel_map(
     )
 
 
-def _grid_size(image_size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+def _grid_size(image_size: Sequence[int], patch_size: int) -> Tuple[int, int]:
     H, W = int(image_size[0]), int(image_size[1])
     if isinstance(patch_size, bool) or not isinstance(patch_size, int):
         raise TypeError(
@@ -123,7 +123,7 @@ def _grid_size(image_size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
 
 def _to_token_map(
     attributions: Tensor,
-    image_size: Tuple[int, int],
+    image_size: Sequence[int],
     patch_size: int,
     batch_size: Optional[int] = None,
     name: str = "attributions",
@@ -142,7 +142,7 @@ def _to_token_map(
     )
 
 
-def _infer_patch_size(attributions: Tensor, image_size: Tuple[int, int]) -> int:
+def _infer_patch_size(attributions: Tensor, image_size: Sequence[int]) -> int:
     """Patch size implied by a token-grid attribution, or ValueError."""
     size = tuple(attributions.shape[-2:])
     patch = None if size == tuple(image_size) else _tiling_patch(size, image_size)
@@ -303,7 +303,7 @@ def _resolve_baseline(
 
 
 def _check_mask(
-    masks: Any, batch_size: int, image_size: Optional[Tuple[int, int]], name: str
+    masks: Any, batch_size: int, image_size: Optional[Sequence[int]], name: str
 ) -> Tensor:
     """(B, H, W) or (B, 1, H, W) -> (B, H, W) bool."""
     _check_tensor(masks, name)
@@ -322,7 +322,7 @@ def _check_mask(
     return masks.bool()
 
 
-def _boxes_to_masks(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
+def _boxes_to_masks(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
     """(B, 4) boxes (x_min, y_min, x_max, y_max), max exclusive -> (B, H, W) bool."""
     H, W = image_size
     ys = torch.arange(H, device=boxes.device).view(1, H, 1)

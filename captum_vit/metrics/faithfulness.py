@@ -873,7 +873,7 @@ def sensitivity_n(
         torch.Size([2, 2])
     """
     single = isinstance(n, int)
-    ns = [n] if single else list(n)
+    ns: List[int] = [n] if isinstance(n, int) else list(n)
     setup = _setup(
         forward_func,
         inputs,

@@ -26,7 +26,7 @@ def _image_size(
     masks: Optional[Tensor],
 ) -> Tuple[int, int]:
     if masks is not None and isinstance(masks, Tensor) and masks.dim() >= 3:
-        size = tuple(int(s) for s in masks.shape[-2:])
+        size = (int(masks.shape[-2]), int(masks.shape[-1]))
         if image_size is not None and tuple(image_size) != size:
             raise ValueError(
                 f"image_size {tuple(image_size)} differs from the masks' size {size}"
@@ -36,7 +36,7 @@ def _image_size(
         if len(image_size) != 2:
             raise ValueError(f"image_size must be (H, W), got {tuple(image_size)}")
         return int(image_size[0]), int(image_size[1])
-    return tuple(int(s) for s in attributions.shape[-2:])
+    return int(attributions.shape[-2]), int(attributions.shape[-1])
 
 
 def _ground_truth(
