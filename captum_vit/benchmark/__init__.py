@@ -6,8 +6,9 @@ Every method (:func:`captum_vit.attr.list_methods`, or any Captum
 an ImageNet folder, CIFAR-10) in batches; every metric of the registry
 (:func:`captum_vit.metrics.list_metrics`) scores each sample;
 :class:`BenchmarkResult` holds the per-sample values and makes the table (mean
-over samples), its Markdown and CSV forms and one bar chart per metric. Under ``torchrun`` the batches are sharded over the ranks and
-gathered on rank 0, which returns exactly the single-process result.
+over samples), its Markdown and CSV forms and one bar chart per metric. Under
+``torchrun`` the batches are sharded over the ranks and gathered on rank 0,
+which returns exactly the single-process result.
 
 Examples::
 

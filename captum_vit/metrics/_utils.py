@@ -298,7 +298,8 @@ def _resolve_baseline(
                 f"the inputs' shape {tuple(inputs.shape)}"
             ) from e
     raise TypeError(
-        f"baseline must be a string, a number or a tensor, got {type(baseline).__name__}"
+        "baseline must be a string, a number or a tensor, got "
+        f"{type(baseline).__name__}"
     )
 
 

@@ -319,9 +319,9 @@ def deletion_auc(
         attributions (Tensor): attributions from any Captum or captum_vit method:
             ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
             ``(B, gh, gw)`` (upsampled bilinearly). Channels are summed.
-        target (int, list, Tensor, optional): class explained for each image.
-            ``None`` uses the class the model predicts on the unperturbed input.
-            Default: None
+        target (int, tuple, Tensor, list or array, optional): class explained for
+            each image, in Captum's target forms. ``None`` uses the class the model
+            predicts on the unperturbed input. Default: None
         baseline (str, float or Tensor, optional): value the perturbed pixels take:
             ``"zero"`` (0 in input space), ``"blur"`` (Gaussian blur, kernel 11,
             sigma 5, as Petsiuk et al.'s code), ``"mean"`` (per-image channel mean),
@@ -424,9 +424,9 @@ def insertion_auc(
         attributions (Tensor): attributions from any Captum or captum_vit method:
             ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
             ``(B, gh, gw)`` (upsampled bilinearly). Channels are summed.
-        target (int, list, Tensor, optional): class explained for each image.
-            ``None`` uses the class the model predicts on the unperturbed input.
-            Default: None
+        target (int, tuple, Tensor, list or array, optional): class explained for
+            each image, in Captum's target forms. ``None`` uses the class the model
+            predicts on the unperturbed input. Default: None
         baseline (str, float or Tensor, optional): value the perturbed pixels take:
             ``"zero"`` (0 in input space), ``"blur"`` (Gaussian blur, kernel 11,
             sigma 5, as Petsiuk et al.'s code), ``"mean"`` (per-image channel mean),
@@ -547,9 +547,10 @@ def perturbation_test(
         inputs (Tensor): ``(B, C, H, W)`` images in the model's input space.
         attributions (Tensor): ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a
             token grid ``(B, gh, gw)``; channels are summed.
-        target (int, list, Tensor, optional): the explained class, against which
-            top-1 accuracy is measured (their ``--vis-class target``). ``None`` uses
-            the class predicted on the unperturbed input (``--vis-class top``; the 0%
+        target (int, tuple, Tensor, list or array, optional): the explained
+            class (Captum's target forms), against which top-1 accuracy is
+            measured (their ``--vis-class target``). ``None`` uses the class
+            predicted on the unperturbed input (``--vis-class top``; the 0%
             accuracy is then 1). Default: None
         mode (str, optional): ``"positive"`` (most relevant first) or ``"negative"``
             (least relevant first). Default: ``"positive"``
@@ -733,8 +734,8 @@ def faithfulness_correlation(
             ``(N, num_classes)``.
         inputs (Tensor): ``(B, C, H, W)`` images.
         attributions (Tensor): any Captum layout or a token grid; channels summed.
-        target (int, list, Tensor, optional): explained class; ``None`` = predicted.
-            Default: None
+        target (int, tuple, Tensor, list or array, optional): explained class
+            (Captum's target forms); ``None`` = predicted. Default: None
         n_runs (int, optional): number of random subsets. Default: 100
         subset_size (int, optional): features per subset; ``None`` means 10% of the
             features (Bhatt et al. and Quantus use 224 pixels). Default: None
@@ -839,8 +840,8 @@ def sensitivity_n(
         inputs (Tensor): ``(B, C, H, W)`` images.
         attributions (Tensor): any Captum layout or a token grid; channels summed.
         n (int or sequence of int): subset cardinality (or several).
-        target (int, list, Tensor, optional): explained class; ``None`` = predicted.
-            Default: None
+        target (int, tuple, Tensor, list or array, optional): explained class
+            (Captum's target forms); ``None`` = predicted. Default: None
         n_subsets (int, optional): random subsets per cardinality. Default: 100
         baseline (str, float or Tensor, optional): value of removed features.
             Default: ``"zero"``

@@ -362,7 +362,8 @@ def make_grid_images(
         n_grids = N // n_cells
     if not isinstance(n_grids, int) or n_grids < 1:
         raise ValueError(
-            f"n_grids must be a positive int (or more images are needed), got {n_grids!r}"
+            "n_grids must be a positive int (or more images are needed), got "
+            f"{n_grids!r}"
         )
     labels_cpu = labels.cpu()
     chosen = []
