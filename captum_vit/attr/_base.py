@@ -1,4 +1,4 @@
-"""The shared base of every captum_vit method and the token-to-pixel mapping.
+"""The shared base of every captum_vit method (token-to-pixel mapping: ``_maps``).
 
 :class:`ViTAttribution` derives from :class:`captum.attr.Attribution` and fixes
 the contract of the package:
@@ -19,19 +19,17 @@ the contract of the package:
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
 from .._compat import _format_additional_forward_args, log_usage
+from .._maps import tokens_to_pixels
+from .._targets import TargetType, format_target
 from ..adapters import Tracer, ViTAdapter
-
-TargetType = Union[None, int, Tensor, Sequence[int]]
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
 
@@ -63,40 +61,6 @@ def fuse_heads(attn: Tensor, head_fusion: str = "mean", dim: int = 1) -> Tensor:
         return attn.amax(dim=dim)
     check_head_fusion(head_fusion)
     return attn.amin(dim=dim)
-
-
-def tokens_to_pixels(
-    grid: Tensor,
-    image_size: Tuple[int, int],
-    patch_size: Tuple[int, int],
-    channels: int = 1,
-    mode: str = "bilinear",
-) -> Tensor:
-    """Map a patch grid ``(B, gh, gw)`` onto pixels ``(B, channels, H, W)``.
-
-    The grid is interpolated to ``(gh * ph, gw * pw)`` (the area the patches
-    cover), then cropped or zero-padded to ``(H, W)`` (models that drop or pad
-    the border), and repeated over ``channels``.
-
-    Args:
-        grid (Tensor): ``(B, gh, gw)`` token scores.
-        image_size (tuple of int): ``(H, W)`` of the input.
-        patch_size (tuple of int): ``(ph, pw)``.
-        channels (int, optional): number of channels of the output. Default: 1
-        mode (str, optional): interpolation mode of
-            :func:`torch.nn.functional.interpolate` (``"bilinear"`` as in
-            Chefer et al.'s evaluation, ``"nearest"`` for blocky patches).
-            Default: ``"bilinear"``
-    """
-    B, gh, gw = grid.shape
-    H, W = image_size
-    ph, pw = patch_size
-    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    up = F.interpolate(grid[:, None], size=(gh * ph, gw * pw), mode=mode, **kw)
-    up = up[..., :H, :W]
-    if up.shape[-2:] != (H, W):
-        up = F.pad(up, (0, W - up.shape[-1], 0, H - up.shape[-2]))
-    return up.expand(B, channels, H, W).contiguous()
 
 
 class ViTAttribution(Attribution):
@@ -239,38 +203,7 @@ class ViTAttribution(Attribution):
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
-        if target is None:
-            return None
-        if isinstance(target, tuple):
-            if len(target) != 1:
-                raise ValueError(
-                    "tuple targets index multi-dimensional outputs; a ViT classifier "
-                    f"has (B, classes) logits, got target {target}"
-                )
-            target = target[0]
-        if isinstance(target, Tensor):
-            if target.is_floating_point() or target.dim() > 1:
-                raise ValueError(
-                    "target must be an int, or integer indices of shape (B,); got "
-                    f"{target.dtype} tensor of shape {tuple(target.shape)}"
-                )
-            t = target.reshape(-1).long()
-        elif isinstance(target, numbers.Integral):
-            t = torch.tensor([int(target)])
-        elif isinstance(target, (list,)):
-            if not all(isinstance(v, numbers.Integral) for v in target):
-                raise ValueError("a target list must hold one int per sample")
-            t = torch.tensor([int(v) for v in target], dtype=torch.long)
-        else:
-            raise TypeError(f"unsupported target type {type(target).__name__}")
-        if t.numel() == 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
-        n = self.adapter.num_classes
-        if n and ((t < 0).any() or (t >= n).any()):
-            raise ValueError(f"target {t.tolist()} out of range for {n} classes")
-        return t
+        return format_target(target, batch, self.adapter.num_classes or None)
 
     # -------------------------------------------------------------- helpers
     def _trace(

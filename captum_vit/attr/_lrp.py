@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._compat import log_usage
+from .._maps import pixels_to_tokens
 from ..adapters import Tracer, ViTAdapter
 from . import _lrp_rules as R
 from ._base import ViTAttribution
@@ -399,7 +400,7 @@ class _PixelLRPAttribution(ViTAttribution):
         )
         rel = self._relevance(inputs, target, args).to(inputs.dtype)
         if output == "tokens":
-            return patch_sums(
+            return pixels_to_tokens(
                 rel,
                 self.adapter.grid_size(tuple(inputs.shape[-2:])),
                 self.adapter.patch_size,
@@ -408,12 +409,3 @@ class _PixelLRPAttribution(ViTAttribution):
 
     def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
         raise NotImplementedError
-
-
-def patch_sums(rel: Tensor, grid: Tuple[int, int], patch: Tuple[int, int]) -> Tensor:
-    """Sum pixel relevance ``(B, C, H, W)`` over channels and within each
-    patch: ``(B, gh, gw)`` (pixels outside the patch grid are dropped)."""
-    B = rel.shape[0]
-    (gh, gw), (ph, pw) = grid, patch
-    r = rel.sum(dim=1)[:, : gh * ph, : gw * pw]
-    return r.reshape(B, gh, ph, gw, pw).sum(dim=(2, 4))

@@ -10,16 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._compat import log_usage
+from .._maps import min_max
 from ..adapters import Tracer
 from ._base import TargetType, ViTAttribution
 from .captum_helpers import to_tokens
-
-
-def _minmax(m: Tensor) -> Tensor:
-    """Scale each row of ``(K, S)`` to ``[0, 1]``; constant rows become 0."""
-    lo = m.amin(dim=1, keepdim=True)
-    span = m.amax(dim=1, keepdim=True) - lo
-    return torch.where(span > 0, (m - lo) / span.clamp_min(1e-30), torch.zeros_like(m))
 
 
 def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
@@ -52,7 +46,7 @@ def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
     idx = torch.tensor([order[lab] for lab in labels.tolist()], device=masks.device)
     summed = torch.zeros(len(order), masks.shape[1], dtype=masks.dtype)
     summed = summed.to(masks.device).index_add_(0, idx, masks)
-    return _minmax(summed)
+    return min_max(summed)
 
 
 class ViTCX(ViTAttribution):
@@ -204,7 +198,7 @@ class ViTCX(ViTAttribution):
         gh, gw = self.adapter.grid_size((H, W))
         fmap = feats[:, npre:].transpose(1, 2).reshape(B, -1, gh, gw).float()
         up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)
-        masks = _minmax(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)
+        masks = min_max(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)
         return masks, logits.float().softmax(dim=-1)
 
     def saliency(self, inputs: Tensor, target: Optional[Tensor], args: tuple) -> Tensor:

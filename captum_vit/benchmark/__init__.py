@@ -3,11 +3,12 @@ r"""The method x metric x dataset runner behind ``captum-vit benchmark``.
 Every method (:func:`captum_vit.attr.list_methods`, or any Captum
 ``Attribution`` through a factory) explains every sample of a dataset
 (:func:`make_dataset`: the bundled synthetic benchmark, ImageNet-Segmentation,
-an ImageNet folder, CIFAR-10) in batches; every metric (:func:`list_metrics`)
-scores each sample; :class:`BenchmarkResult` holds the per-sample values and
-makes the table (mean over samples), its Markdown and CSV forms and one bar
-chart per metric. Under ``torchrun`` the batches are sharded over the ranks and
-gathered on rank 0, which returns exactly the single-process result.
+an ImageNet folder, CIFAR-10) in batches; every metric of the registry
+(:func:`captum_vit.metrics.list_metrics`) scores each sample;
+:class:`BenchmarkResult` holds the per-sample values and makes the table (mean
+over samples), its Markdown and CSV forms and one bar chart per metric. Under
+``torchrun`` the batches are sharded over the ranks and gathered on rank 0,
+which returns exactly the single-process result.
 
 Examples::
 
@@ -20,14 +21,14 @@ Examples::
     >>> res.save("out/benchmark")
 """
 
-from ._data import DATASETS, BenchmarkDataset, make_dataset
-from ._metrics import (
+from ..metrics import (  # the registry, importable from here as before
     MetricContext,
     MetricSpec,
     get_metric,
     list_metrics,
     register_metric,
 )
+from ._data import DATASETS, BenchmarkDataset, make_dataset
 from ._models import DEFAULT_MODEL, LoadedModel, load_model
 from ._runner import BenchmarkResult, run_benchmark
 

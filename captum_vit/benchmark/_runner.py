@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..metrics import MetricContext, MetricSpec, get_metric, list_metrics
 from ._data import BenchmarkDataset, batches
-from ._metrics import MetricContext, get_metric, list_metrics
 
 MethodsType = Union[Sequence[str], Mapping[str, Callable[[torch.nn.Module], Any]]]
+#: one sample's results: (dataset index, correct, {method: {column: value}})
+Record = Tuple[int, bool, Dict[str, Dict[str, float]]]
 
 
 class BenchmarkResult:
@@ -75,7 +77,7 @@ class BenchmarkResult:
     def best(self) -> Dict[str, List[str]]:
         """The best method(s) of each column (ties kept)."""
         tab = self.table()
-        out = {}
+        out: Dict[str, List[str]] = {}
         for c in self.columns:
             vals = {m: tab[m][c] for m in self.methods if not math.isnan(tab[m][c])}
             if not vals:
@@ -186,7 +188,7 @@ class BenchmarkResult:
         return files
 
 
-def _dist_setup():
+def _dist_setup() -> Tuple[int, int, bool]:
     """``(rank, world_size, created)``; initialises torch.distributed when the
     launcher set ``WORLD_SIZE`` > 1 and nobody did yet."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -205,7 +207,29 @@ def _dist_setup():
     return dist.get_rank(), dist.get_world_size(), created
 
 
-def _resolve_methods(methods: Optional[MethodsType], model: torch.nn.Module):
+def _missing(spec: MetricSpec, dataset: BenchmarkDataset) -> List[str]:
+    """The ground truth ``spec`` needs that ``dataset`` lacks."""
+    has = {
+        "masks": dataset.has_masks,
+        "boxes": dataset.has_masks,  # the datasets with masks have boxes too
+        "grid": dataset.grid is not None,
+    }
+    return [need for need in spec.needs if not has.get(need, True)]
+
+
+def _patch_size(model: torch.nn.Module, inputs: torch.Tensor) -> Optional[int]:
+    """The model's patch side for the metrics: an int for square patches, None
+    (the metrics then work on pixels) otherwise."""
+    # TODO(public patch_size): use the public captum_vit.attr helper once it lands
+    from ..attr import patch_window
+
+    _, ph, pw = patch_window(model, inputs)
+    return int(ph) if ph == pw else None
+
+
+def _resolve_methods(
+    methods: Optional[MethodsType], model: torch.nn.Module
+) -> Dict[str, Any]:
     from ..attr import create_method, list_methods
 
     if methods is None:
@@ -251,7 +275,8 @@ def run_benchmark(
             (:func:`captum_vit.attr.list_methods`), or ``name -> factory``
             where ``factory(model)`` returns a Captum ``Attribution``.
             Default: None (every registered method)
-        metrics (list[str], optional): names from :func:`list_metrics`.
+        metrics (list[str], optional): names from
+            :func:`captum_vit.metrics.list_metrics`.
             Default: None (every metric the dataset has ground truth for)
         mean (sequence of float, optional): normalisation mean of the
             dataset's images (the positive/negative perturbation tests use
@@ -283,26 +308,16 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    from ..adapters import get as get_adapter
-
     if metrics is None:
-        metrics = [
-            m
-            for m in list_metrics()
-            if all(
-                (need == "mask" and dataset.has_masks)
-                or (need == "grid" and dataset.grid is not None)
-                for need in get_metric(m).needs
-            )
-        ]
+        metrics = [m for m in list_metrics() if not _missing(get_metric(m), dataset)]
     specs = [get_metric(m) for m in metrics]
     for spec in specs:
-        if "mask" in spec.needs and not dataset.has_masks:
+        missing = _missing(spec, dataset)
+        if missing:
             raise ValueError(
-                f"metric {spec.name!r} needs masks; {dataset.name} has none"
+                f"metric {spec.name!r} needs {' and '.join(missing)}; "
+                f"{dataset.name} has none"
             )
-        if "grid" in spec.needs and dataset.grid is None:
-            raise ValueError(f"metric {spec.name!r} needs the synthetic grids")
     need_grid = any("grid" in s.needs for s in specs)
     columns = [c for s in specs for c in s.columns]
     higher = {c: hib for s in specs for c, hib in s.columns.items()}
@@ -315,14 +330,12 @@ def run_benchmark(
             device = next(model.parameters()).device
     device = torch.device(device)
     home = next(model.parameters()).device
-    patch = get_adapter(model).patch_size
-    patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     attrs = _resolve_methods(methods, model)
     names = list(attrs)
 
     all_batches = batches(len(dataset), batch_size)
     mine = all_batches[rank::world]
-    records = []  # (index, correct, {method: {column: value}})
+    records: List[Record] = []
     bar = tqdm(
         total=len(mine) * len(names),
         desc=f"benchmark [rank {rank}/{world}]" if world > 1 else "benchmark",
@@ -333,6 +346,7 @@ def run_benchmark(
         for idx in mine:
             batch = dataset.load(idx, grid=need_grid)
             x = batch["images"].to(device)
+            patch_size = _patch_size(model, x)
             labels = batch["labels"].to(device)
             with torch.no_grad():
                 pred = model(x).argmax(-1)
@@ -341,19 +355,29 @@ def run_benchmark(
             boxes = None if batch["boxes"] is None else batch["boxes"].to(device)
             grid = batch["grid"]
             if grid is not None:
-                grid = tuple(t.to(device) for t in grid)
-            rows = [{} for _ in idx]
+                grid = (grid[0].to(device), grid[1].to(device), grid[2].to(device))
+            rows: List[Dict[str, Dict[str, float]]] = [{} for _ in idx]
             for name in names:
                 bar.set_postfix_str(name)
                 method = attrs[name]
                 a = method.attribute(x, target=target).detach()
                 ctx = MetricContext(
-                    model, method, x, a, target, masks, boxes,
-                    tuple(mean), tuple(std), patch_size, seed, grid,
-                )  # fmt: skip
+                    forward_func=model,
+                    inputs=x,
+                    attributions=a,
+                    target=target,
+                    attribute_func=method.attribute,
+                    masks=masks,
+                    boxes=boxes,
+                    mean=tuple(mean),
+                    std=tuple(std),
+                    patch_size=patch_size,
+                    seed=seed,
+                    grid=grid,
+                )
                 vals: Dict[str, List[float]] = {}
                 for spec in specs:
-                    for col, v in spec.fn(ctx).items():
+                    for col, v in spec.compute(ctx).values.items():
                         vals[col] = v.detach().double().reshape(-1).cpu().tolist()
                 for k in range(len(idx)):
                     rows[k][name] = {c: vals[c][k] for c in columns}
@@ -367,13 +391,13 @@ def run_benchmark(
     if world > 1:
         import torch.distributed as dist
 
-        gathered = [None] * world if rank == 0 else None
+        gathered: Optional[List[Any]] = [None] * world if rank == 0 else None
         dist.gather_object(records, gathered, dst=0)
         if created:
             dist.destroy_process_group()
         if rank != 0:
             return None
-        records = [r for part in gathered for r in part]
+        records = [r for part in gathered or [] for r in part]
     records.sort(key=lambda r: r[0])
     values = {m: {c: [r[2][m][c] for r in records] for c in columns} for m in names}
     return BenchmarkResult(

@@ -11,8 +11,23 @@ functions for :func:`captum.metrics.infidelity` / :func:`captum.metrics.sensitiv
 Complexity: :func:`effective_complexity`.
 Localisation: :func:`iou_test`, :func:`pointing_game`, :func:`grid_pointing_game`
 (with :func:`make_grid_images`), :func:`segmentation_test`.
+
+The registry (:func:`list_metrics`, :func:`get_metric`, :func:`register_metric`) names
+these metrics with their result columns, which direction of each is better and what
+they need; the benchmark, the command line and the web visualiser compute them
+through it (:meth:`MetricSpec.compute` on a :class:`MetricContext`).
 """
 
+from . import _specs  # noqa: F401  (registers the built-in metrics, in table order)
+from ._registry import (
+    NEEDS,
+    MetricContext,
+    MetricOutput,
+    MetricSpec,
+    get_metric,
+    list_metrics,
+    register_metric,
+)
 from ._results import CurveResult
 from .complexity import effective_complexity
 from .faithfulness import (
@@ -33,6 +48,13 @@ from .perturbations import patch_baseline_perturb_func, patch_noise_perturb_func
 from .segmentation import SegmentationResult, segmentation_test, summarize_segmentation
 
 __all__ = [
+    "NEEDS",
+    "MetricContext",
+    "MetricOutput",
+    "MetricSpec",
+    "get_metric",
+    "list_metrics",
+    "register_metric",
     "CurveResult",
     "GridImages",
     "SegmentationResult",

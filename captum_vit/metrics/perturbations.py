@@ -18,39 +18,39 @@ be ``(N, C, H, W)`` with ``H`` and ``W`` multiples of ``patch_size``.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from ._utils import _grid_size, _resolve_baseline, _upsample_nearest
+from .._maps import tokens_to_pixels
+from ._utils import BaselineType, _generator, _grid_size, _resolve_baseline
 
-
-def _generator(seed: Optional[int], generator: Optional[torch.Generator]):
-    if seed is not None and generator is not None:
-        raise ValueError("Give either `seed` or `generator`, not both.")
-    if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
-    return generator
+Inputs = Union[Tensor, Tuple[Tensor, ...]]
 
 
 def _check_metric(metric: str) -> None:
     if metric not in ("infidelity", "sensitivity"):
         raise ValueError(
-            f"`metric` must be 'infidelity' or 'sensitivity', got {metric!r}."
+            f"metric must be 'infidelity' or 'sensitivity', got {metric!r}"
         )
 
 
-def _patch_field(x: Tensor, patch_size: int, draw: Callable, per_channel: bool):
+def _patch_field(
+    x: Tensor,
+    patch_size: int,
+    draw: Callable[[Tuple[int, ...]], Tensor],
+    per_channel: bool,
+) -> Tensor:
     """Draw one value per patch (and channel), expanded to pixels, like ``x``."""
     if x.dim() != 4:
         raise ValueError(
-            f"patch perturbations need (N, C, H, W) inputs, got {tuple(x.shape)}."
+            f"patch perturbations need (N, C, H, W) inputs, got {tuple(x.shape)}"
         )
     N, C, H, W = x.shape
     gh, gw = _grid_size((H, W), patch_size)
     field = draw((N * (C if per_channel else 1), gh, gw))
-    field = _upsample_nearest(field, patch_size).reshape(
+    field = tokens_to_pixels(field, (H, W), patch_size, mode="nearest").reshape(
         N, C if per_channel else 1, H, W
     )
     return field.to(
@@ -58,7 +58,7 @@ def _patch_field(x: Tensor, patch_size: int, draw: Callable, per_channel: bool):
     )
 
 
-def _map(inputs, fn):
+def _map(inputs: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
     if isinstance(inputs, tuple):
         return tuple(fn(x) for x in inputs)
     return fn(inputs)
@@ -120,8 +120,10 @@ def patch_noise_perturb_func(
 
     if metric == "infidelity":
 
-        def perturb_func(inputs, baselines=None):
-            def one(x: Tensor):
+        def perturb_func(
+            inputs: Inputs, baselines: Any = None
+        ) -> Tuple[Inputs, Inputs]:
+            def one(x: Tensor) -> Tuple[Tensor, Tensor]:
                 noise = _patch_field(
                     x,
                     patch_size,
@@ -137,8 +139,8 @@ def patch_noise_perturb_func(
 
         return perturb_func
 
-    def perturb_func_s(inputs, perturb_radius: float = 0.02):
-        def one(x: Tensor):
+    def perturb_func_s(inputs: Inputs, perturb_radius: float = 0.02) -> Inputs:
+        def one(x: Tensor) -> Tensor:
             noise = _patch_field(
                 x,
                 patch_size,
@@ -157,7 +159,7 @@ def patch_noise_perturb_func(
 def patch_baseline_perturb_func(
     patch_size: int,
     fraction: float = 0.25,
-    baseline: Union[str, float, Tensor] = 0.0,
+    baseline: BaselineType = 0.0,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
     metric: str = "infidelity",
@@ -217,10 +219,10 @@ def patch_baseline_perturb_func(
     _check_metric(metric)
     _grid_size((patch_size, patch_size), patch_size)
     if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"`fraction` must lie in [0, 1], got {fraction!r}.")
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
     gen = _generator(seed, generator)
 
-    def replace(x: Tensor, b) -> Tensor:
+    def replace(x: Tensor, b: Optional[BaselineType]) -> Tensor:
         mask = _patch_field(
             x,
             patch_size,
@@ -232,21 +234,23 @@ def patch_baseline_perturb_func(
 
     if metric == "infidelity":
 
-        def perturb_func(inputs, baselines=None):
+        def perturb_func(
+            inputs: Inputs, baselines: Any = None
+        ) -> Tuple[Inputs, Inputs]:
             if isinstance(inputs, tuple):
                 bs = (
                     baselines
                     if isinstance(baselines, tuple)
                     else (baselines,) * len(inputs)
                 )
-                pert = tuple(replace(x, b) for x, b in zip(inputs, bs))
-                return tuple(x - p for x, p in zip(inputs, pert)), pert
+                perts = tuple(replace(x, b) for x, b in zip(inputs, bs))
+                return tuple(x - p for x, p in zip(inputs, perts)), perts
             pert = replace(inputs, baselines)
             return inputs - pert, pert
 
         return perturb_func
 
-    def perturb_func_s(inputs):
+    def perturb_func_s(inputs: Inputs) -> Inputs:
         return _map(inputs, lambda x: replace(x, None))
 
     return perturb_func_s

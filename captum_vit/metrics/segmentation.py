@@ -7,6 +7,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._maps import min_max
 from ._utils import _check_batch, _check_mask, _to_pixel_map
 
 
@@ -70,7 +71,7 @@ def summarize_segmentation(results: Sequence[SegmentationResult]) -> Dict[str, f
         1.0
     """
     if len(results) == 0:
-        raise ValueError("`results` is empty.")
+        raise ValueError("results is empty")
     correct = torch.cat([r.correct for r in results]).double().sum()
     labeled = torch.cat([r.labeled for r in results]).double().sum()
     inter = torch.cat([r.intersection for r in results]).double().sum(dim=0)
@@ -169,19 +170,13 @@ def segmentation_test(
     """
     _check_batch(attributions, attributions.shape[0], "attributions")
     B = attributions.shape[0]
-    if not isinstance(masks, Tensor):
-        raise ValueError("`masks` must be a torch.Tensor.")
     gt = _check_mask(masks, B, None, "masks")
     size = tuple(gt.shape[-2:])
     amap = _to_pixel_map(attributions, size, B).double()
     gt = gt.to(amap.device)
     flat = amap.reshape(B, -1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    norm = torch.where(
-        span > 0, (flat - lo) / span.clamp(min=1e-300), torch.zeros_like(flat)
-    )
+    norm = min_max(flat)
+    span = flat.amax(dim=1, keepdim=True) - flat.amin(dim=1, keepdim=True)
     constant = (span <= 0).expand_as(flat)
     y = gt.reshape(B, -1)
     pred = (norm > norm.mean(dim=1, keepdim=True)) & ~constant
@@ -210,7 +205,7 @@ def segmentation_test(
     else:
         ths = [float(t) for t in f1_thresholds]
         if not ths:
-            raise ValueError("`f1_thresholds` is empty.")
+            raise ValueError("f1_thresholds is empty")
         f1 = torch.stack([_f1((norm > t) & ~constant, y) for t in ths]).mean(0)
 
     return SegmentationResult(

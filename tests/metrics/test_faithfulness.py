@@ -270,7 +270,7 @@ def test_faithfulness_errors_are_value_errors():
         faithfulness_correlation(
             model, x, a, seed=0, generator=torch.Generator().manual_seed(0)
         )
-    with pytest.raises(ValueError, match="each `n`"):
+    with pytest.raises(ValueError, match="each n "):
         sensitivity_n(model, x, a, n=[0, 2])
     with pytest.raises(ValueError, match="forward_func"):
         deletion_auc(lambda z: z, x, a)
