@@ -24,6 +24,7 @@ from ._base import (
     ViTAdapter,
 )
 from ._hf import HFViTAdapter
+from ._surgery import Patcher, model_lock, patching
 from ._timm import TimmViTAdapter
 from ._torchvision import TorchvisionViTAdapter
 
@@ -37,6 +38,9 @@ __all__ = [
     "EmbeddingParts",
     "HeadParts",
     "UnsupportedModelError",
+    "model_lock",
+    "patching",
+    "Patcher",
     "TimmViTAdapter",
     "HFViTAdapter",
     "TorchvisionViTAdapter",

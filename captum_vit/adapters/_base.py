@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._surgery import patching
+
 __all__ = [
     "Tracer",
     "ViTAdapter",
@@ -406,8 +408,15 @@ class ViTAdapter:
         """Route every block and attention module through ``tracer``.
 
         Instance-level ``forward`` attributes are set on each block and
-        attention module and removed again on exit (restored if the user had
-        set one), also when an exception is raised inside the context.
+        attention module (and, if ``tracer.trace_ends``, on the embedding and
+        head code) and removed again on exit (restored if the user had set
+        one), also when an exception is raised inside the context.
+
+        The model's lock (:func:`~captum_vit.adapters.model_lock`) is held for
+        the whole context: tracing contexts on one model in different threads
+        run one after the other, and calls from other threads bypass the
+        tracer and run the stock model (see :func:`~captum_vit.adapters.
+        patching`).
 
         Args:
             tracer (Tracer, optional): the tracer to use. Default: a
@@ -417,34 +426,19 @@ class ViTAdapter:
             the tracer, filled while the model runs inside the context.
         """
         tracer = Tracer() if tracer is None else tracer
-        saved: List[Tuple[object, str, bool, object]] = []
-        try:
+        with patching(self.model) as patch:
             if getattr(tracer, "trace_ends", False):
                 for obj, name, fn in self._end_forwards(tracer):
-                    had = name in obj.__dict__
-                    saved.append((obj, name, had, obj.__dict__.get(name)))
-                    setattr(obj, name, fn)
+                    patch.set(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
-                parts = self.block_parts(layer)
-                for module, fn in (
-                    (block, self._block_forward(layer, block, tracer)),
-                    (
-                        parts.attention,
-                        self._attention_forward(layer, parts.attention, tracer),
-                    ),
-                ):
-                    had = "forward" in module.__dict__
-                    saved.append(
-                        (module, "forward", had, module.__dict__.get("forward"))
-                    )
-                    module.forward = fn
+                attention = self.block_parts(layer).attention
+                patch.set(block, "forward", self._block_forward(layer, block, tracer))
+                patch.set(
+                    attention,
+                    "forward",
+                    self._attention_forward(layer, attention, tracer),
+                )
             yield tracer
-        finally:
-            for obj, name, had, old in reversed(saved):
-                if had:
-                    setattr(obj, name, old)
-                else:
-                    obj.__dict__.pop(name, None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"

@@ -18,13 +18,14 @@ attribute is written onto a user module, no weight is changed.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .._compat import log_usage
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
@@ -54,8 +55,8 @@ class RuleSet:
     name = "chefer2021"
     #: relevance at the logits starts at one (Chefer) or the logit (AttnLRP)
     start_at_logit = False
-    #: the :class:`~._lrp_rules.Mode` of the pass in progress (set by
-    #: :func:`lrp_context`), shared by every rule it creates
+    #: the :class:`~._lrp_rules.Mode` of one pass, shared by every rule it
+    #: creates; set only on the per-call copy that :func:`lrp_context` makes
     mode = None
 
     # modules
@@ -279,30 +280,22 @@ def _module_rules(
 def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
     """Apply ``rules`` to ``adapter.model`` for the duration of the context.
 
-    Yields the :class:`LRPTracer` that records attention probabilities.
-    Every instance-level ``forward`` set here or by the adapter is removed
-    on exit (the user's own restored), also when the body raised.
+    Yields the :class:`LRPTracer` that records attention probabilities; its
+    ``rules`` are a per-call copy of ``rules`` carrying this pass's
+    :class:`~._lrp_rules.Mode` (``rules`` itself is never written, so one
+    rule set can serve several threads). The model's lock is held for the
+    whole context and every instance-level ``forward`` set here or by the
+    adapter is removed on exit (the user's own restored), also when the body
+    raised (see :func:`captum_vit.adapters.patching`).
     """
-    tracer = LRPTracer(rules)
-    saved: List[Tuple[nn.Module, bool, object]] = []
-    previous_mode = rules.mode
+    rules = copy.copy(rules)
     rules.mode = R.Mode()
-    try:
+    tracer = LRPTracer(rules)
+    with patching(adapter.model) as patch:
         for module, fn in _module_rules(adapter, rules):
-            if any(module is s[0] for s in saved):
-                continue
-            had = "forward" in module.__dict__
-            saved.append((module, had, module.__dict__.get("forward")))
-            module.forward = fn
+            patch.set(module, "forward", fn)
         with adapter.trace(tracer):
             yield tracer
-    finally:
-        rules.mode = previous_mode
-        for module, had, old in reversed(saved):
-            if had:
-                module.forward = old
-            else:
-                module.__dict__.pop("forward", None)
 
 
 def relevance_pass(
@@ -330,6 +323,7 @@ def relevance_pass(
         gradient).
     """
     with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
+        rules = tracer.rules  # this pass's copy, with its own mode
         x = inputs.detach().requires_grad_(True)
         logits = adapter.forward(x, *args)
         if target is None:

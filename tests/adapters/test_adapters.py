@@ -147,3 +147,67 @@ def test_forward_rejects_outputs_that_are_not_logits(base):
     a._call_model = lambda x: (torch.zeros(2, 5),)
     with pytest.raises(ValueError, match="expected logits"):
         a.forward(images(2))
+
+
+# ------------------------------------------------------------------ threads
+def _append_lock(out, model):
+    out.append(adapters.model_lock(model))
+
+
+def test_model_lock_is_per_model_and_not_on_the_model():
+    import gc
+    import threading
+
+    from captum_vit.adapters import _surgery
+
+    model, other = timm_vit(), timm_vit()
+    keys = set(model.__dict__)
+    lock = adapters.model_lock(model)
+    seen = []
+    t = threading.Thread(target=_append_lock, args=(seen, model))
+    t.start()
+    t.join()
+    assert seen[0] is lock and adapters.model_lock(other) is not lock
+    assert set(model.__dict__) == keys
+    with lock:  # re-entrant: a trace inside a held lock does not deadlock
+        with adapters.get(model).trace():
+            adapters.get(model).forward(images(1))
+    n = len(_surgery._LOCKS)
+    del model, lock, seen, t
+    gc.collect()
+    assert len(_surgery._LOCKS) == n - 1  # the lock goes with its model
+
+
+def test_trace_routes_other_threads_to_the_previous_forward(base):
+    """Inside a trace, another thread's call reaches the user's own instance
+    forward (or the class's), never the tracer."""
+    import threading
+
+    a = adapters.get(base)
+    blk0, blk1 = base.blocks[0], base.blocks[1]
+    calls = []
+
+    def user_forward(x, **kwargs):
+        calls.append(threading.get_ident())
+        return type(blk0).forward(blk0, x, **kwargs)
+
+    blk0.forward = user_forward
+    x = images(2)
+    plain = base(x)
+    got = []
+    try:
+        tracer = Tracer()
+        with a.trace(tracer):
+            t = threading.Thread(target=lambda: got.append(base(x)))
+            t.start()
+            t.join()
+            assert tracer.attentions == {}  # the other thread's forward
+            traced = base(x)
+            assert sorted(tracer.attentions) == [0, 1]
+        assert blk0.__dict__["forward"] is user_forward
+        assert "forward" not in blk1.__dict__
+    finally:
+        del blk0.forward
+    assert torch.equal(got[0], plain)
+    torch.testing.assert_close(traced, plain, rtol=1e-5, atol=1e-6)
+    assert calls[1] == t.ident  # the user's forward ran in the other thread

@@ -182,7 +182,7 @@ def test_one_thread_raises_others_succeed(x):
     def victim() -> None:
         _VICTIMS.add(threading.get_ident())
         try:
-            for name, factory in METHODS:
+            for _, factory in METHODS:
                 with pytest.raises(Boom):
                     factory(model).attribute(x, target=TARGET, output="tokens")
         finally:
@@ -225,3 +225,18 @@ def test_plain_forward_beside_explanations(family, x):
     errors = run_threads([plain] + [explain(n) for n in names])
     assert not errors, errors
     assert_same_state(before, model)
+
+
+def test_lrp_never_writes_the_shared_rule_set(x):
+    """The pass's Mode lives on a per-call copy of the rule set, so threads
+    sharing one method instance cannot switch each other's rules."""
+    from captum_vit.attr._lrp import lrp_context
+
+    model = timm_vit()
+    method = cv.AttnLRP(model)
+    rules = method.rules
+    before = dict(rules.__dict__)
+    with lrp_context(method.adapter, rules) as tracer:
+        assert tracer.rules is not rules and tracer.rules.mode is not None
+        assert rules.mode is None
+    assert rules.__dict__ == before
