@@ -45,6 +45,16 @@ class UnsupportedModelError(TypeError):
 ScoreHook = Callable[[int, Tensor], Tensor]
 
 
+def _random_in_training(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    for name in ("drop_prob", "attention_dropout", "dropout"):
+        p = module.__dict__.get(name)
+        if isinstance(p, float) and p > 0:
+            return True
+    return False
+
+
 class Tracer:
     r"""Hooks that an adapter's explicit forward calls; records what methods need.
 
@@ -336,6 +346,27 @@ class ViTAdapter:
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model takes its images in: that of the patch
+        embedding's weight."""
+        return self.embedding_parts().patch.weight.dtype
+
+    def stochastic_modules(self) -> List[str]:
+        """Names of the modules that are random in their current mode.
+
+        A module counts when it is in training mode with a positive
+        dropout probability: ``torch.nn`` dropout layers, timm's ``DropPath``
+        (``drop_prob``), Hugging Face attention (``attention_dropout``) and
+        ``nn.MultiheadAttention`` (``dropout``). An explanation of such a
+        model changes from call to call.
+        """
+        names = []
+        for name, module in self.model.named_modules():
+            if module.training and _random_in_training(module):
+                names.append(name)
+        return names
 
     @property
     def num_heads(self) -> int:

@@ -20,6 +20,7 @@ the contract of the package:
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -114,7 +115,8 @@ class ViTAttribution(Attribution):
             input's pixels. Default: ``"bilinear"``
     """
 
-    #: whether the method needs gradients with respect to attention
+    #: whether the method takes gradients (autograd through the model):
+    #: such methods refuse to run under ``torch.inference_mode()``
     _needs_grad = False
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
@@ -206,6 +208,7 @@ class ViTAttribution(Attribution):
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
         self._check_inputs(inputs)
+        inputs = self._check_mode(inputs)
         target = self._check_target(target, inputs.shape[0])
         args = _format_additional_forward_args(additional_forward_args)
         args = () if args is None else tuple(args)
@@ -236,6 +239,37 @@ class ViTAttribution(Attribution):
         if not torch.isfinite(inputs).all():
             raise ValueError("inputs contain NaN or Inf")
         self.adapter.check_image_size(tuple(inputs.shape[-2:]))
+        dtype = self.adapter.dtype
+        if inputs.dtype != dtype and not torch.is_autocast_enabled(inputs.device.type):
+            raise TypeError(
+                f"inputs are {inputs.dtype} but the model takes {dtype} (the dtype of "
+                f"its patch embedding): cast the inputs (inputs.to({dtype})) or the "
+                f"model (model.to({inputs.dtype})) so that both match"
+            )
+
+    def _check_mode(self, inputs: Tensor) -> Tensor:
+        """Refuse gradients under inference mode, warn about active dropout;
+        returns ``inputs`` (copied out of inference mode if need be)."""
+        inference = torch.is_inference_mode_enabled()
+        if inference and self._needs_grad:
+            raise RuntimeError(
+                f"{type(self).__name__} takes gradients, which torch.inference_mode() "
+                "forbids: call attribute outside inference mode, or inside "
+                "`with torch.inference_mode(False):`"
+            )
+        if inputs.is_inference() and not inference:
+            inputs = inputs.clone()  # an inference tensor cannot enter autograd
+        random = self.adapter.stochastic_modules()
+        if random:
+            more = ", ..." if len(random) > 3 else ""
+            warnings.warn(
+                f"the model is in training mode with active dropout "
+                f"({', '.join(random[:3])}{more}): its outputs, and so the maps, "
+                "change from call to call. Call model.eval() before explaining.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return inputs
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""

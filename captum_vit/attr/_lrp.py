@@ -353,6 +353,8 @@ class _PixelLRPAttribution(ViTAttribution):
     """Base of the LRP methods whose natural output is relevance per input
     element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
 
+    _needs_grad = True
+
     @log_usage()
     def attribute(
         self, inputs, target=None, additional_forward_args=None, output="input"

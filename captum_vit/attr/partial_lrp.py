@@ -49,6 +49,8 @@ class PartialLRP(ViTAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
+    _needs_grad = True
+
     def __init__(
         self,
         model: nn.Module,

@@ -211,3 +211,166 @@ def test_trace_routes_other_threads_to_the_previous_forward(base):
     assert torch.equal(got[0], plain)
     torch.testing.assert_close(traced, plain, rtol=1e-5, atol=1e-6)
     assert calls[1] == t.ident  # the user's forward ran in the other thread
+
+
+# ---------------------------------------------------------------- wrappers
+def _process_group():
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    return dist
+
+
+def test_wrappers_are_unwrapped(base):
+    """DataParallel, DistributedDataParallel and torch.compile: the
+    explanation runs the wrapped module and equals the plain model's."""
+    import captum_vit as cv
+
+    x = images(2)
+    expected = cv.GradSAM(base).attribute(x, target=1, output="tokens")
+    dist = _process_group()
+    try:
+        wrapped = {
+            "DataParallel": torch.nn.DataParallel(base),
+            "DistributedDataParallel": torch.nn.parallel.DistributedDataParallel(base),
+            "compile": torch.compile(base),
+            "compile(DataParallel)": torch.compile(torch.nn.DataParallel(base)),
+        }
+        for kind, model in wrapped.items():
+            assert adapters.get(model).model is base, kind
+            got = cv.GradSAM(model).attribute(x, target=1, output="tokens")
+            assert torch.equal(got, expected), kind
+            assert torch.equal(cv.forward_func(model)(x), base(x)), kind
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_and_unknown_wrappers_say_what_to_pass():
+    from torch.distributed.fsdp import fully_shard
+
+    dist = _process_group()
+    try:
+        sharded = fully_shard(timm_vit())
+        with pytest.raises(adapters.UnsupportedModelError, match="unsharded"):
+            adapters.get(sharded)
+    finally:
+        dist.destroy_process_group()
+
+    class MyWrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    with pytest.raises(adapters.UnsupportedModelError, match=r"wrapped.*\.module"):
+        adapters.get(MyWrapper(timm_vit()))
+
+
+# ------------------------------------------------ Hugging Face distilled DeiT
+def _timm_deit(seed: int = 0):
+    from timm.models.deit import VisionTransformerDistilled
+
+    from tests.models import sharpen_
+
+    torch.manual_seed(seed)
+    model = VisionTransformerDistilled(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=5,
+        qkv_bias=True,
+    )
+    return sharpen_(model, seed).eval()
+
+
+def test_hf_deit_with_teacher_random_init():
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    import captum_vit as cv
+
+    torch.manual_seed(0)
+    cfg = DeiTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
+    model = DeiTForImageClassificationWithTeacher(cfg).eval()
+    a = adapters.get(model)
+    assert a.num_prefix_tokens == 2 and a.num_classes == 5
+    assert len(a.head_parts().classifiers) == 2
+    torch.testing.assert_close(a.pool_weights(4), torch.tensor([0.5, 0.5, 0.0, 0.0]))
+    x = images(2)
+    out = model(x)
+    torch.testing.assert_close(a.forward(x), out.logits)
+    for tracer in (Tracer(), cv.attr._lrp.LRPTracer(cv.attr._lrp.RuleSet())):
+        with a.trace(tracer):
+            traced = a.forward(x)
+        torch.testing.assert_close(traced, out.logits, rtol=1e-5, atol=1e-6)
+        assert tracer.attentions[1].shape == (2, 2, 18, 18)
+    assert cv.AttnLRP(model).attribute(x, target=1).shape == x.shape
+
+
+def test_hf_deit_with_teacher_agrees_with_timm():
+    """The same weights in timm's distilled DeiT and in Hugging Face's
+    ``DeiTForImageClassificationWithTeacher`` give the same maps (float64)."""
+    import captum_vit as cv
+
+    timm_model = _timm_deit().double()
+    hf = hf_vit_from_timm(timm_model).double()
+    x = images(3).double()
+    torch.testing.assert_close(
+        adapters.get(hf).forward(x), timm_model(x), rtol=1e-10, atol=1e-12
+    )
+    for method in (
+        cv.RawAttention,
+        cv.AttentionRollout,
+        cv.GradSAM,
+        cv.GenericAttention,
+        cv.TransformerLRP,
+        cv.LRP,
+        cv.AttnLRP,
+        cv.ATMAN,
+    ):
+        expected = method(timm_model).attribute(x, target=2, output="tokens")
+        got = method(hf).attribute(x, target=2, output="tokens")
+        err = (got - expected).abs().max() / expected.abs().max()
+        assert err < 1e-9, method.__name__
+
+
+# --------------------------------------------------------------- dropout
+def test_stochastic_modules_in_every_family():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from tests.models import torchvision_vit_from_timm as tv_from
+
+    timm_model = timm_vit(attn_drop_rate=0.1, drop_path_rate=0.1)
+    hf = ViTForImageClassification(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            num_labels=5,
+            attention_probs_dropout_prob=0.1,
+        )
+    )
+    tv = tv_from(timm_vit())
+    for blk in tv.encoder.layers:
+        blk.self_attention.dropout = 0.1
+    for model in (timm_model, hf, tv):
+        a = adapters.get(model)
+        model.eval()
+        assert a.stochastic_modules() == []
+        model.train()
+        names = a.stochastic_modules()
+        assert names and all(isinstance(n, str) for n in names), type(model)
+        model.eval()
+    # train mode without dropout is deterministic: nothing to report
+    assert adapters.get(timm_vit().train()).stochastic_modules() == []

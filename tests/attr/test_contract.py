@@ -9,6 +9,8 @@ Captum's metrics and NoiseTunnel accepting the output, and bad input.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from captum.attr import NoiseTunnel
@@ -31,6 +33,7 @@ def _vit_shapley(m):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         explainer = cv.ShapleyExplainer(m)
+    explainer.to(next(m.parameters()).dtype)  # its new head in the model's dtype
     return cv.ViTShapley(explainer, cv.ShapleySurrogate(m))
 
 
@@ -358,3 +361,66 @@ def test_bad_options(model):
         cv.GradSAM(model, query="rows")
     with pytest.raises(ValueError, match="layer"):
         cv.GenericAttention(model, start_layer=2)
+
+
+# ---------------------------------------------------- dtypes, modes, contexts
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_input_dtype_must_match_the_model(name, factory, tol, model, x):
+    method = factory(model)
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda *a: forwards.append(1))
+    try:
+        for dtype in (torch.float16, torch.bfloat16, torch.float64):
+            with pytest.raises(TypeError, match=rf"{dtype}.*torch\.float32"):
+                method.attribute(x.to(dtype), target=TARGET)
+    finally:
+        handle.remove()
+    assert forwards == []  # rejected before any forward
+
+
+@pytest.fixture(scope="module")
+def model_bf16():
+    return timm_vit().to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_half_model(name, factory, tol, model_bf16, x):
+    method = factory(model_bf16)
+    with pytest.raises(TypeError, match=r"torch\.float32.*torch\.bfloat16"):
+        method.attribute(x, target=TARGET)
+    # same-dtype half precision works
+    attr = method.attribute(x.to(torch.bfloat16), target=TARGET, output="tokens")
+    assert attr.shape == (4, 4, 4) and torch.isfinite(attr).all()
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_inference_mode(name, factory, tol, model, x):
+    method = factory(model)
+    expected = method.attribute(x, target=TARGET)
+    with torch.inference_mode():
+        made_inside = x.clone()  # an inference tensor
+        if method._needs_grad:
+            with pytest.raises(RuntimeError, match=r"inference_mode\(False\)"):
+                method.attribute(x, target=TARGET)
+        else:
+            got = method.attribute(x, target=TARGET)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        with torch.inference_mode(False):
+            got = method.attribute(x, target=TARGET)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # an inference tensor is accepted outside inference mode
+    got = method.attribute(made_inside, target=TARGET)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
+def test_train_mode_with_dropout_warns(name, factory, tol, x):
+    model = timm_vit(drop_rate=0.1, attn_drop_rate=0.1, proj_drop_rate=0.1)
+    method = factory(model.train())
+    with pytest.warns(UserWarning, match=r"model\.eval\(\)"):
+        method.attribute(x, target=TARGET)
+    model.eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method.attribute(x, target=TARGET)
+    assert not [w for w in caught if "model.eval()" in str(w.message)]
