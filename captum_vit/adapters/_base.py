@@ -82,7 +82,8 @@ class Tracer:
             use it to add a bias or a ``-inf`` mask (ATMAN, ViT Shapley).
             Default: None
         layers (iterable of int, optional): the layers to record; the others
-            run torch's fused attention. Default: None (all layers)
+            run torch's fused attention (see :meth:`explicit`). Default: None
+            (all layers)
     """
 
     #: whether :meth:`ViTAdapter.trace` also routes the embedding (the
@@ -143,7 +144,7 @@ class Tracer:
         p = 0). A layer outside :attr:`layers` that nothing customises runs
         torch's fused ``scaled_dot_product_attention`` and records nothing.
         """
-        if self._fast(layer) and dropout is None:
+        if dropout is None and not self.explicit(layer):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         scores = self.qk(layer, q, k, scale)
         if mask is not None:
@@ -164,15 +165,18 @@ class Tracer:
             attn = dropout(attn)
         return self.av(layer, attn, v)
 
-    def _fast(self, layer: int) -> bool:
-        cls = type(self)
+    def explicit(self, layer: int) -> bool:
+        """Whether ``layer`` runs the explicit attention (:meth:`qk`,
+        :meth:`softmax`, :meth:`av`, recording, ``score_hook``) rather than
+        torch's fused kernel, which records nothing.
+
+        By default every layer is explicit unless :attr:`layers` names a
+        subset and no ``score_hook`` is set. A subclass that changes
+        :meth:`qk`, :meth:`softmax` or :meth:`av` and passes ``layers`` must
+        return True for the layers whose attention it changes.
+        """
         return (
-            self.layers is not None
-            and layer not in self.layers
-            and self.score_hook is None
-            and cls.qk is Tracer.qk
-            and cls.softmax is Tracer.softmax
-            and cls.av is Tracer.av
+            self.layers is None or layer in self.layers or self.score_hook is not None
         )
 
     # ------------------------------------------------------------ block level

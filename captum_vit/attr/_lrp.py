@@ -24,7 +24,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._compat import log_usage
 from ..adapters import Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
@@ -351,59 +350,14 @@ def relevance_pass(
 
 class _PixelLRPAttribution(ViTAttribution):
     """Base of the LRP methods whose natural output is relevance per input
-    element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
+    element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
+    is the reference's pixel map); ``output="tokens"`` sums it over channels
+    and within each patch. Subclasses implement ``_attribute`` returning the
+    input relevance."""
 
     _needs_grad = True
-
-    @log_usage()
-    def attribute(
-        self, inputs, target=None, additional_forward_args=None, output="input"
-    ):
-        r"""Relevance of every input element for ``target``.
-
-        Args:
-            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
-                the model's input space (already normalised).
-            target (int, tuple, Tensor or list, optional): the output index to
-                explain per sample: an int for all samples, or one index per
-                sample as a 1-D tensor or list. ``None`` explains the predicted
-                class. Default: None
-            additional_forward_args (Any, optional): extra positional
-                arguments passed to the model after ``inputs``. Default: None
-            output (str, optional): ``"input"`` for the relevance of every
-                input element ``(B, C, H, W)`` (its sum over channels is the
-                reference's pixel map); ``"tokens"`` for the relevance summed
-                over channels and within each patch, ``(B, gh, gw)``.
-                Default: ``"input"``
-
-        Returns:
-            Tensor: the relevance (detached, signed, not normalised).
-
-        Examples::
-
-            >>> import timm, torch, captum_vit as cv
-            >>> model = timm.create_model("vit_tiny_patch16_224").eval()
-            >>> rel = cv.LRP(model).attribute(torch.randn(2, 3, 224, 224))
-            >>> rel.sum(1).shape  # the reference's (H, W) maps
-            torch.Size([2, 224, 224])
-        """
-        return self._attribute_pixels(inputs, target, additional_forward_args, output)
-
-    def _attribute_pixels(self, inputs, target, additional_forward_args, output):
-        inputs, is_tuple, target, args = self._prepare(
-            inputs, target, additional_forward_args, output
-        )
-        rel = self._relevance(inputs, target, args).to(inputs.dtype)
-        if output == "tokens":
-            return patch_sums(
-                rel,
-                self.adapter.grid_size(tuple(inputs.shape[-2:])),
-                self.adapter.patch_size,
-            )
-        return (rel,) if is_tuple else rel
-
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        raise NotImplementedError
+    _attribute_returns = "pixels"
+    _token_reduce = "sum"
 
 
 def patch_sums(rel: Tensor, grid: Tuple[int, int], patch: Tuple[int, int]) -> Tensor:

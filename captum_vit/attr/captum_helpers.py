@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .. import adapters
 from ..adapters import Tracer, ViTAdapter
 from ._base import ViTAttribution
+from ._registry import register_method
 
 __all__ = [
     "forward_func",
@@ -153,6 +154,7 @@ def to_tokens(
     return out.reshape(a.shape[0], gh, gw)
 
 
+@register_method("vit_gradcam")
 class ViTGradCam(ViTAttribution):
     r"""Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391)
     on the token output of a transformer block, the ViT version of Captum's

@@ -8,8 +8,10 @@ from typing import Union
 from torch import Tensor, nn
 
 from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set, relevance_pass
+from ._registry import register_method
 
 
+@register_method("lrp")
 class LRP(_PixelLRPAttribution):
     r"""Layer-wise Relevance Propagation from the target logit to the input
     pixels of a stock Vision Transformer, with the rules of Chefer, Gur and
@@ -71,6 +73,6 @@ class LRP(_PixelLRPAttribution):
             )
         self.rules = get_rule_set(rules)
 
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
         return rel

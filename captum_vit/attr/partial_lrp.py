@@ -8,8 +8,10 @@ from torch import Tensor, nn
 
 from ._base import ViTAttribution
 from ._lrp import RuleSet, get_rule_set, relevance_pass
+from ._registry import register_method
 
 
+@register_method("partial_lrp")
 class PartialLRP(ViTAttribution):
     r"""Partial LRP of Voita, Talbot, Moiseev, Sennrich and Titov, "Analyzing
     Multi-Head Self-Attention", ACL 2019 (https://arxiv.org/abs/1905.09418),

@@ -157,6 +157,7 @@ def _append_lock(out, model):
 def test_model_lock_is_per_model_and_not_on_the_model():
     import gc
     import threading
+    import weakref
 
     from captum_vit.adapters import _surgery
 
@@ -172,10 +173,12 @@ def test_model_lock_is_per_model_and_not_on_the_model():
     with lock:  # re-entrant: a trace inside a held lock does not deadlock
         with adapters.get(model).trace():
             adapters.get(model).forward(images(1))
+    alive = weakref.ref(model)
     n = len(_surgery._LOCKS)
     del model, lock, seen, t
     gc.collect()
-    assert len(_surgery._LOCKS) == n - 1  # the lock goes with its model
+    assert alive() is None  # the lock table does not keep the model alive
+    assert len(_surgery._LOCKS) < n
 
 
 def test_trace_routes_other_threads_to_the_previous_forward(base):
@@ -374,3 +377,30 @@ def test_stochastic_modules_in_every_family():
         model.eval()
     # train mode without dropout is deterministic: nothing to report
     assert adapters.get(timm_vit().train()).stochastic_modules() == []
+
+
+def test_tracer_declares_its_explicit_layers(base):
+    """Layers outside ``layers`` run the fused kernel unless the tracer says
+    otherwise (no comparison of methods)."""
+
+    class Cooler(Tracer):  # halves the scores of every layer
+        def softmax(self, layer, scores):
+            return super().softmax(layer, scores * 0.5)
+
+        def explicit(self, layer):
+            return True
+
+    def halve(layer, scores):
+        return scores * 0.5
+
+    x = images(2)
+    a = adapters.get(base)
+    with a.trace(Cooler(layers=[0])):
+        got = a.forward(x)
+    with a.trace(Tracer(score_hook=halve)):
+        expected = a.forward(x)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(got, base(x), rtol=1e-3, atol=1e-3)
+    partial = Tracer(layers=[1])
+    assert not partial.explicit(0) and partial.explicit(1)
+    assert Tracer().explicit(0) and Tracer(layers=(), score_hook=halve).explicit(0)

@@ -65,6 +65,33 @@ def test_raw_attention_formula(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+def test_raw_attention_per_head(variant):
+    """``head_fusion=None``: one map per head, read as the fused map is; the
+    whole matrix from ``attention_matrix`` is the naive forward's."""
+    model, x = VARIANTS[variant], images(3)
+    _, attns = naive.forward(model, x)
+    gh, gw = 4, 4
+    for layer in (0, -1):
+        a = attns[layer].detach()  # (B, heads, N, N)
+        heads = a.shape[1]
+        method = cv.RawAttention(model, layer=layer, head_fusion=None)
+        torch.testing.assert_close(method.attention_matrix(x), a, rtol=1e-5, atol=1e-6)
+        tokens = method.attribute(x, output="tokens")
+        assert tokens.shape == (3, heads, gh, gw)
+        expected = torch.stack([_readout(model, a[:, h]) for h in range(heads)], 1)
+        torch.testing.assert_close(tokens.flatten(2), expected, rtol=1e-5, atol=1e-6)
+        pixels = method.attribute(x)
+        assert pixels.shape == (3, heads, 32, 32)
+        for h in range(heads):
+            single = cv.RawAttention(model, layer=layer, head=h)
+            torch.testing.assert_close(
+                pixels[:, h], single.attribute(x)[:, 0], rtol=1e-6, atol=1e-7
+            )
+        one = method.attribute((x,))
+        assert isinstance(one, tuple) and torch.equal(one[0], pixels)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
 def test_rollout_formula(variant, fusion):
     model, x = VARIANTS[variant], images(4)
