@@ -34,7 +34,11 @@ def sharpen_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def timm_vit(seed: int = 0, **kwargs) -> VisionTransformer:
+def timm_vit(seed: int = 0, distilled: bool = False, **kwargs) -> VisionTransformer:
+    """The tiny timm ViT (``distilled=True``: timm's distilled DeiT with the
+    same sizes), seeded and sharpened."""
+    from timm.models.deit import VisionTransformerDistilled
+
     torch.manual_seed(seed)
     cfg = dict(
         img_size=IMG,
@@ -46,7 +50,23 @@ def timm_vit(seed: int = 0, **kwargs) -> VisionTransformer:
         qkv_bias=True,
     )
     cfg.update(kwargs)
-    return sharpen_(VisionTransformer(**cfg), seed).eval()
+    cls = VisionTransformerDistilled if distilled else VisionTransformer
+    return sharpen_(cls(**cfg), seed).eval()
+
+
+def hf_config(config_cls, **kwargs):
+    """A Hugging Face ViT/DeiT config of the tiny model's sizes."""
+    cfg = dict(
+        hidden_size=DIM,
+        num_hidden_layers=DEPTH,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * DIM,
+        image_size=IMG,
+        patch_size=PATCH,
+        num_labels=CLASSES,
+    )
+    cfg.update(kwargs)
+    return config_cls(**cfg)
 
 
 def hf_vit_from_timm(model: VisionTransformer, attn_implementation: str = "sdpa"):

@@ -11,7 +11,7 @@ Hugging Face ``transformers`` and torchvision.
 
 from __future__ import annotations
 
-from typing import List, Type
+from typing import List, Type, cast
 
 from torch import nn
 
@@ -92,9 +92,9 @@ def unwrap(model: nn.Module) -> nn.Module:
                 "full_state_dict=True)))."
             )
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
+            model = cast(nn.Module, model.module)
         elif _compiled(model):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 

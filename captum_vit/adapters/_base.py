@@ -20,6 +20,8 @@ the body raised.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -213,7 +215,7 @@ class Tracer:
 
     def merge_heads(self, outputs: Sequence[Tensor]) -> Tensor:
         """Mean of several classifier outputs (timm's distilled DeiT)."""
-        return sum(outputs) / len(outputs)
+        return functools.reduce(operator.add, outputs) / len(outputs)
 
     # --------------------------------------------------------------- helpers
     def attention_list(self) -> List[Tensor]:
@@ -355,7 +357,10 @@ class ViTAdapter:
     def dtype(self) -> torch.dtype:
         """The dtype the model takes its images in: that of the patch
         embedding's weight."""
-        return self.embedding_parts().patch.weight.dtype
+        weight = self.embedding_parts().patch.weight
+        if not isinstance(weight, Tensor):
+            raise TypeError("the patch embedding has no weight tensor")
+        return weight.dtype
 
     def stochastic_modules(self) -> List[str]:
         """Names of the modules that are random in their current mode.

@@ -11,7 +11,7 @@ explicit forward computes the same function as ``ViTLayer.forward`` /
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +119,12 @@ class HFViTAdapter(ViTAdapter):
         norm = getattr(self._encoder, "layernorm", None)
         return HeadParts(norm, self._heads)
 
-    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
         w = torch.zeros(num_tokens, device=device, dtype=dtype)
         w[: len(self._heads)] = 1.0 / len(self._heads)  # the heads are averaged
         return w
@@ -212,7 +217,11 @@ class HFViTAdapter(ViTAdapter):
             x = tracer.embed_add(x, emb.position_embeddings)
             return emb.dropout(x)
 
-        def model_forward(pixel_values=None, labels=None, **kwargs):
+        def model_forward(
+            pixel_values: Optional[Tensor] = None,
+            labels: Optional[Tensor] = None,
+            **kwargs: Any,
+        ) -> Any:
             # the classifier's forward (logits only), with the pooling of each
             # head's token routed; several heads are averaged (WithTeacher)
             if labels is not None:

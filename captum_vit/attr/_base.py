@@ -209,7 +209,7 @@ class ViTAttribution(Attribution):
 
     def _format_tokens(self, scores: Tensor, inputs: Tensor, output: str) -> Tensor:
         """Token scores ``(B, [K,] gh * gw)`` as the grid or upsampled."""
-        size = tuple(inputs.shape[-2:])
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         gh, gw = self.adapter.grid_size(size)
         B = inputs.shape[0]
         grid = scores.reshape(B, -1, gh, gw)
@@ -289,7 +289,7 @@ class ViTAttribution(Attribution):
             raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
         if not torch.isfinite(inputs).all():
             raise ValueError("inputs contain NaN or Inf")
-        self.adapter.check_image_size(tuple(inputs.shape[-2:]))
+        self.adapter.check_image_size((int(inputs.shape[-2]), int(inputs.shape[-1])))
         dtype = self.adapter.dtype
         if inputs.dtype != dtype and not torch.is_autocast_enabled(inputs.device.type):
             raise TypeError(

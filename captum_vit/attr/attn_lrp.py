@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from ._lrp import AttnLRPRules, _PixelLRPAttribution, relevance_pass
@@ -72,6 +74,8 @@ class AttnLRP(_PixelLRPAttribution):
             raise ValueError(f"attention must be 'attnlrp' or 'cp', got {attention!r}")
         self.rules = AttnLRPRules(epsilon, attention)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
         return rel

@@ -3,7 +3,7 @@ baseline)."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from torch import Tensor, nn
 
@@ -73,6 +73,8 @@ class LRP(_PixelLRPAttribution):
             )
         self.rules = get_rule_set(rules)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
         return rel

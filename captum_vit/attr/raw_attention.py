@@ -104,7 +104,9 @@ class RawAttention(ViTAttribution):
         tracer, _, _, _ = self._trace(inputs, None, args, Tracer(layers=[self.layer]))
         return tracer.attentions[self.layer].detach()
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         attn = self._attention(inputs, args)
         if self.head is not None:
             return self._patch_row(attn[:, self.head])

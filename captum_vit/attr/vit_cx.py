@@ -161,7 +161,9 @@ class ViTCX(ViTAttribution):
         self.seed = int(seed)
         self.show_progress = show_progress
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         return self.saliency(inputs, target, args)[:, None]  # (B, 1, H, W)
 
     # ------------------------------------------------------------- internals

@@ -8,7 +8,13 @@ import torch
 from captum_vit import adapters
 from captum_vit.adapters import Tracer
 from tests import naive
-from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
+from tests.models import (
+    hf_config,
+    hf_vit_from_timm,
+    images,
+    timm_vit,
+    torchvision_vit_from_timm,
+)
 
 
 @pytest.fixture(scope="module")
@@ -269,40 +275,13 @@ def test_sharded_and_unknown_wrappers_say_what_to_pass():
 
 
 # ------------------------------------------------ Hugging Face distilled DeiT
-def _timm_deit(seed: int = 0):
-    from timm.models.deit import VisionTransformerDistilled
-
-    from tests.models import sharpen_
-
-    torch.manual_seed(seed)
-    model = VisionTransformerDistilled(
-        img_size=32,
-        patch_size=8,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        num_classes=5,
-        qkv_bias=True,
-    )
-    return sharpen_(model, seed).eval()
-
-
 def test_hf_deit_with_teacher_random_init():
     from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
 
     import captum_vit as cv
 
     torch.manual_seed(0)
-    cfg = DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    model = DeiTForImageClassificationWithTeacher(cfg).eval()
+    model = DeiTForImageClassificationWithTeacher(hf_config(DeiTConfig)).eval()
     a = adapters.get(model)
     assert a.num_prefix_tokens == 2 and a.num_classes == 5
     assert len(a.head_parts().classifiers) == 2
@@ -323,7 +302,7 @@ def test_hf_deit_with_teacher_agrees_with_timm():
     ``DeiTForImageClassificationWithTeacher`` give the same maps (float64)."""
     import captum_vit as cv
 
-    timm_model = _timm_deit().double()
+    timm_model = timm_vit(distilled=True).double()
     hf = hf_vit_from_timm(timm_model).double()
     x = images(3).double()
     torch.testing.assert_close(
@@ -353,16 +332,7 @@ def test_stochastic_modules_in_every_family():
 
     timm_model = timm_vit(attn_drop_rate=0.1, drop_path_rate=0.1)
     hf = ViTForImageClassification(
-        ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-            num_labels=5,
-            attention_probs_dropout_prob=0.1,
-        )
+        hf_config(ViTConfig, attention_probs_dropout_prob=0.1)
     )
     tv = tv_from(timm_vit())
     for blk in tv.encoder.layers:

@@ -10,21 +10,15 @@ import torch
 import captum_vit as cv
 from tests import naive
 from tests.attr.reference import load_reference, rel_err
-from tests.models import images, sharpen_, timm_vit
+from tests.models import hf_config, images, timm_vit
 
 TARGET = torch.tensor([0, 3, 1, 4])
 
 
 def _variants():
-    from timm.models.deit import VisionTransformerDistilled
-
-    torch.manual_seed(0)
-    distilled = VisionTransformerDistilled(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
-    )
     return {
         "vit": timm_vit(),
-        "deit_distilled": sharpen_(distilled).eval(),
+        "deit_distilled": timm_vit(distilled=True),
         "registers_layerscale": timm_vit(reg_tokens=2, init_values=0.5),
         "avg_pool": timm_vit(class_token=False, global_pool="avg"),
         "avg_pool_with_cls": timm_vit(global_pool="avg"),
@@ -214,16 +208,7 @@ def test_hf_deit_distilled_tokens():
     from transformers import DeiTConfig, DeiTForImageClassification
 
     torch.manual_seed(0)
-    cfg = DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    model = DeiTForImageClassification(cfg).eval()
+    model = DeiTForImageClassification(hf_config(DeiTConfig)).eval()
     adapter = cv.adapters.get(model)
     assert adapter.num_prefix_tokens == 2
     x = images(2)
