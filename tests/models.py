@@ -34,7 +34,11 @@ def sharpen_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def timm_vit(seed: int = 0, **kwargs) -> VisionTransformer:
+def timm_vit(seed: int = 0, distilled: bool = False, **kwargs) -> VisionTransformer:
+    """The tiny timm ViT (``distilled=True``: timm's distilled DeiT with the
+    same sizes), seeded and sharpened."""
+    from timm.models.deit import VisionTransformerDistilled
+
     torch.manual_seed(seed)
     cfg = dict(
         img_size=IMG,
@@ -46,14 +50,40 @@ def timm_vit(seed: int = 0, **kwargs) -> VisionTransformer:
         qkv_bias=True,
     )
     cfg.update(kwargs)
-    return sharpen_(VisionTransformer(**cfg), seed).eval()
+    cls = VisionTransformerDistilled if distilled else VisionTransformer
+    return sharpen_(cls(**cfg), seed).eval()
+
+
+def hf_config(config_cls, **kwargs):
+    """A Hugging Face ViT/DeiT config of the tiny model's sizes."""
+    cfg = dict(
+        hidden_size=DIM,
+        num_hidden_layers=DEPTH,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * DIM,
+        image_size=IMG,
+        patch_size=PATCH,
+        num_labels=CLASSES,
+    )
+    cfg.update(kwargs)
+    return config_cls(**cfg)
 
 
 def hf_vit_from_timm(model: VisionTransformer, attn_implementation: str = "sdpa"):
-    from transformers import ViTConfig, ViTForImageClassification
+    """The same weights in Hugging Face's class: ``ViTForImageClassification``
+    for a timm ViT, ``DeiTForImageClassificationWithTeacher`` for a timm
+    distilled DeiT (both heads averaged, as both models do)."""
+    from transformers import (
+        DeiTConfig,
+        DeiTForImageClassificationWithTeacher,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
+    distilled = getattr(model, "dist_token", None) is not None
     D = model.embed_dim
-    cfg = ViTConfig(
+    config_cls = DeiTConfig if distilled else ViTConfig
+    cfg = config_cls(
         hidden_size=D,
         num_hidden_layers=len(model.blocks),
         num_attention_heads=model.blocks[0].attn.num_heads,
@@ -66,22 +96,30 @@ def hf_vit_from_timm(model: VisionTransformer, attn_implementation: str = "sdpa"
         qkv_bias=True,
         attn_implementation=attn_implementation,
     )
-    hf = ViTForImageClassification(cfg)
+    if distilled:
+        hf, e = DeiTForImageClassificationWithTeacher(cfg), "deit."
+    else:
+        hf, e = ViTForImageClassification(cfg), "vit."
     sd = model.state_dict()
     new = {
-        "vit.embeddings.cls_token": sd["cls_token"],
-        "vit.embeddings.position_embeddings": sd["pos_embed"],
-        "vit.embeddings.patch_embeddings.projection.weight": sd[
+        e + "embeddings.cls_token": sd["cls_token"],
+        e + "embeddings.position_embeddings": sd["pos_embed"],
+        e + "embeddings.patch_embeddings.projection.weight": sd[
             "patch_embed.proj.weight"
         ],
-        "vit.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-        "vit.layernorm.weight": sd["norm.weight"],
-        "vit.layernorm.bias": sd["norm.bias"],
-        "classifier.weight": sd["head.weight"],
-        "classifier.bias": sd["head.bias"],
+        e + "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+        e + "layernorm.weight": sd["norm.weight"],
+        e + "layernorm.bias": sd["norm.bias"],
     }
+    heads = {"classifier": "head"}
+    if distilled:
+        new[e + "embeddings.distillation_token"] = sd["dist_token"]
+        heads = {"cls_classifier": "head", "distillation_classifier": "head_dist"}
+    for hn, tn in heads.items():
+        for s in ("weight", "bias"):
+            new[f"{hn}.{s}"] = sd[f"{tn}.{s}"]
     for i in range(len(model.blocks)):
-        b, h = f"blocks.{i}.", f"vit.layers.{i}."
+        b, h = f"blocks.{i}.", f"{e}layers.{i}."
         for n, (w, bias) in zip(
             ("q_proj", "k_proj", "v_proj"),
             zip(sd[b + "attn.qkv.weight"].split(D), sd[b + "attn.qkv.bias"].split(D)),

@@ -18,14 +18,13 @@ attribute is written onto a user module, no weight is changed.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .._compat import log_usage
-from .._maps import pixels_to_tokens
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
@@ -55,8 +54,8 @@ class RuleSet:
     name = "chefer2021"
     #: relevance at the logits starts at one (Chefer) or the logit (AttnLRP)
     start_at_logit = False
-    #: the :class:`~._lrp_rules.Mode` of the pass in progress (set by
-    #: :func:`lrp_context`), shared by every rule it creates
+    #: the :class:`~._lrp_rules.Mode` of one pass, shared by every rule it
+    #: creates; set only on the per-call copy that :func:`lrp_context` makes
     mode = None
 
     # modules
@@ -280,30 +279,22 @@ def _module_rules(
 def lrp_context(adapter: ViTAdapter, rules: RuleSet) -> Iterator[LRPTracer]:
     """Apply ``rules`` to ``adapter.model`` for the duration of the context.
 
-    Yields the :class:`LRPTracer` that records attention probabilities.
-    Every instance-level ``forward`` set here or by the adapter is removed
-    on exit (the user's own restored), also when the body raised.
+    Yields the :class:`LRPTracer` that records attention probabilities; its
+    ``rules`` are a per-call copy of ``rules`` carrying this pass's
+    :class:`~._lrp_rules.Mode` (``rules`` itself is never written, so one
+    rule set can serve several threads). The model's lock is held for the
+    whole context and every instance-level ``forward`` set here or by the
+    adapter is removed on exit (the user's own restored), also when the body
+    raised (see :func:`captum_vit.adapters.patching`).
     """
-    tracer = LRPTracer(rules)
-    saved: List[Tuple[nn.Module, bool, object]] = []
-    previous_mode = rules.mode
+    rules = copy.copy(rules)
     rules.mode = R.Mode()
-    try:
+    tracer = LRPTracer(rules)
+    with patching(adapter.model) as patch:
         for module, fn in _module_rules(adapter, rules):
-            if any(module is s[0] for s in saved):
-                continue
-            had = "forward" in module.__dict__
-            saved.append((module, had, module.__dict__.get("forward")))
-            module.forward = fn
+            patch.set(module, "forward", fn)
         with adapter.trace(tracer):
             yield tracer
-    finally:
-        rules.mode = previous_mode
-        for module, had, old in reversed(saved):
-            if had:
-                module.forward = old
-            else:
-                module.__dict__.pop("forward", None)
 
 
 def relevance_pass(
@@ -331,6 +322,7 @@ def relevance_pass(
         gradient).
     """
     with torch.enable_grad(), lrp_context(adapter, rules) as tracer:
+        rules = tracer.rules  # this pass's copy, with its own mode
         x = inputs.detach().requires_grad_(True)
         logits = adapter.forward(x, *args)
         if target is None:
@@ -358,54 +350,12 @@ def relevance_pass(
 
 class _PixelLRPAttribution(ViTAttribution):
     """Base of the LRP methods whose natural output is relevance per input
-    element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
+    element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
+    is the reference's pixel map); ``output="tokens"`` sums it over channels
+    and within each patch. Subclasses implement ``_attribute`` returning the
+    input relevance."""
 
-    @log_usage()
-    def attribute(
-        self, inputs, target=None, additional_forward_args=None, output="input"
-    ):
-        r"""Relevance of every input element for ``target``.
+    _needs_grad = True
+    _attribute_returns = "pixels"
+    _token_reduce = "sum"
 
-        Args:
-            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
-                the model's input space (already normalised).
-            target (int, tuple, Tensor or list, optional): the output index to
-                explain per sample: an int for all samples, or one index per
-                sample as a 1-D tensor or list. ``None`` explains the predicted
-                class. Default: None
-            additional_forward_args (Any, optional): extra positional
-                arguments passed to the model after ``inputs``. Default: None
-            output (str, optional): ``"input"`` for the relevance of every
-                input element ``(B, C, H, W)`` (its sum over channels is the
-                reference's pixel map); ``"tokens"`` for the relevance summed
-                over channels and within each patch, ``(B, gh, gw)``.
-                Default: ``"input"``
-
-        Returns:
-            Tensor: the relevance (detached, signed, not normalised).
-
-        Examples::
-
-            >>> import timm, torch, captum_vit as cv
-            >>> model = timm.create_model("vit_tiny_patch16_224").eval()
-            >>> rel = cv.LRP(model).attribute(torch.randn(2, 3, 224, 224))
-            >>> rel.sum(1).shape  # the reference's (H, W) maps
-            torch.Size([2, 224, 224])
-        """
-        return self._attribute_pixels(inputs, target, additional_forward_args, output)
-
-    def _attribute_pixels(self, inputs, target, additional_forward_args, output):
-        inputs, is_tuple, target, args = self._prepare(
-            inputs, target, additional_forward_args, output
-        )
-        rel = self._relevance(inputs, target, args).to(inputs.dtype)
-        if output == "tokens":
-            return pixels_to_tokens(
-                rel,
-                self.adapter.grid_size(tuple(inputs.shape[-2:])),
-                self.adapter.patch_size,
-            )
-        return (rel,) if is_tuple else rel
-
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        raise NotImplementedError

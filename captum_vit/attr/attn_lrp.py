@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from ._lrp import AttnLRPRules, _PixelLRPAttribution, relevance_pass
+from ._registry import register_method
 
 
+@register_method("attn_lrp")
 class AttnLRP(_PixelLRPAttribution):
     r"""Attention-aware LRP of Achtibat, Hatefi, Dreyer, Jain, Wiegand,
     Lapuschkin and Samek, "AttnLRP: Attention-Aware Layer-Wise Relevance
@@ -70,6 +74,8 @@ class AttnLRP(_PixelLRPAttribution):
             raise ValueError(f"attention must be 'attnlrp' or 'cp', got {attention!r}")
         self.rules = AttnLRPRules(epsilon, attention)
 
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
         return rel

@@ -24,6 +24,7 @@ from .. import adapters
 from .._maps import pixels_to_tokens
 from ..adapters import Tracer, ViTAdapter
 from ._base import ViTAttribution
+from ._registry import register_method
 
 __all__ = [
     "forward_func",
@@ -151,6 +152,7 @@ def to_tokens(
     return pixels_to_tokens(a, adapter.grid_size(size), adapter.patch_size, reduce)
 
 
+@register_method("vit_gradcam")
 class ViTGradCam(ViTAttribution):
     r"""Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391)
     on the token output of a transformer block, the ViT version of Captum's

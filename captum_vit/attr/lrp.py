@@ -3,13 +3,15 @@ baseline)."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from torch import Tensor, nn
 
 from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set, relevance_pass
+from ._registry import register_method
 
 
+@register_method("lrp")
 class LRP(_PixelLRPAttribution):
     r"""Layer-wise Relevance Propagation from the target logit to the input
     pixels of a stock Vision Transformer, with the rules of Chefer, Gur and
@@ -71,6 +73,8 @@ class LRP(_PixelLRPAttribution):
             )
         self.rules = get_rule_set(rules)
 
-    def _relevance(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
         return rel

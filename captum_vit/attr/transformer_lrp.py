@@ -7,10 +7,12 @@ from torch import Tensor, nn
 
 from ._base import ViTAttribution
 from ._lrp import RuleSet, relevance_pass
+from ._registry import register_method
 
 _METHODS = ("transformer_attribution", "lrp_rollout")
 
 
+@register_method("transformer_lrp")
 class TransformerLRP(ViTAttribution):
     r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
     Interpretability Beyond Attention Visualization", CVPR 2021

@@ -10,21 +10,15 @@ import torch
 import captum_vit as cv
 from tests import naive
 from tests.attr.reference import load_reference, rel_err
-from tests.models import images, sharpen_, timm_vit
+from tests.models import hf_config, images, timm_vit
 
 TARGET = torch.tensor([0, 3, 1, 4])
 
 
 def _variants():
-    from timm.models.deit import VisionTransformerDistilled
-
-    torch.manual_seed(0)
-    distilled = VisionTransformerDistilled(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
-    )
     return {
         "vit": timm_vit(),
-        "deit_distilled": sharpen_(distilled).eval(),
+        "deit_distilled": timm_vit(distilled=True),
         "registers_layerscale": timm_vit(reg_tokens=2, init_values=0.5),
         "avg_pool": timm_vit(class_token=False, global_pool="avg"),
         "avg_pool_with_cls": timm_vit(global_pool="avg"),
@@ -62,6 +56,33 @@ def test_raw_attention_formula(variant):
             model, layer=layer, head=head, head_fusion=fusion
         ).attribute(x, output="tokens")
         torch.testing.assert_close(got.flatten(1), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_raw_attention_per_head(variant):
+    """``head_fusion=None``: one map per head, read as the fused map is; the
+    whole matrix from ``attention_matrix`` is the naive forward's."""
+    model, x = VARIANTS[variant], images(3)
+    _, attns = naive.forward(model, x)
+    gh, gw = 4, 4
+    for layer in (0, -1):
+        a = attns[layer].detach()  # (B, heads, N, N)
+        heads = a.shape[1]
+        method = cv.RawAttention(model, layer=layer, head_fusion=None)
+        torch.testing.assert_close(method.attention_matrix(x), a, rtol=1e-5, atol=1e-6)
+        tokens = method.attribute(x, output="tokens")
+        assert tokens.shape == (3, heads, gh, gw)
+        expected = torch.stack([_readout(model, a[:, h]) for h in range(heads)], 1)
+        torch.testing.assert_close(tokens.flatten(2), expected, rtol=1e-5, atol=1e-6)
+        pixels = method.attribute(x)
+        assert pixels.shape == (3, heads, 32, 32)
+        for h in range(heads):
+            single = cv.RawAttention(model, layer=layer, head=h)
+            torch.testing.assert_close(
+                pixels[:, h], single.attribute(x)[:, 0], rtol=1e-6, atol=1e-7
+            )
+        one = method.attribute((x,))
+        assert isinstance(one, tuple) and torch.equal(one[0], pixels)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -187,16 +208,7 @@ def test_hf_deit_distilled_tokens():
     from transformers import DeiTConfig, DeiTForImageClassification
 
     torch.manual_seed(0)
-    cfg = DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    model = DeiTForImageClassification(cfg).eval()
+    model = DeiTForImageClassification(hf_config(DeiTConfig)).eval()
     adapter = cv.adapters.get(model)
     assert adapter.num_prefix_tokens == 2
     x = images(2)
