@@ -9,14 +9,13 @@ import torch
 
 import captum_vit as cv
 from captum_vit.attr._lrp import RuleSet, relevance_pass
-from tests.attr.test_lrp_reference import model_in, needs_reference, reference, rel_err
+from tests.attr.reference import model_in, reference, rel_err
 from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
 
 KEYS = {"transformer_attribution": "transformer_attribution"}
 KEYS["lrp_rollout"] = "lrp_relevance_rollout"
 
 
-@needs_reference
 @pytest.mark.parametrize("method", ["transformer_attribution", "lrp_rollout"])
 def test_reference_float32(method):
     _, _, ref32, _, targets = reference()
@@ -29,7 +28,6 @@ def test_reference_float32(method):
         assert err.max() < 1e-3, (t, err)
 
 
-@needs_reference
 @pytest.mark.parametrize(
     "method,targets_checked",
     [("transformer_attribution", ("argmax", "5")), ("lrp_rollout", ("argmax",))],
@@ -45,7 +43,6 @@ def test_reference_float64(method, targets_checked):
         assert err.max() < 1e-9, (t, err)  # README §8: sdiv reproduced exactly
 
 
-@needs_reference
 def test_reference_attn_cam_per_layer():
     """The relevance at each attention (their ``attn_cam``), image 0."""
     _, _, ref32, _, targets = reference()
@@ -61,7 +58,6 @@ def test_reference_attn_cam_per_layer():
         assert err < tol, (layer, err)
 
 
-@needs_reference
 def test_rollout_order_from_layer_maps():
     """Rebuild the rollout from the reference's layer maps (order matters)."""
     _, _, _, ref64, _ = reference()
