@@ -69,16 +69,7 @@ def loader(x, batch_size=64, shuffle=True, seed=0):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # the models are tiny: one thread avoids oversubscription on shared CPUs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def task(one_thread):
+def task():
     t0 = time.perf_counter()
     torch.manual_seed(0)
     x, y = blobs(4096, 0)
@@ -367,7 +358,7 @@ def test_save_load_roundtrip(trained, task, tmp_path):
         cv.ViTShapley.load(str(tmp_path / "other.pt"), make_vit)
 
 
-def test_seeded_and_short_runs(one_thread):
+def test_seeded_and_short_runs():
     model = timm_vit()
     x = images(16)
 
@@ -415,7 +406,7 @@ class Boom(RuntimeError):
     pass
 
 
-def test_user_model_untouched_after_exception(one_thread):
+def test_user_model_untouched_after_exception():
     model = timm_vit()
     model.blocks[0].train()
     params = list(model.parameters())
