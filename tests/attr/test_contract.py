@@ -34,7 +34,9 @@ def _vit_shapley(m):
     return cv.ViTShapley(explainer, cv.ShapleySurrogate(m))
 
 
-# (id, factory(model) -> attribution method, tolerance for cross-family checks)
+# (id, factory(model) -> attribution method, tolerance on max|a - b| / max|b|
+# between two float32 computations of one map in a different operation order:
+# other model families, batched vs single; see tests/tolerance.py)
 METHODS = [
     ("raw_attention", lambda m: cv.RawAttention(m), 1e-5),
     ("raw_attention_l0_h1", lambda m: cv.RawAttention(m, layer=0, head=1), 1e-5),
@@ -111,7 +113,7 @@ def test_output_contract(name, factory, tol, model, x):
     if name in PER_CHANNEL:
         assert attr.dtype == x.dtype
         patch_sums = attr.sum(1).reshape(4, 4, 8, 4, 8).sum((2, 4))
-        torch.testing.assert_close(tokens, patch_sums)
+        assert _rel(tokens, patch_sums) < 1e-5
     else:
         # the pixel map is the upsampled token map, identical over channels
         assert torch.equal(attr[:, 0], attr[:, 2])
@@ -156,7 +158,7 @@ def test_batch_independence(name, factory, tol, model, x):
         single = method.attribute(
             x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
         )
-        torch.testing.assert_close(single[0], batched[i], rtol=1e-5, atol=1e-7)
+        assert _rel(single[0], batched[i]) < tol, i
 
 
 # ---------------------------------------------------------------- model state
