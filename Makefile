@@ -59,10 +59,11 @@ typecheck: $(DEV_STAMP)
 docs: $(DEV_STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
-# Re-execute every tutorial in place (fresh kernel each) so that the committed
-# notebooks carry current outputs; commit the result.
+# Re-execute every tutorial in place (a fresh kernel each, tests/notebooks.py)
+# so that the committed notebooks carry the outputs of their current code;
+# commit the result (the suite fails on outputs older than the code).
 notebooks: $(DEV_STAMP)
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(PY) -m tests.tutorials_tool execute tutorials/*.ipynb
+	$(PY) -m tests.notebooks tutorials/*.ipynb
 
 clean:
 	rm -rf docs/_build out .pytest_cache .mypy_cache

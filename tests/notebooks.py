@@ -66,6 +66,7 @@ def execute(nb: Any, cwd: Optional[str] = None) -> Any:
             timeout=TIMEOUT_S,
             kernel_name=KERNEL,
             record_timing=False,
+            coalesce_streams=True,  # one output per stream: stable diffs
             resources={"metadata": {"path": cwd or tmp}},
         )
         client.execute(env=_kernel_env())
