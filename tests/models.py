@@ -1,7 +1,7 @@
 """Tiny random-init models of the three families, carrying the same weights.
 
 ``timm_vit()`` builds a small timm ViT whose weights are sharpened (as the
-reference data of ../shared/reference do) so that attention is clearly
+reference data of tests/attr/data/chefer do) so that attention is clearly
 non-uniform; ``hf_vit_from_timm`` / ``torchvision_vit_from_timm`` copy its
 weights into the other families' classes.
 """

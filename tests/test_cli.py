@@ -15,14 +15,6 @@ from tests.benchmark._tiny import write_tiny_checkpoint
 METHODS = ["--methods", "raw_attention,rollout"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _timm_tiny(seed=0):
     import timm
 

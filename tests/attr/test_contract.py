@@ -37,7 +37,9 @@ def _vit_shapley(m):
     return cv.ViTShapley(explainer, cv.ShapleySurrogate(m))
 
 
-# (id, factory(model) -> attribution method, tolerance for cross-family checks)
+# (id, factory(model) -> attribution method, tolerance on max|a - b| / max|b|
+# between two float32 computations of one map in a different operation order:
+# other model families, batched vs single; see tests/tolerance.py)
 METHODS = [
     ("raw_attention", lambda m: cv.RawAttention(m), 1e-5),
     ("raw_attention_l0_h1", lambda m: cv.RawAttention(m, layer=0, head=1), 1e-5),
@@ -103,7 +105,7 @@ def test_output_contract(name, factory, tol, model, x):
         # a pixel-native map; "tokens" pools it within each 8x8 patch
         patches = attr.reshape(4, 3, 4, 8, 4, 8)
         pooled = {"sum": patches.sum((1, 3, 5)), "mean": patches.mean((1, 3, 5))}
-        torch.testing.assert_close(tokens, pooled[method._token_reduce])
+        assert _rel(tokens, pooled[method._token_reduce]) < 1e-5
     else:
         assert method._attribute_returns == "tokens"
         # the pixel map is the upsampled token map, identical over channels
@@ -149,7 +151,7 @@ def test_batch_independence(name, factory, tol, model, x):
         single = method.attribute(
             x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
         )
-        torch.testing.assert_close(single[0], batched[i], rtol=1e-5, atol=1e-7)
+        assert _rel(single[0], batched[i]) < tol, i
 
 
 # ---------------------------------------------------------------- model state

@@ -29,6 +29,7 @@ from captum_vit.attr.vit_shapley import (
 )
 from tests.attr.test_contract import assert_same_state, snapshot
 from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
+from tests.tolerance import assert_close_to_scale
 
 NUM_PLAYERS = 16
 REPORT = {}
@@ -69,16 +70,7 @@ def loader(x, batch_size=64, shuffle=True, seed=0):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # the models are tiny: one thread avoids oversubscription on shared CPUs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def task(one_thread):
+def task():
     t0 = time.perf_counter()
     torch.manual_seed(0)
     x, y = blobs(4096, 0)
@@ -343,12 +335,8 @@ def test_attribute_contract(trained, task):
     grid = method.attribute(x, target=[0, 1, 2], output="tokens")
     assert grid.shape == (3, 4, 4)
     for i in range(3):  # batch independence
-        torch.testing.assert_close(
-            method.attribute(x[i : i + 1], target=i, output="tokens")[0],
-            grid[i],
-            rtol=1e-5,
-            atol=1e-7,
-        )
+        single = method.attribute(x[i : i + 1], target=i, output="tokens")
+        assert_close_to_scale(single, grid[i : i + 1], 1e-4)
     assert method.has_convergence_delta() is False
     assert method.get_name() == "ViT Shapley"
 
@@ -367,7 +355,7 @@ def test_save_load_roundtrip(trained, task, tmp_path):
         cv.ViTShapley.load(str(tmp_path / "other.pt"), make_vit)
 
 
-def test_seeded_and_short_runs(one_thread):
+def test_seeded_and_short_runs():
     model = timm_vit()
     x = images(16)
 
@@ -415,7 +403,7 @@ class Boom(RuntimeError):
     pass
 
 
-def test_user_model_untouched_after_exception(one_thread):
+def test_user_model_untouched_after_exception():
     model = timm_vit()
     model.blocks[0].train()
     params = list(model.parameters())
