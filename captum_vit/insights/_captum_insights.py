@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..attr import _registry
 from . import _methods
+from ._core_api import list_methods, method_class
 
 
 def register_with_captum_insights(methods: Optional[Sequence[str]] = None) -> List[str]:
@@ -50,14 +50,14 @@ def register_with_captum_insights(methods: Optional[Sequence[str]] = None) -> Li
             "needs captum <= 0.8 and its 'insights' extra). Use "
             "captum_vit.insights.AttributionVisualizer instead."
         ) from e
-    names = list(_registry.list_methods()) if methods is None else list(methods)
+    names = list_methods() if methods is None else list(methods)
     added = []
     for name in names:
-        if name not in _registry._METHODS:
+        if name not in list_methods():
             raise ValueError(
-                f"unknown method {name!r}; available: {', '.join(_registry.list_methods())}"
+                f"unknown method {name!r}; available: {', '.join(list_methods())}"
             )
-        cls = _registry._METHODS[name]
+        cls = method_class(name)
         spec = _methods.method_spec(name)
         if not spec["available"]:
             continue
@@ -99,7 +99,7 @@ def _insights_field(cfg, p: Dict[str, Any]):
 
 def _converter(method: str, p: Dict[str, Any]):
     def convert(value):
-        return _methods._coerce(method, p, value)
+        return _methods.coerce(method, p, value)
 
     return convert
 
