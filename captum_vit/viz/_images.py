@@ -56,7 +56,7 @@ def image_to_array(img) -> np.ndarray:
     elif mode == "F":
         grey = np.asarray(img).astype(np.float64)
         grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(grey.min(initial=0.0)), float(grey.max(initial=0.0))
+        lo, hi = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
         if lo < 0.0 or hi > 1.0:
             grey = (grey - lo) / max(hi - lo, 1e-12)
     else:
