@@ -98,6 +98,19 @@ METRIC_ALIASES: Dict[str, str] = {
 PRESELECTED = ("rollout", "grad_sam")
 
 
+def _index(value: Any, count: int, field: str, what: str, default: int) -> int:
+    """``value`` as an index below ``count`` (None: ``default``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field!r} must be {what} (integer) or null")
+    if not 0 <= value < count:
+        raise InvalidArgument(
+            f"{field} {value} is out of range: {what} must be in [0, {count - 1}]"
+        )
+    return value
+
+
 class AttributionVisualizer:
     r"""A web page to explore Vision-Transformer explanations: Captum Insights'
     role, for the methods of :mod:`captum_vit` (Captum 0.9 removed Insights).
@@ -400,26 +413,10 @@ class AttributionVisualizer:
 
     # ----------------------------------------------------------- arguments
     def _model_index(self, value: Any) -> int:
-        if value is None:
-            return 0
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidArgument("'model' must be a model index (integer)")
-        if not 0 <= value < len(self.models):
-            raise InvalidArgument(
-                f"model index {value} out of range for {len(self.models)} models"
-            )
-        return value
+        return _index(value, len(self.models), "model", "a model index", 0)
 
     def _target(self, value: Any, default: int) -> int:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidArgument("'target' must be a class index (integer) or null")
-        if not 0 <= value < len(self.classes):
-            raise InvalidArgument(
-                f"target {value} out of range for {len(self.classes)} classes"
-            )
-        return value
+        return _index(value, len(self.classes), "target", "a class index", default)
 
     def _calls(self, methods: Any) -> List[MethodCall]:
         if (
