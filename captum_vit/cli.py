@@ -20,9 +20,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .benchmark import LoadedModel
 
 #: Longer side of the copy of a picture kept for the figure.
 _DISPLAY_SIDE = 1024
@@ -98,7 +101,7 @@ def _letterboxed(
     return torch.stack(list(inputs)), list(boxes)
 
 
-def _load_model(args: argparse.Namespace):
+def _load_model(args: argparse.Namespace) -> LoadedModel:
     from .benchmark import load_model
     from .benchmark._models import ModelLoadError
 
@@ -133,14 +136,17 @@ def explain(args: argparse.Namespace) -> int:
             f"--target {args.target} is out of range: the model has {num_classes} "
             f"classes (0..{num_classes - 1})"
         )
-    masks, labels, boxes = None, None, None
+    masks: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    boxes: Optional[List[Any]] = None
     if pictures is not None:
         raw, boxes = _letterboxed(pictures, lm.image_size, lm.mean)
         sources = [str(p) for p in args.images]
         shown: Any = pictures
     else:
         ds = SyntheticObjects(args.samples, seed=args.seed, image_size=lm.image_size)
-        raw, labels, masks, _ = ds.tensors()
+        raw, sample_labels, masks, _ = ds.tensors()
+        labels = torch.as_tensor(sample_labels)
         sources = [
             f"synthetic test sample {i} (seed {args.seed})" for i in range(len(ds))
         ]

@@ -94,7 +94,7 @@ def attention_maps(model: nn.Module, x: Tensor, layer: int) -> AttentionMaps:
     with torch.no_grad(), ad.trace(tracer):
         ad.forward(x)
     attn = tracer.attentions[layer][0].float().cpu()  # (H, N, N)
-    grid = ad.grid_size(tuple(x.shape[-2:]))
+    grid = ad.grid_size((int(x.shape[-2]), int(x.shape[-1])))
     w = ad.pool_weights(attn.shape[-1], dtype=attn.dtype)
     rows = (w @ attn)[:, ad.num_prefix_tokens :].reshape(attn.shape[0], *grid)
     return AttentionMaps(rows, attn)

@@ -15,14 +15,16 @@ import logging
 import select
 import socket
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from flask import Flask, Request, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from . import _requests as R
 from ._errors import InsightsError
 from ._jobs import Budget
+from ._methods import MethodCall
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._visualizer import AttributionVisualizer
@@ -122,14 +124,14 @@ def create_app(
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = vis.max_upload_bytes + 64 * 1024
     app.config["MAX_FORM_MEMORY_SIZE"] = vis.max_upload_bytes + 64 * 1024
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     hosts = {h.lower().strip("[]") for h in allowed_hosts}
     ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
     static = _load_static()
 
     # ------------------------------------------------------------- hardening
     @app.before_request
-    def check_host():
+    def check_host() -> Optional[ResponseReturnValue]:
         # DNS rebinding: a page elsewhere must not reach the server through a
         # name of its own that resolves to this address.
         if "*" not in hosts and host_name(request.host) not in hosts:
@@ -156,13 +158,13 @@ def create_app(
 
     # ---------------------------------------------------------------- errors
     @app.errorhandler(InsightsError)
-    def insights_error(e: InsightsError):
+    def insights_error(e: InsightsError) -> ResponseReturnValue:
         return error_response(
             e.code if e.code in ERROR_STATUS else "bad_request", e.message
         )
 
     @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException):
+    def http_error(e: HTTPException) -> ResponseReturnValue:
         code = e.code or 400
         if code == 413:
             if request.path == "/api/upload":
@@ -188,7 +190,7 @@ def create_app(
         return error_response("bad_request", e.description or e.name)
 
     @app.errorhandler(Exception)
-    def unexpected(e: Exception):
+    def unexpected(e: Exception) -> ResponseReturnValue:
         if debug:
             _log.exception("unexpected error")
         else:
@@ -205,7 +207,7 @@ def create_app(
     def budget() -> Budget:
         return Budget(vis.time_budget, gone=_client_gone(request.environ))
 
-    def calls(b: Dict[str, Any]):
+    def calls(b: Dict[str, Any]) -> List[MethodCall]:
         return R.method_calls(b.get("methods"), vis.int_limits, vis.max_methods)
 
     # ---------------------------------------------------------------- static
@@ -215,30 +217,30 @@ def create_app(
         return resp
 
     @app.get("/")
-    def index():
+    def index() -> ResponseReturnValue:
         return static_response("index.html")
 
     @app.get("/static/<path:name>")
-    def static_file(name: str):
+    def static_file(name: str) -> ResponseReturnValue:
         if name not in static:
             return error_response("not_found", "not found")
         return static_response(name)
 
     # ------------------------------------------------------------------- API
     @app.get("/api/config")
-    def config():
+    def config() -> ResponseReturnValue:
         return jsonify(vis.config())
 
     @app.get("/api/samples")
-    def samples():
+    def samples() -> ResponseReturnValue:
         return jsonify({"samples": vis.samples()})
 
     @app.get("/api/images/<image_id>.png")
-    def image_png(image_id: str):
+    def image_png(image_id: str) -> ResponseReturnValue:
         return Response(vis.image_png(image_id), content_type="image/png")
 
     @app.post("/api/upload")
-    def upload():
+    def upload() -> ResponseReturnValue:
         f = request.files.get("file")
         if f is None:
             raise R.RequestError(
@@ -248,20 +250,20 @@ def create_app(
         return jsonify({"image": vis.add_upload(data)}), 201
 
     @app.post("/api/predict")
-    def predict():
+    def predict() -> ResponseReturnValue:
         b = body("image", "model")
         model = R.optional_int(b, "model", "a model index")
         return jsonify(vis.predict(b.get("image"), model, budget()))
 
     @app.post("/api/explain")
-    def explain():
+    def explain() -> ResponseReturnValue:
         b = body("image", "model", "target", "methods")
         model = R.optional_int(b, "model", "a model index")
         target = R.optional_int(b, "target", "a class index")
         return jsonify(vis.explain(b.get("image"), calls(b), target, model, budget()))
 
     @app.post("/api/attention")
-    def attention():
+    def attention() -> ResponseReturnValue:
         b = body("image", "model", "layer", "view")
         model = R.optional_int(b, "model", "a model index")
         layer = b.get("layer", -1)
@@ -270,7 +272,7 @@ def create_app(
         )
 
     @app.post("/api/scores")
-    def scores():
+    def scores() -> ResponseReturnValue:
         b = body("image", "model", "target", "methods", "metrics", "n_steps")
         model = R.optional_int(b, "model", "a model index")
         target = R.optional_int(b, "target", "a class index")
@@ -285,11 +287,11 @@ def create_app(
         return jsonify(job), 202
 
     @app.get("/api/jobs/<job_id>")
-    def job(job_id: str):
+    def job(job_id: str) -> ResponseReturnValue:
         return jsonify(vis.job(job_id))
 
     @app.delete("/api/jobs/<job_id>")
-    def cancel_job(job_id: str):
+    def cancel_job(job_id: str) -> ResponseReturnValue:
         return jsonify(vis.cancel_job(job_id))
 
     return app

@@ -204,7 +204,9 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     a = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     img = Image.fromarray(a)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize(
+            (img.width * scale, img.height * scale), Image.Resampling.NEAREST
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

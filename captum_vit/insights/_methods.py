@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from ._core_api import list_methods, method_class
 from ._errors import InvalidArgument
@@ -87,7 +87,9 @@ def _kind(param: inspect.Parameter) -> Optional[Tuple[str, bool]]:
 
 
 def _specs(
-    func, skip, limits: Mapping[str, Tuple[int, int]]
+    func: Callable[..., Any],
+    skip: Set[str],
+    limits: Mapping[str, Tuple[int, int]],
 ) -> Tuple[List[Dict[str, Any]], List[str]]:
     specs, unsupported = [], []
     for p in inspect.signature(func).parameters.values():

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import (
     Any,
     Callable,
+    ContextManager,
     Dict,
     List,
     Mapping,
@@ -52,20 +53,47 @@ class PageMetric(NamedTuple):
     compute: Callable[..., Any]
 
 
-def _deletion(forward, x, attr, t, n_steps, patch, mean, std):
+def _deletion(
+    forward: Callable[..., Tensor],
+    x: Tensor,
+    attr: Tensor,
+    t: int,
+    n_steps: int,
+    patch: Optional[int],
+    mean: Any,
+    std: Any,
+) -> Any:
     from ..metrics import deletion_auc
 
     return deletion_auc(forward, x, attr, target=t, n_steps=n_steps, patch_size=patch)
 
 
-def _insertion(forward, x, attr, t, n_steps, patch, mean, std):
+def _insertion(
+    forward: Callable[..., Tensor],
+    x: Tensor,
+    attr: Tensor,
+    t: int,
+    n_steps: int,
+    patch: Optional[int],
+    mean: Any,
+    std: Any,
+) -> Any:
     from ..metrics import insertion_auc
 
     return insertion_auc(forward, x, attr, target=t, n_steps=n_steps, patch_size=patch)
 
 
 def _perturbation(mode: str) -> Callable[..., Any]:
-    def compute(forward, x, attr, t, n_steps, patch, mean, std):
+    def compute(
+        forward: Callable[..., Tensor],
+        x: Tensor,
+        attr: Tensor,
+        t: int,
+        n_steps: int,
+        patch: Optional[int],
+        mean: Any,
+        std: Any,
+    ) -> Any:
         from ..metrics import perturbation_test
 
         return perturbation_test(
@@ -268,7 +296,8 @@ class AttributionVisualizer:
         if image_size is None:
             if not self._samples:
                 raise ValueError("give image_size when the dataset is empty")
-            image_size = tuple(self._samples[0][0].shape[-2:])
+            h, w = self._samples[0][0].shape[-2:]
+            image_size = (int(h), int(w))
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.top_k = int(top_k)
         self.replicas = int(replicas)
@@ -449,7 +478,7 @@ class AttributionVisualizer:
                 for k in metrics
             )
         ):
-            return [METRIC_ALIASES.get(k, k) for k in metrics]
+            return [METRIC_ALIASES.get(str(k), str(k)) for k in metrics]
         raise InvalidArgument(
             f"'metrics' must be a non-empty list drawn from {list(PAGE_METRICS)}"
         )
@@ -465,10 +494,11 @@ class AttributionVisualizer:
         with torch.no_grad():
             return _core_api.forward_func(model)(x.to(self._device(model)))
 
-    def _checkout(self, m: int, budget: Optional[Budget]):
+    def _checkout(self, m: int, budget: Optional[Budget]) -> ContextManager[nn.Module]:
         timeout = self.request_timeout
-        if budget is not None and budget.remaining() is not None:
-            timeout = min(timeout, budget.remaining())
+        left = None if budget is None else budget.remaining()
+        if left is not None:
+            timeout = min(timeout, left)
         return self._pools[m].checkout(timeout)
 
     def predict(

@@ -8,12 +8,15 @@ cropped), and map an attribution of the padded input back onto the picture.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 __all__ = [
     "Letterbox",
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-def image_to_array(img) -> np.ndarray:
+def image_to_array(img: Image.Image) -> np.ndarray:
     r"""A Pillow image as an ``(H, W, 3)`` float32 array in ``[0, 1]``.
 
     8-bit modes go through Pillow's ``convert("RGB")`` (grey, palette, CMYK;
@@ -64,7 +67,7 @@ def image_to_array(img) -> np.ndarray:
     return np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)
 
 
-def decode_loaded(img, max_side: Optional[int] = None) -> np.ndarray:
+def decode_loaded(img: Image.Image, max_side: Optional[int] = None) -> np.ndarray:
     r"""A loaded Pillow image, at most ``max_side`` pixels on its longer side
     (resized, antialiased, aspect ratio kept), as :func:`image_to_array`."""
     from PIL import Image
@@ -74,11 +77,11 @@ def decode_loaded(img, max_side: Optional[int] = None) -> np.ndarray:
     if max_side is not None and max(img.size) > max_side:
         scale = max_side / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.BILINEAR)
+        img = img.resize(size, Image.Resampling.BILINEAR)
     return image_to_array(img)
 
 
-def open_reduced(img, max_side: Optional[int] = None) -> np.ndarray:
+def open_reduced(img: Image.Image, max_side: Optional[int] = None) -> np.ndarray:
     r"""Decode the first frame of an opened Pillow image (JPEGs at a reduced
     scale when far larger than ``max_side``) into an array (:func:`decode_loaded`)."""
     img.seek(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -58,13 +58,13 @@ def normalize_map(attr: Tensor) -> np.ndarray:
 
 
 def overlay(
-    ax,
+    ax: Any,
     image: np.ndarray,
     attr: Tensor,
     alpha: float = 0.5,
     cmap: str = CMAP,
     box: Optional[Letterbox] = None,
-):
+) -> Any:
     """Draw ``attr`` over ``image`` on a matplotlib axis.
 
     Args:
@@ -103,7 +103,7 @@ def method_grid(
     cell: float = 2.0,
     boxes: Optional[Sequence[Optional[Letterbox]]] = None,
     colorbar: bool = True,
-):
+) -> Any:
     """A grid: one row per image, the image then one overlay column per method.
 
     Every map is min-max scaled on its own (:func:`normalize_map`) and drawn
