@@ -12,13 +12,18 @@ Jupyter. ``captum-vit insights`` starts it on the embedded default model and
 the synthetic benchmark. :func:`register_with_captum_insights` adds the
 captum_vit methods to Captum Insights itself where captum <= 0.8 is installed.
 
-The package by job: ``_visualizer`` (the domain object: models, images,
-computations), ``_methods`` (method parameters: schema, checks, bounds),
-``_jobs`` (model replicas, time budgets, score jobs), ``_images`` (upload
-decoding, overlays), ``_features`` (Captum Insights' data classes),
-``_requests`` / ``_http`` / ``_server`` (JSON parsing, the Flask app, the
-werkzeug server's life), ``_widget`` (the notebook view) and ``_core_api``
-(the one door into :mod:`captum_vit.attr` and :mod:`captum_vit.metrics`).
+The package by job. The domain: ``_visualizer`` (the object: models,
+arguments, computations), ``_store`` (dataset samples and uploads),
+``_images`` (upload decoding, overlays), ``_methods`` (method parameters:
+schema, checks, bounds), ``_scores`` (the page's scores and curves),
+``_jobs`` (model replicas, time budgets, score jobs), ``_features`` (Captum
+Insights' data classes), ``_errors`` (what it refuses, with codes) and
+``_core_api`` (the one door into :mod:`captum_vit.attr` and
+:mod:`captum_vit.metrics`). The server: ``_serving`` (``serve`` / ``stop`` /
+``render``), ``_server`` (the werkzeug server's life, hosts), ``_http`` (the
+Flask app, error codes), ``_requests`` (JSON parsing and limits) and
+``_widget`` (the notebook view). The server modules import the domain only
+for type checking.
 
 Needs Flask and Pillow: ``pip install "captum-vit[insights]"``.
 """

@@ -10,11 +10,8 @@ exceptions of :mod:`._errors`; :mod:`._http` turns them into answers, and
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from typing import (
     Any,
     Callable,
@@ -22,7 +19,6 @@ from typing import (
     Dict,
     List,
     Mapping,
-    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -33,93 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from . import _core_api, _images, _methods
-from ._errors import InsightsError, InvalidArgument, MethodFailed, NotFound, TooLarge
+from ._errors import InsightsError, InvalidArgument, MethodFailed, NotFound
 from ._features import Compose, collect_samples, normalisation_of
 from ._images import Picture
 from ._jobs import Budget, Job, JobTable, ReplicaPool, running_under
 from ._methods import MethodCall
+from ._scores import metric_names, metric_table, score_row
+from ._serving import Serving
+from ._store import ImageStore
 
-__all__ = ["AttributionVisualizer", "PAGE_METRICS"]
-
-_DATASET_ID = re.compile(r"d[0-9]{1,9}")
-_UPLOAD_ID = re.compile(r"u[0-9a-f]{32}")
-
-
-class PageMetric(NamedTuple):
-    """A score the page computes: the registry's name, the function that
-    draws its curve for one image, and the keyword arguments it needs."""
-
-    name: str
-    compute: Callable[..., Any]
-
-
-def _deletion(
-    forward: Callable[..., Tensor],
-    x: Tensor,
-    attr: Tensor,
-    t: int,
-    n_steps: int,
-    patch: Optional[int],
-    mean: Any,
-    std: Any,
-) -> Any:
-    from ..metrics import deletion_auc
-
-    return deletion_auc(forward, x, attr, target=t, n_steps=n_steps, patch_size=patch)
-
-
-def _insertion(
-    forward: Callable[..., Tensor],
-    x: Tensor,
-    attr: Tensor,
-    t: int,
-    n_steps: int,
-    patch: Optional[int],
-    mean: Any,
-    std: Any,
-) -> Any:
-    from ..metrics import insertion_auc
-
-    return insertion_auc(forward, x, attr, target=t, n_steps=n_steps, patch_size=patch)
-
-
-def _perturbation(mode: str) -> Callable[..., Any]:
-    def compute(
-        forward: Callable[..., Tensor],
-        x: Tensor,
-        attr: Tensor,
-        t: int,
-        n_steps: int,
-        patch: Optional[int],
-        mean: Any,
-        std: Any,
-    ) -> Any:
-        from ..metrics import perturbation_test
-
-        return perturbation_test(
-            forward, x, attr, target=t, mode=mode, mean=mean, std=std
-        )
-
-    return compute
-
-
-#: The scores the page computes, by their names in the metric registry
-#: (which also says which direction is better).
-PAGE_METRICS: Dict[str, PageMetric] = {
-    m.name: m
-    for m in (
-        PageMetric("deletion", _deletion),
-        PageMetric("insertion", _insertion),
-        PageMetric("positive_perturbation", _perturbation("positive")),
-        PageMetric("negative_perturbation", _perturbation("negative")),
-    )
-}
-
-#: Names the page's scores had before they took the registry's names.
-METRIC_ALIASES: Dict[str, str] = {
-    "perturbation_positive": "positive_perturbation",
-    "perturbation_negative": "negative_perturbation",
-}
+__all__ = ["AttributionVisualizer"]
 
 #: Methods ticked when the page opens: fast ones (never ATMAN or
 #: AttentionFlow, which take seconds to minutes on a large model).
@@ -139,7 +58,7 @@ def _index(value: Any, count: int, field: str, what: str, default: int) -> int:
     return value
 
 
-class AttributionVisualizer:
+class AttributionVisualizer(Serving):
     r"""A web page to explore Vision-Transformer explanations: Captum Insights'
     role, for the methods of :mod:`captum_vit` (Captum 0.9 removed Insights).
 
@@ -282,7 +201,6 @@ class AttributionVisualizer:
             ts = list(getattr(feature, "input_transforms", []) or [])
             transform = Compose(ts) if ts else None
         self.transform = transform
-        self._vis_transform = getattr(feature, "visualization_transform", None)
         self.mean, self.std = normalisation_of(transform)
         self.model_names = (
             list(model_names)
@@ -292,11 +210,11 @@ class AttributionVisualizer:
         if len(self.model_names) != len(models):
             raise ValueError("model_names must name every model")
         self.dataset = dataset
-        self._samples = collect_samples(dataset, max_samples)
+        samples = collect_samples(dataset, max_samples)
         if image_size is None:
-            if not self._samples:
+            if not samples:
                 raise ValueError("give image_size when the dataset is empty")
-            h, w = self._samples[0][0].shape[-2:]
+            h, w = samples[0][0].shape[-2:]
             image_size = (int(h), int(w))
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.top_k = int(top_k)
@@ -310,10 +228,15 @@ class AttributionVisualizer:
         self.int_limits = dict(int_limits or {})
         available = set(_core_api.list_methods())
         self.preselected = [m for m in preselected if m in available]
-        self.max_uploads = 32
+        self._store = ImageStore(
+            samples,
+            self.image_size,
+            self.mean,
+            getattr(feature, "visualization_transform", None),
+            self.max_upload_bytes,
+            self.max_upload_pixels,
+        )
         self._pools = [ReplicaPool(m, self.replicas) for m in models]
-        self._uploads: OrderedDict[str, Picture] = OrderedDict()
-        self._uploads_lock = threading.Lock()
         self._jobs: Optional[JobTable] = None
         self._jobs_lock = threading.Lock()
         self._server: Any = None
@@ -338,16 +261,9 @@ class AttributionVisualizer:
                 for n in _core_api.list_methods()
             ],
             "preselected": self.preselected,
-            "metrics": [
-                {
-                    "name": k,
-                    "title": k.replace("_", " ") + " AUC",
-                    "better": _core_api.metric_direction(k),
-                }
-                for k in PAGE_METRICS
-            ],
+            "metrics": metric_table(),
             "image_size": list(self.image_size),
-            "num_samples": len(self._samples),
+            "num_samples": len(self._store.samples),
             "top_k": self.top_k,
             "max_methods": self.max_methods,
             "max_upload_bytes": self.max_upload_bytes,
@@ -359,7 +275,7 @@ class AttributionVisualizer:
         """The dataset images on offer: id, label and label name."""
         return [
             {"id": f"d{i}", "label": label, "label_name": self._class_name(label)}
-            for i, (_, label) in enumerate(self._samples)
+            for i, (_, label) in enumerate(self._store.samples)
         ]
 
     def _class_name(self, index: Optional[int]) -> Optional[str]:
@@ -378,21 +294,7 @@ class AttributionVisualizer:
             InvalidArgument: not an image of an allowed format, corrupt, or
                 beyond the pixel limit.
         """
-        if len(data) > self.max_upload_bytes:
-            raise TooLarge(
-                f"the upload is too large: the limit is {self.max_upload_bytes} bytes"
-            )
-        try:
-            arr = _images.decode_image(data, self.max_upload_pixels)
-        except _images.ImageDecodeError as e:
-            raise InvalidArgument(str(e)) from None
-        picture = _images.picture_of_upload(arr, self.image_size, self.mean)
-        image_id = "u" + uuid.uuid4().hex
-        with self._uploads_lock:
-            self._uploads[image_id] = picture
-            while len(self._uploads) > self.max_uploads:
-                self._uploads.popitem(last=False)
-        return image_id
+        return self._store.add_upload(data)
 
     def image(self, image_id: Any) -> Tuple[Picture, Optional[int]]:
         """``(picture, label)`` of a dataset image ``d<i>`` or an upload
@@ -401,25 +303,7 @@ class AttributionVisualizer:
         Raises:
             InvalidArgument: not an image id. NotFound: no such image.
         """
-        if not isinstance(image_id, str) or not image_id:
-            raise InvalidArgument("'image' must be an image id such as 'd0'")
-        if _DATASET_ID.fullmatch(image_id):
-            i = int(image_id[1:])
-            if i < len(self._samples):
-                img, label = self._samples[i]
-                return Picture(img, self._display(img), None), label
-        elif _UPLOAD_ID.fullmatch(image_id):
-            with self._uploads_lock:
-                if image_id in self._uploads:
-                    return self._uploads[image_id], None
-        raise NotFound(f"no image {image_id[:40]!r} (uploads are kept for a while)")
-
-    def _display(self, image: Tensor) -> Tensor:
-        if self._vis_transform is not None:
-            out = self._vis_transform(image)
-            if isinstance(out, Tensor):
-                return out
-        return image
+        return self._store.get(image_id)
 
     def image_png(self, image_id: Any, scale: Optional[int] = None) -> bytes:
         """PNG bytes of an image as the page shows it (uploads in their own
@@ -464,24 +348,6 @@ class AttributionVisualizer:
             else _methods.parse_call(m, None, self.int_limits)
             for m in methods
         ]
-
-    def metric_names(self, metrics: Any) -> List[str]:
-        """Check a list of score names (:data:`PAGE_METRICS`, or the old
-        ``perturbation_*`` names); None means all."""
-        if metrics is None:
-            return list(PAGE_METRICS)
-        if (
-            isinstance(metrics, list)
-            and metrics
-            and all(
-                isinstance(k, str) and METRIC_ALIASES.get(k, k) in PAGE_METRICS
-                for k in metrics
-            )
-        ):
-            return [METRIC_ALIASES.get(str(k), str(k)) for k in metrics]
-        raise InvalidArgument(
-            f"'metrics' must be a non-empty list drawn from {list(PAGE_METRICS)}"
-        )
 
     # ----------------------------------------------------------- computations
     def _device(self, model: nn.Module) -> torch.device:
@@ -694,7 +560,7 @@ class AttributionVisualizer:
         """
         m = self._model_index(model)
         calls = self._calls(methods)
-        names = self.metric_names(metrics)
+        names = metric_names(metrics)
         if (
             isinstance(n_steps, bool)
             or not isinstance(n_steps, int)
@@ -727,34 +593,22 @@ class AttributionVisualizer:
         x = x.to(self._device(replica))
         logits = self._logits(replica, x)
         t = self._target(target, int(logits.argmax(-1)[0]))
-        patch = _core_api.patch_size(replica, x)
-        forward = _core_api.forward_func(replica)
         rows = []
         for call in calls:
             attr = self._attribute(replica, call, x, t)
             job.step(f"{call.label}: attribution")
-            row: Dict[str, Any] = {
-                "method": call.name,
-                "label": call.label,
-                "scores": {},
-                "curves": {},
-            }
-            for key in names:
-                with torch.no_grad():
-                    res = PAGE_METRICS[key].compute(
-                        forward, x, attr, t, n_steps, patch, self.mean, self.std
-                    )
-                row["scores"][key] = float(res.auc[0])
-                row["curves"][key] = {
-                    "x": [float(v) for v in res.fractions.cpu()],
-                    "y": [float(v) for v in res.curve[0].cpu()],
-                }
-                job.step(f"{call.label}: {key.replace('_', ' ')}")
-            rows.append(row)
+
+            def step(key: str, label: str = call.label) -> None:
+                job.step(f"{label}: {key.replace('_', ' ')}")
+
+            row = score_row(
+                replica, x, attr, t, names, n_steps, self.mean, self.std, step
+            )
+            rows.append({"method": call.name, "label": call.label, **row})
         return {
             "target": t,
             "target_name": self._class_name(t),
-            "metrics": [m for m in self.config()["metrics"] if m["name"] in set(names)],
+            "metrics": metric_table(names),
             "rows": rows,
         }
 
@@ -769,150 +623,17 @@ class AttributionVisualizer:
         job.cancel()
         return job.to_dict()
 
-    def _job(self, job_id: Any) -> Job:
-        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
-        if job is None:
-            raise NotFound("no such job")
-        return job
-
-    # ------------------------------------------------------------------ server
-    @property
-    def app(self) -> Any:
-        """The Flask application (created on first use; loopback host names
-        only: see :meth:`serve` for other hosts)."""
-        if self._app is None:
-            from ._http import create_app
-
-            self._app = create_app(self)
-        return self._app
-
-    def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: Optional[int] = None,
-        blocking: bool = True,
-        debug: bool = False,
-        bind_all: bool = False,
-        quiet: bool = False,
-        allowed_hosts: Optional[Sequence[str]] = None,
-        frame_ancestors: Optional[Sequence[str]] = None,
-    ) -> int:
-        r"""Start the web server (threaded: requests are served concurrently).
-
-        Binding anything but a loopback address prints a warning: anyone who
-        can reach the address can run the models. Requests must name one of
-        ``allowed_hosts`` in their ``Host`` header (DNS rebinding defence).
-
-        Args:
-            host (str, optional): the address to bind. Keep the loopback
-                default unless the machine's network is trusted: the page
-                runs models on request. Default: ``"127.0.0.1"``
-            port (int, optional): the port; None or 0 picks a free one.
-                Default: None
-            blocking (bool, optional): serve until interrupted (Ctrl-C);
-                False serves from a background thread and returns at once
-                (stop it with :meth:`stop`). Default: True
-            debug (bool, optional): log the traceback of unexpected errors to
-                the server's log (the client never receives one).
-                Default: False
-            bind_all (bool, optional): bind every interface (``0.0.0.0``), as
-                Captum Insights' option. Default: False
-            quiet (bool, optional): do not log each request. Default: False
-            allowed_hosts (sequence of str, optional): host names (or
-                addresses) accepted in the ``Host`` header, besides the
-                loopback names; ``"*"`` accepts any. Default: None (the
-                loopback names, and for a non-loopback ``host`` that address;
-                for ``0.0.0.0`` this machine's name and addresses)
-            frame_ancestors (sequence of str, optional): origins allowed to
-                show the page in a frame (CSP ``frame-ancestors``).
-                Default: None (none: the page refuses to be framed)
-
-        Returns:
-            int: the port the server listens on.
-
-        Examples::
-
-            >>> port = vis.serve(blocking=False, quiet=True)
-            >>> import urllib.request
-            >>> urllib.request.urlopen(f"http://127.0.0.1:{port}/api/config").status
-            200
-            >>> vis.stop()
-        """
-        from ._server import Server
-
-        if self._server is not None:
-            raise RuntimeError("the visualiser is already serving; call stop()")
-        server = Server(
-            self,
-            host="0.0.0.0" if bind_all else host,
-            port=port,
-            debug=debug,
-            quiet=quiet,
-            allowed_hosts=allowed_hosts,
-            frame_ancestors=frame_ancestors,
-        )
-        self._server = server
-        if not blocking:
-            server.start()
-            return server.port
-        try:
-            server.run_forever()
-        finally:
-            self._server = None
-            self._stop_jobs()
-        return server.port
-
-    def stop(self) -> None:
-        """Stop a server started with ``serve(blocking=False)``; idempotent."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
-        self._stop_jobs()
-
     def _stop_jobs(self) -> None:
         with self._jobs_lock:
             if self._jobs is not None:
                 self._jobs.shutdown()
             self._jobs = None
 
-    @property
-    def url(self) -> Optional[str]:
-        """``http://host:port/`` to open the running server from this
-        machine, or None."""
-        return None if self._server is None else self._server.local_url
-
-    @property
-    def port(self) -> Optional[int]:
-        """The port of the running server, or None."""
-        return None if self._server is None else self._server.port
-
-    def render(self, height: int = 900, port: Optional[int] = None) -> Any:
-        r"""Show the visualiser inline in a Jupyter notebook.
-
-        Starts the server in a background thread on ``127.0.0.1`` (if it is
-        not running yet) and returns an object that Jupyter displays as an
-        ``<iframe>`` of the page; the page lets notebook front-ends on this
-        machine frame it. Stop the server with :meth:`stop`. The browser must
-        run on the machine of the kernel (a remote kernel's loopback is not
-        the browser's): elsewhere, forward the port or use :meth:`serve`.
-
-        Args:
-            height (int, optional): height of the frame in pixels.
-                Default: 900
-            port (int, optional): the port. Default: None (a free one)
-
-        Returns:
-            InlinePage: displayed by Jupyter (``_repr_html_``); its ``url``
-            is the page's address.
-
-        Examples::
-
-            >>> vis.render()  # the last line of a cell shows the page
-            >>> vis.stop()
-        """
-        from ._widget import render
-
-        return render(self, height=height, port=port)
+    def _job(self, job_id: Any) -> Job:
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise NotFound("no such job")
+        return job
 
     def __enter__(self) -> AttributionVisualizer:
         return self

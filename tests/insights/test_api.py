@@ -17,7 +17,7 @@ import torch
 
 from captum_vit.attr import list_methods
 from captum_vit.insights import AttributionVisualizer
-from captum_vit.insights._visualizer import PAGE_METRICS as METRICS
+from captum_vit.insights._scores import PAGE_METRICS as METRICS
 
 from .conftest import CLASS_NAMES, make_visualizer, png_bytes
 
