@@ -103,6 +103,11 @@ class Budget:
         self._next_poll = 0.0
         self._cancelled: Optional[str] = None
 
+    def restart(self) -> None:
+        """Count the time allowed from now (a job's budget starts when it runs)."""
+        if self.seconds is not None:
+            self.deadline = time.monotonic() + self.seconds
+
     def cancel(self, message: str = "cancelled") -> None:
         """Stop the computation at its next check."""
         self._cancelled = message
@@ -267,23 +272,21 @@ class JobTable:
     ) -> Job:
         """Queue ``fn(job)``, run under a :class:`Budget` of ``seconds`` from
         its start; its return value becomes ``job.result``."""
-        budget = Budget(None)
+
+        def abandoned() -> bool:
+            return time.monotonic() - job.last_seen > self.abandon_after
+
+        budget = Budget(seconds, gone=abandoned)
         job = Job(kind, total, budget)
         with self._lock:
             self._jobs[job.id] = job
             self._evict()
 
-        def abandoned() -> bool:
-            return time.monotonic() - job.last_seen > self.abandon_after
-
         def run() -> None:
-            run_budget = Budget(seconds, gone=abandoned)
-            if budget.cancelled:
-                run_budget.cancel("cancelled by the client")
-            job.budget = run_budget
+            budget.restart()
             job.state, job.message = "running", "running"
             try:
-                with running_under(run_budget):
+                with running_under(budget):
                     result = fn(job)
             except Exception as e:  # reported to the page, never raised
                 job.error = describe(e)
