@@ -6,6 +6,11 @@ synthetic samples) with several methods and writes a PNG grid of overlays
 ``captum-vit benchmark`` runs methods x metrics over a dataset, single process
 or under ``torchrun``, and writes the table (Markdown, CSV) and bar charts.
 ``captum-vit insights`` serves the web visualiser.
+
+A mistake in the arguments or the files (a missing or unreadable image, an
+unknown method, a class out of range, a checkpoint that does not fit) ends the
+command with one line ``captum-vit CMD: error: ...`` on stderr and exit status
+2, checked before the model loads wherever it can be.
 """
 
 from __future__ import annotations
@@ -15,35 +20,103 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .benchmark import LoadedModel
+
+#: Longer side of the copy of a picture kept for the figure.
+_DISPLAY_SIDE = 1024
+
+
+class UsageError(Exception):
+    """A mistake of the user's: reported as one line, exit status 2."""
+
 
 def _split(values: Optional[Sequence[str]]) -> Optional[List[str]]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; None stays None."""
+    """``["a, b", "c"]`` -> ``["a", "b", "c"]``; None stays None."""
     if not values:
         return None
-    return [v for item in values for v in item.split(",") if v]
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _load_images(paths: Sequence[str], size: int) -> torch.Tensor:
-    """Image files as a ``(B, 3, size, size)`` float batch in ``[0, 1]``."""
-    import numpy as np
-    from PIL import Image
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _check_methods(names: Optional[List[str]]) -> None:
+    """Unknown method names, before the model loads."""
+    from .attr import list_methods
+
+    known = list_methods()
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown method(s) {', '.join(unknown)}; available: {', '.join(known)}"
+        )
+
+
+def _read_images(paths: Sequence[str]) -> List[Any]:
+    """Every image file decoded completely (``(H, W, 3)`` arrays in [0, 1], at
+    most ``_DISPLAY_SIDE`` on the longer side), before the model loads."""
+    from PIL import UnidentifiedImageError
+
+    from .viz import load_image
 
     out = []
     for p in paths:
-        img = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        out.append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
-    return torch.stack(out)
+        if not os.path.isfile(p):
+            raise UsageError(f"no image file {p}")
+        try:
+            out.append(load_image(p, max_side=_DISPLAY_SIDE))
+        except UnidentifiedImageError:
+            raise UsageError(f"{p} is not an image file Pillow can read") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise UsageError(f"{p}: unreadable image ({e})") from None
+    return out
 
 
-def _load_model(args: argparse.Namespace):
+def _letterboxed(
+    pictures: Sequence[Any], size: int, fill: Sequence[float]
+) -> Tuple[torch.Tensor, List[Any]]:
+    """Pictures fitted into the model's square input, keeping their aspect
+    ratio (resized, then padded with the normalisation mean)."""
+    from .viz import letterbox
+
+    inputs, boxes = zip(*(letterbox(p, size, fill) for p in pictures))
+    return torch.stack(list(inputs)), list(boxes)
+
+
+def _load_model(args: argparse.Namespace) -> LoadedModel:
     from .benchmark import load_model
+    from .benchmark._models import ModelLoadError
 
-    return load_model(args.model, args.model_name, args.img_size, args.num_classes)
+    try:
+        return load_model(args.model, args.model_name, args.img_size, args.num_classes)
+    except (ModelLoadError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _metric_direction(name: str) -> str:
+    """``"lower is better"`` / ``"higher is better"`` from the metric registry."""
+    from .benchmark import get_metric  # CORE-API SWAP: captum_vit.metrics.get_metric
+
+    higher = next(iter(get_metric(name).columns.values()))
+    return "higher is better" if higher else "lower is better"
 
 
 def explain(args: argparse.Namespace) -> int:
@@ -53,29 +126,58 @@ def explain(args: argparse.Namespace) -> int:
     from .data import SyntheticObjects
     from .viz import method_grid
 
+    methods = _split([args.methods] if args.methods else None)
+    _check_methods(methods)
+    pictures = _read_images(args.images) if args.images else None
     lm = _load_model(args)
-    masks, labels = None, None
-    if args.images:
-        raw = _load_images(args.images, lm.image_size)
+    num_classes = len(lm.classes)
+    if args.target is not None and num_classes and args.target >= num_classes:
+        raise UsageError(
+            f"--target {args.target} is out of range: the model has {num_classes} "
+            f"classes (0..{num_classes - 1})"
+        )
+    masks: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    boxes: Optional[List[Any]] = None
+    if pictures is not None:
+        raw, boxes = _letterboxed(pictures, lm.image_size, lm.mean)
         sources = [str(p) for p in args.images]
+        shown: Any = pictures
     else:
         ds = SyntheticObjects(args.samples, seed=args.seed, image_size=lm.image_size)
-        raw, labels, masks, _ = ds.tensors()
+        raw, sample_labels, masks, _ = ds.tensors()
+        labels = torch.as_tensor(sample_labels)
         sources = [
             f"synthetic test sample {i} (seed {args.seed})" for i in range(len(ds))
         ]
     images = lm.transform(raw)
-    methods = _split([args.methods] if args.methods else None) or default_methods()
+    if pictures is None:
+        shown = images
+    methods = methods or default_methods()
     res = explain_images(lm, images, methods, args.target, masks)
     probs = res["logits"].softmax(-1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = lambda c: lm.classes[c] if c < len(lm.classes) else str(c)  # noqa: E731
-    titles = [
-        f"{name(int(t))} ({probs[i, t]:.2f})" for i, t in enumerate(res["targets"])
-    ]
+    titles = []
+    for i, t in enumerate(res["targets"]):
+        pred, t = int(res["predictions"][i]), int(t)
+        lines = [f"prediction: {name(pred)} ({probs[i, pred]:.2f})"]
+        if args.target is not None:
+            lines.append(f"explained: {name(t)} ({probs[i, t]:.2f})")
+        if labels is not None:
+            lines.append(f"label: {SyntheticObjects.classes[int(labels[i])]}")
+        titles.append("\n".join(lines))
     png = out / "explanations.png"
-    method_grid(images, res["maps"], str(png), titles=titles, mean=lm.mean, std=lm.std)
+    method_grid(
+        shown,
+        res["maps"],
+        str(png),
+        titles=titles,
+        mean=lm.mean,
+        std=lm.std,
+        boxes=boxes,
+    )
     per_image = []
     for i, src in enumerate(sources):
         pred, tgt = int(res["predictions"][i]), int(res["targets"][i])
@@ -97,8 +199,8 @@ def explain(args: argparse.Namespace) -> int:
         "methods": methods,
         "image": str(png),
         "scores_help": {
-            "deletion_auc": "lower is better",
-            "insertion_auc": "higher is better",
+            "deletion_auc": _metric_direction("deletion"),
+            "insertion_auc": _metric_direction("insertion"),
             "pointing_game": "1 = the map's maximum lies on the object mask",
         },
         "mean_scores": mean_scores(res["scores"]),
@@ -122,12 +224,14 @@ def benchmark(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # torchrun: one thread per rank
     kind, *rest = args.dataset
     if len(rest) > 1:
-        raise SystemExit("--dataset takes a kind and at most one PATH")
+        raise UsageError("--dataset takes a kind and at most one PATH")
     if kind != "synthetic" and args.model is None:
-        raise SystemExit(
+        raise UsageError(
             f"--dataset {kind} needs --model (a timm name such as "
             "vit_base_patch16_224, or a checkpoint file)"
         )
+    methods = _split(args.methods)
+    _check_methods(methods)
     lm = _load_model(args)
     ds = make_dataset(
         kind,
@@ -140,7 +244,7 @@ def benchmark(args: argparse.Namespace) -> int:
     res = run_benchmark(
         lm.model,
         ds,
-        _split(args.methods),
+        methods,
         _split(args.metrics),
         lm.mean,
         lm.std,
@@ -167,8 +271,21 @@ def insights(args: argparse.Namespace) -> int:
     """Serve the web visualiser on the embedded default model and benchmark."""
     from .insights import default_visualizer
 
-    vis = default_visualizer(samples=args.samples, seed=args.seed)
-    vis.serve(host=args.host, port=args.port, blocking=True)
+    vis = default_visualizer(
+        samples=args.samples,
+        seed=args.seed,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        time_budget=args.time_budget,
+    )
+    try:
+        vis.serve(
+            host=args.host,
+            port=args.port,
+            blocking=True,
+            allowed_hosts=args.allowed_host,
+        )
+    except OSError as e:  # port taken, address not on this machine
+        raise UsageError(f"cannot serve on {args.host}:{args.port} ({e})") from None
     return 0
 
 
@@ -182,8 +299,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-name", default=None, help="timm architecture of a checkpoint"
     )
-    p.add_argument("--img-size", type=int, default=None, help="timm img_size")
-    p.add_argument("--num-classes", type=int, default=None, help="classes of the head")
+    p.add_argument(
+        "--img-size",
+        type=_int_at_least(1),
+        default=None,
+        help="timm img_size of a checkpoint or timm model",
+    )
+    p.add_argument(
+        "--num-classes", type=_int_at_least(1), default=None, help="classes of the head"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,8 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated method names (default: the attention and LRP ones)",
     )
-    p.add_argument("--target", type=int, default=None, help="class to explain")
-    p.add_argument("--samples", type=int, default=4, help="bundled samples shown")
+    p.add_argument(
+        "--target",
+        type=_int_at_least(0),
+        default=None,
+        help="class to explain (default: the predicted one)",
+    )
+    p.add_argument(
+        "--samples", type=_int_at_least(1), default=4, help="bundled samples shown"
+    )
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the bundled samples")
     p.set_defaults(func=explain)
@@ -237,18 +368,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=benchmark)
     p = sub.add_parser("insights", help="web visualiser (embedded model, benchmark)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (0.0.0.0: every interface; anyone who reaches it "
+        "can run the models)",
+    )
     p.add_argument("--port", type=int, default=8050, help="port (0: any free one)")
-    p.add_argument("--samples", type=int, default=32, help="benchmark images shown")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a host name the page may be reached under (repeatable; '*': any)",
+    )
+    p.add_argument(
+        "--samples", type=_int_at_least(1), default=32, help="benchmark images shown"
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the benchmark")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        help="largest image upload in MiB (default: 20)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="seconds one explanation request may run (default: 60)",
+    )
     p.set_defaults(func=insights)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``captum-vit`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        int: the exit status (0 on success).
+
+    Raises:
+        SystemExit: status 2 for a usage error (one line on stderr, no
+            traceback), as argparse does for bad arguments.
+    """
     os.environ.setdefault("MPLBACKEND", "Agg")
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {e}\n")
+    return 2  # pragma: no cover - parser.exit raises
 
 
 if __name__ == "__main__":  # pragma: no cover

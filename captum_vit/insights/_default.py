@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Optional, TextIO
 
 import torch
 
-from .app import AttributionVisualizer
+from ._visualizer import AttributionVisualizer
 
 
 def default_visualizer(
@@ -14,7 +15,8 @@ def default_visualizer(
     seed: int = 1,
     model: str = "synthetic_vit",
     replicas: int = 2,
-    stream=None,
+    stream: Optional[TextIO] = None,
+    **kwargs: Any,
 ) -> AttributionVisualizer:
     r"""An :class:`AttributionVisualizer` on an embedded model of
     :mod:`captum_vit.zoo` and images of the synthetic benchmark
@@ -33,6 +35,8 @@ def default_visualizer(
         replicas (int, optional): see :class:`AttributionVisualizer`.
             Default: 2
         stream (file, optional): where warnings go. Default: ``sys.stderr``
+        **kwargs: further keyword arguments of :class:`AttributionVisualizer`
+            (``max_upload_bytes``, ``time_budget``, ...).
 
     Examples::
 
@@ -80,4 +84,5 @@ def default_visualizer(
         transform=transform,
         model_names=[name],
         replicas=replicas,
+        **kwargs,
     )
