@@ -113,10 +113,10 @@ def _load_model(args: argparse.Namespace) -> LoadedModel:
 
 def _metric_direction(name: str) -> str:
     """``"lower is better"`` / ``"higher is better"`` from the metric registry."""
-    from .benchmark import get_metric  # CORE-API SWAP: captum_vit.metrics.get_metric
+    from .metrics import get_metric
 
-    higher = next(iter(get_metric(name).columns.values()))
-    return "higher is better" if higher else "lower is better"
+    spec = get_metric(name)
+    return f"{spec.better(next(iter(spec.columns)))} is better"
 
 
 def explain(args: argparse.Namespace) -> int:

@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..attr import patch_size as model_patch_size
 from ._models import LoadedModel
-from ._runner import _patch_size
 
 #: Methods ``captum-vit explain`` shows when ``--methods`` is not given (those
 #: of them that are registered).
@@ -69,7 +69,7 @@ def explain_images(
     tgt = pred if target is None else torch.full_like(pred, int(target))
     names = ["deletion", "insertion"] + (["pointing_game"] if masks is not None else [])
     specs = [get_metric(n) for n in names]
-    patch_size = _patch_size(model, images)
+    patch_size = model_patch_size(model, strict=False)
     maps: Dict[str, Tensor] = {}
     scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(images))]
     for name in methods:

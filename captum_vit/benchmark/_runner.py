@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..attr import patch_size as model_patch_size
 from ..metrics import MetricContext, MetricSpec, get_metric, list_metrics
 from ._data import BenchmarkDataset, batches
 
@@ -217,16 +218,6 @@ def _missing(spec: MetricSpec, dataset: BenchmarkDataset) -> List[str]:
     return [need for need in spec.needs if not has.get(need, True)]
 
 
-def _patch_size(model: torch.nn.Module, inputs: torch.Tensor) -> Optional[int]:
-    """The model's patch side for the metrics: an int for square patches, None
-    (the metrics then work on pixels) otherwise."""
-    # TODO(public patch_size): use the public captum_vit.attr helper once it lands
-    from ..attr import patch_window
-
-    _, ph, pw = patch_window(model, inputs)
-    return int(ph) if ph == pw else None
-
-
 def _resolve_methods(
     methods: Optional[MethodsType], model: torch.nn.Module
 ) -> Dict[str, Any]:
@@ -341,12 +332,12 @@ def run_benchmark(
         desc=f"benchmark [rank {rank}/{world}]" if world > 1 else "benchmark",
         disable=not show_progress or rank != 0,
     )
+    patch_size = model_patch_size(model, strict=False)
     try:
         model.to(device)  # and back to ``home`` at the end
         for idx in mine:
             batch = dataset.load(idx, grid=need_grid)
             x = batch["images"].to(device)
-            patch_size = _patch_size(model, x)
             labels = batch["labels"].to(device)
             with torch.no_grad():
                 pred = model(x).argmax(-1)
