@@ -102,8 +102,7 @@ def _letterboxed(
 
 
 def _load_model(args: argparse.Namespace) -> LoadedModel:
-    from .benchmark import load_model
-    from .benchmark._models import ModelLoadError
+    from .benchmark import ModelLoadError, load_model
 
     try:
         return load_model(args.model, args.model_name, args.img_size, args.num_classes)
@@ -122,7 +121,7 @@ def _metric_direction(name: str) -> str:
 def explain(args: argparse.Namespace) -> int:
     """Explain images (default: bundled synthetic samples) with several methods;
     write a PNG grid of overlays and a JSON of the scores."""
-    from .benchmark._explain import default_methods, explain_images, mean_scores
+    from .benchmark import default_methods, explain_images, mean_scores
     from .data import SyntheticObjects
     from .viz import method_grid
 

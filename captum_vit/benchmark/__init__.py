@@ -29,7 +29,8 @@ from ..metrics import (  # the registry, importable from here as before
     register_metric,
 )
 from ._data import DATASETS, BenchmarkDataset, make_dataset
-from ._models import DEFAULT_MODEL, LoadedModel, load_model
+from ._explain import default_methods, explain_images, mean_scores
+from ._models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from ._runner import BenchmarkResult, run_benchmark
 
 __all__ = [
@@ -38,12 +39,16 @@ __all__ = [
     "BenchmarkDataset",
     "BenchmarkResult",
     "LoadedModel",
+    "ModelLoadError",
     "MetricContext",
     "MetricSpec",
+    "default_methods",
+    "explain_images",
     "get_metric",
     "list_metrics",
     "load_model",
     "make_dataset",
+    "mean_scores",
     "register_metric",
     "run_benchmark",
 ]
