@@ -66,6 +66,16 @@ METHODS = [
     ("lrp", lambda m: cv.LRP(m), 1e-4),
     ("lrp_original", lambda m: cv.LRP(m, rules="original"), 1e-4),
     ("attn_lrp", lambda m: cv.AttnLRP(m), 1e-4),
+    ("vit_reciprocam", lambda m: cv.ViTReciproCAM(m, internal_batch_size=8), 1e-4),
+    (
+        "vit_reciprocam_l0_1x1",
+        lambda m: cv.ViTReciproCAM(m, layer=0, use_gaussian=False),
+        1e-4,
+    ),
+    ("tis", lambda m: cv.TIS(m, n_masks=16, internal_batch_size=8), 1e-4),
+    ("attcat", lambda m: cv.AttCAT(m), 1e-4),
+    ("attcat_class", lambda m: cv.AttCAT(m, query="class"), 1e-4),
+    ("agcam", lambda m: cv.AGCAM(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 # methods whose default output is per-channel pixel relevance, not a token map
@@ -80,6 +90,9 @@ BACKWARD_THROUGH_MODEL = PER_CHANNEL | {
     "generic_attention_s1",
     "transformer_lrp",
     "partial_lrp",
+    "attcat",
+    "attcat_class",
+    "agcam",
 }
 TARGET = torch.tensor([0, 3, 1, 4])
 
