@@ -11,7 +11,7 @@ from ..adapters import Tracer
 from ._base import ViTAttribution
 from ._registry import register_method
 
-_FUSIONS: Dict[str, Callable[..., Tensor]] = {
+_REDUCTIONS: Dict[str, Callable[..., Tensor]] = {
     "sum": torch.sum,
     "mean": torch.mean,
     "max": torch.amax,
@@ -71,21 +71,25 @@ class AGCAM(ViTAttribution):
       detaching the queries, keys and values of every layer.
     * The row is the class token's (the first row); for average-pooled
       models the mean of the patch rows, for distilled DeiT the mean of the
-      class and distillation rows (as :meth:`ViTAttribution._patch_row`).
-    * ``head_fusion`` and ``layer_fusion`` are the authors' reductions over
-      heads then layers, ``"sum"`` by default.
+      class and distillation rows.
+    * ``head_reduction`` and ``layer_reduction`` are the authors'
+      ``head_fusion`` and ``layer_fusion``: reductions over heads, then over
+      layers, ``"sum"`` by default (renamed because the ``head_fusion`` of the
+      other methods of this package has no sum).
     * The authors min-max normalise the map for display and evaluation; this
       method returns the sum above.
 
-    Agreement with the authors' code (``tests/attr/data/agcam``, their
-    ``AGCAM`` class on their modified timm ViT loaded with the weights of a
-    tiny random timm ViT): relative difference below 1e-5.
+    Agreement with the authors' code (their ``AGCAM`` class on their modified
+    timm ViT, loaded with the weights of a tiny random timm ViT; outputs kept
+    in ``tests/attr/data/agcam`` with the script that made them): identical
+    maps in float32, for the predicted and a given class, with the default
+    reductions and with mean over heads / max over layers.
 
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
-        head_fusion (str, optional): ``"sum"``, ``"mean"``, ``"max"`` or
+        head_reduction (str, optional): ``"sum"``, ``"mean"``, ``"max"`` or
             ``"min"`` over heads. Default: ``"sum"``
-        layer_fusion (str, optional): the same over layers. Default: ``"sum"``
+        layer_reduction (str, optional): the same over layers. Default: ``"sum"``
         interpolate_mode (str, optional): upsampling of the token map to
             pixels. Default: ``"bilinear"``
 
@@ -101,21 +105,21 @@ class AGCAM(ViTAttribution):
     def __init__(
         self,
         model: nn.Module,
-        head_fusion: str = "sum",
-        layer_fusion: str = "sum",
+        head_reduction: str = "sum",
+        layer_reduction: str = "sum",
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
         for name, value in (
-            ("head_fusion", head_fusion),
-            ("layer_fusion", layer_fusion),
+            ("head_reduction", head_reduction),
+            ("layer_reduction", layer_reduction),
         ):
-            if value not in _FUSIONS:
+            if value not in _REDUCTIONS:
                 raise ValueError(
-                    f"{name} must be one of {tuple(_FUSIONS)}, got {value!r}"
+                    f"{name} must be one of {tuple(_REDUCTIONS)}, got {value!r}"
                 )
-        self.head_fusion = head_fusion
-        self.layer_fusion = layer_fusion
+        self.head_reduction = head_reduction
+        self.layer_reduction = layer_reduction
 
     def _attribute(self, inputs: Tensor, target: Optional[Tensor], args: tuple):
         tracer, _, _, grads = self._trace(
@@ -127,5 +131,5 @@ class AGCAM(ViTAttribution):
             cam = g.clamp(min=0) * tracer.scores[i].detach().sigmoid()  # (B, H, N, N)
             B, H, N, _ = cam.shape
             row = self._patch_row(cam.reshape(B * H, N, N)).reshape(B, H, -1)
-            maps.append(_FUSIONS[self.head_fusion](row, dim=1))
-        return _FUSIONS[self.layer_fusion](torch.stack(maps), dim=0)
+            maps.append(_REDUCTIONS[self.head_reduction](row, dim=1))
+        return _REDUCTIONS[self.layer_reduction](torch.stack(maps), dim=0)

@@ -16,7 +16,9 @@ REF = load("agcam")
 REDUCE = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}
 
 
-def naive_agcam(model, x, target, head_fusion="sum", layer_fusion="sum", detach=True):
+def naive_agcam(
+    model, x, target, head_reduction="sum", layer_reduction="sum", detach=True
+):
     npre = model.num_prefix_tokens
     out = []
     for b in range(x.shape[0]):
@@ -54,8 +56,8 @@ def naive_agcam(model, x, target, head_fusion="sum", layer_fusion="sum", detach=
             row = (
                 cam[0, :, npre:].mean(1) if model.global_pool == "avg" else cam[0, :, 0]
             )
-            per_layer.append(REDUCE[head_fusion](row[:, npre:], 0))
-        out.append(REDUCE[layer_fusion](torch.stack(per_layer), 0))
+            per_layer.append(REDUCE[head_reduction](row[:, npre:], 0))
+        out.append(REDUCE[layer_reduction](torch.stack(per_layer), 0))
     model.zero_grad(set_to_none=True)
     return torch.stack(out)
 
@@ -68,7 +70,7 @@ def test_matches_authors(fusion, target):
     x = torch.from_numpy(REF["x"])
     key = f"{fusion}/{target}"
     head, layer = fusion.split("_")
-    method = cv.AGCAM(model, head_fusion=head, layer_fusion=layer)
+    method = cv.AGCAM(model, head_reduction=head, layer_reduction=layer)
     t = torch.from_numpy(REF[f"{key}/target"])
     if target == "pred":
         assert torch.equal(t, model(x).argmax(-1))
@@ -108,7 +110,7 @@ def test_gradient_skips_the_attention_input():
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="head_fusion"):
-        cv.AGCAM(timm_vit(), head_fusion="median")
-    with pytest.raises(ValueError, match="layer_fusion"):
-        cv.AGCAM(timm_vit(), layer_fusion="prod")
+    with pytest.raises(ValueError, match="head_reduction"):
+        cv.AGCAM(timm_vit(), head_reduction="median")
+    with pytest.raises(ValueError, match="layer_reduction"):
+        cv.AGCAM(timm_vit(), layer_reduction="prod")

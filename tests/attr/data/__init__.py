@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.models import CLASSES, DEPTH, DIM, HEADS, IMG, PATCH
+from tests.models import timm_vit
 
 DATA = Path(__file__).resolve().parent
 
@@ -20,18 +20,10 @@ def load(method: str):
 
 
 def tiny_vit(data, prefix: str = "state/", **kwargs) -> VisionTransformer:
-    """The tiny timm ViT of ``tests/models.py`` with the weights stored in
-    ``data`` under ``prefix`` (so the tests do not depend on timm's init)."""
-    model = VisionTransformer(
-        img_size=IMG,
-        patch_size=PATCH,
-        embed_dim=DIM,
-        depth=DEPTH,
-        num_heads=HEADS,
-        num_classes=CLASSES,
-        qkv_bias=True,
-        **kwargs,
-    ).eval()
+    """The tiny timm ViT of ``tests/models.py`` (``kwargs`` as there) with the
+    weights stored in ``data`` under ``prefix``, so that the tests do not
+    depend on timm's initialisation."""
+    model = timm_vit(**kwargs)
     state = {
         k[len(prefix) :]: torch.from_numpy(data[k])
         for k in data.files

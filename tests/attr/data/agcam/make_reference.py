@@ -34,25 +34,16 @@ from Methods.AGCAM.ViT_for_AGCAM.models.vision_transformer import (  # noqa: E40
     VisionTransformer,
 )
 
-from tests.models import (  # noqa: E402
-    CLASSES,
-    DEPTH,
-    DIM,
-    HEADS,
-    IMG,
-    PATCH,
-    images,
-    timm_vit,
-)
+from tests.models import IMG, PATCH, images, timm_vit  # noqa: E402
 
 model = timm_vit()
 theirs = VisionTransformer(
     img_size=IMG,
     patch_size=PATCH,
-    embed_dim=DIM,
-    depth=DEPTH,
-    num_heads=HEADS,
-    num_classes=CLASSES,
+    embed_dim=model.embed_dim,
+    depth=len(model.blocks),
+    num_heads=model.blocks[0].attn.num_heads,
+    num_classes=model.num_classes,
     qkv_bias=True,
 ).eval()
 theirs.load_state_dict(model.state_dict(), strict=True)
