@@ -28,7 +28,16 @@ class _DetachedAttentionInput(Tracer):
     def __init__(self) -> None:
         super().__init__(keep_attention=True, keep_scores=True)
 
-    def attention(self, layer: int, q, k, v, scale, mask=None, dropout=None):
+    def attention(
+        self,
+        layer: int,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        mask: Optional[Tensor] = None,
+        dropout: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Tensor:
         return super().attention(
             layer, q.detach(), k.detach(), v.detach(), scale, mask, dropout
         )
@@ -121,7 +130,9 @@ class AGCAM(ViTAttribution):
         self.head_reduction = head_reduction
         self.layer_reduction = layer_reduction
 
-    def _attribute(self, inputs: Tensor, target: Optional[Tensor], args: tuple):
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer, _, _, grads = self._trace(
             inputs, target, args, _DetachedAttentionInput(), grad=True
         )

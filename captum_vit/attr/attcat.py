@@ -80,7 +80,9 @@ class AttCAT(ViTAttribution):
             raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
         self.query = query
 
-    def _attribute(self, inputs: Tensor, target: Optional[Tensor], args: tuple):
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer = Tracer(keep_attention=True, keep_blocks=True)
         with torch.enable_grad(), self.adapter.trace(tracer):
             logits = self.adapter.forward(inputs.detach().requires_grad_(True), *args)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -174,7 +174,7 @@ class TIS(ViTAttribution):
         self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
-    def activations(self, image: Tensor, args: tuple = ()) -> tuple:
+    def activations(self, image: Tensor, args: tuple = ()) -> Tuple[Tensor, Tensor]:
         """``(logits, Z)`` of one image ``(1, C, H, W)``: its logits ``(1,
         classes)`` and the patch tokens of every block's output concatenated
         along features, ``(P, L * D)``."""
@@ -242,7 +242,9 @@ class TIS(ViTAttribution):
             cover > 0, total / cover.clamp_min(1), torch.zeros_like(total)
         )
 
-    def _attribute(self, inputs: Tensor, target: Optional[Tensor], args: tuple):
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         maps = []
         for b in range(inputs.shape[0]):
             image = inputs[b : b + 1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +165,9 @@ class ViTReciproCAM(ViTAttribution):
         )
         self.show_progress = show_progress
 
-    def token_masks(self, grid: tuple, device=None) -> Tensor:
+    def token_masks(
+        self, grid: Tuple[int, int], device: Union[str, torch.device, None] = None
+    ) -> Tensor:
         """Token weights ``(1 + P, N)``: row 0 keeps every token (the unmasked
         copy), row ``1 + k`` is the mask :math:`m_k` of patch ``k``."""
         npre = self.adapter.num_prefix_tokens
@@ -176,7 +178,9 @@ class ViTReciproCAM(ViTAttribution):
         m[1:, npre:] = mosaic_masks(gh, gw, self.use_gaussian).to(device)
         return m
 
-    def _attribute(self, inputs: Tensor, target: Optional[Tensor], args: tuple):
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         masks = self.token_masks(
             self.adapter.grid_size(tuple(inputs.shape[-2:])), inputs.device
         )
