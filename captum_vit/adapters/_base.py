@@ -191,6 +191,12 @@ class Tracer:
             self.block_inputs[layer] = x
         return x
 
+    def attention_input(self, layer: int, x: Tensor) -> Tensor:
+        """The normalised tokens entering the attention module (the block's
+        first norm applied to its input), ``(B, N, D)``; a tracer may return a
+        replaced tensor (ViT-ReciproCAM masks them)."""
+        return x
+
     def block_output(self, layer: int, x: Tensor) -> Tensor:
         if self.keep_blocks:
             self.block_outputs[layer] = x

@@ -179,7 +179,8 @@ class TimmViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
             x = tracer.block_input(layer, x)
-            h = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+            h = tracer.attention_input(layer, blk.norm1(x))
+            h = blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
             x = tracer.residual(layer, 0, x, blk.drop_path1(blk.ls1(h)))
             h = blk.mlp(blk.norm2(x))
             x = tracer.residual(layer, 1, x, blk.drop_path2(blk.ls2(h)))
