@@ -24,6 +24,7 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._parts import mlp_parts, timm_gaps
 
 
 def _timm():
@@ -109,7 +110,7 @@ class TimmViTAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
-        mlp = [m for m in (blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2)]
+        mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
             blk,
@@ -121,6 +122,9 @@ class TimmViTAdapter(ViTAdapter):
             mlp,
             scales=scales,
         )
+
+    def relevance_gaps(self) -> List[str]:
+        return timm_gaps(self.model)
 
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed

@@ -1,0 +1,238 @@
+"""Adapter for timm's ``Eva`` (EVA, EVA-02).
+
+EVA (Fang et al., CVPR 2023, https://arxiv.org/abs/2211.07636) and EVA-02
+(Fang et al., 2023, https://arxiv.org/abs/2303.11331) are pre-norm ViTs in
+the BEiT line: class token (optional) and register tokens, absolute position
+embedding (``use_abs_pos_emb``, with or without positions for the prefix
+tokens), **rotary position embedding** of ``q`` and ``k`` (RoPE,
+``use_rot_pos_emb``; Su et al., https://arxiv.org/abs/2104.09864), a
+**SwiGLU** MLP (``swiglu_mlp``, with a norm inside for EVA-02's
+``scale_mlp``), layer scale, ``q``/``v`` biases apart from a fused ``qkv`` or
+three separate projections (``qkv_fused=False``), average pooling with
+``fc_norm`` or class-token pooling, and ``dynamic_img_size``.
+
+The explicit forwards reproduce ``EvaBlock.forward`` and
+``EvaAttention.forward``: RoPE rotates the patch tokens' ``q`` and ``k``
+(prefix tokens are not rotated) before :meth:`Tracer.attention`, so the
+recorded scores are those of the rotated vectors,
+
+.. math::
+    S_{ij} = s\\,\\big(R_{p_i} q_i\\big)^\\top \\big(R_{p_j} k_j\\big) + M_{ij}
+
+with :math:`R_p` the rotation of position :math:`p` and :math:`M` a user's
+``attn_mask``. Not supported: post-norm blocks (``use_post_norm``), timm's
+``AttentionRope`` (``attn_type="rope"``), gated attention and attention
+pooling. The LRP methods refuse models whose rotary embedding, SwiGLU
+product, attention-internal norms or pre-transformer norm have no LRP rule
+(:meth:`relevance_gaps`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._parts import check_positions
+from ._timm import _active
+from ._timm_beit import TimmBeitAdapter
+
+
+def _eva():
+    try:
+        from timm.models import eva
+    except ImportError:  # pragma: no cover - timm is a hard dependency
+        return None
+    return eva
+
+
+class TimmEvaAdapter(TimmBeitAdapter):
+    """Adapter for ``timm.models.eva.Eva`` with pre-norm ``EvaBlock`` and
+    ``EvaAttention``."""
+
+    family = "timm Eva (EVA, EVA-02; rotary embedding, SwiGLU, registers)"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        eva = _eva()
+        return eva is not None and isinstance(model, eva.Eva)
+
+    def __init__(self, model: nn.Module) -> None:
+        ViTAdapter.__init__(self, model)
+        eva = _eva()
+        for i, blk in enumerate(model.blocks):
+            if type(blk) is not eva.EvaBlock or type(blk.attn) is not eva.EvaAttention:
+                raise UnsupportedModelError(
+                    f"timm Eva block {i} is {type(blk).__name__} with "
+                    f"{type(getattr(blk, 'attn', None)).__name__} attention; captum_vit "
+                    "supports pre-norm EvaBlock with EvaAttention (not use_post_norm "
+                    "or attn_type='rope')."
+                )
+            if blk.attn.gate is not None:
+                raise UnsupportedModelError("gated Eva attention is not supported")
+        if getattr(model, "attn_pool", None) is not None:
+            raise UnsupportedModelError(
+                "timm Eva with attention pooling (global_pool='map') is not "
+                "supported: its prediction does not come from a token of the encoder."
+            )
+        if model.global_pool not in ("token", "avg"):
+            raise UnsupportedModelError(
+                f"timm Eva global_pool={model.global_pool!r} is not supported "
+                "(use 'token' or 'avg')."
+            )
+        self._views = {}
+
+    # ------------------------------------------------------------ description
+    def block_parts(self, layer: int) -> BlockParts:
+        parts = super().block_parts(layer)
+        attn = self.model.blocks[layer].attn
+        if attn.qkv is None:
+            parts.qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+        return parts
+
+    def relevance_gaps(self) -> List[str]:
+        gaps = super().relevance_gaps()
+        if self.model.rope is not None:
+            gaps.append(
+                "the rotary position embedding (a rotation of each patch token's q "
+                "and k by its position)"
+            )
+        return gaps
+
+    # ----------------------------------------------------------------- tracing
+    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+        scale1, scale2 = self._scales(layer)
+
+        def forward(
+            x: Tensor,
+            rope: Optional[Tensor] = None,
+            attn_mask: Optional[Tensor] = None,
+            is_causal: bool = False,
+        ) -> Tensor:
+            x = tracer.block_input(layer, x)
+            h = blk.attn(
+                blk.norm1(x), rope=rope, attn_mask=attn_mask, is_causal=is_causal
+            )
+            if scale1 is not None:
+                h = scale1(h)
+            x = tracer.residual(layer, 0, x, blk.drop_path1(h))
+            h = blk.mlp(blk.norm2(x))
+            if scale2 is not None:
+                h = scale2(h)
+            x = tracer.residual(layer, 1, x, blk.drop_path2(h))
+            return tracer.block_output(layer, x)
+
+        return forward
+
+    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+        from timm.layers import apply_rot_embed_cat
+
+        qkv_proj = self._view(layer, "qkv") if attn.qkv is not None else None
+
+        def forward(
+            x: Tensor,
+            rope: Optional[Tensor] = None,
+            attn_mask: Optional[Tensor] = None,
+            is_causal: bool = False,
+        ) -> Tensor:
+            if is_causal:
+                raise NotImplementedError("causal attention is not supported")
+            B, N, C = x.shape
+            if qkv_proj is not None:
+                qkv = qkv_proj(x).reshape(B, N, 3, attn.num_heads, -1)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            else:
+                shape = (B, N, attn.num_heads, -1)
+                q = attn.q_proj(x).reshape(shape).transpose(1, 2)
+                k = attn.k_proj(x).reshape(shape).transpose(1, 2)
+                v = attn.v_proj(x).reshape(shape).transpose(1, 2)
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            if rope is not None:
+                npt = attn.num_prefix_tokens
+                check_positions(rope.shape[-2] + npt, N, "rotary position embedding")
+                half = getattr(attn, "rotate_half", False)
+                q = torch.cat(
+                    [
+                        q[:, :, :npt],
+                        apply_rot_embed_cat(q[:, :, npt:], rope, half=half),
+                    ],
+                    dim=2,
+                ).type_as(v)
+                k = torch.cat(
+                    [
+                        k[:, :, :npt],
+                        apply_rot_embed_cat(k[:, :, npt:], rope, half=half),
+                    ],
+                    dim=2,
+                ).type_as(v)
+            o = tracer.attention(
+                layer,
+                q,
+                k,
+                v,
+                attn.scale,
+                mask=attn_mask,
+                dropout=_active(attn.attn_drop),
+            )
+            o = attn.norm(o.transpose(1, 2).reshape(B, N, C))
+            return attn.proj_drop(attn.proj(o))
+
+        return forward
+
+    def _end_forwards(self, tracer: Tracer):
+        m = self.model
+        adapter = self
+        stock_pos_embed = type(m)._pos_embed
+
+        def _pos_embed(x: Tensor):
+            # Eva._pos_embed, with the positional sum routed
+            pos_embed = m.pos_embed
+            if m.pos_embed is None:
+                return stock_pos_embed(m, x)
+            if m.dynamic_img_size:
+                from timm.layers import resample_abs_pos_embed
+
+                B, H, W, C = x.shape
+                pos_embed = resample_abs_pos_embed(
+                    m.pos_embed,
+                    new_size=(H, W),
+                    old_size=m.patch_embed.grid_size,
+                    num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
+                )
+                x = x.view(B, -1, C)
+                rot = m.rope.get_embed(shape=(H, W)) if m.rope is not None else None
+            else:
+                rot = None
+                if m.rope is not None:
+                    if hasattr(m.rope, "feat_shape"):
+                        rot = m.rope.get_embed()
+                    else:
+                        rot = m.rope.get_embed(shape=m.patch_embed.grid_size)
+            to_cat = []
+            if m.cls_token is not None:
+                to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
+            if m.reg_token is not None:
+                to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
+            if m.no_embed_class:
+                x = tracer.embed_add(x, pos_embed)
+                if to_cat:
+                    x = torch.cat(to_cat + [x], dim=1)
+            else:
+                if to_cat:
+                    x = torch.cat(to_cat + [x], dim=1)
+                x = tracer.embed_add(x, pos_embed)
+            x = m.pos_drop(x)
+            if m.patch_drop is not None and m.patch_drop.training:
+                raise NotImplementedError(
+                    "patch dropout in training mode is not supported; call model.eval()"
+                )
+            return x, rot
+
+        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
+            w = ViTAdapter.pool_weights(adapter, x.shape[1], x.device, x.dtype)
+            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+            return x if pre_logits else m.head(x)
+
+        return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]
