@@ -18,7 +18,7 @@ position embedding and bias tables itself.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from ._hf import HFViTAdapter
 from ._parts import Scale, check_positions, mlp_parts
 
 
-def check_divisible(image_size, patch_size) -> None:
+def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:
     """Raise ``ValueError`` unless the image tiles into whole patches."""
     (h, w), (ph, pw) = image_size, patch_size
     if h < ph or w < pw or h % ph or w % pw:
@@ -39,7 +39,18 @@ def check_divisible(image_size, patch_size) -> None:
 
 
 class HFBeitAdapter(HFViTAdapter):
-    """Adapter for ``transformers`` ``BeitForImageClassification``."""
+    """Adapter for ``transformers`` ``BeitForImageClassification``.
+
+    The relative position bias (per layer and/or shared) reaches
+    :meth:`Tracer.attention` as its additive ``mask``; the pooling row is
+    uniform over the patch tokens (``use_mean_pooling``, followed by the
+    pooler's LayerNorm) or the class token. Any image size divisible by the
+    patch size is accepted, as the model interpolates its tables.
+
+    Args:
+        model (torch.nn.Module): a ``BeitForImageClassification`` of
+            ``transformers>=5`` (sdpa or eager attention).
+    """
 
     family = "transformers BeitForImageClassification (relative position bias)"
 
@@ -64,7 +75,7 @@ class HFBeitAdapter(HFViTAdapter):
                 "transformers>=5 BeitForImageClassification (layers[i].attention."
                 "q_proj, a pooler)"
             )
-        self._views = {}
+        self._views: Dict[Tuple[int, str], nn.Module] = {}
 
     # ------------------------------------------------------------ description
     @property
@@ -113,22 +124,26 @@ class HFBeitAdapter(HFViTAdapter):
             fc_norm=self._encoder.pooler.layernorm,
         )
 
-    def check_image_size(self, image_size) -> None:
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
         check_divisible(image_size, self.patch_size)
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         scale1, scale2 = self._scales(layer)
 
         def forward(
             hidden_states: Tensor,
             attention_mask: Optional[Tensor] = None,
             interpolate_pos_encoding: bool = False,
-            resolution=None,
+            resolution: Optional[Tuple[int, int]] = None,
             **kwargs: Any,
         ) -> Tensor:
             x = tracer.block_input(layer, hidden_states)
             if blk.relative_position_bias is not None:
+                if resolution is None:  # BeitModel always passes it
+                    raise TypeError("BeitLayer needs the input resolution")
                 height, width = resolution
                 window = (height // blk.patch_size, width // blk.patch_size)
                 bias = blk.relative_position_bias(
@@ -156,7 +171,9 @@ class HFBeitAdapter(HFViTAdapter):
 
         return forward
 
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         emb = self._encoder.embeddings
         pooler = self._encoder.pooler
         adapter = self

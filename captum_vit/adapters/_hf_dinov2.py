@@ -24,7 +24,7 @@ of the ends (the LRP engine) the two poolings are routed through
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -42,8 +42,23 @@ _CLASSIFIERS = {
 
 
 class HFDinov2Adapter(HFViTAdapter):
-    """Adapter for ``transformers`` ``Dinov2ForImageClassification`` and
-    ``Dinov2WithRegistersForImageClassification``."""
+    r"""Adapter for ``transformers`` ``Dinov2ForImageClassification`` and
+    ``Dinov2WithRegistersForImageClassification``.
+
+    The head reads the class token and the mean of the :math:`P` patch
+    tokens, concatenated (registers are in neither): :attr:`pooling` is
+    ``"token+avg"`` and the pooling row gives both halves equal weight,
+
+    .. math::
+        w_{	ext{cls}} = 	frac12, \qquad w_{	ext{reg}} = 0, \qquad
+        w_p = 	frac{1}{2P}.
+
+    Args:
+        model (torch.nn.Module): a ``Dinov2ForImageClassification`` or
+            ``Dinov2WithRegistersForImageClassification`` of
+            ``transformers>=5`` with a linear classifier (sdpa or eager
+            attention).
+    """
 
     family = (
         "transformers Dinov2ForImageClassification / "
@@ -126,13 +141,17 @@ class HFDinov2Adapter(HFViTAdapter):
     def relevance_gaps(self) -> List[str]:
         return [GATE_GAP] if self._gated else []
 
-    def check_image_size(self, image_size) -> None:
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
         check_divisible(image_size, self.patch_size)
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         def forward(
-            hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs
+            hidden_states: Tensor,
+            attention_mask: Optional[Tensor] = None,
+            **kwargs: Any,
         ) -> Tensor:
             x = tracer.block_input(layer, hidden_states)
             h, _ = blk.attention(blk.norm1(x), attention_mask=attention_mask, **kwargs)
@@ -143,7 +162,9 @@ class HFDinov2Adapter(HFViTAdapter):
 
         return forward
 
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         emb = self._encoder.embeddings
         model, encoder, adapter = self.model, self._encoder, self
         registers = self._registers

@@ -24,7 +24,8 @@ arriving at :math:`S` goes to :math:`q k^\\top` (as for any additive mask).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ from ._parts import FusedQKV, Scale, check_positions, mlp_parts, timm_gaps
 from ._timm import TimmViTAdapter, _active
 
 
-def _beit():
+def _beit() -> Optional[ModuleType]:
     try:
         from timm.models import beit
     except ImportError:  # pragma: no cover - timm is a hard dependency
@@ -43,7 +44,20 @@ def _beit():
 
 
 class TimmBeitAdapter(TimmViTAdapter):
-    """Adapter for ``timm.models.beit.Beit``."""
+    """Adapter for ``timm.models.beit.Beit`` (BEiT, BEiT v2).
+
+    The relative position bias of each layer (and the shared one) is added to
+    the scores as the ``mask`` of :meth:`Tracer.attention`; the pooling row is
+    uniform over the patch tokens for ``global_pool="avg"`` (followed by
+    ``fc_norm``), the class token for ``"token"``. The model's bare ``q``/``v``
+    biases and layer-scale parameters reach the LRP rules through the
+    adapter's own :class:`~captum_vit.adapters._parts.FusedQKV` and
+    :class:`~captum_vit.adapters._parts.Scale` views.
+
+    Args:
+        model (torch.nn.Module): a ``timm.models.beit.Beit`` with
+            ``global_pool`` ``"avg"`` or ``"token"``.
+    """
 
     family = "timm Beit (BEiT, BEiT v2; relative position bias, shared or per layer)"
 
@@ -106,10 +120,12 @@ class TimmBeitAdapter(TimmViTAdapter):
         return timm_gaps(self.model)
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         scale1, scale2 = self._scales(layer)
 
-        def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None):
+        def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
             x = tracer.block_input(layer, x)
             h = blk.attn(blk.norm1(x), shared_rel_pos_bias=shared_rel_pos_bias)
             if scale1 is not None:
@@ -123,10 +139,12 @@ class TimmBeitAdapter(TimmViTAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         qkv_proj = self._view(layer, "qkv")
 
-        def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None):
+        def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
             B, N, _ = x.shape
             qkv = qkv_proj(x).reshape(B, N, 3, attn.num_heads, -1)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -144,7 +162,9 @@ class TimmBeitAdapter(TimmViTAdapter):
 
         return forward
 
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         m = self.model
         adapter = self
 

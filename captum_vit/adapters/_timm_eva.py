@@ -29,7 +29,8 @@ product, attention-internal norms or pre-transformer norm have no LRP rule
 
 from __future__ import annotations
 
-from typing import List, Optional
+from types import ModuleType
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ from ._timm import _active
 from ._timm_beit import TimmBeitAdapter
 
 
-def _eva():
+def _eva() -> Optional[ModuleType]:
     try:
         from timm.models import eva
     except ImportError:  # pragma: no cover - timm is a hard dependency
@@ -49,8 +50,21 @@ def _eva():
 
 
 class TimmEvaAdapter(TimmBeitAdapter):
-    """Adapter for ``timm.models.eva.Eva`` with pre-norm ``EvaBlock`` and
-    ``EvaAttention``."""
+    """Adapter for ``timm.models.eva.Eva`` (EVA, EVA-02) with pre-norm
+    ``EvaBlock`` and ``EvaAttention``.
+
+    The rotary position embedding rotates the patch tokens' ``q`` and ``k``
+    inside the explicit forward, before :meth:`Tracer.attention`; class and
+    register tokens are prefix tokens; the pooling row is uniform over the
+    patch tokens (``global_pool="avg"``) or the class token. The LRP methods
+    are refused where the model has a rotary embedding, a SwiGLU MLP or norms
+    inside the attention (:meth:`relevance_gaps`).
+
+    Args:
+        model (torch.nn.Module): a ``timm.models.eva.Eva`` with
+            ``global_pool`` ``"avg"`` or ``"token"``, without post-norm blocks,
+            ``attn_type="rope"``, gated attention or attention pooling.
+    """
 
     family = "timm Eva (EVA, EVA-02; rotary embedding, SwiGLU, registers)"
 
@@ -102,7 +116,9 @@ class TimmEvaAdapter(TimmBeitAdapter):
         return gaps
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         scale1, scale2 = self._scales(layer)
 
         def forward(
@@ -126,7 +142,9 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
         from timm.layers import apply_rot_embed_cat
 
         qkv_proj = self._view(layer, "qkv") if attn.qkv is not None else None
@@ -181,12 +199,14 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
         return forward
 
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         m = self.model
         adapter = self
         stock_pos_embed = type(m)._pos_embed
 
-        def _pos_embed(x: Tensor):
+        def _pos_embed(x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
             # Eva._pos_embed, with the positional sum routed
             pos_embed = m.pos_embed
             if m.pos_embed is None:
