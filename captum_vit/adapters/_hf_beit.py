@@ -18,14 +18,14 @@ position embedding and bias tables itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
-from ._parts import Scale, check_positions, mlp_parts
+from ._parts import check_positions, mlp_parts, scale_views
 
 
 def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:
@@ -75,7 +75,7 @@ class HFBeitAdapter(HFViTAdapter):
                 "transformers>=5 BeitForImageClassification (layers[i].attention."
                 "q_proj, a pooler)"
             )
-        self._views: Dict[Tuple[int, str], nn.Module] = {}
+        self._ls = scale_views(self._encoder.layers, ("lambda_1", "lambda_2"))
 
     # ------------------------------------------------------------ description
     @property
@@ -91,16 +91,7 @@ class HFBeitAdapter(HFViTAdapter):
         return ViTAdapter.pool_weights(self, num_tokens, device, dtype)
 
     def _scales(self, layer: int) -> List[Optional[nn.Module]]:
-        blk = self._encoder.layers[layer]
-        out: List[Optional[nn.Module]] = []
-        for name in ("lambda_1", "lambda_2"):
-            if not isinstance(getattr(blk, name), Tensor):  # the float 1.0
-                out.append(None)
-                continue
-            if (layer, name) not in self._views:
-                self._views[layer, name] = Scale(blk, name)
-            out.append(self._views[layer, name])
-        return out
+        return list(self._ls[layer])
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._encoder.layers[layer]

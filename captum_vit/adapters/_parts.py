@@ -14,13 +14,21 @@ their own.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FusedQKV", "Scale", "mlp_parts", "check_positions", "timm_gaps", "GATE_GAP"]
+__all__ = [
+    "FusedQKV",
+    "Scale",
+    "scale_views",
+    "mlp_parts",
+    "check_positions",
+    "timm_gaps",
+    "GATE_GAP",
+]
 
 
 class FusedQKV(nn.Module):
@@ -81,6 +89,22 @@ class Scale(nn.Module):
 
     def extra_repr(self) -> str:
         return self._name
+
+
+def scale_views(
+    blocks: Sequence[nn.Module], names: Sequence[str]
+) -> List[List[Optional[Scale]]]:
+    """Per block, a :class:`Scale` for each layer-scale parameter ``names``
+    (None where the block has none: ``None`` in timm, the float ``1.0`` in
+    Hugging Face BEiT). Made once, when the adapter is made, so that every
+    thread and the LRP rules see the same objects."""
+    return [
+        [
+            Scale(b, n) if isinstance(getattr(b, n, None), Tensor) else None
+            for n in names
+        ]
+        for b in blocks
+    ]
 
 
 #: the relevance gap of a gated MLP

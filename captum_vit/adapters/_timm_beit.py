@@ -25,13 +25,13 @@ arriving at :math:`S` goes to :math:`q k^\\top` (as for any additive mask).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
-from ._parts import FusedQKV, Scale, check_positions, mlp_parts, timm_gaps
+from ._parts import FusedQKV, check_positions, mlp_parts, scale_views, timm_gaps
 from ._timm import TimmViTAdapter, _active
 
 
@@ -80,27 +80,20 @@ class TimmBeitAdapter(TimmViTAdapter):
                 f"timm Beit global_pool={model.global_pool!r} is not supported "
                 "(use 'token' or 'avg')."
             )
-        self._views: Dict[Tuple[int, str], nn.Module] = {}
+        self._make_views()
 
     # ------------------------------------------------------------ description
-    def _view(self, layer: int, kind: str) -> nn.Module:
-        """This adapter's :class:`FusedQKV`/:class:`Scale` view of ``layer``
-        (one object per adapter, so the LRP rules and the forward meet)."""
-        key = (layer, kind)
-        if key not in self._views:
-            blk = self.model.blocks[layer]
-            if kind == "qkv":
-                self._views[key] = FusedQKV(blk.attn)
-            else:
-                self._views[key] = Scale(blk, kind)
-        return self._views[key]
+    def _make_views(self) -> None:
+        """This adapter's :class:`FusedQKV`/:class:`Scale` views (one object
+        per layer, made once, so the LRP rules and the forward meet)."""
+        blocks = self.model.blocks
+        self._qkv = [
+            FusedQKV(b.attn) if b.attn.qkv is not None else None for b in blocks
+        ]
+        self._ls = scale_views(blocks, ("gamma_1", "gamma_2"))
 
     def _scales(self, layer: int) -> List[Optional[nn.Module]]:
-        blk = self.model.blocks[layer]
-        names = ("gamma_1", "gamma_2")
-        return [
-            None if getattr(blk, n) is None else self._view(layer, n) for n in names
-        ]
+        return list(self._ls[layer])
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
@@ -110,7 +103,7 @@ class TimmBeitAdapter(TimmViTAdapter):
             blk.attn,
             blk.norm1,
             blk.norm2,
-            [self._view(layer, "qkv")],
+            [self._qkv[layer]],
             blk.attn.proj,
             mlp,
             scales=[s for s in self._scales(layer) if s is not None],
@@ -142,7 +135,7 @@ class TimmBeitAdapter(TimmViTAdapter):
     def _attention_forward(
         self, layer: int, attn: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
-        qkv_proj = self._view(layer, "qkv")
+        qkv_proj = self._qkv[layer]
 
         def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
             B, N, _ = x.shape

@@ -96,7 +96,7 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 f"timm Eva global_pool={model.global_pool!r} is not supported "
                 "(use 'token' or 'avg')."
             )
-        self._views = {}
+        self._make_views()
 
     # ------------------------------------------------------------ description
     def block_parts(self, layer: int) -> BlockParts:
@@ -147,7 +147,7 @@ class TimmEvaAdapter(TimmBeitAdapter):
     ) -> Callable[..., Tensor]:
         from timm.layers import apply_rot_embed_cat
 
-        qkv_proj = self._view(layer, "qkv") if attn.qkv is not None else None
+        qkv_proj = self._qkv[layer]
 
         def forward(
             x: Tensor,
