@@ -25,17 +25,12 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
-from ._parts import check_positions, mlp_parts, scale_views
-
-
-def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:
-    """Raise ``ValueError`` unless the image tiles into whole patches."""
-    (h, w), (ph, pw) = image_size, patch_size
-    if h < ph or w < pw or h % ph or w % pw:
-        raise ValueError(
-            f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; "
-            "crop or resize the images"
-        )
+from ._parts import (
+    check_divisible,
+    check_positions,
+    hf_embeddings_forward,
+    scale_views,
+)
 
 
 class HFBeitAdapter(HFViTAdapter):
@@ -90,22 +85,10 @@ class HFBeitAdapter(HFViTAdapter):
     ) -> Tensor:
         return ViTAdapter.pool_weights(self, num_tokens, device, dtype)
 
-    def _scales(self, layer: int) -> List[Optional[nn.Module]]:
-        return list(self._ls[layer])
-
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self._encoder.layers[layer]
-        at = blk.attention
-        return BlockParts(
-            blk,
-            at,
-            blk.layernorm_before,
-            blk.layernorm_after,
-            [at.q_proj, at.k_proj, at.v_proj],
-            at.o_proj,
-            mlp_parts(blk.mlp)[0],
-            scales=[s for s in self._scales(layer) if s is not None],
-        )
+        parts = super().block_parts(layer)
+        parts.scales = [s for s in self._ls[layer] if s is not None]
+        return parts
 
     def head_parts(self) -> HeadParts:
         norm = self._encoder.layernorm
@@ -122,7 +105,7 @@ class HFBeitAdapter(HFViTAdapter):
     def _block_forward(
         self, layer: int, blk: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
-        scale1, scale2 = self._scales(layer)
+        scale1, scale2 = self._ls[layer]
 
         def forward(
             hidden_states: Tensor,
@@ -169,22 +152,6 @@ class HFBeitAdapter(HFViTAdapter):
         pooler = self._encoder.pooler
         adapter = self
 
-        def embeddings_forward(
-            pixel_values: Tensor, bool_masked_pos: Optional[Tensor] = None
-        ) -> Tensor:
-            # BeitEmbeddings.forward, with the positional sum routed
-            if bool_masked_pos is not None:
-                raise NotImplementedError(
-                    "bool_masked_pos is not supported by this explanation method"
-                )
-            _, _, height, width = pixel_values.shape
-            x = emb.patch_embeddings(pixel_values)
-            x = torch.cat((emb.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-            if emb.position_embeddings is not None:
-                pos = emb.interpolate_pos_encoding(x, height, width)
-                x = tracer.embed_add(x, pos)
-            return emb.dropout(x)
-
         def pooler_forward(hidden_states: Tensor) -> Tensor:
             # BeitPooler.forward: mean of the patch tokens + LayerNorm, or the
             # class token, with the pooling routed
@@ -194,6 +161,6 @@ class HFBeitAdapter(HFViTAdapter):
             return pooled if pooler.layernorm is None else pooler.layernorm(pooled)
 
         return [
-            (emb, "forward", embeddings_forward),
+            (emb, "forward", hf_embeddings_forward(emb, tracer)),
             (pooler, "forward", pooler_forward),
         ]

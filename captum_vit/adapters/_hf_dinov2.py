@@ -31,8 +31,7 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
-from ._hf_beit import check_divisible
-from ._parts import GATE_GAP, mlp_parts
+from ._parts import GATE_GAP, check_divisible, hf_embeddings_forward, mlp_parts
 
 # class name -> encoder attribute
 _CLASSIFIERS = {
@@ -167,25 +166,6 @@ class HFDinov2Adapter(HFViTAdapter):
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
         emb = self._encoder.embeddings
         model, encoder, adapter = self.model, self._encoder, self
-        registers = self._registers
-
-        def embeddings_forward(
-            pixel_values: Tensor, bool_masked_pos: Optional[Tensor] = None
-        ) -> Tensor:
-            # Dinov2(WithRegisters)Embeddings.forward, with the positional sum
-            # routed; registers join after it
-            if bool_masked_pos is not None:
-                raise NotImplementedError(
-                    "bool_masked_pos is not supported by this explanation method"
-                )
-            B, _, height, width = pixel_values.shape
-            x = emb.patch_embeddings(pixel_values)
-            x = torch.cat((emb.cls_token.expand(B, -1, -1), x), dim=1)
-            x = tracer.embed_add(x, emb.interpolate_pos_encoding(x, height, width))
-            if registers:
-                reg = emb.register_tokens.expand(B, -1, -1)
-                x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
-            return emb.dropout(x)
 
         def model_forward(
             pixel_values: Optional[Tensor] = None,
@@ -206,4 +186,5 @@ class HFDinov2Adapter(HFViTAdapter):
             pooled = torch.cat([tracer.pool(seq, cls), tracer.pool(seq, mean)], dim=1)
             return ImageClassifierOutput(logits=model.classifier(pooled))
 
+        embeddings_forward = hf_embeddings_forward(emb, tracer, self._registers)
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

@@ -14,11 +14,13 @@ their own.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._base import Tracer
 
 __all__ = [
     "FusedQKV",
@@ -28,6 +30,8 @@ __all__ = [
     "check_positions",
     "timm_gaps",
     "GATE_GAP",
+    "check_divisible",
+    "hf_embeddings_forward",
 ]
 
 
@@ -175,3 +179,42 @@ def timm_gaps(model: nn.Module) -> List[str]:
     if _real(getattr(model, "norm_pre", None)):
         gaps.append("the norm before the first block (norm_pre)")
     return gaps
+
+
+def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:
+    """Raise ``ValueError`` unless the image tiles into whole patches."""
+    (h, w), (ph, pw) = image_size, patch_size
+    if h < ph or w < pw or h % ph or w % pw:
+        raise ValueError(
+            f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; "
+            "crop or resize the images"
+        )
+
+
+def hf_embeddings_forward(
+    emb: nn.Module, tracer: Tracer, registers: int = 0
+) -> Callable[..., Tensor]:
+    """``BeitEmbeddings.forward`` / ``Dinov2(WithRegisters)Embeddings.forward``
+    of ``transformers`` with the positional sum routed through
+    :meth:`Tracer.embed_add`: the class token joined, the position table
+    (resized by the model's own ``interpolate_pos_encoding``) added, then the
+    ``registers`` register tokens inserted after the class token."""
+
+    def forward(
+        pixel_values: Tensor, bool_masked_pos: Optional[Tensor] = None
+    ) -> Tensor:
+        if bool_masked_pos is not None:
+            raise NotImplementedError(
+                "bool_masked_pos is not supported by this explanation method"
+            )
+        B, _, height, width = pixel_values.shape
+        x = emb.patch_embeddings(pixel_values)
+        x = torch.cat((emb.cls_token.expand(B, -1, -1), x), dim=1)
+        if emb.position_embeddings is not None:
+            x = tracer.embed_add(x, emb.interpolate_pos_encoding(x, height, width))
+        if registers:
+            reg = emb.register_tokens.expand(B, -1, -1)
+            x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
+        return emb.dropout(x)
+
+    return forward

@@ -43,6 +43,15 @@ def _beit() -> Optional[ModuleType]:
     return beit
 
 
+def check_global_pool(model: nn.Module) -> None:
+    """Refuse a timm model that does not pool by class token or patch mean."""
+    if model.global_pool not in ("token", "avg"):
+        raise UnsupportedModelError(
+            f"timm {type(model).__name__} global_pool={model.global_pool!r} is not "
+            "supported (use 'token' or 'avg')."
+        )
+
+
 class TimmBeitAdapter(TimmViTAdapter):
     """Adapter for ``timm.models.beit.Beit`` (BEiT, BEiT v2).
 
@@ -75,11 +84,7 @@ class TimmBeitAdapter(TimmViTAdapter):
                     f"timm Beit block {i} is {type(blk).__name__}; captum_vit "
                     "supports timm.models.beit.Block with its Attention."
                 )
-        if model.global_pool not in ("token", "avg"):
-            raise UnsupportedModelError(
-                f"timm Beit global_pool={model.global_pool!r} is not supported "
-                "(use 'token' or 'avg')."
-            )
+        check_global_pool(model)
         self._make_views()
 
     # ------------------------------------------------------------ description
@@ -92,9 +97,6 @@ class TimmBeitAdapter(TimmViTAdapter):
         ]
         self._ls = scale_views(blocks, ("gamma_1", "gamma_2"))
 
-    def _scales(self, layer: int) -> List[Optional[nn.Module]]:
-        return list(self._ls[layer])
-
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
         mlp, _ = mlp_parts(blk.mlp)
@@ -106,29 +108,43 @@ class TimmBeitAdapter(TimmViTAdapter):
             [self._qkv[layer]],
             blk.attn.proj,
             mlp,
-            scales=[s for s in self._scales(layer) if s is not None],
+            scales=[s for s in self._ls[layer] if s is not None],
         )
 
     def relevance_gaps(self) -> List[str]:
         return timm_gaps(self.model)
 
     # ----------------------------------------------------------------- tracing
+    def _block(
+        self,
+        layer: int,
+        blk: nn.Module,
+        tracer: Tracer,
+        x: Tensor,
+        attend: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """The block (timm's BEiT and EVA alike) with its residual sums routed:
+        ``x + drop_path1(gamma_1 * attend(norm1(x)))``, then the MLP branch."""
+        scale1, scale2 = self._ls[layer]
+        x = tracer.block_input(layer, x)
+        h = attend(blk.norm1(x))
+        if scale1 is not None:
+            h = scale1(h)
+        x = tracer.residual(layer, 0, x, blk.drop_path1(h))
+        h = blk.mlp(blk.norm2(x))
+        if scale2 is not None:
+            h = scale2(h)
+        x = tracer.residual(layer, 1, x, blk.drop_path2(h))
+        return tracer.block_output(layer, x)
+
     def _block_forward(
         self, layer: int, blk: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
-        scale1, scale2 = self._scales(layer)
-
         def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
-            x = tracer.block_input(layer, x)
-            h = blk.attn(blk.norm1(x), shared_rel_pos_bias=shared_rel_pos_bias)
-            if scale1 is not None:
-                h = scale1(h)
-            x = tracer.residual(layer, 0, x, blk.drop_path1(h))
-            h = blk.mlp(blk.norm2(x))
-            if scale2 is not None:
-                h = scale2(h)
-            x = tracer.residual(layer, 1, x, blk.drop_path2(h))
-            return tracer.block_output(layer, x)
+            def attend(y: Tensor) -> Tensor:
+                return blk.attn(y, shared_rel_pos_bias=shared_rel_pos_bias)
+
+            return self._block(layer, blk, tracer, x, attend)
 
         return forward
 

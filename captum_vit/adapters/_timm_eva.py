@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._parts import check_positions
-from ._timm import _active
-from ._timm_beit import TimmBeitAdapter
+from ._timm import _active, routed_pos_embed
+from ._timm_beit import TimmBeitAdapter, check_global_pool
 
 
 def _eva() -> Optional[ModuleType]:
@@ -91,11 +91,7 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 "timm Eva with attention pooling (global_pool='map') is not "
                 "supported: its prediction does not come from a token of the encoder."
             )
-        if model.global_pool not in ("token", "avg"):
-            raise UnsupportedModelError(
-                f"timm Eva global_pool={model.global_pool!r} is not supported "
-                "(use 'token' or 'avg')."
-            )
+        check_global_pool(model)
         self._make_views()
 
     # ------------------------------------------------------------ description
@@ -119,26 +115,16 @@ class TimmEvaAdapter(TimmBeitAdapter):
     def _block_forward(
         self, layer: int, blk: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
-        scale1, scale2 = self._scales(layer)
-
         def forward(
             x: Tensor,
             rope: Optional[Tensor] = None,
             attn_mask: Optional[Tensor] = None,
             is_causal: bool = False,
         ) -> Tensor:
-            x = tracer.block_input(layer, x)
-            h = blk.attn(
-                blk.norm1(x), rope=rope, attn_mask=attn_mask, is_causal=is_causal
-            )
-            if scale1 is not None:
-                h = scale1(h)
-            x = tracer.residual(layer, 0, x, blk.drop_path1(h))
-            h = blk.mlp(blk.norm2(x))
-            if scale2 is not None:
-                h = scale2(h)
-            x = tracer.residual(layer, 1, x, blk.drop_path2(h))
-            return tracer.block_output(layer, x)
+            def attend(y: Tensor) -> Tensor:
+                return blk.attn(y, rope=rope, attn_mask=attn_mask, is_causal=is_causal)
+
+            return self._block(layer, blk, tracer, x, attend)
 
         return forward
 
@@ -171,20 +157,13 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 npt = attn.num_prefix_tokens
                 check_positions(rope.shape[-2] + npt, N, "rotary position embedding")
                 half = getattr(attn, "rotate_half", False)
-                q = torch.cat(
-                    [
-                        q[:, :, :npt],
-                        apply_rot_embed_cat(q[:, :, npt:], rope, half=half),
-                    ],
-                    dim=2,
-                ).type_as(v)
-                k = torch.cat(
-                    [
-                        k[:, :, :npt],
-                        apply_rot_embed_cat(k[:, :, npt:], rope, half=half),
-                    ],
-                    dim=2,
-                ).type_as(v)
+
+                def rotate(t: Tensor) -> Tensor:
+                    # the patch tokens only, as EvaAttention does
+                    patches = apply_rot_embed_cat(t[:, :, npt:], rope, half=half)
+                    return torch.cat([t[:, :, :npt], patches], dim=2).type_as(v)
+
+                q, k = rotate(q), rotate(k)
             o = tracer.attention(
                 layer,
                 q,
@@ -208,47 +187,21 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
         def _pos_embed(x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
             # Eva._pos_embed, with the positional sum routed
-            pos_embed = m.pos_embed
             if m.pos_embed is None:
                 return stock_pos_embed(m, x)
-            if m.dynamic_img_size:
-                from timm.layers import resample_abs_pos_embed
-
-                B, H, W, C = x.shape
-                pos_embed = resample_abs_pos_embed(
-                    m.pos_embed,
-                    new_size=(H, W),
-                    old_size=m.patch_embed.grid_size,
-                    num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
-                )
-                x = x.view(B, -1, C)
-                rot = m.rope.get_embed(shape=(H, W)) if m.rope is not None else None
-            else:
-                rot = None
-                if m.rope is not None:
-                    if hasattr(m.rope, "feat_shape"):
-                        rot = m.rope.get_embed()
-                    else:
-                        rot = m.rope.get_embed(shape=m.patch_embed.grid_size)
-            to_cat = []
-            if m.cls_token is not None:
-                to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
-            if m.reg_token is not None:
-                to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
-            if m.no_embed_class:
-                x = tracer.embed_add(x, pos_embed)
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-            else:
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-                x = tracer.embed_add(x, pos_embed)
-            x = m.pos_drop(x)
             if m.patch_drop is not None and m.patch_drop.training:
                 raise NotImplementedError(
                     "patch dropout in training mode is not supported; call model.eval()"
                 )
-            return x, rot
+            rot = None
+            if m.rope is not None:
+                if m.dynamic_img_size:
+                    rot = m.rope.get_embed(shape=tuple(x.shape[1:3]))
+                elif hasattr(m.rope, "feat_shape"):
+                    rot = m.rope.get_embed()
+                else:
+                    rot = m.rope.get_embed(shape=m.patch_embed.grid_size)
+            return routed_pos_embed(m, x, tracer), rot
 
         def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
             w = ViTAdapter.pool_weights(adapter, x.shape[1], x.device, x.dtype)
