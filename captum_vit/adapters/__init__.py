@@ -24,8 +24,12 @@ from ._base import (
     ViTAdapter,
 )
 from ._hf import HFViTAdapter
+from ._hf_beit import HFBeitAdapter
+from ._hf_dinov2 import HFDinov2Adapter
 from ._surgery import Patcher, model_lock, patching
 from ._timm import TimmViTAdapter
+from ._timm_beit import TimmBeitAdapter
+from ._timm_eva import TimmEvaAdapter
 from ._torchvision import TorchvisionViTAdapter
 
 __all__ = [
@@ -45,12 +49,20 @@ __all__ = [
     "TimmViTAdapter",
     "HFViTAdapter",
     "TorchvisionViTAdapter",
+    "TimmBeitAdapter",
+    "TimmEvaAdapter",
+    "HFBeitAdapter",
+    "HFDinov2Adapter",
 ]
 
 _REGISTRY: List[Type[ViTAdapter]] = [
     TimmViTAdapter,
     HFViTAdapter,
     TorchvisionViTAdapter,
+    TimmBeitAdapter,
+    TimmEvaAdapter,
+    HFBeitAdapter,
+    HFDinov2Adapter,
 ]
 
 

@@ -330,7 +330,8 @@ class ViTAdapter:
 
     @property
     def pooling(self) -> str:
-        """``"token"`` (class token feeds the head) or ``"avg"`` (patch mean)."""
+        """``"token"`` (class token feeds the head), ``"avg"`` (patch mean) or
+        ``"token+avg"`` (both, concatenated: Hugging Face DINOv2)."""
         raise NotImplementedError
 
     @property
@@ -440,6 +441,20 @@ class ViTAdapter:
     ) -> Callable[..., object]:
         raise NotImplementedError
 
+    def relevance_gaps(self) -> List[str]:
+        """Operations of the model that the LRP rules cannot carry relevance
+        through, one phrase each (empty for the plain ViT families).
+
+        The LRP engine turns the backward pass into a relevance pass by
+        giving a rule to every operation it sees (the modules of
+        :meth:`block_parts` and the :class:`Tracer` hooks); any other
+        operation on the path (an elementwise product of two branches such as
+        SwiGLU's gate, a rotary position embedding, a norm inside the
+        attention) would pass its plain gradient instead of relevance.
+        :meth:`trace` refuses a relevance tracer on a model with gaps.
+        """
+        return []
+
     def _end_forwards(self, tracer: Tracer) -> List[Tuple[object, str, Callable]]:
         """``(object, attribute, function)`` overrides that route the
         positional-embedding sum and the pooling through ``tracer``.
@@ -470,8 +485,21 @@ class ViTAdapter:
 
         Yields:
             the tracer, filled while the model runs inside the context.
+
+        Raises:
+            NotImplementedError: ``tracer`` propagates LRP relevance (it has
+                a rule set, ``tracer.rules``) and the model has operations
+                without a rule (:meth:`relevance_gaps`); nothing is changed.
         """
         tracer = Tracer() if tracer is None else tracer
+        # the LRP engine's tracer carries its rule set as ``rules``
+        if getattr(tracer, "rules", None) is not None and self.relevance_gaps():
+            raise NotImplementedError(
+                f"LRP relevance cannot be propagated through this "
+                f"{type(self.model).__name__}: the LRP rules have no rule for "
+                f"{'; '.join(self.relevance_gaps())}. The attention and gradient "
+                "methods (rollout, GenericAttention, Grad-SAM, ATMAN, ...) work on it."
+            )
         with patching(self.model) as patch:
             if getattr(tracer, "trace_ends", False):
                 for obj, name, fn in self._end_forwards(tracer):

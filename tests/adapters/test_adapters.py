@@ -133,7 +133,8 @@ def test_unsupported_models():
         adapters.get(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     with pytest.raises(adapters.UnsupportedModelError, match="attention pooling"):
         adapters.get(timm_vit(global_pool="map"))
-    assert len(adapters.supported_families()) == 3
+    families = adapters.supported_families()
+    assert len(families) == len(set(families)) >= 3
 
 
 def test_recording_only_some_layers_uses_fused_attention(base):

@@ -22,6 +22,7 @@ from tests.models import (
     CLASSES,
     hf_vit_from_timm,
     images,
+    timm_eva,
     timm_vit,
     torchvision_vit_from_timm,
 )
@@ -219,13 +220,15 @@ def _raise(*_args, **_kwargs):
 
 
 @pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)
-@pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
+@pytest.mark.parametrize("family", ["timm", "hf", "torchvision", "timm_eva"])
 def test_state_restored(name, factory, tol, family, x):
     base = timm_vit()
     model = {
         "timm": lambda: base,
         "hf": lambda: hf_vit_from_timm(base),
         "torchvision": lambda: torchvision_vit_from_timm(base),
+        # the other families: tests/attr/test_families.py
+        "timm_eva": timm_eva,
     }[family]()
     # a user state that must survive: train mode on one block, a frozen
     # parameter, a stale .grad, a user hook
