@@ -131,7 +131,9 @@ class HFBeitAdapter(HFViTAdapter):
                     attention_mask.shape[-1], x.shape[1], "relative position bias"
                 )
             h, _ = blk.attention(
-                blk.layernorm_before(x), attention_mask=attention_mask, **kwargs
+                tracer.attention_input(layer, blk.layernorm_before(x)),
+                attention_mask=attention_mask,
+                **kwargs,
             )
             h = blk.dropout(h)
             if scale1 is not None:

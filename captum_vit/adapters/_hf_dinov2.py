@@ -153,7 +153,8 @@ class HFDinov2Adapter(HFViTAdapter):
             **kwargs: Any,
         ) -> Tensor:
             x = tracer.block_input(layer, hidden_states)
-            h, _ = blk.attention(blk.norm1(x), attention_mask=attention_mask, **kwargs)
+            h = tracer.attention_input(layer, blk.norm1(x))
+            h, _ = blk.attention(h, attention_mask=attention_mask, **kwargs)
             x = tracer.residual(layer, 0, x, blk.drop_path(blk.layer_scale1(h)))
             h = blk.layer_scale2(blk.mlp(blk.norm2(x)))
             x = tracer.residual(layer, 1, x, blk.drop_path(h))

@@ -149,11 +149,11 @@ def mlp_parts(mlp: nn.Module) -> Tuple[List[nn.Module], bool]:
 def check_positions(expected: int, got: int, what: str) -> None:
     """Raise ``NotImplementedError`` when a position-dependent term made for
     ``expected`` tokens meets a sequence of ``got`` tokens (a method that
-    drops tokens mid-forward, such as EViT's pruning)."""
+    drops tokens mid-forward, such as EViT's pruning or TIS's sampling)."""
     if expected != got:
         raise NotImplementedError(
             f"the {what} is defined for the model's {expected} tokens but the "
-            f"attention sees {got}: a method that drops tokens (EViT) would have "
+            f"attention sees {got}: a method that drops tokens (EViT, TIS) would have "
             "to say which positions it kept, which it does not yet"
         )
 

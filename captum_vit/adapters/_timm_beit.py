@@ -127,7 +127,7 @@ class TimmBeitAdapter(TimmViTAdapter):
         ``x + drop_path1(gamma_1 * attend(norm1(x)))``, then the MLP branch."""
         scale1, scale2 = self._ls[layer]
         x = tracer.block_input(layer, x)
-        h = attend(blk.norm1(x))
+        h = attend(tracer.attention_input(layer, blk.norm1(x)))
         if scale1 is not None:
             h = scale1(h)
         x = tracer.residual(layer, 0, x, blk.drop_path1(h))

@@ -98,6 +98,10 @@ class ViTAttribution(Attribution):
     #: how ``output="tokens"`` pools a pixel-native map onto the patch grid:
     #: ``"sum"`` or ``"mean"`` over the channels and pixels of each patch
     _token_reduce: str = "sum"
+    #: whether the method drops tokens from the sequence mid-forward (EViT's
+    #: pruning, TIS's sampling): models whose attention depends on token
+    #: positions (relative position bias, RoPE) then refuse it
+    _drops_tokens: bool = False
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)

@@ -139,6 +139,8 @@ class EViT(ViTAttribution):
         [4.0, 7.0, 10.0, 12.0]
     """
 
+    _drops_tokens = True
+
     def __init__(
         self,
         model: nn.Module,

@@ -138,6 +138,8 @@ class TIS(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
+    _drops_tokens = True
+
     def __init__(
         self,
         model: nn.Module,

@@ -372,3 +372,42 @@ def test_views_are_the_adapters_not_the_models():
     assert len(list(model.parameters())) == len(
         list(adapters.get(model).model.parameters())
     )
+
+
+class _AttentionInputTracer(Tracer):
+    """Scales the normalised tokens entering each block's attention (the
+    hook ViT-ReciproCAM masks) and records the calls."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__(keep_attention=False)
+        self.factor = factor
+        self.calls: list = []
+
+    def attention_input(self, layer, x):
+        self.calls.append((layer, tuple(x.shape)))
+        return x * self.factor
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_attention_input_feeds_the_attention(name):
+    """Every family routes the first norm's output through
+    ``Tracer.attention_input`` once per block, into the attention (a method
+    that replaces it changes the logits; the identity does not)."""
+    factory, size = FAMILIES[name]
+    model = factory().double()
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(5)).double()
+    ad = adapters.get(model)
+    if "beit_eager" in name.replace("_shared_token", ""):
+        model.set_attn_implementation("sdpa")  # float64 softmax (see above)
+    expected = ad.forward(x)
+    same, scaled = _AttentionInputTracer(1.0), _AttentionInputTracer(0.5)
+    with torch.no_grad():
+        with ad.trace(same):
+            got = ad.forward(x)
+        with ad.trace(scaled):
+            changed = ad.forward(x)
+    assert [layer for layer, _ in same.calls] == list(range(ad.num_layers))
+    assert all(shape[0] == 2 and len(shape) == 3 for _, shape in same.calls)
+    assert _rel(got, expected) < 1e-10
+    assert _rel(changed, expected) > 1e-6

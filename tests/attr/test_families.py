@@ -56,11 +56,12 @@ FAMILIES = {
 
 
 def _expected_error(method, family, model):
-    """The documented refusals: LRP where a rule is missing; EViT (which
-    drops tokens) where the attention depends on token positions."""
+    """The documented refusals: LRP where a rule is missing; methods that
+    drop tokens (EViT, TIS) where the attention depends on token positions."""
     if method in LRP_METHODS and adapters.get(model).relevance_gaps():
         return NotImplementedError, "no rule for"
-    if method == "evit" and FAMILIES[family][1]:
+    factory = {n: f for n, f, _ in METHODS}[method]
+    if FAMILIES[family][1] and factory(model)._drops_tokens:
         return NotImplementedError, "which positions it kept"
     return None
 
@@ -162,7 +163,7 @@ def test_timm_and_hf_beit_agree(name, factory, tol, beit_twins):
     pooling) give the same maps in float64."""
     timm_model, hf = beit_twins
     x = images(2).double()
-    if name == "evit":  # refused on both (positions), see above
+    if factory(timm_model)._drops_tokens:  # refused on both (positions), see above
         for model in (timm_model, hf):
             with pytest.raises(NotImplementedError):
                 factory(model).attribute(x, target=2)
