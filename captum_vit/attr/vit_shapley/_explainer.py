@@ -40,7 +40,11 @@ class ShapleyExplainer(nn.Module):
         super().__init__()
         adapter = adapters.get(model)
         self.backbone = adapter.model
+        # the classifier reads one token's width, or two for heads that
+        # concatenate the class token and the patch mean (DINOv2)
         dim = adapter.head_parts().classifiers[0].in_features
+        if adapter.pooling == "token+avg":
+            dim //= 2
         num_classes = adapter.num_classes if num_classes is None else num_classes
         hidden_dim = 2 * dim if hidden_dim is None else hidden_dim
         if num_mlp_layers < 1:

@@ -80,11 +80,11 @@ class ShapleySurrogate(nn.Module):
             [torch.ones(B, prefix, dtype=torch.bool, device=keep.device), keep], 1
         )
         weights = None
-        if adapter.pooling == "avg":
+        if adapter.pooling in ("avg", "token+avg"):
             kf = keep.to(images.dtype)
             w = kf / kf.sum(-1, keepdim=True).clamp_min(1.0)
             weights = torch.cat([w.new_zeros(B, prefix), w], 1)
-        with adapter.trace(MaskTracer(keep_tokens, weights)):
+        with adapter.trace(MaskTracer(keep_tokens, weights, prefix)):
             return adapter.forward(images)
 
 
