@@ -60,7 +60,7 @@ class SceneSample(NamedTuple):
 
     Object slots beyond the scene's objects are padding, so that every sample
     of a dataset has the same shapes and ``default_collate`` batches them
-    (captions become a list of strings).
+    (captions become a tuple of strings).
 
     Attributes:
         image (Tensor): float image ``(3, H, W)``, values in ``[0, 1]`` before
