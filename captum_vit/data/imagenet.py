@@ -284,7 +284,9 @@ class ImageNetS(Dataset):
         if not os.path.isdir(mask_root):
             raise FileNotFoundError(f"no mask folder {mask_root}")
         folders = sorted(
-            d for d in os.listdir(mask_root) if os.path.isdir(os.path.join(mask_root, d))
+            d
+            for d in os.listdir(mask_root)
+            if os.path.isdir(os.path.join(mask_root, d))
         )
         if not folders:
             raise FileNotFoundError(f"no class folders in {mask_root}")

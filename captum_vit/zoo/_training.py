@@ -205,7 +205,10 @@ def save(
     """Write ``<out>/<name>.safetensors`` and ``<out>/<name>.json``; returns
     both paths."""
     os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, f"{name}.safetensors"), os.path.join(out, f"{name}.json")]
+    paths = [
+        os.path.join(out, f"{name}.safetensors"),
+        os.path.join(out, f"{name}.json"),
+    ]
     save_file({k: v.detach().contiguous() for k, v in state.items()}, paths[0])
     with open(paths[1], "w") as f:
         json.dump(meta, f, indent=2)

@@ -201,7 +201,9 @@ def zero_shot(
     """
     model.eval()
     image_size = model.visual.image_size[0]
-    data = SyntheticScenes(n, seed=seed, split=split, image_size=image_size, objects=objects)
+    data = SyntheticScenes(
+        n, seed=seed, split=split, image_size=image_size, objects=objects
+    )
     texts = model.encode_text(tokenizer(all_prompts()), normalize=True)
     shape_texts = model.encode_text(
         tokenizer([object_prompt(shape=s) for s in range(len(CLASS_NAMES))]),

@@ -290,9 +290,7 @@ def test_imagenet_s(imagenet_s_dir):
 
     # a model's own indices; resizing keeps image, mask and ids aligned
     mapping = {w: 1000 + i for i, w in enumerate(categories)}
-    sized = ImageNetS(
-        str(root), categories=categories, class_to_idx=mapping, size=20
-    )
+    sized = ImageNetS(str(root), categories=categories, class_to_idx=mapping, size=20)
     s = sized[2]
     assert s.label == 1299 and s.image.shape == (3, 20, 20)
     assert s.mask.shape == (20, 20) and s.box.tolist() == [6.0, 4.0, 18.0, 12.0]

@@ -33,7 +33,6 @@ import os
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from legrad import LeWrapper
 from safetensors.torch import save_file
 
@@ -91,9 +90,7 @@ def build(name, tokens):
 def packed_state(model):
     """float32 weights (the init is float32, so ``.double()`` of them is the
     model that ran), token embedding as its non-zero rows and their ids."""
-    state = {
-        k: v.detach().float().contiguous() for k, v in model.state_dict().items()
-    }
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     weight = state.pop("token_embedding.weight")
     rows = torch.nonzero(weight.abs().sum(dim=1) > 0).flatten()
     state["token_embedding.rows"] = rows
