@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import save_file
@@ -199,11 +199,53 @@ def eval_seed(args: argparse.Namespace) -> int:
     return args.seed + 1 if args.eval_seed is None else args.eval_seed
 
 
+def train_from_args(
+    train_fn: Callable[..., torch.nn.Module],
+    args: argparse.Namespace,
+    init_state: Optional[Dict[str, torch.Tensor]],
+) -> Tuple[torch.nn.Module, float]:
+    """Run a script's ``train`` function with the common options; returns the
+    model and the wall time in seconds (plus ``--prior-seconds``)."""
+    t0 = time.time()
+    model = train_fn(
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        threads=args.threads,
+        workers=args.workers,
+        init_state=init_state,
+        start_cycle=args.start_cycle,
+    )
+    return model, time.time() - t0 + args.prior_seconds
+
+
+def held_out_record(
+    args: argparse.Namespace, dataset: str, metrics: Dict[str, Any]
+) -> Dict[str, Any]:
+    """The ``held_out`` entry of a zoo model's metadata: the held-out set
+    (``split="test"``, :func:`eval_seed`, ``--eval-n``) and its metrics,
+    floats rounded to 4 digits."""
+    return {
+        "dataset": dataset,
+        "split": "test",
+        "seed": eval_seed(args),
+        "n": args.eval_n,
+        **_rounded(metrics),
+    }
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def save(
     state: Dict[str, torch.Tensor], meta: Dict[str, Any], out: str, name: str
 ) -> List[str]:
-    """Write ``<out>/<name>.safetensors`` and ``<out>/<name>.json``; returns
-    both paths."""
+    """Write ``<out>/<name>.safetensors`` and ``<out>/<name>.json``, print
+    the held-out metrics and the training time; returns both paths."""
     os.makedirs(out, exist_ok=True)
     paths = [
         os.path.join(out, f"{name}.safetensors"),
@@ -213,4 +255,6 @@ def save(
     with open(paths[1], "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
+    print(json.dumps(meta["held_out"], indent=2))
+    print(f"trained in {meta['training']['seconds']:.0f} s")
     return paths

@@ -16,8 +16,6 @@ object is recorded next to the object's area fraction.
 """
 
 import argparse
-import json
-import time
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -26,7 +24,15 @@ import torch.nn.functional as F
 from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
 from ._build import build_vit, last_layer_cls_attention
-from ._training import add_arguments, eval_seed, save, train_cycles, training_record
+from ._training import (
+    add_arguments,
+    eval_seed,
+    held_out_record,
+    save,
+    train_cycles,
+    train_from_args,
+    training_record,
+)
 
 #: Architecture of ``synthetic_vit``.
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -213,21 +219,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     from safetensors.torch import load_file
 
     init_state = None if args.resume is None else load_file(args.resume)
-
-    t0 = time.time()
-    model = train(
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        threads=args.threads,
-        workers=args.workers,
-        init_state=init_state,
-        start_cycle=args.start_cycle,
-    )
-    train_seconds = time.time() - t0 + args.prior_seconds
-    held_out_seed = eval_seed(args)
-    metrics = evaluate(model, n=args.eval_n, seed=held_out_seed)
+    model, seconds = train_from_args(train, args, init_state)
+    metrics = evaluate(model, n=args.eval_n, seed=eval_seed(args))
     meta = {
         "name": args.name,
         "config": DEFAULT_CONFIG,
@@ -235,20 +228,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         "mean": list(MEAN),
         "std": list(STD),
         "input_range": [0.0, 1.0],
-        "training": training_record(
-            args, "python -m captum_vit.zoo.train", train_seconds
-        ),
-        "held_out": {
-            "dataset": "SyntheticObjects",
-            "split": "test",
-            "seed": held_out_seed,
-            "n": args.eval_n,
-            **{k: round(v, 4) for k, v in metrics.items()},
-        },
+        "training": training_record(args, "python -m captum_vit.zoo.train", seconds),
+        "held_out": held_out_record(args, "SyntheticObjects", metrics),
     }
     save(model.state_dict(), meta, args.out, args.name)
-    print(json.dumps(meta["held_out"], indent=2))
-    print(f"trained in {train_seconds:.0f} s")
     return meta
 
 

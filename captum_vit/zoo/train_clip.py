@@ -22,8 +22,6 @@ held-out scenes (``split="test"``, seed ``--eval-seed``) go into the JSON.
 """
 
 import argparse
-import json
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,7 +31,15 @@ from ..data.scenes import COLOUR_NAMES, SceneSample, SyntheticScenes, object_pro
 from ..data.synthetic import CLASS_NAMES
 from . import Normalize
 from ._build import build_clip, clip_tokenizer, pack_token_embedding
-from ._training import add_arguments, eval_seed, save, train_cycles, training_record
+from ._training import (
+    add_arguments,
+    eval_seed,
+    held_out_record,
+    save,
+    train_cycles,
+    train_from_args,
+    training_record,
+)
 from .train import MEAN, STD
 
 #: Architecture of ``synthetic_clip``: the arguments of ``open_clip.CLIP``.
@@ -360,12 +366,6 @@ def train(
     )
 
 
-def _rounded(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return round(value, 4) if isinstance(value, float) else value
-
-
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, "synthetic_clip", steps=[900], batch_size=128, lr=2e-3)
@@ -381,21 +381,9 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
             load_file(args.resume), DEFAULT_CONFIG["text_cfg"]["vocab_size"]
         )
 
-    t0 = time.time()
-    model = train(
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        threads=args.threads,
-        workers=args.workers,
-        init_state=init_state,
-        start_cycle=args.start_cycle,
-    )
-    train_seconds = time.time() - t0 + args.prior_seconds
-    held_out_seed = eval_seed(args)
+    model, seconds = train_from_args(train, args, init_state)
     tokenizer = clip_tokenizer(DEFAULT_CONFIG)
-    metrics = zero_shot(model, tokenizer, n=args.eval_n, seed=held_out_seed)
+    metrics = zero_shot(model, tokenizer, n=args.eval_n, seed=eval_seed(args))
     meta = {
         "name": args.name,
         "kind": "clip",
@@ -411,23 +399,13 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         "std": list(STD),
         "input_range": [0.0, 1.0],
         "training": {
-            **training_record(
-                args, "python -m captum_vit.zoo.train_clip", train_seconds
-            ),
+            **training_record(args, "python -m captum_vit.zoo.train_clip", seconds),
             "dataset": "SyntheticScenes",
             "objects": [1, 3],
         },
-        "held_out": {
-            "dataset": "SyntheticScenes",
-            "split": "test",
-            "seed": held_out_seed,
-            "n": args.eval_n,
-            **_rounded(metrics),
-        },
+        "held_out": held_out_record(args, "SyntheticScenes", metrics),
     }
     save(pack_token_embedding(model.state_dict()), meta, args.out, args.name)
-    print(json.dumps(meta["held_out"], indent=2))
-    print(f"trained in {train_seconds:.0f} s")
     return meta
 
 
