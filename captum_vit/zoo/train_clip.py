@@ -368,7 +368,7 @@ def train(
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser, "synthetic_clip", steps=[900], batch_size=128, lr=2e-3)
+    add_arguments(parser, "synthetic_clip", steps=[900, 900], batch_size=128, lr=2e-3)
     args = parser.parse_args(argv)
 
     from safetensors.torch import load_file
