@@ -137,10 +137,19 @@ def benchmark(args: argparse.Namespace) -> int:
         args.limit,
         args.seed,
     )
+    from .attr import list_methods
+    from .benchmark import list_baselines
+
+    methods = _split(args.methods)
+    baselines = _split(args.baselines) if args.baselines is not None else None
+    if baselines is None:  # every sanity baseline when every method runs
+        baselines = list_baselines() if methods is None else []
+    seeds = args.seeds or [args.seed + r for r in range(args.repeat)]
+    limits = {k: int(v) for k, v in (i.split("=") for i in args.metric_limit or [])}
     res = run_benchmark(
         lm.model,
         ds,
-        _split(args.methods),
+        (methods or list_methods()) + [b for b in baselines if b != "none"],
         _split(args.metrics),
         lm.mean,
         lm.std,
@@ -149,6 +158,8 @@ def benchmark(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.no_progress,
         model_name=lm.source,
+        seeds=seeds,
+        limits=limits,
     )
     if res is None:  # a rank other than 0
         return 0
@@ -156,6 +167,8 @@ def benchmark(args: argparse.Namespace) -> int:
     print("mean over samples; arrows: which direction is better; bold: best")
     print()
     print(res.to_markdown(), end="")
+    print()
+    print(res.leaderboard().to_markdown(), end="")
     files = res.save(args.out, plots=not args.no_plots)
     print()
     for kind_, path in files.items():
@@ -232,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cpu, cuda, cuda:1 ... (default: cpu; cuda:LOCAL_RANK under torchrun "
         "with CUDA)",
+    )
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        default=None,
+        help="sanity baselines (random_map, edge_map, randomised_model:METHOD; "
+        "'none'); default: all registered ones when --methods is not given",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs with seeds SEED, SEED+1, ..."
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="repeat seeds (not --repeat)"
+    )
+    p.add_argument(
+        "--metric-limit",
+        nargs="+",
+        default=None,
+        metavar="METRIC=N",
+        help="compute METRIC on the first N samples only",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -69,6 +69,23 @@ def create_baseline(name: str, model: nn.Module, seed: int = 0) -> Attribution:
         ) from None
 
 
+def _as_tuple_like(fn: Callable[[Tensor], Tensor]) -> Callable[..., Any]:
+    """``attribute(inputs, ...)`` for a Tensor or a 1-tuple (as Captum's
+    ``sensitivity_max`` passes them), returning the same form."""
+
+    def attribute(self: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        if isinstance(inputs, tuple):
+            if len(inputs) != 1:
+                raise ValueError("a sanity baseline explains one input tensor")
+            return (fn(self, inputs[0]),)
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise ValueError("inputs must be a batch of images (B, C, H, W)")
+        return fn(self, inputs)
+
+    attribute.__doc__ = fn.__doc__
+    return attribute
+
+
 def _image_seed(image: Tensor, seed: int) -> int:
     """A seed from the image's bytes and ``seed``: a sample's random map does not
     depend on the other samples of its batch."""
@@ -79,8 +96,9 @@ def _image_seed(image: Tensor, seed: int) -> int:
 
 class RandomMap(Attribution):
     r"""A random map: i.i.d. :math:`\mathcal U(0, 1)` per patch of the model
-    (per pixel where the model has no patch grid), the "Random Attribution" of
-    Wu et al. (2024). Each sample's map is drawn from a generator seeded with
+    (per pixel where the model has no patch grid), repeated over the channels
+    (the input's shape, as the methods), the "Random Attribution" of Wu et al.
+    (2024). Each sample's map is drawn from a generator seeded with
     its pixels and ``seed``, so it does not depend on the batch.
 
     Args:
@@ -93,12 +111,15 @@ class RandomMap(Attribution):
         self.model = model
         self.seed = int(seed)
 
-    def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:
+    @_as_tuple_like
+    def attribute(self, inputs: Tensor) -> Tensor:
+        """The random map of ``inputs`` ``(B, C, H, W)`` (the target is
+        ignored)."""
         from ..attr import patch_feature_mask
 
         try:
             ids = patch_feature_mask(self.model, inputs)[0, 0]
-        except Exception:  # no ViT patch grid: one value per pixel
+        except (TypeError, ValueError):  # no ViT patch grid: one value per pixel
             ids = torch.arange(inputs.shape[-2] * inputs.shape[-1]).reshape(
                 inputs.shape[-2:]
             )
@@ -108,7 +129,8 @@ class RandomMap(Attribution):
             gen = torch.Generator().manual_seed(_image_seed(image, self.seed))
             values = torch.rand(n, generator=gen)
             maps.append(values[ids.cpu()])
-        return torch.stack(maps)[:, None].to(inputs.device)
+        out = torch.stack(maps)[:, None].expand(-1, inputs.shape[1], -1, -1)
+        return out.contiguous().to(inputs.device)  # repeated over channels
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -121,7 +143,9 @@ class EdgeMap(Attribution):
 
     .. math::
 
-        E(x)_p = \sum_c \sqrt{(S_h * x_c)_p^2 + (S_v * x_c)_p^2}.
+        E(x)_p = \sum_c \sqrt{(S_h * x_c)_p^2 + (S_v * x_c)_p^2},
+
+    repeated over the channels.
 
     Args:
         model (nn.Module): the model (unused: the map needs none).
@@ -131,12 +155,18 @@ class EdgeMap(Attribution):
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         super().__init__(model)
 
-    def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:
+    @_as_tuple_like
+    def attribute(self, inputs: Tensor) -> Tensor:
+        """The edge map of ``inputs`` ``(B, C, H, W)`` (the target is ignored)."""
         from scipy.ndimage import sobel
 
         x = inputs.detach().double().cpu().numpy()
-        mag = np.hypot(sobel(x, axis=-1), sobel(x, axis=-2)).sum(axis=1, keepdims=True)
-        return torch.from_numpy(mag).to(dtype=inputs.dtype, device=inputs.device)
+        mag = np.zeros((x.shape[0], 1) + x.shape[2:])
+        for b in range(x.shape[0]):  # 2-D filters: no smoothing across images
+            for channel in x[b]:
+                mag[b, 0] += np.hypot(sobel(channel, axis=1), sobel(channel, axis=0))
+        out = torch.from_numpy(mag).expand(-1, inputs.shape[1], -1, -1).contiguous()
+        return out.to(dtype=inputs.dtype, device=inputs.device)  # over channels
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -164,9 +194,11 @@ class RandomisedModelMap(Attribution):
         self.method = create_method(method, self.copy)
 
     def attribute(
-        self, inputs: Tensor, target: Optional[Any] = None, **kwargs: Any
-    ) -> Tensor:
-        self.copy.to(inputs.device)
+        self, inputs: Any, target: Optional[Any] = None, **kwargs: Any
+    ) -> Any:
+        """The method's map of ``inputs`` on the randomised copy."""
+        x = inputs[0] if isinstance(inputs, tuple) else inputs
+        self.copy.to(x.device)
         return self.method.attribute(inputs, target=target, **kwargs)
 
     def has_convergence_delta(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -50,6 +50,17 @@ class Entry(NamedTuple):
     wins: int
     ties: int
     losses: int
+
+
+def write_texts(folder: str, texts: Dict[str, Tuple[str, str]]) -> Dict[str, str]:
+    """Write ``{kind: (file name, text)}`` into ``folder``; ``{kind: path}``."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for kind, (name, text) in texts.items():
+        paths[kind] = os.path.join(folder, name)
+        with open(paths[kind], "w") as f:
+            f.write(text)
+    return paths
 
 
 def _ranks(means: Dict[str, float], higher: bool) -> Dict[str, float]:
@@ -375,23 +386,22 @@ class Leaderboard:
 
     def save(self, folder: str, plots: bool = True) -> Dict[str, str]:
         """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_wide.csv``
-        and (with ``plots``) ``plots/heatmap.png`` and ``plots/ranks.png``."""
-        os.makedirs(folder, exist_ok=True)
-        files = {
-            "leaderboard": os.path.join(folder, "leaderboard.md"),
-            "leaderboard_csv": os.path.join(folder, "leaderboard.csv"),
-            "leaderboard_wide": os.path.join(folder, "leaderboard_wide.csv"),
-        }
-        with open(files["leaderboard"], "w") as f:
-            f.write(self.to_markdown())
-        with open(files["leaderboard_csv"], "w") as f:
-            f.write(self.to_csv())
-        with open(files["leaderboard_wide"], "w") as f:
-            f.write(self.to_wide_csv())
+        and (with ``plots``) ``leaderboard/heatmap.png`` and
+        ``leaderboard/ranks.png``."""
+        files = write_texts(
+            folder,
+            {
+                "leaderboard": ("leaderboard.md", self.to_markdown()),
+                "leaderboard_csv": ("leaderboard.csv", self.to_csv()),
+                "leaderboard_wide": ("leaderboard_wide.csv", self.to_wide_csv()),
+            },
+        )
         if plots:
-            os.makedirs(os.path.join(folder, "plots"), exist_ok=True)
+            os.makedirs(os.path.join(folder, "leaderboard"), exist_ok=True)
             files["heatmap"] = self.plot_heatmap(
-                os.path.join(folder, "plots", "heatmap.png")
+                os.path.join(folder, "leaderboard", "heatmap.png")
             )
-            files["ranks"] = self.plot_ranks(os.path.join(folder, "plots", "ranks.png"))
+            files["ranks"] = self.plot_ranks(
+                os.path.join(folder, "leaderboard", "ranks.png")
+            )
         return files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -9,6 +10,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Iterator,
     List,
     Mapping,
     NamedTuple,
@@ -23,7 +25,7 @@ import torch
 from ..metrics import MetricContext, MetricSpec, get_metric, list_metrics
 from ._baselines import create_baseline, is_baseline
 from ._data import BenchmarkDataset, batches
-from ._leaderboard import Leaderboard
+from ._leaderboard import Leaderboard, write_texts
 
 MethodsType = Union[Sequence[str], Mapping[str, Callable[[torch.nn.Module], Any]]]
 #: one sample's results: (dataset index, correct, {method: {column: [value per
@@ -53,8 +55,9 @@ class BenchmarkResult:
             correctly classified samples only (the metrics registered with
             ``correct_only``: perturbation and segmentation tests).
         baselines (list[str]): the methods that are sanity baselines.
-        seconds (dict[str, float]): wall time per method (explaining and
-            scoring, summed over the ranks of a distributed run).
+        seconds (dict[str, dict[str, float]]): wall time per method and
+            step: ``"attribute"`` (explaining) and each metric's name (scoring),
+            summed over the ranks of a distributed run.
     """
 
     def __init__(
@@ -71,7 +74,7 @@ class BenchmarkResult:
         repeats: Optional[Dict[str, Dict[str, List[List[float]]]]] = None,
         correct_columns: Optional[List[str]] = None,
         baselines: Optional[List[str]] = None,
-        seconds: Optional[Dict[str, float]] = None,
+        seconds: Optional[Dict[str, Dict[str, float]]] = None,
     ) -> None:
         self.methods = methods
         self.columns = columns
@@ -88,7 +91,35 @@ class BenchmarkResult:
         }
         self.correct_columns = list(correct_columns or [])
         self.baselines = list(baselines or [])
-        self.seconds = dict(seconds or {})
+        self.seconds = {m: dict(v) for m, v in (seconds or {}).items()}
+
+    def add_column(
+        self,
+        column: str,
+        higher_is_better: bool,
+        values: Mapping[str, Sequence[float]],
+    ) -> None:
+        r"""Add a column computed outside the runner (e.g. on a subset, NaN
+        elsewhere), the same value for every repeat seed.
+
+        Args:
+            column (str): its name (not already a column).
+            higher_is_better (bool): its direction.
+            values (dict[str, sequence of float]): method -> one value per
+                sample, aligned with :attr:`indices`, for every method.
+        """
+        if column in self.columns:
+            raise ValueError(f"column {column!r} exists")
+        if set(values) != set(self.methods) or any(
+            len(v) != self.n for v in values.values()
+        ):
+            raise ValueError("values needs one value per sample for every method")
+        self.columns.append(column)
+        self.higher_is_better[column] = bool(higher_is_better)
+        for m in self.methods:
+            vals = [float(v) for v in values[m]]
+            self.values[m][column] = vals
+            self.repeats[m][column] = [[v] * len(self.seeds) for v in vals]
 
     @property
     def n(self) -> int:
@@ -242,24 +273,20 @@ class BenchmarkResult:
         r"""Write ``table.md``, ``table.csv``, ``per_sample.csv``, the
         leaderboard (``leaderboard.md``, ``leaderboard.csv``,
         ``leaderboard_wide.csv``: :meth:`leaderboard`) and (with ``plots``)
-        ``plots/<column>.png``, ``plots/heatmap.png`` and ``plots/ranks.png``
-        into ``folder``.
+        ``plots/<column>.png``, ``leaderboard/heatmap.png`` and
+        ``leaderboard/ranks.png`` into ``folder``.
 
         Returns:
             dict: what was written, by kind.
         """
-        os.makedirs(folder, exist_ok=True)
-        files = {
-            "markdown": os.path.join(folder, "table.md"),
-            "csv": os.path.join(folder, "table.csv"),
-            "per_sample": os.path.join(folder, "per_sample.csv"),
-        }
-        with open(files["markdown"], "w") as f:
-            f.write(self.to_markdown())
-        with open(files["csv"], "w") as f:
-            f.write(self.to_csv())
-        with open(files["per_sample"], "w") as f:
-            f.write(self.per_sample_csv())
+        files = write_texts(
+            folder,
+            {
+                "markdown": ("table.md", self.to_markdown()),
+                "csv": ("table.csv", self.to_csv()),
+                "per_sample": ("per_sample.csv", self.per_sample_csv()),
+            },
+        )
         board = self.leaderboard()
         files.update(board.save(folder, plots=plots))
         if plots:
@@ -487,7 +514,16 @@ def run_benchmark(
 
     for name in names:  # unknown names fail here, before any work
         method(name, seed_list[0])
-    seconds = {name: 0.0 for name in names}
+    steps = ["attribute"] + [spec.name for spec in specs]
+    seconds = {name: {step: 0.0 for step in steps} for name in names}
+
+    @contextlib.contextmanager
+    def timed(name: str, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds[name][step] += time.perf_counter() - t0
 
     all_batches = batches(len(dataset), batch_size)
     mine = all_batches[rank::world]
@@ -515,7 +551,6 @@ def run_benchmark(
             rows: List[Dict[str, Dict[str, List[float]]]] = [{} for _ in idx]
             for name in names:
                 bar.set_postfix_str(name)
-                t0 = time.perf_counter()
                 row = rows_spec[name]
                 vals: Dict[str, List[List[float]]] = {c: [] for c in columns}
                 first: Dict[str, List[float]] = {}
@@ -523,7 +558,8 @@ def run_benchmark(
                 for r, s in enumerate(seed_list):
                     m = method(name, s)
                     if a is None or row.baseline:
-                        a = m.attribute(x, target=target).detach()
+                        with timed(name, "attribute"):
+                            a = m.attribute(x, target=target).detach()
                     ctx = MetricContext(
                         forward_func=model,
                         inputs=x,
@@ -550,11 +586,11 @@ def run_benchmark(
                         elif skip:
                             out = {c: [float("nan")] * len(idx) for c in spec.columns}
                         else:
+                            with timed(name, spec.name):
+                                got = spec.compute(ctx, **options.get(spec.name, {}))
                             out = {
                                 col: v.detach().double().reshape(-1).cpu().tolist()
-                                for col, v in spec.compute(
-                                    ctx, **options.get(spec.name, {})
-                                ).values.items()
+                                for col, v in got.values.items()
                             }
                             if n_lim is not None:
                                 out = {
@@ -573,7 +609,6 @@ def run_benchmark(
                         c: [vals[c][r][k] for r in range(len(seed_list))]
                         for c in columns
                     }
-                seconds[name] += time.perf_counter() - t0
                 bar.update(1)
             correct = (pred == labels).cpu().tolist()
             records.extend(zip(idx, correct, rows))
@@ -592,7 +627,10 @@ def run_benchmark(
             return None
         parts = gathered or []
         records = [r for part in parts for r in part[0]]
-        seconds = {n: math.fsum(part[1][n] for part in parts) for n in names}
+        seconds = {
+            n: {st: math.fsum(part[1][n][st] for part in parts) for st in steps}
+            for n in names
+        }
     records.sort(key=lambda r: r[0])
     repeats = {m: {c: [r[2][m][c] for r in records] for c in columns} for m in names}
     values = {m: {c: [_mean(v) for v in repeats[m][c]] for c in columns} for m in names}

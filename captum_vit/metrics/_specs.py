@@ -361,7 +361,7 @@ def _model_randomisation(ctx: MetricContext, **options: Any) -> MetricOutput:
         _given(ctx.model, "model"),
         _given(ctx.method_factory, "method_factory"),
         ctx.inputs,
-        ctx.target,
+        _target(ctx),  # the trained model's class on every copy
         attributions=ctx.attributions,
         **kw,
     )

@@ -309,6 +309,23 @@ def deletion_auc(
     this is Petsiuk et al.'s ``(sum - first / 2 - last / 2) / (len - 1)``.
     Ties in the attribution are broken by feature index (stable sort).
 
+    **AOPC** (area over the MoRF perturbation curve, Samek, Binder, Montavon,
+    Lapuschkin and Müller (2017), "Evaluating the Visualization of What a Deep
+    Neural Network Has Learned", IEEE TNNLS, https://arxiv.org/abs/1509.06321)
+    is the same curve read differently, so it has no function of its own:
+
+    .. math::
+
+        \mathrm{AOPC}(x) = \frac{1}{L + 1} \sum_{k=0}^{L}
+        \big(f(x^{(0)}) - f(x^{(k)})\big)
+        = \texttt{curve[:, 0] - curve.mean(dim=1)}
+
+    with ``res = deletion_auc(..., n_steps=L)`` (one region per step: ``patch_size``
+    for Samek et al.'s square regions, or ``step_size``; ``apply_softmax=False``
+    for their raw score ``f``; ``baseline`` for their replacement, e.g. uniform
+    noise as a tensor). Higher AOPC is better; ``tests/metrics/test_aopc.py``
+    checks the equality against a direct implementation.
+
     Args:
 
         forward_func (Callable): The model (or any function) mapping a batch of inputs
