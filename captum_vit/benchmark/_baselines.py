@@ -69,7 +69,7 @@ def create_baseline(name: str, model: nn.Module, seed: int = 0) -> Attribution:
         ) from None
 
 
-def _as_tuple_like(fn: Callable[[Tensor], Tensor]) -> Callable[..., Any]:
+def _as_tuple_like(fn: Callable[[Any, Tensor], Tensor]) -> Callable[..., Any]:
     """``attribute(inputs, ...)`` for a Tensor or a 1-tuple (as Captum's
     ``sensitivity_max`` passes them), returning the same form."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -349,16 +350,40 @@ def _resolve_methods(methods: Optional[MethodsType]) -> Dict[str, _Row]:
         methods = list_methods()
     if isinstance(methods, Mapping):
         return {
-            name: _Row(lambda m, s, f=factory: f(m), False)
+            name: _Row(functools.partial(_from_factory, factory), False)
             for name, factory in methods.items()
         }
     rows = {}
     for name in methods:
         if is_baseline(name):
-            rows[name] = _Row(lambda m, s, n=name: create_baseline(n, m, s), True)
+            rows[name] = _Row(functools.partial(_baseline, name), True)
         else:
-            rows[name] = _Row(lambda m, s, n=name: create_method(n, m), False)
+            rows[name] = _Row(functools.partial(_method, create_method, name), False)
     return rows
+
+
+def _from_factory(
+    factory: Callable[[torch.nn.Module], Any], model: torch.nn.Module, seed: int
+) -> Any:
+    return factory(model)
+
+
+def _baseline(name: str, model: torch.nn.Module, seed: int) -> Any:
+    return create_baseline(name, model, seed)
+
+
+def _method(
+    create: Callable[..., Any], name: str, model: torch.nn.Module, seed: int
+) -> Any:
+    return create(name, model)
+
+
+def _attribute_factory(
+    row: _Row, seed: int
+) -> Callable[[torch.nn.Module], Callable[..., torch.Tensor]]:
+    """``model -> attribute function`` of a row, for the metrics that explain
+    with another model (model randomisation)."""
+    return lambda model: row.make(model, seed).attribute
 
 
 def _limited(
@@ -574,9 +599,7 @@ def run_benchmark(
                         seed=s,
                         grid=grid,
                         model=model,
-                        method_factory=(
-                            lambda mm, rw=row, ss=s: rw.make(mm, ss).attribute
-                        ),
+                        method_factory=_attribute_factory(row, s),
                     )
                     for spec in specs:
                         n_lim = limit.get(spec.name)

@@ -277,6 +277,7 @@ def _classified_correctly(
     if inputs.shape[0] != batch_size:
         raise ValueError(f"inputs has {inputs.shape[0]} images for {batch_size} maps")
     labels = format_target(target, batch_size, device=inputs.device)
+    assert labels is not None  # target is not None
     args = _expand_args(additional_forward_args, torch.arange(batch_size), batch_size)
     with torch.no_grad():
         out = _forward(forward_func, inputs, args)
