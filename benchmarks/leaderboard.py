@@ -186,8 +186,7 @@ def randomisation_curves(
     ``n`` samples (their labels as targets): the layers, the per-sample Spearman
     and SSIM ``(n, L)`` and the seconds it took."""
     from captum_vit.attr import create_method
-    from captum_vit.benchmark import create_baseline
-    from captum_vit.benchmark._baselines import is_baseline
+    from captum_vit.benchmark import create_baseline, is_baseline
     from captum_vit.metrics import model_randomisation
 
     batch = ds.load(list(range(n)))

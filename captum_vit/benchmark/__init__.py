@@ -37,6 +37,7 @@ from ._baselines import (
     RandomisedModelMap,
     RandomMap,
     create_baseline,
+    is_baseline,
     list_baselines,
     register_baseline,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "bootstrap_mean",
     "create_baseline",
     "get_metric",
+    "is_baseline",
     "list_baselines",
     "list_metrics",
     "load_model",
