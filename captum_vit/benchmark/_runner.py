@@ -344,7 +344,7 @@ class _Row(NamedTuple):
 
 
 def _resolve_methods(methods: Optional[MethodsType]) -> Dict[str, _Row]:
-    from ..attr import create_method, list_methods
+    from ..attr import list_methods
 
     if methods is None:
         methods = list_methods()
@@ -358,7 +358,7 @@ def _resolve_methods(methods: Optional[MethodsType]) -> Dict[str, _Row]:
         if is_baseline(name):
             rows[name] = _Row(functools.partial(_baseline, name), True)
         else:
-            rows[name] = _Row(functools.partial(_method, create_method, name), False)
+            rows[name] = _Row(functools.partial(_method, name), False)
     return rows
 
 
@@ -372,10 +372,10 @@ def _baseline(name: str, model: torch.nn.Module, seed: int) -> Any:
     return create_baseline(name, model, seed)
 
 
-def _method(
-    create: Callable[..., Any], name: str, model: torch.nn.Module, seed: int
-) -> Any:
-    return create(name, model)
+def _method(name: str, model: torch.nn.Module, seed: int) -> Any:
+    from ..attr import create_method
+
+    return create_method(name, model)
 
 
 def _attribute_factory(
