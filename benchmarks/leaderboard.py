@@ -228,7 +228,7 @@ def plot_curves(curves: Dict[str, Any], path: str, baselines: Sequence[str]) -> 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharex=True)
     layers = next(iter(curves.values()))["layers"]
     xs = np.arange(len(layers) + 1)
     cmap = plt.get_cmap("tab20")
@@ -241,16 +241,36 @@ def plot_curves(curves: Dict[str, Any], path: str, baselines: Sequence[str]) -> 
         ax.set_xticks(xs)
         ax.set_xticklabels(["trained"] + layers, rotation=45, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
-        ax.set_ylim(-0.2, 1.05)
+        ax.set_ylim(-0.45, 1.05)
         ax.grid(alpha=0.3)
         ax.set_xlabel("re-initialised down to (cascade, top to bottom)", fontsize=8)
-    axes[1].legend(fontsize=6, loc="upper right", ncol=2)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
     fig.suptitle(
         "Model randomisation: similarity to the trained model's map", fontsize=10
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def load_curves(folder: str) -> Dict[str, Dict[str, Any]]:
+    """The curves of ``<folder>/randomisation.csv`` (as
+    :func:`randomisation_curves` returns them, without the seconds)."""
+    curves: Dict[str, Dict[str, Any]] = {}
+    with open(os.path.join(folder, "randomisation.csv")) as f:
+        next(f)
+        for line in f:
+            meth, k, layer, r, q = line.rstrip("\n").split(",")
+            c = curves.setdefault(meth, {"layers": [], "spearman": [], "ssim": []})
+            if int(k) == len(c["spearman"]):
+                c["spearman"].append([])
+                c["ssim"].append([])
+            if int(k) == 0:
+                c["layers"].append(layer)
+            c["spearman"][int(k)].append(float(r))
+            c["ssim"][int(k)].append(float(q))
+    return curves
 
 
 def _rst_table(header: List[str], rows: List[List[str]], title: str) -> str:
@@ -393,12 +413,20 @@ def model_section(folder: str, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_include(out: str) -> str:
-    """``<out>/leaderboard.inc``: every model folder's section."""
+def write_include(out: str, replot: bool = False) -> str:
+    """``<out>/leaderboard.inc``: every model folder's section (with
+    ``replot``, the randomisation plots are drawn again from their CSV)."""
     parts = []
     for name in sorted(os.listdir(out)):
-        if os.path.exists(os.path.join(out, name, "run.json")):
-            parts.append(model_section(os.path.join(out, name), name))
+        folder = os.path.join(out, name)
+        if not os.path.exists(os.path.join(folder, "run.json")):
+            continue
+        if replot and os.path.exists(os.path.join(folder, "randomisation.csv")):
+            with open(os.path.join(folder, "run.json")) as f:
+                baselines = json.load(f)["leaderboard"]["baselines"]
+            path = os.path.join(folder, "randomisation.png")
+            plot_curves(load_curves(folder), path, baselines)
+        parts.append(model_section(folder, name))
     path = os.path.join(out, "leaderboard.inc")
     with open(path, "w") as f:
         f.write("\n".join(parts))
@@ -455,8 +483,9 @@ def run_model(name: str, args: argparse.Namespace, command: str) -> Optional[str
             res.seconds[meth]["model_randomisation"] = curves[meth]["seconds"]
     wall, cpu = time.time() - t0, time.process_time() - cpu0
     folder = os.path.join(args.out, name)
-    res.save(folder)
+    res.save(folder, plots=False)  # the tables; the heat-map and rank plot:
     board = res.leaderboard()
+    board.save(folder)
     if curves:
         plot_curves(curves, os.path.join(folder, "randomisation.png"), res.baselines)
         with open(os.path.join(folder, "randomisation.csv"), "w") as f:
@@ -545,11 +574,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument(
         "--include-only",
         action="store_true",
-        help="only rewrite <out>/leaderboard.inc from the run.json files there",
+        help="only rewrite <out>/leaderboard.inc (and the randomisation plots) "
+        "from the files there",
     )
     args = p.parse_args(argv)
     if args.include_only:
-        print("wrote", write_include(args.out))
+        print("wrote", write_include(args.out, replot=True))
         return 0
     torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
