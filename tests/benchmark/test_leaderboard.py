@@ -286,3 +286,30 @@ def test_small_leaderboard_run(tmp_path):
     assert (folder / "randomisation.png").exists() and (
         folder / "orderings.csv"
     ).exists()
+
+
+def test_command_line_repeats_baselines_and_limits(tmp_path, capsys):
+    from captum_vit.cli import main
+
+    ckpt = write_tiny_checkpoint(tmp_path)
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--model", ckpt, "--limit", "4", "--batch-size", "2"]
+    argv += ["--methods", "rollout", "--baselines", "random_map", "--repeat", "2"]
+    argv += ["--metrics", "saco", "faithfulness_correlation", "--metric-limit"]
+    argv += ["saco=2", "--no-progress", "--no-plots", "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    board = (out / "leaderboard.md").read_text()
+    assert board in printed and "| *random_map* |" in board
+    assert "seeds 0, 1" in board
+    rows = (out / "per_sample.csv").read_text().splitlines()
+    assert rows[0] == (
+        "index,method,saco,faithfulness_corr,saco@seed0,saco@seed1,"
+        "faithfulness_corr@seed0,faithfulness_corr@seed1"
+    )
+    assert [r.split(",")[1] for r in rows[1:]] == ["rollout"] * 4 + ["random_map"] * 4
+    assert rows[3].split(",")[2] == "nan"  # saco on the first 2 samples only
