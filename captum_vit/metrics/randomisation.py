@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+import types
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -107,6 +108,23 @@ def _reinitialise(model: nn.Module, params: Sequence[str], seed: int) -> None:
                 p.normal_(0.0, 0.02)
 
 
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that runs its own weights: plain functions set on
+    the model's instances (the per-instance ``forward`` overrides a method
+    installs while another thread explains the same model) are shared, not
+    copied, by :func:`copy.deepcopy` and would run the original modules; they
+    are dropped from the copy, which then runs its classes' methods."""
+    out = copy.deepcopy(model)
+    for original, clone in zip(model.modules(), out.modules()):
+        for name, value in list(vars(clone).items()):
+            if (
+                isinstance(value, types.FunctionType)
+                and vars(original).get(name) is value
+            ):
+                del clone.__dict__[name]
+    return out
+
+
 def _stage_seed(seed: int, stage: int) -> int:
     return int(seed) * 1009 + stage
 
@@ -138,7 +156,7 @@ def randomised_copy(
     n = len(stages) if n_layers is None else int(n_layers)
     if not 0 <= n <= len(stages):
         raise ValueError(f"n_layers must lie in [0, {len(stages)}], got {n_layers!r}")
-    out = copy.deepcopy(model)
+    out = _copy(model)
     for k, (_, params) in enumerate(stages[:n]):
         _reinitialise(out, params, _stage_seed(seed, k))
     return out
@@ -247,6 +265,10 @@ def model_randomisation(
     passes the check has similarities that fall towards 0 as the cascade
     proceeds: **lower is better**.
 
+    The copies are taken safely while other threads explain the same model
+    (the temporary per-instance overrides a method installs are not carried
+    into a copy).
+
     Choices: a stage is re-initialised by its modules' ``reset_parameters``
     (their default initialisation: e.g. ``nn.Linear``'s Kaiming-uniform,
     ``nn.LayerNorm``'s ones and zeros), other parameters (class token, position
@@ -296,7 +318,7 @@ def model_randomisation(
         attributions = method_factory(model)(inputs, target=target)
     ref = _pixel_maps(attributions.detach(), size, absolute)
     ref_norm = min_max(ref)
-    current = copy.deepcopy(model)
+    current = _copy(model)
     rho, sim = [], []
     for k, (_, params) in enumerate(stages[:n]):
         _reinitialise(current, params, _stage_seed(seed, k))

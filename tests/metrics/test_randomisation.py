@@ -173,3 +173,16 @@ def test_registry_metric_and_errors(vit):
         spec.compute(ctx._replace(method_factory=None))
     with pytest.raises(ValueError, match="n_layers"):
         model_randomisation(vit, _saliency, x, 2, n_layers=5)
+
+
+def test_a_copy_made_while_another_thread_traces_runs_its_own_weights(vit):
+    from captum_vit import adapters
+
+    x = images(2, seed=3)
+    clean = randomised_copy(vit, 2, seed=0)
+    with adapters.get(vit).trace():  # what a method does in another thread
+        inside = randomised_copy(vit, 2, seed=0)
+    assert not any("forward" in vars(m) for m in inside.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(inside(x), clean(x))
+        assert not torch.allclose(inside(x), vit(x))
