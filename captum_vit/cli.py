@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -213,6 +213,19 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_limits(items: Sequence[str]) -> Dict[str, int]:
+    """``["saco=16", ...]`` -> ``{"saco": 16}``; a usage error otherwise."""
+    limits = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise UsageError(
+                f"--metric-limit takes METRIC=N with N >= 1, got {item!r}"
+            )
+        limits[name.strip()] = int(value)
+    return limits
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Run methods x metrics over a dataset; print and save the table."""
     from .benchmark import make_dataset, run_benchmark
@@ -231,6 +244,7 @@ def benchmark(args: argparse.Namespace) -> int:
         )
     methods = _split(args.methods)
     _check_methods(methods)
+    limits = _metric_limits(args.metric_limit or [])
     lm = _load_model(args)
     ds = make_dataset(
         kind,
@@ -240,10 +254,17 @@ def benchmark(args: argparse.Namespace) -> int:
         args.limit,
         args.seed,
     )
+    from .attr import list_methods
+    from .benchmark import list_baselines
+
+    baselines = _split(args.baselines) if args.baselines is not None else None
+    if baselines is None:  # every sanity baseline when every method runs
+        baselines = list_baselines() if methods is None else []
+    seeds = args.seeds or [args.seed + r for r in range(args.repeat)]
     res = run_benchmark(
         lm.model,
         ds,
-        methods,
+        (methods or list_methods()) + [b for b in baselines if b != "none"],
         _split(args.metrics),
         lm.mean,
         lm.std,
@@ -252,6 +273,8 @@ def benchmark(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.no_progress,
         model_name=lm.source,
+        seeds=seeds,
+        limits=limits,
     )
     if res is None:  # a rank other than 0
         return 0
@@ -259,6 +282,8 @@ def benchmark(args: argparse.Namespace) -> int:
     print("mean over samples; arrows: which direction is better; bold: best")
     print()
     print(res.to_markdown(), end="")
+    print()
+    print(res.leaderboard().to_markdown(), end="")
     files = res.save(args.out, plots=not args.no_plots)
     print()
     for kind_, path in files.items():
@@ -362,6 +387,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cpu, cuda, cuda:1 ... (default: cpu; cuda:LOCAL_RANK under torchrun "
         "with CUDA)",
+    )
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        default=None,
+        help="sanity baselines (random_map, edge_map, randomised_model:METHOD; "
+        "'none'); default: all registered ones when --methods is not given",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs with seeds SEED, SEED+1, ..."
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="repeat seeds (not --repeat)"
+    )
+    p.add_argument(
+        "--metric-limit",
+        nargs="+",
+        default=None,
+        metavar="METRIC=N",
+        help="compute METRIC on the first N samples only",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the bar charts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -165,6 +165,12 @@ def test_targets_out_of_range(capsys):
     assert "--samples: must be at least 1" in err
 
 
+def test_benchmark_metric_limit_is_checked(capsys):
+    for bad in ("saco", "saco=", "saco=0", "saco=x"):
+        err = usage_error(["benchmark", "--metric-limit", bad], capsys)
+        assert f"--metric-limit takes METRIC=N with N >= 1, got {bad!r}" in err
+
+
 def test_embedded_model_refuses_another_img_size(capsys):
     err = usage_error(["explain", "--img-size", "128"], capsys)
     assert "--img-size 128" in err and "takes 64 px images" in err

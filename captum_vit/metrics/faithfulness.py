@@ -309,6 +309,23 @@ def deletion_auc(
     this is Petsiuk et al.'s ``(sum - first / 2 - last / 2) / (len - 1)``.
     Ties in the attribution are broken by feature index (stable sort).
 
+    **AOPC** (area over the MoRF perturbation curve, Samek, Binder, Montavon,
+    Lapuschkin and Müller (2017), "Evaluating the Visualization of What a Deep
+    Neural Network Has Learned", IEEE TNNLS, https://arxiv.org/abs/1509.06321)
+    is the same curve read differently, so it has no function of its own:
+
+    .. math::
+
+        \mathrm{AOPC}(x) = \frac{1}{L + 1} \sum_{k=0}^{L}
+        \big(f(x^{(0)}) - f(x^{(k)})\big)
+        = \texttt{curve[:, 0] - curve.mean(dim=1)}
+
+    with ``res = deletion_auc(..., n_steps=L)`` (one region per step: ``patch_size``
+    for Samek et al.'s square regions, or ``step_size``; ``apply_softmax=False``
+    for their raw score ``f``; ``baseline`` for their replacement, e.g. uniform
+    noise as a tensor). Higher AOPC is better; ``tests/metrics/test_aopc.py``
+    checks the equality against a direct implementation.
+
     Args:
 
         forward_func (Callable): The model (or any function) mapping a batch of inputs
@@ -503,6 +520,7 @@ def perturbation_test(
     steps: Sequence[float] = CHEFER_STEPS,
     token_level: bool = False,
     patch_size: Optional[int] = None,
+    correct_only: bool = False,
     additional_forward_args: Any = None,
     internal_batch_size: Optional[int] = None,
     show_progress: bool = False,
@@ -569,6 +587,14 @@ def perturbation_test(
             Default: False
         patch_size (int, optional): the patch size for ``token_level=True``;
             inferred from a token-grid attribution when None. Default: None
+        correct_only (bool, optional): restrict the test to the images the model
+            classifies correctly (its prediction on the unperturbed input is
+            ``target``), as the authors' users ask (Transformer-Explainability
+            #44): the ``auc`` and ``curve`` of the other images are NaN, so the
+            mean over the finite values is the AUC over the correct images. Only
+            meaningful with a ``target`` (with ``None`` every image is
+            "correct"). The misclassified images are still run through the
+            model (the result has the batch's shape). Default: False
         additional_forward_args (Any, optional): extra arguments of
             ``forward_func``. Default: None
         internal_batch_size (int, optional): perturbed copies per forward pass;
@@ -577,8 +603,9 @@ def perturbation_test(
 
     Returns:
         :class:`CurveResult`: ``auc`` ``(B,)`` per-image AUC (its mean is the
-        dataset AUC), ``curve`` ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed,
-        ``fractions`` ``[0, 0.1, ..., 0.9]``.
+        dataset AUC; ``auc.nanmean()`` with ``correct_only``), ``curve``
+        ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed, ``fractions``
+        ``[0, 0.1, ..., 0.9]``.
 
     Examples::
 
@@ -623,7 +650,10 @@ def perturbation_test(
         reduce=lambda out, rows: (out.argmax(dim=1) == target[rows]).float(),
         desc=f"perturbation test ({mode})",
     )
-    curve = torch.cat([(pred0 == target).float()[:, None], curve], dim=1)
+    correct = pred0 == target
+    curve = torch.cat([correct.float()[:, None], curve], dim=1)
+    if correct_only:
+        curve = torch.where(correct[:, None], curve, torch.nan)
     fractions = torch.tensor(
         [0.0] + steps, dtype=torch.float64, device=setup.inputs.device
     )
