@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import types
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from .._maps import min_max
 from .._targets import TargetType
+from ..adapters import model_lock, unwrap
 from ._utils import _check_inputs, _pearson, _to_pixel_map
 
 #: ``(stage name, parameter names)``, top (output) to bottom (input).
@@ -109,20 +109,13 @@ def _reinitialise(model: nn.Module, params: Sequence[str], seed: int) -> None:
 
 
 def _copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` that runs its own weights: plain functions set on
-    the model's instances (the per-instance ``forward`` overrides a method
-    installs while another thread explains the same model) are shared, not
-    copied, by :func:`copy.deepcopy` and would run the original modules; they
-    are dropped from the copy, which then runs its classes' methods."""
-    out = copy.deepcopy(model)
-    for original, clone in zip(model.modules(), out.modules()):
-        for name, value in list(vars(clone).items()):
-            if (
-                isinstance(value, types.FunctionType)
-                and vars(original).get(name) is value
-            ):
-                del clone.__dict__[name]
-    return out
+    """A deep copy of ``model`` taken under the model's lock
+    (:func:`captum_vit.adapters.model_lock`): while another thread explains the
+    same model, its temporary per-instance forwards (which
+    :func:`copy.deepcopy` would share with the copy, so that the copy ran the
+    original's weights) are on the model; the copy waits until they are gone."""
+    with model_lock(unwrap(model)):
+        return copy.deepcopy(model)
 
 
 def _stage_seed(seed: int, stage: int) -> int:

@@ -176,12 +176,35 @@ def test_registry_metric_and_errors(vit):
 
 
 def test_a_copy_made_while_another_thread_traces_runs_its_own_weights(vit):
+    """A copy asked for while another thread has its temporary forwards on the
+    model waits for them to go and runs its own weights."""
+    import threading
+
     from captum_vit import adapters
 
     x = images(2, seed=3)
     clean = randomised_copy(vit, 2, seed=0)
-    with adapters.get(vit).trace():  # what a method does in another thread
-        inside = randomised_copy(vit, 2, seed=0)
+    entered, release, out = threading.Event(), threading.Event(), {}
+
+    def explain():  # what a method does in another thread
+        with adapters.get(vit).trace():
+            entered.set()
+            release.wait(10)
+
+    def copy_it():
+        out["copy"] = randomised_copy(vit, 2, seed=0)
+
+    tracer = threading.Thread(target=explain)
+    tracer.start()
+    assert entered.wait(10)
+    copier = threading.Thread(target=copy_it)
+    copier.start()
+    copier.join(0.5)
+    assert copier.is_alive()  # waits for the other thread's surgery
+    release.set()
+    tracer.join(10)
+    copier.join(10)
+    inside = out["copy"]
     assert not any("forward" in vars(m) for m in inside.modules())
     with torch.no_grad():
         torch.testing.assert_close(inside(x), clean(x))
