@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ._images import Letterbox, content_region
 
-#: The colour map of every overlay (the web visualiser draws the same one).
+#: The colour map of every non-negative overlay (the web visualiser draws every
+#: map with it).
 CMAP = "jet"
 #: The colour map of signed maps (LRP, AttnLRP, ATMAN ...): diverging, white
 #: at zero, red positive, blue negative.
