@@ -5,14 +5,15 @@
 #               whole suite (unit tests, executed tutorial notebooks, the wheel
 #               as users get it, sphinx docs build)
 # Other targets: notebooks (re-execute the tutorials, outputs committed),
-# docs, lint, typecheck.
+# gallery (every registered method on held-out benchmark images, committed
+# under docs/_static/gallery), docs, lint, typecheck.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.captum_vit-demo-installed
 DEV_STAMP := $(VENV)/.captum_vit-dev-installed
 
-.PHONY: install install-demo browser demo test lint typecheck docs notebooks clean
+.PHONY: install install-demo browser demo test lint typecheck docs notebooks gallery clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,12 @@ docs: $(DEV_STAMP)
 # commit the result (the suite fails on outputs older than the code).
 notebooks: $(DEV_STAMP)
 	$(PY) -m tests.notebooks tutorials/*.ipynb
+
+# The gallery of docs/gallery.rst and the README: every registered method
+# (columns) on six held-out images of the bundled benchmark (rows); commit the
+# result (tests/test_gallery.py re-runs this command on a subset and compares).
+gallery: $(DEMO_STAMP)
+	$(VENV)/bin/captum-vit explain --methods all --samples 6 --cell 1.0 --out docs/_static/gallery
 
 clean:
 	rm -rf docs/_build out .pytest_cache .mypy_cache

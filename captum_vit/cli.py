@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -58,6 +59,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+_positive_float.__name__ = "positive number"
+
+
 def _check_methods(names: Optional[List[str]]) -> None:
     """Unknown method names, before the model loads."""
     from .attr import list_methods
@@ -68,6 +82,28 @@ def _check_methods(names: Optional[List[str]]) -> None:
         raise UsageError(
             f"unknown method(s) {', '.join(unknown)}; available: {', '.join(known)}"
         )
+
+
+def _expand_methods(names: Optional[List[str]]) -> Optional[List[str]]:
+    """``all`` and fnmatch patterns (``*lrp*``) -> the registered names they
+    match, in registry order; other names are kept as given."""
+    from .attr import list_methods
+
+    if names is None:
+        return None
+    out: List[str] = []
+    for name in names:
+        if name == "all" or any(c in name for c in "*?["):
+            matched = list_methods("*" if name == "all" else name)
+            if not matched:
+                raise UsageError(
+                    f"no method matches {name!r}; available: "
+                    f"{', '.join(list_methods())}"
+                )
+        else:
+            matched = [name]
+        out += [m for m in matched if m not in out]
+    return out
 
 
 def _read_images(paths: Sequence[str]) -> List[Any]:
@@ -121,11 +157,12 @@ def _metric_direction(name: str) -> str:
 def explain(args: argparse.Namespace) -> int:
     """Explain images (default: bundled synthetic samples) with several methods;
     write a PNG grid of overlays and a JSON of the scores."""
+    from .attr import to_tokens
     from .benchmark import default_methods, explain_images, mean_scores
     from .data import SyntheticObjects
-    from .viz import method_grid
+    from .viz import is_signed, method_grid
 
-    methods = _split([args.methods] if args.methods else None)
+    methods = _expand_methods(_split([args.methods] if args.methods else None))
     _check_methods(methods)
     pictures = _read_images(args.images) if args.images else None
     lm = _load_model(args)
@@ -168,6 +205,7 @@ def explain(args: argparse.Namespace) -> int:
             lines.append(f"label: {SyntheticObjects.classes[int(labels[i])]}")
         titles.append("\n".join(lines))
     png = out / "explanations.png"
+    signed = [m for m in methods if is_signed(res["maps"][m])]
     method_grid(
         shown,
         res["maps"],
@@ -176,7 +214,10 @@ def explain(args: argparse.Namespace) -> int:
         mean=lm.mean,
         std=lm.std,
         boxes=boxes,
+        cell=args.cell,
+        signed=signed,
     )
+    patch_maps = {m: _patch_map(to_tokens(a, lm.model)) for m, a in res["maps"].items()}
     per_image = []
     for i, src in enumerate(sources):
         pred, tgt = int(res["predictions"][i]), int(res["targets"][i])
@@ -188,6 +229,7 @@ def explain(args: argparse.Namespace) -> int:
             "target": tgt,
             "target_name": name(tgt),
             "scores": res["scores"][i],
+            "patch_maps": {m: v[i] for m, v in patch_maps.items()},
         }
         if labels is not None:
             entry["label"] = int(labels[i])
@@ -196,6 +238,7 @@ def explain(args: argparse.Namespace) -> int:
     summary = {
         "model": lm.source,
         "methods": methods,
+        "signed": signed,
         "image": str(png),
         "scores_help": {
             "deletion_auc": _metric_direction("deletion"),
@@ -206,7 +249,7 @@ def explain(args: argparse.Namespace) -> int:
         "images": per_image,
     }
     js = out / "explanations.json"
-    js.write_text(json.dumps(summary, indent=2) + "\n")
+    js.write_text(_dumps(summary) + "\n")
     print(f"model: {lm.source}")
     print(f"wrote {png} ({len(methods)} methods x {images.shape[0]} images)")
     print(f"wrote {js}")
@@ -224,6 +267,26 @@ def _metric_limits(items: Sequence[str]) -> Dict[str, int]:
             )
         limits[name.strip()] = int(value)
     return limits
+
+
+def _patch_map(tokens: torch.Tensor) -> List[List[List[float]]]:
+    """``(B, gh, gw)`` patch sums, each map divided by its largest absolute
+    value and rounded to 4 decimals: the maps of the figure, in numbers."""
+    t = tokens.detach().double()
+    scale = t.flatten(1).abs().amax(1).clamp_min(1e-300)[:, None, None]
+    return (t / scale).round(decimals=4).tolist()
+
+
+#: A JSON list of numbers only, as ``json.dumps(indent=2)`` spreads it.
+_NUMBER_LIST = re.compile(r"\[\s*([-+\d.eE]+(?:,\s*[-+\d.eE]+)*)\s*\]")
+
+
+def _dumps(obj: Any) -> str:
+    """JSON indented by 2, with lists of numbers kept on one line."""
+    return _NUMBER_LIST.sub(
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        json.dumps(obj, indent=2),
+    )
 
 
 def benchmark(args: argparse.Namespace) -> int:
@@ -350,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated method names (default: the attention and LRP ones)",
+        help="comma-separated method names or fnmatch patterns, 'all' for every "
+        "registered method (default: the attention and LRP ones)",
     )
     p.add_argument(
         "--target",
@@ -363,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the bundled samples")
+    p.add_argument(
+        "--cell",
+        type=_positive_float,
+        default=2.0,
+        help="size of one cell of the figure in inches (default: 2.0)",
+    )
     p.set_defaults(func=explain)
     p = sub.add_parser("benchmark", help="method x metric table over a dataset")
     p.add_argument(

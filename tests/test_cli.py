@@ -366,3 +366,50 @@ def test_benchmark_arguments(capsys):
     assert "needs --model" in err
     err = usage_error(["benchmark", "--dataset", "imagenet", "/a", "/b"], capsys)
     assert "at most one PATH" in err
+
+
+def test_methods_all_and_patterns_expand_to_registered_names(
+    tmp_path, capsys, monkeypatch
+):
+    from captum_vit.attr import list_methods
+    from captum_vit.cli import _expand_methods
+
+    assert _expand_methods(["all"]) == list_methods()
+    lrp = _expand_methods(["rollout", "*lrp*", "rollout"])
+    assert lrp[0] == "rollout" and lrp[1:] == list_methods("*lrp*")
+    assert "transformer_lrp" in lrp and len(lrp) == len(set(lrp))
+    monkeypatch.setattr(
+        "captum_vit.benchmark.load_model",
+        lambda *a, **k: pytest.fail("the model was loaded before the check"),
+    )
+    err = usage_error(["explain", "--methods", "*nothing*"], capsys)
+    assert err.startswith("captum-vit explain: error: no method matches '*nothing*'")
+    err = usage_error(["explain", "--cell", "0"], capsys)
+    assert "--cell" in err and "must be positive" in err
+
+
+def test_explain_draws_signed_methods_on_their_own_colour_bar(tmp_path, monkeypatch):
+    import captum_vit.viz as viz
+
+    seen = {}
+    real = viz.method_grid
+
+    def spy(*args, **kwargs):
+        seen["fig"], seen["signed"] = real(*args, **kwargs), kwargs["signed"]
+        return seen["fig"]
+
+    monkeypatch.setattr(viz, "method_grid", spy)
+    out = tmp_path / "o"
+    argv = ["explain", "--samples", "1", "--methods", "rollout,lrp", "--out", str(out)]
+    assert main(argv + ["--cell", "1.5"]) == 0
+    summary = json.loads((out / "explanations.json").read_text())
+    assert summary["signed"] == seen["signed"] == ["lrp"]
+    labels = [ax.get_ylabel() for ax in seen["fig"].axes]
+    assert sum(lb.startswith("relevance") for lb in labels) == 1
+    assert sum(lb.startswith("signed relevance") for lb in labels) == 1
+    assert seen["fig"].get_size_inches()[1] == pytest.approx(1.5 + 0.1)
+    # the maps in numbers: the patch grid of each map over its largest |value|
+    maps = summary["images"][0]["patch_maps"]
+    assert np.asarray(maps["rollout"]).shape == (8, 8)
+    assert np.abs(maps["lrp"]).max() == 1.0 and np.min(maps["lrp"]) < 0
+    assert np.min(maps["rollout"]) >= 0

@@ -39,7 +39,9 @@ def test_sphinx_build_has_no_warnings(tmp_path):
             for cell in json.loads(nb.read_text())["cells"]
             for o in cell.get("outputs", [])
         ]
-        figures = sum("image/png" in o.get("data", {}) for o in outputs)
+        figures = sum(
+            any(k.startswith("image/") for k in o.get("data", {})) for o in outputs
+        )
         assert page.count("<img ") >= figures, nb.name
 
 

@@ -114,7 +114,7 @@ def test_method_grid_over_original_pictures_with_a_colour_bar():
     heat = axes[1].get_images()[1].get_array()
     assert heat.shape == (200, 300)  # the map covers the picture, not the input
     assert np.unravel_index(np.argmax(heat), heat.shape)[0] < 20
-    assert axes[0].get_title() == "prediction: x (0.90)"
+    assert axes[0].get_ylabel() == "prediction: x (0.90)"  # left of the row
     bars = [ax for ax in axes if ax.get_ylabel().startswith("relevance")]
     assert len(bars) == 1
     assert (
@@ -125,3 +125,38 @@ def test_method_grid_over_original_pictures_with_a_colour_bar():
         )
         == 4
     )
+
+
+def test_signed_maps_are_centred_at_zero_on_a_diverging_map():
+    import matplotlib
+
+    from captum_vit.viz import SIGNED_CMAP, is_signed, normalize_map
+
+    matplotlib.use("Agg")
+    signed = torch.zeros(2, 3, 8, 8)
+    signed[0, :, 0, 0], signed[0, :, 7, 7] = 2.0, -1.0
+    positive = torch.rand(2, 8, 8)
+    assert is_signed(signed) and not is_signed(positive)
+    assert not is_signed(positive - 1e-6)  # rounding noise is not a sign
+    np.testing.assert_allclose(
+        normalize_map(signed[0], signed=True)[[0, 7], [0, 7]], [1.0, -0.5]
+    )
+    assert normalize_map(signed[0])[7, 7] == 0.0  # unsigned: min-max
+    fig = method_grid(torch.rand(2, 3, 8, 8), {"lrp": signed, "rollout": positive})
+    lrp_cell, rollout_cell = fig.axes[1], fig.axes[2]
+    heat = lrp_cell.get_images()[1]
+    assert heat.get_cmap().name == SIGNED_CMAP
+    assert heat.norm.vmin == -1.0 and heat.norm.vmax == 1.0
+    assert rollout_cell.get_images()[1].norm.vmin == 0.0
+    bars = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert bars == [
+        "relevance (each map scaled to [0, 1])",
+        "signed relevance (each map / its max |value|)",
+    ]
+    # forced either way, or by name
+    assert (
+        len(method_grid(torch.rand(1, 3, 8, 8), {"m": positive[:1]}, signed=True).axes)
+        == 3
+    )
+    with pytest.raises(ValueError, match="not among"):
+        method_grid(torch.rand(1, 3, 8, 8), {"m": positive[:1]}, signed=["x"])

@@ -9,12 +9,23 @@ from ._images import (
     load_image,
     open_reduced,
 )
-from ._plots import method_grid, normalize_map, overlay, to_display_image
+from ._plots import (
+    CMAP,
+    SIGNED_CMAP,
+    is_signed,
+    method_grid,
+    normalize_map,
+    overlay,
+    to_display_image,
+)
 
 __all__ = [
+    "CMAP",
+    "SIGNED_CMAP",
     "Letterbox",
     "content_region",
     "image_to_array",
+    "is_signed",
     "letterbox",
     "load_image",
     "method_grid",
