@@ -12,6 +12,7 @@ from ._common import (
     ClassificationSample,
     Sample,
     SizeType,
+    _apply_transform,
     _finish,
     _load_image_file,
     _read_rgb,
@@ -94,8 +95,7 @@ class ImageNetFolder(Dataset):
     def __getitem__(self, index: int) -> ClassificationSample:
         path, label = self.samples[index]
         image = _resize_image(_load_image_file(path), self.size)
-        if self.transform is not None:
-            image = self.transform(image)
+        image = _apply_transform(self.transform, image)
         return ClassificationSample(image, label)
 
 
