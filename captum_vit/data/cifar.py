@@ -71,7 +71,8 @@ class CIFAR10(Dataset):
     ) -> None:
         self.root = root
         self.train = train
-        data, labels = [], []
+        data: List[np.ndarray] = []
+        labels: List[int] = []
         for name in _TRAIN_FILES if train else _TEST_FILES:
             batch = _unpickle(os.path.join(root, name))
             data.append(np.asarray(_get(batch, "data"), dtype=np.uint8))

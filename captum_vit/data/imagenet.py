@@ -2,7 +2,8 @@ r"""Loaders for ImageNet validation folders, ImageNet-Segmentation
 (``gtsegs_ijcv.mat``) and ImageNet-S (semantic masks as PNG)."""
 
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -156,12 +157,12 @@ class ImageNetSegmentation(Dataset):
     def __len__(self) -> int:
         return self._len
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = None
         return state
 
-    def _handle(self):
+    def _handle(self) -> Any:  # an h5py.File (h5py is untyped)
         if self._file is None:
             self._file = _import_h5py().File(self.path, "r")
         return self._file
@@ -363,7 +364,7 @@ class ImageNetS(Dataset):
         return _finish(image, label, mask, self.size, self.transform)
 
 
-def _import_h5py():
+def _import_h5py() -> ModuleType:
     try:
         import h5py
     except ImportError as err:
