@@ -26,7 +26,7 @@ import torch
 from _timing import timeit  # benchmarks/_timing.py
 
 import captum_vit as cv
-from captum_vit.attr.vit_shapley import _grand_null, _link
+from captum_vit.attr.vit_shapley._game import grand_and_null, link_function
 
 
 def main() -> None:
@@ -49,21 +49,26 @@ def main() -> None:
         bench_batch(model, method, torch.randn(B, 3, *size, device=dev), args)
 
 
-def bench_batch(model, method, x, args) -> None:
+def bench_batch(
+    model: torch.nn.Module,
+    method: cv.ViTShapley,
+    x: torch.Tensor,
+    args: argparse.Namespace,
+) -> None:
     """Time the baseline, the two parts and ``attribute`` on one batch."""
     dev = args.device
 
-    def forward():
+    def forward() -> None:
         with torch.no_grad():
             model(x)
 
-    def explainer():
+    def explainer() -> None:
         with torch.no_grad():
             method.explainer(x)
 
-    def surrogate():
+    def surrogate() -> None:
         with torch.no_grad():
-            _grand_null(method.surrogate, x, _link("softmax"))
+            grand_and_null(method.surrogate, x, link_function("softmax"))
 
     t_f = timeit(forward, args.repeats, dev)
     t_e = timeit(explainer, args.repeats, dev)

@@ -6,9 +6,12 @@ __version__ = "0.1.0"
 
 from . import adapters, metrics, viz  # noqa: E402
 from .attr import (  # noqa: E402
+    AGCAM,
     ATMAN,
     LRP,
     TAM,
+    TIS,
+    AttCAT,
     AttentionFlow,
     AttentionRollout,
     AttnLRP,
@@ -24,6 +27,7 @@ from .attr import (  # noqa: E402
     ViTAttribution,
     ViTCX,
     ViTGradCam,
+    ViTReciproCAM,
     ViTShapley,
     forward_func,
     patch_feature_mask,
@@ -58,4 +62,8 @@ __all__ = [
     "to_tokens",
     "EViT",
     "ViTCX",
+    "ViTReciproCAM",
+    "TIS",
+    "AttCAT",
+    "AGCAM",
 ]

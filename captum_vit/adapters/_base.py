@@ -20,13 +20,15 @@ the body raised.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._patches import InstancePatches
+from ._surgery import patching
 
 __all__ = [
     "Tracer",
@@ -43,6 +45,16 @@ class UnsupportedModelError(TypeError):
 
 
 ScoreHook = Callable[[int, Tensor], Tensor]
+
+
+def _random_in_training(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    for name in ("drop_prob", "attention_dropout", "dropout"):
+        p = module.__dict__.get(name)
+        if isinstance(p, float) and p > 0:
+            return True
+    return False
 
 
 class Tracer:
@@ -72,7 +84,8 @@ class Tracer:
             use it to add a bias or a ``-inf`` mask (ATMAN, ViT Shapley).
             Default: None
         layers (iterable of int, optional): the layers to record; the others
-            run torch's fused attention. Default: None (all layers)
+            run torch's fused attention (see :meth:`explicit`). Default: None
+            (all layers)
     """
 
     #: whether :meth:`ViTAdapter.trace` also routes the embedding (the
@@ -133,7 +146,7 @@ class Tracer:
         p = 0). A layer outside :attr:`layers` that nothing customises runs
         torch's fused ``scaled_dot_product_attention`` and records nothing.
         """
-        if self._fast(layer) and dropout is None:
+        if dropout is None and not self.explicit(layer):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         scores = self.qk(layer, q, k, scale)
         if mask is not None:
@@ -154,15 +167,18 @@ class Tracer:
             attn = dropout(attn)
         return self.av(layer, attn, v)
 
-    def _fast(self, layer: int) -> bool:
-        cls = type(self)
+    def explicit(self, layer: int) -> bool:
+        """Whether ``layer`` runs the explicit attention (:meth:`qk`,
+        :meth:`softmax`, :meth:`av`, recording, ``score_hook``) rather than
+        torch's fused kernel, which records nothing.
+
+        By default every layer is explicit unless :attr:`layers` names a
+        subset and no ``score_hook`` is set. A subclass that changes
+        :meth:`qk`, :meth:`softmax` or :meth:`av` and passes ``layers`` must
+        return True for the layers whose attention it changes.
+        """
         return (
-            self.layers is not None
-            and layer not in self.layers
-            and self.score_hook is None
-            and cls.qk is Tracer.qk
-            and cls.softmax is Tracer.softmax
-            and cls.av is Tracer.av
+            self.layers is None or layer in self.layers or self.score_hook is not None
         )
 
     # ------------------------------------------------------------ block level
@@ -173,6 +189,12 @@ class Tracer:
     def block_input(self, layer: int, x: Tensor) -> Tensor:
         if self.keep_blocks:
             self.block_inputs[layer] = x
+        return x
+
+    def attention_input(self, layer: int, x: Tensor) -> Tensor:
+        """The normalised tokens entering the attention module (the block's
+        first norm applied to its input), ``(B, N, D)``; a tracer may return a
+        replaced tensor (ViT-ReciproCAM masks them)."""
         return x
 
     def block_output(self, layer: int, x: Tensor) -> Tensor:
@@ -199,7 +221,7 @@ class Tracer:
 
     def merge_heads(self, outputs: Sequence[Tensor]) -> Tensor:
         """Mean of several classifier outputs (timm's distilled DeiT)."""
-        return sum(outputs) / len(outputs)
+        return functools.reduce(operator.add, outputs) / len(outputs)
 
     # --------------------------------------------------------------- helpers
     def attention_list(self) -> List[Tensor]:
@@ -308,7 +330,8 @@ class ViTAdapter:
 
     @property
     def pooling(self) -> str:
-        """``"token"`` (class token feeds the head) or ``"avg"`` (patch mean)."""
+        """``"token"`` (class token feeds the head), ``"avg"`` (patch mean) or
+        ``"token+avg"`` (both, concatenated: Hugging Face DINOv2)."""
         raise NotImplementedError
 
     @property
@@ -336,6 +359,30 @@ class ViTAdapter:
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model takes its images in: that of the patch
+        embedding's weight."""
+        weight = self.embedding_parts().patch.weight
+        if not isinstance(weight, Tensor):
+            raise TypeError("the patch embedding has no weight tensor")
+        return weight.dtype
+
+    def stochastic_modules(self) -> List[str]:
+        """Names of the modules that are random in their current mode.
+
+        A module counts when it is in training mode with a positive
+        dropout probability: ``torch.nn`` dropout layers, timm's ``DropPath``
+        (``drop_prob``), Hugging Face attention (``attention_dropout``) and
+        ``nn.MultiheadAttention`` (``dropout``). An explanation of such a
+        model changes from call to call.
+        """
+        names = []
+        for name, module in self.model.named_modules():
+            if module.training and _random_in_training(module):
+                names.append(name)
+        return names
 
     @property
     def num_heads(self) -> int:
@@ -394,6 +441,20 @@ class ViTAdapter:
     ) -> Callable[..., object]:
         raise NotImplementedError
 
+    def relevance_gaps(self) -> List[str]:
+        """Operations of the model that the LRP rules cannot carry relevance
+        through, one phrase each (empty for the plain ViT families).
+
+        The LRP engine turns the backward pass into a relevance pass by
+        giving a rule to every operation it sees (the modules of
+        :meth:`block_parts` and the :class:`Tracer` hooks); any other
+        operation on the path (an elementwise product of two branches such as
+        SwiGLU's gate, a rotary position embedding, a norm inside the
+        attention) would pass its plain gradient instead of relevance.
+        :meth:`trace` refuses a relevance tracer on a model with gaps.
+        """
+        return []
+
     def _end_forwards(self, tracer: Tracer) -> List[Tuple[object, str, Callable]]:
         """``(object, attribute, function)`` overrides that route the
         positional-embedding sum and the pooling through ``tracer``.
@@ -408,8 +469,15 @@ class ViTAdapter:
         """Route every block and attention module through ``tracer``.
 
         Instance-level ``forward`` attributes are set on each block and
-        attention module and removed again on exit (restored if the user had
-        set one), also when an exception is raised inside the context.
+        attention module (and, if ``tracer.trace_ends``, on the embedding and
+        head code) and removed again on exit (restored if the user had set
+        one), also when an exception is raised inside the context.
+
+        The model's lock (:func:`~captum_vit.adapters.model_lock`) is held for
+        the whole context: tracing contexts on one model in different threads
+        run one after the other, and calls from other threads bypass the
+        tracer and run the stock model (see :func:`~captum_vit.adapters.
+        patching`).
 
         Args:
             tracer (Tracer, optional): the tracer to use. Default: a
@@ -417,16 +485,29 @@ class ViTAdapter:
 
         Yields:
             the tracer, filled while the model runs inside the context.
+
+        Raises:
+            NotImplementedError: ``tracer`` propagates LRP relevance (it has
+                a rule set, ``tracer.rules``) and the model has operations
+                without a rule (:meth:`relevance_gaps`); nothing is changed.
         """
         tracer = Tracer() if tracer is None else tracer
-        with InstancePatches() as patches:
+        # the LRP engine's tracer carries its rule set as ``rules``
+        if getattr(tracer, "rules", None) is not None and self.relevance_gaps():
+            raise NotImplementedError(
+                f"LRP relevance cannot be propagated through this "
+                f"{type(self.model).__name__}: the LRP rules have no rule for "
+                f"{'; '.join(self.relevance_gaps())}. The attention and gradient "
+                "methods (rollout, GenericAttention, Grad-SAM, ATMAN, ...) work on it."
+            )
+        with patching(self.model) as patch:
             if getattr(tracer, "trace_ends", False):
                 for obj, name, fn in self._end_forwards(tracer):
-                    patches.set(obj, name, fn)
+                    patch.set(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
                 attention = self.block_parts(layer).attention
-                patches.set(block, "forward", self._block_forward(layer, block, tracer))
-                patches.set(
+                patch.set(block, "forward", self._block_forward(layer, block, tracer))
+                patch.set(
                     attention,
                     "forward",
                     self._attention_forward(layer, attention, tracer),

@@ -1,14 +1,17 @@
 """Adapter for Hugging Face ``transformers`` ViT and DeiT image classifiers.
 
-Supports ``ViTForImageClassification`` and ``DeiTForImageClassification``
-(class + distillation token) of transformers 5, with any attention
-implementation (``eager``, ``sdpa``): the explicit forward computes the same
-function as ``ViTLayer.forward`` / ``ViTAttention.forward``.
+Supports ``ViTForImageClassification``, ``DeiTForImageClassification`` (class
++ distillation token, the class token's head) and
+``DeiTForImageClassificationWithTeacher`` (what distilled DeiT checkpoints load
+as: the mean of the class-token and distillation-token heads) of
+transformers 5, with any attention implementation (``eager``, ``sdpa``): the
+explicit forward computes the same function as ``ViTLayer.forward`` /
+``ViTAttention.forward``.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,17 +25,27 @@ from ._base import (
     ViTAdapter,
 )
 
+# class name -> (encoder attribute, prefix tokens, classifier attributes; one
+# per pooled token: several are averaged, as the model does)
 _CLASSIFIERS = {
-    "ViTForImageClassification": ("vit", 1),
-    "DeiTForImageClassification": ("deit", 2),
+    "ViTForImageClassification": ("vit", 1, ("classifier",)),
+    "DeiTForImageClassification": ("deit", 2, ("classifier",)),
+    "DeiTForImageClassificationWithTeacher": (
+        "deit",
+        2,
+        ("cls_classifier", "distillation_classifier"),
+    ),
 }
 
 
 class HFViTAdapter(ViTAdapter):
-    """Adapter for ``transformers`` ``ViTForImageClassification`` and
-    ``DeiTForImageClassification``."""
+    """Adapter for ``transformers`` ``ViTForImageClassification``,
+    ``DeiTForImageClassification`` and ``DeiTForImageClassificationWithTeacher``."""
 
-    family = "transformers ViTForImageClassification / DeiTForImageClassification"
+    family = (
+        "transformers ViTForImageClassification / DeiTForImageClassification"
+        " / DeiTForImageClassificationWithTeacher"
+    )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -43,8 +56,9 @@ class HFViTAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        attr, self._prefix = _CLASSIFIERS[type(model).__name__]
+        attr, self._prefix, heads = _CLASSIFIERS[type(model).__name__]
         self._encoder = getattr(model, attr)
+        self._heads = [getattr(model, h) for h in heads]
         layers = getattr(self._encoder, "layers", None)
         if layers is None or not all(
             hasattr(layer, "attention") and hasattr(layer.attention, "q_proj")
@@ -103,7 +117,17 @@ class HFViTAdapter(ViTAdapter):
 
     def head_parts(self) -> HeadParts:
         norm = getattr(self._encoder, "layernorm", None)
-        return HeadParts(norm, [self.model.classifier])
+        return HeadParts(norm, self._heads)
+
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
+        w = torch.zeros(num_tokens, device=device, dtype=dtype)
+        w[: len(self._heads)] = 1.0 / len(self._heads)  # the heads are averaged
+        return w
 
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         ph, pw = self.patch_size
@@ -126,7 +150,8 @@ class HFViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(hidden_states: Tensor, attention_mask=None, **kwargs):
             x = tracer.block_input(layer, hidden_states)
-            h, _ = blk.attention(blk.layernorm_before(x), attention_mask, **kwargs)
+            h = tracer.attention_input(layer, blk.layernorm_before(x))
+            h, _ = blk.attention(h, attention_mask, **kwargs)
             x = tracer.residual(layer, 0, x, blk.dropout(h))
             h = blk.mlp(blk.layernorm_after(x))
             x = tracer.residual(layer, 1, x, blk.dropout(h))
@@ -164,6 +189,7 @@ class HFViTAdapter(ViTAdapter):
     def _end_forwards(self, tracer: Tracer):
         emb = self._encoder.embeddings
         model, encoder, prefix = self.model, self._encoder, self._prefix
+        heads = self._heads
 
         def embeddings_forward(
             pixel_values: Tensor, bool_masked_pos=None, interpolate_pos_encoding=False
@@ -192,17 +218,24 @@ class HFViTAdapter(ViTAdapter):
             x = tracer.embed_add(x, emb.position_embeddings)
             return emb.dropout(x)
 
-        def model_forward(pixel_values=None, labels=None, **kwargs):
-            # ViTForImageClassification / DeiTForImageClassification.forward
-            # (logits only), with the class-token pooling routed
+        def model_forward(
+            pixel_values: Optional[Tensor] = None,
+            labels: Optional[Tensor] = None,
+            **kwargs: Any,
+        ) -> Any:
+            # the classifier's forward (logits only), with the pooling of each
+            # head's token routed; several heads are averaged (WithTeacher)
             if labels is not None:
                 raise NotImplementedError("labels are not supported while tracing")
             from transformers.modeling_outputs import ImageClassifierOutput
 
             seq = encoder(pixel_values, **kwargs).last_hidden_state
-            w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
-            w[0] = 1.0
-            logits = model.classifier(tracer.pool(seq, w))
+            outs = []
+            for i, head in enumerate(heads):
+                w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
+                w[i] = 1.0
+                outs.append(head(tracer.pool(seq, w)))
+            logits = outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
             return ImageClassifierOutput(logits=logits)
 
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

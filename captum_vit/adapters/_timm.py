@@ -24,6 +24,7 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._parts import mlp_parts, timm_gaps
 
 
 def _timm():
@@ -38,6 +39,44 @@ def _timm():
 
 def _active(dropout: nn.Dropout) -> Optional[nn.Dropout]:
     return dropout if dropout.training and dropout.p > 0 else None
+
+
+def routed_pos_embed(m: nn.Module, x: Tensor, tracer: Tracer) -> Tensor:
+    """timm's ``VisionTransformer._pos_embed`` (prefix tokens joined, the
+    absolute position embedding added, resampled for ``dynamic_img_size``),
+    with the positional sum routed through :meth:`Tracer.embed_add`. Also
+    the prefix-and-position part of ``Eva._pos_embed``."""
+    to_cat = []
+    if m.cls_token is not None:
+        to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
+    if getattr(m, "dist_token", None) is not None:
+        to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
+    if m.reg_token is not None:
+        to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
+    if m.pos_embed is None:
+        return torch.cat(to_cat + [x.view(x.shape[0], -1, x.shape[-1])], 1)
+    if m.dynamic_img_size:
+        from timm.layers import resample_abs_pos_embed
+
+        B, H, W, C = x.shape
+        pos = resample_abs_pos_embed(
+            m.pos_embed,
+            new_size=(H, W),
+            old_size=m.patch_embed.grid_size,
+            num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
+        )
+        x = x.view(B, -1, C)
+    else:
+        pos = m.pos_embed
+    if m.no_embed_class:
+        x = tracer.embed_add(x, pos)
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+    else:
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+        x = tracer.embed_add(x, pos)
+    return m.pos_drop(x)
 
 
 class TimmViTAdapter(ViTAdapter):
@@ -109,7 +148,7 @@ class TimmViTAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
-        mlp = [m for m in (blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2)]
+        mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
             blk,
@@ -121,6 +160,9 @@ class TimmViTAdapter(ViTAdapter):
             mlp,
             scales=scales,
         )
+
+    def relevance_gaps(self) -> List[str]:
+        return timm_gaps(self.model)
 
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
@@ -179,7 +221,8 @@ class TimmViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
             x = tracer.block_input(layer, x)
-            h = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+            h = tracer.attention_input(layer, blk.norm1(x))
+            h = blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
             x = tracer.residual(layer, 0, x, blk.drop_path1(blk.ls1(h)))
             h = blk.mlp(blk.norm2(x))
             x = tracer.residual(layer, 1, x, blk.drop_path2(blk.ls2(h)))
@@ -215,38 +258,7 @@ class TimmViTAdapter(ViTAdapter):
         adapter = self
 
         def _pos_embed(x: Tensor) -> Tensor:
-            # timm's VisionTransformer._pos_embed, with the sum routed
-            to_cat = []
-            if m.cls_token is not None:
-                to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
-            if getattr(m, "dist_token", None) is not None:
-                to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
-            if m.reg_token is not None:
-                to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
-            if m.pos_embed is None:
-                return torch.cat(to_cat + [x.view(x.shape[0], -1, x.shape[-1])], 1)
-            if m.dynamic_img_size:
-                from timm.layers import resample_abs_pos_embed
-
-                B, H, W, C = x.shape
-                pos = resample_abs_pos_embed(
-                    m.pos_embed,
-                    new_size=(H, W),
-                    old_size=m.patch_embed.grid_size,
-                    num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
-                )
-                x = x.view(B, -1, C)
-            else:
-                pos = m.pos_embed
-            if m.no_embed_class:
-                x = tracer.embed_add(x, pos)
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-            else:
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-                x = tracer.embed_add(x, pos)
-            return m.pos_drop(x)
+            return routed_pos_embed(m, x, tracer)
 
         def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
             N = x.shape[1]

@@ -126,7 +126,7 @@ class TorchvisionViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(input: Tensor) -> Tensor:
             x = tracer.block_input(layer, input)
-            h = blk.ln_1(x)
+            h = tracer.attention_input(layer, blk.ln_1(x))
             h, _ = blk.self_attention(h, h, h, need_weights=False)
             x = tracer.residual(layer, 0, x, blk.dropout(h))
             x = tracer.residual(layer, 1, x, blk.mlp(blk.ln_2(x)))

@@ -1,8 +1,16 @@
-"""Attribution methods for Vision Transformers, one per file."""
+"""Attribution methods for Vision Transformers, one per file.
+
+Each method registers its name where it is defined (``@register_method``);
+importing this package imports every method file, so :func:`list_methods`
+sees them all.
+"""
 
 from ._base import ViTAttribution, fuse_heads, tokens_to_pixels
-from ._registry import create_method, list_methods, register_method
+from ._describe import ModelInfo, describe, grid_size, patch_size
+from ._registry import create_method, get_method, list_methods, register_method
+from .agcam import AGCAM
 from .atman import ATMAN
+from .attcat import AttCAT
 from .attention_flow import AttentionFlow
 from .attn_lrp import AttnLRP
 from .beyond_intuition import BeyondIntuition
@@ -21,31 +29,19 @@ from .partial_lrp import PartialLRP
 from .raw_attention import RawAttention
 from .rollout import AttentionRollout
 from .tam import TAM
+from .tis import TIS
 from .transformer_lrp import TransformerLRP
 from .vit_cx import ViTCX
+from .vit_reciprocam import ViTReciproCAM
 from .vit_shapley import ShapleyExplainer, ShapleySurrogate, ViTShapley
-
-for _name, _cls in {
-    "raw_attention": RawAttention,
-    "rollout": AttentionRollout,
-    "grad_sam": GradSAM,
-    "generic_attention": GenericAttention,
-    "vit_cx": ViTCX,
-    "evit": EViT,
-    "vit_gradcam": ViTGradCam,
-    "atman": ATMAN,
-    "transformer_lrp": TransformerLRP,
-    "lrp": LRP,
-    "partial_lrp": PartialLRP,
-    "attn_lrp": AttnLRP,
-    "attention_flow": AttentionFlow,
-    "tam": TAM,
-    "beyond_intuition": BeyondIntuition,
-}.items():
-    register_method(_name)(_cls)
 
 __all__ = [
     "create_method",
+    "get_method",
+    "describe",
+    "ModelInfo",
+    "patch_size",
+    "grid_size",
     "list_methods",
     "register_method",
     "ViTAttribution",
@@ -73,4 +69,8 @@ __all__ = [
     "to_tokens",
     "EViT",
     "ViTCX",
+    "ViTReciproCAM",
+    "TIS",
+    "AttCAT",
+    "AGCAM",
 ]

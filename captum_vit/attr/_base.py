@@ -1,4 +1,4 @@
-"""The shared base of every captum_vit method and the token-to-pixel mapping.
+"""The shared base of every captum_vit method (token-to-pixel mapping: ``_maps``).
 
 :class:`ViTAttribution` derives from :class:`captum.attr.Attribution` and fixes
 the contract of the package:
@@ -19,19 +19,18 @@ the contract of the package:
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
 from .._compat import _format_additional_forward_args, log_usage
+from .._maps import pixels_to_tokens, tokens_to_pixels
+from .._targets import TargetType, format_target
 from ..adapters import Tracer, ViTAdapter
-
-TargetType = Union[None, int, Tensor, Sequence[int]]
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
 
@@ -65,57 +64,44 @@ def fuse_heads(attn: Tensor, head_fusion: str = "mean", dim: int = 1) -> Tensor:
     return attn.amin(dim=dim)
 
 
-def tokens_to_pixels(
-    grid: Tensor,
-    image_size: Tuple[int, int],
-    patch_size: Tuple[int, int],
-    channels: int = 1,
-    mode: str = "bilinear",
-) -> Tensor:
-    """Map a patch grid ``(B, gh, gw)`` onto pixels ``(B, channels, H, W)``.
-
-    The grid is interpolated to ``(gh * ph, gw * pw)`` (the area the patches
-    cover), then cropped or zero-padded to ``(H, W)`` (models that drop or pad
-    the border), and repeated over ``channels``.
-
-    Args:
-        grid (Tensor): ``(B, gh, gw)`` token scores.
-        image_size (tuple of int): ``(H, W)`` of the input.
-        patch_size (tuple of int): ``(ph, pw)``.
-        channels (int, optional): number of channels of the output. Default: 1
-        mode (str, optional): interpolation mode of
-            :func:`torch.nn.functional.interpolate` (``"bilinear"`` as in
-            Chefer et al.'s evaluation, ``"nearest"`` for blocky patches).
-            Default: ``"bilinear"``
-    """
-    B, gh, gw = grid.shape
-    H, W = image_size
-    ph, pw = patch_size
-    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    up = F.interpolate(grid[:, None], size=(gh * ph, gw * pw), mode=mode, **kw)
-    up = up[..., :H, :W]
-    if up.shape[-2:] != (H, W):
-        up = F.pad(up, (0, W - up.shape[-1], 0, H - up.shape[-2]))
-    return up.expand(B, channels, H, W).contiguous()
-
-
 class ViTAttribution(Attribution):
     r"""Base class of the Vision-Transformer attribution methods.
 
-    Subclasses implement :meth:`_attribute`, which returns one score per patch
-    token ``(B, gh * gw)``; this class validates the inputs and the target and
-    formats the output.
+    Captum's template: :meth:`attribute` validates the inputs and the target
+    (:meth:`_prepare`), delegates to :meth:`_attribute` and formats its
+    result. Subclasses implement only :meth:`_attribute` and say what it
+    returns with the class attribute :attr:`_attribute_returns`:
+
+    * ``"tokens"`` (most methods): one score per patch token ``(B, gh * gw)``
+      (or ``(B, K, gh * gw)`` for ``K`` maps per image, e.g. one per head);
+      ``output="input"`` upsamples it to the pixels;
+    * ``"pixels"`` (pixel-native methods: LRP, AttnLRP, ViT-CX): one score
+      per input element ``(B, C, H, W)``, or ``(B, 1, H, W)`` for a map
+      shared by the channels; ``output="tokens"`` pools it per patch with
+      :attr:`_token_reduce`.
 
     Args:
         model (torch.nn.Module): a stock timm, Hugging Face ``transformers`` or
-            torchvision Vision Transformer, or a
-            :class:`~captum_vit.adapters.ViTAdapter` wrapping one.
+            torchvision Vision Transformer (``DataParallel``,
+            ``DistributedDataParallel`` and ``torch.compile`` wrappers are
+            unwrapped), or a :class:`~captum_vit.adapters.ViTAdapter`
+            wrapping one.
         interpolate_mode (str, optional): how token maps are upsampled to the
             input's pixels. Default: ``"bilinear"``
     """
 
-    #: whether the method needs gradients with respect to attention
-    _needs_grad = False
+    #: whether the method takes gradients (autograd through the model):
+    #: such methods refuse to run under ``torch.inference_mode()``
+    _needs_grad: bool = False
+    #: what :meth:`_attribute` returns: ``"tokens"`` or ``"pixels"`` (above)
+    _attribute_returns: str = "tokens"
+    #: how ``output="tokens"`` pools a pixel-native map onto the patch grid:
+    #: ``"sum"`` or ``"mean"`` over the channels and pixels of each patch
+    _token_reduce: str = "sum"
+    #: whether the method drops tokens from the sequence mid-forward (EViT's
+    #: pruning, TIS's sampling): models whose attention depends on token
+    #: positions (relative position bias, RoPE) then refuse it
+    _drops_tokens: bool = False
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
@@ -138,12 +124,13 @@ class ViTAttribution(Attribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         output: str = "input",
-    ) -> Tensor:
+    ) -> Union[Tensor, Tuple[Tensor]]:
         r"""Explain ``target`` for every image of ``inputs``.
 
         Args:
             inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
-                the model's input space (already normalised).
+                the model's input space (already normalised), in the model's
+                dtype.
             target (int, tuple, Tensor or list, optional): the output index to
                 explain per sample: an int for all samples, or one index per
                 sample as a 1-D tensor or list. ``None`` explains the predicted
@@ -154,9 +141,18 @@ class ViTAttribution(Attribution):
                 shape ``(B, C, H, W)``; ``"tokens"`` for the patch grid
                 ``(B, gh, gw)``. Default: ``"input"``
 
+        For methods that score tokens, ``output="input"`` is the patch map
+        upsampled to the pixels (bilinearly by default, as Chefer et al.'s
+        evaluation does) and repeated over the channels. Pixel-native methods
+        (:class:`~captum_vit.attr.LRP`, :class:`~captum_vit.attr.AttnLRP`:
+        relevance per input element; :class:`~captum_vit.attr.ViTCX`: one
+        saliency per pixel, repeated over the channels) return their map as
+        is, and ``output="tokens"`` pools it within each patch (LRP: summed
+        over channels and pixels; ViT-CX: averaged).
+
         Returns:
-            Tensor: the attribution map (detached), ``(B, C, H, W)`` or
-            ``(B, gh, gw)``.
+            Tensor: the attribution map (detached), ``(B, C, H, W)`` (a
+            1-tuple if ``inputs`` was one) or ``(B, gh, gw)``.
 
         Examples::
 
@@ -166,23 +162,49 @@ class ViTAttribution(Attribution):
             >>> attr = cv.AttentionRollout(model).attribute(images)
             >>> attr.shape
             torch.Size([2, 3, 224, 224])
+            >>> cv.AttnLRP(model).attribute(images, output="tokens").shape
+            torch.Size([2, 14, 14])
         """
         inputs, is_tuple, target, args = self._prepare(
             inputs, target, additional_forward_args, output
         )
-        scores = self._attribute(inputs, target, args)
-        gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
-        grid = scores.detach().reshape(inputs.shape[0], gh, gw)
+        scores = self._attribute(inputs, target, args).detach()
+        if self._attribute_returns == "pixels":
+            out = self._format_pixels(scores, inputs, output)
+        else:
+            out = self._format_tokens(scores, inputs, output)
+        return (out,) if is_tuple and output == "input" else out
+
+    def _format_tokens(self, scores: Tensor, inputs: Tensor, output: str) -> Tensor:
+        """Token scores ``(B, [K,] gh * gw)`` as the grid or upsampled."""
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        gh, gw = self.adapter.grid_size(size)
+        B = inputs.shape[0]
+        grid = scores.reshape(B, -1, gh, gw)
+        K = grid.shape[1]
         if output == "tokens":
-            return grid
+            return grid[:, 0] if scores.dim() == 2 else grid
         out = tokens_to_pixels(
-            grid,
-            tuple(inputs.shape[-2:]),
+            grid.reshape(B * K, gh, gw),
+            size,
             self.adapter.patch_size,
-            channels=inputs.shape[1],
+            channels=inputs.shape[1] if scores.dim() == 2 else 1,
             mode=self.interpolate_mode,
         ).to(inputs.dtype)
-        return (out,) if is_tuple else out
+        return out if scores.dim() == 2 else out.reshape(B, K, *size)
+
+    def _format_pixels(self, pixels: Tensor, inputs: Tensor, output: str) -> Tensor:
+        """A pixel map ``(B, C or 1, H, W)`` as is or pooled per patch."""
+        pixels = pixels.to(inputs.dtype)
+        if output == "tokens":
+            size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+            return pixels_to_tokens(
+                pixels,
+                self.adapter.grid_size(size),
+                self.adapter.patch_size,
+                self._token_reduce,
+            )
+        return pixels.expand_as(inputs).contiguous()
 
     def _prepare(
         self, inputs: Any, target: TargetType, additional_forward_args: Any, output: str
@@ -206,6 +228,7 @@ class ViTAttribution(Attribution):
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
         self._check_inputs(inputs)
+        inputs = self._check_mode(inputs)
         target = self._check_target(target, inputs.shape[0])
         args = _format_additional_forward_args(additional_forward_args)
         args = () if args is None else tuple(args)
@@ -215,7 +238,10 @@ class ViTAttribution(Attribution):
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        """Return patch-token scores ``(B, gh * gw)``."""
+        """Return patch-token scores ``(B, gh * gw)`` (or pixel scores, see
+        :attr:`_attribute_returns`) for the validated ``inputs``, ``target``
+        (LongTensor ``(B,)`` or None for the predicted class) and extra
+        forward arguments ``args``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- checking
@@ -235,42 +261,42 @@ class ViTAttribution(Attribution):
             raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
         if not torch.isfinite(inputs).all():
             raise ValueError("inputs contain NaN or Inf")
-        self.adapter.check_image_size(tuple(inputs.shape[-2:]))
+        self.adapter.check_image_size((int(inputs.shape[-2]), int(inputs.shape[-1])))
+        dtype = self.adapter.dtype
+        if inputs.dtype != dtype and not torch.is_autocast_enabled(inputs.device.type):
+            raise TypeError(
+                f"inputs are {inputs.dtype} but the model takes {dtype} (the dtype of "
+                f"its patch embedding): cast the inputs (inputs.to({dtype})) or the "
+                f"model (model.to({inputs.dtype})) so that both match"
+            )
+
+    def _check_mode(self, inputs: Tensor) -> Tensor:
+        """Refuse gradients under inference mode, warn about active dropout;
+        returns ``inputs`` (copied out of inference mode if need be)."""
+        inference = torch.is_inference_mode_enabled()
+        if inference and self._needs_grad:
+            raise RuntimeError(
+                f"{type(self).__name__} takes gradients, which torch.inference_mode() "
+                "forbids: call attribute outside inference mode, or inside "
+                "`with torch.inference_mode(False):`"
+            )
+        if inputs.is_inference() and not inference:
+            inputs = inputs.clone()  # an inference tensor cannot enter autograd
+        random = self.adapter.stochastic_modules()
+        if random:
+            more = ", ..." if len(random) > 3 else ""
+            warnings.warn(
+                f"the model is in training mode with active dropout "
+                f"({', '.join(random[:3])}{more}): its outputs, and so the maps, "
+                "change from call to call. Call model.eval() before explaining.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return inputs
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
-        if target is None:
-            return None
-        if isinstance(target, tuple):
-            if len(target) != 1:
-                raise ValueError(
-                    "tuple targets index multi-dimensional outputs; a ViT classifier "
-                    f"has (B, classes) logits, got target {target}"
-                )
-            target = target[0]
-        if isinstance(target, Tensor):
-            if target.is_floating_point() or target.dim() > 1:
-                raise ValueError(
-                    "target must be an int, or integer indices of shape (B,); got "
-                    f"{target.dtype} tensor of shape {tuple(target.shape)}"
-                )
-            t = target.reshape(-1).long()
-        elif isinstance(target, numbers.Integral):
-            t = torch.tensor([int(target)])
-        elif isinstance(target, (list,)):
-            if not all(isinstance(v, numbers.Integral) for v in target):
-                raise ValueError("a target list must hold one int per sample")
-            t = torch.tensor([int(v) for v in target], dtype=torch.long)
-        else:
-            raise TypeError(f"unsupported target type {type(target).__name__}")
-        if t.numel() == 1:
-            t = t.expand(batch)
-        if t.numel() != batch:
-            raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
-        n = self.adapter.num_classes
-        if n and ((t < 0).any() or (t >= n).any()):
-            raise ValueError(f"target {t.tolist()} out of range for {n} classes")
-        return t
+        return format_target(target, batch, self.adapter.num_classes or None)
 
     # -------------------------------------------------------------- helpers
     def _trace(

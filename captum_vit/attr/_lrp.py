@@ -13,12 +13,14 @@ adapter wraps:
   instance-level ``forward`` that calls the rule, like zennit's canonizers.
 
 Everything a call needs (the tracer, the :class:`~._lrp_rules.Mode` switch
-between gradient and relevance) is created by that call. On exit, also when
-the body raised, every instance attribute that was set is removed again (or
-the user's own restored) by one :class:`~captum_vit.adapters.InstancePatches`.
-No class is touched, no attribute is written onto a user module, no weight is
-changed, and no parameter gradient is computed: the rules see parameters
-detached.
+between gradient and relevance) is created by that call, so one rule set can
+serve several threads. The changes go through
+:func:`captum_vit.adapters.patching`: the model's lock is held for the whole
+context, other threads' calls run the stock code meanwhile, and on exit, also
+when the body raised, every instance attribute that was set is removed again
+(or the user's own restored). No class is touched, no attribute is written
+onto a user module, no weight is changed, and no parameter gradient is
+computed: the rules see parameters detached.
 
 Two formulations (see :mod:`._lrp_rules`): Chefer et al.'s rule sets carry
 relevance through the backward pass; AttnLRP carries a modified gradient
@@ -47,8 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._compat import log_usage
-from ..adapters import InstancePatches, Tracer, ViTAdapter
+from ..adapters import Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
@@ -482,9 +483,11 @@ def lrp_context(
 
     The single place where rules are applied to a model. Yields the call's
     :class:`LRPTracer` (which holds the call's :class:`~._lrp_rules.Mode` and
-    attention taps). Every instance-level ``forward`` set here or by the
-    adapter is removed on exit (the user's own restored), also when the body
-    raised.
+    attention taps; ``rules`` itself is never written, so one rule set can
+    serve several threads). The model's lock is held for the whole context
+    and every instance-level ``forward`` set here or by the adapter is
+    removed on exit (the user's own restored), also when the body raised (see
+    :func:`captum_vit.adapters.patching`).
 
     Args:
         adapter (ViTAdapter): the model's adapter.
@@ -498,10 +501,9 @@ def lrp_context(
     """
     mode = Mode(gradients=gradients)
     tracer = LRPTracer(rules, mode, taps)
-    with InstancePatches() as patches:
+    with patching(adapter.model) as patch:
         for module, fn in _module_rules(adapter, rules, mode):
-            if not patches.has(module, "forward"):
-                patches.set(module, "forward", fn)
+            patch.set(module, "forward", fn)
         with adapter.trace(tracer):
             yield tracer
 
@@ -602,69 +604,20 @@ def relevance_pass(
 
 class _PixelLRPAttribution(ViTAttribution):
     """Base of the LRP methods whose natural output is relevance per input
-    element ``(B, C, H, W)``; ``output="tokens"`` sums it per patch."""
+    element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
+    is the reference's pixel map); ``output="tokens"`` sums it over channels
+    and within each patch. Subclasses implement ``_attribute`` returning the
+    input relevance."""
 
-    @log_usage()
-    def attribute(
-        self, inputs, target=None, additional_forward_args=None, output="input"
-    ):
-        r"""Relevance of every input element for ``target``.
-
-        Args:
-            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)`` in
-                the model's input space (already normalised).
-            target (int, tuple, Tensor or list, optional): the output index to
-                explain per sample: an int for all samples, or one index per
-                sample as a 1-D tensor or list. ``None`` explains the predicted
-                class. Default: None
-            additional_forward_args (Any, optional): extra positional
-                arguments passed to the model after ``inputs``. Default: None
-            output (str, optional): ``"input"`` for the relevance of every
-                input element ``(B, C, H, W)`` (its sum over channels is the
-                reference's pixel map); ``"tokens"`` for the relevance summed
-                over channels and within each patch, ``(B, gh, gw)``.
-                Default: ``"input"``
-
-        Returns:
-            Tensor: the relevance (detached, signed, not normalised).
-
-        Examples::
-
-            >>> import timm, torch, captum_vit as cv
-            >>> model = timm.create_model("vit_tiny_patch16_224").eval()
-            >>> rel = cv.LRP(model).attribute(torch.randn(2, 3, 224, 224))
-            >>> rel.sum(1).shape  # the reference's (H, W) maps
-            torch.Size([2, 224, 224])
-        """
-        return self._attribute_pixels(inputs, target, additional_forward_args, output)
-
-    def _attribute_pixels(self, inputs, target, additional_forward_args, output):
-        inputs, is_tuple, target, args = self._prepare(
-            inputs, target, additional_forward_args, output
-        )
-        rel = self._relevance(inputs, target, args).to(inputs.dtype)
-        if output == "tokens":
-            return patch_sums(
-                rel,
-                self.adapter.grid_size(tuple(inputs.shape[-2:])),
-                self.adapter.patch_size,
-            )
-        return (rel,) if is_tuple else rel
+    _needs_grad = True
+    _attribute_returns = "pixels"
+    _token_reduce = "sum"
 
     #: the rule set, chosen by the subclass's constructor
     rules: RuleSet
 
-    def _relevance(
+    def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
         rel = relevance_pass(self.adapter, self.rules, inputs, target, args=args)
         return cast(Tensor, rel.inputs)  # wrt_input: never None
-
-
-def patch_sums(rel: Tensor, grid: Tuple[int, int], patch: Tuple[int, int]) -> Tensor:
-    """Sum pixel relevance ``(B, C, H, W)`` over channels and within each
-    patch: ``(B, gh, gw)`` (pixels outside the patch grid are dropped)."""
-    B = rel.shape[0]
-    (gh, gw), (ph, pw) = grid, patch
-    r = rel.sum(dim=1)[:, : gh * ph, : gw * pw]
-    return r.reshape(B, gh, ph, gw, pw).sum(dim=(2, 4))

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution
+from ._registry import register_method
 
 
 class _Stop(Exception):
@@ -29,6 +30,7 @@ class _EmbeddingProbe(Tracer):
         raise _Stop
 
 
+@register_method("atman")
 class ATMAN(ViTAttribution):
     r"""AtMan of Deiseroth, Deb, Weinbach, Brack, Schramowski and Kersting
     (NeurIPS 2023, https://arxiv.org/abs/2301.08110), a perturbation method

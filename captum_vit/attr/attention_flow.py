@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 from torch import Tensor, nn
 
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._registry import register_method
 
 __all__ = ["AttentionFlow", "max_flows_to_inputs"]
 
@@ -178,6 +179,7 @@ def max_flows_to_inputs(
     return flows, worst
 
 
+@register_method("attention_flow")
 class AttentionFlow(ViTAttribution):
     r"""Attention flow of Abnar & Zuidema (ACL 2020,
     https://arxiv.org/abs/2005.00928), computed exactly.

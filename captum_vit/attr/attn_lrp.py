@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from ._lrp import AttnLRPRules, _PixelLRPAttribution
+from ._registry import register_method
 
 
+@register_method("attn_lrp")
 class AttnLRP(_PixelLRPAttribution):
     r"""Attention-aware LRP of Achtibat, Hatefi, Dreyer, Jain, Wiegand,
     Lapuschkin and Samek, "AttnLRP: Attention-Aware Layer-Wise Relevance

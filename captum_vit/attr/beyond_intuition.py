@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution
+from ._registry import register_method
 from .tam import check_steps, integrated_attention_gradient
 
 __all__ = ["BeyondIntuition"]
@@ -16,6 +17,7 @@ __all__ = ["BeyondIntuition"]
 _MODES = ("token", "head")
 
 
+@register_method("beyond_intuition")
 class BeyondIntuition(ViTAttribution):
     r"""Bidirectional explanations of Chen, Li, Zhao, Wang and Wang,
     "Beyond Intuition: Rethinking Token Attributions inside Transformers"

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import adapters
+from .._maps import pixels_to_tokens
 from ..adapters import Tracer, ViTAdapter
 from ._base import ViTAttribution
+from ._registry import register_method
 
 __all__ = [
     "forward_func",
@@ -133,7 +135,10 @@ def to_tokens(
     ``(B, gh, gw)`` map that the ViT methods return for ``output="tokens"``.
     For a patch-constant attribution (``FeatureAblation``/``KernelShap`` with
     :func:`patch_feature_mask`, ``Occlusion`` with :func:`patch_window`),
-    ``reduce="mean"`` over one channel recovers the per-patch value.
+    ``reduce="mean"`` over one channel recovers the per-patch value. Where the
+    patch grid does not tile the image, pixels the model drops (past the last
+    full patch) belong to no token, and a padded border patch pools the image
+    pixels it covers (the border rule of :func:`~captum_vit.attr.tokens_to_pixels`).
 
     Args:
         attr (Tensor): pixel attribution ``(B, C, H, W)``.
@@ -141,18 +146,13 @@ def to_tokens(
         reduce (str, optional): ``"sum"`` or ``"mean"``. Default: ``"sum"``
     """
     a = _image(attr)
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
-    idx, gh, gw = _patch_index(_adapter(model), a)
-    flat = a.sum(1).flatten(1)  # (B, H*W)
-    out = torch.zeros(a.shape[0], gh * gw, dtype=a.dtype, device=a.device)
-    out.index_add_(1, idx.flatten(), flat)
-    if reduce == "mean":
-        counts = torch.bincount(idx.flatten(), minlength=gh * gw).to(a.dtype)
-        out = out / (counts * a.shape[1])
-    return out.reshape(a.shape[0], gh, gw)
+    adapter = _adapter(model)
+    size = tuple(a.shape[-2:])
+    adapter.check_image_size(size)
+    return pixels_to_tokens(a, adapter.grid_size(size), adapter.patch_size, reduce)
 
 
+@register_method("vit_gradcam")
 class ViTGradCam(ViTAttribution):
     r"""Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391)
     on the token output of a transformer block, the ViT version of Captum's

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution
+from ._registry import register_method
 
 
 def default_prune_layers(num_layers: int) -> List[int]:
@@ -74,6 +75,7 @@ class _PruningTracer(Tracer):
         return torch.cat(parts, dim=1)
 
 
+@register_method("evit")
 class EViT(ViTAttribution):
     r"""Token-pruning view after EViT (Liang, Ge, Tong, Song, Wang, Xie,
     ICLR 2022, "Not All Patches Are What You Need",
@@ -136,6 +138,8 @@ class EViT(ViTAttribution):
         >>> sorted(depth.unique().tolist())
         [4.0, 7.0, 10.0, 12.0]
     """
+
+    _drops_tokens = True
 
     def __init__(
         self,

@@ -6,8 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._registry import register_method
 
 
+@register_method("generic_attention")
 class GenericAttention(ViTAttribution):
     r"""Generic Attention-model Explainability of Chefer, Gur and Wolf
     (ICCV 2021, https://arxiv.org/abs/2103.15679), self-attention rule.

@@ -5,10 +5,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._registry import register_method
 
 _QUERIES = ("class", "all")
 
 
+@register_method("grad_sam")
 class GradSAM(ViTAttribution):
     r"""Gradient Self-Attention Maps of Barkan, Hauon, Caciularu, Katz,
     Malkiel, Armstrong, Koenigstein (CIKM 2021, https://arxiv.org/abs/2204.11073;

@@ -8,8 +8,10 @@ from typing import Union
 from torch import nn
 
 from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set
+from ._registry import register_method
 
 
+@register_method("lrp")
 class LRP(_PixelLRPAttribution):
     r"""Layer-wise Relevance Propagation from the target logit to the input
     pixels of a stock Vision Transformer, with the rules of Chefer, Gur and

@@ -8,8 +8,10 @@ from torch import Tensor, nn
 
 from ._base import ViTAttribution
 from ._lrp import RuleSet, get_rule_set, relevance_pass
+from ._registry import register_method
 
 
+@register_method("partial_lrp")
 class PartialLRP(ViTAttribution):
     r"""Partial LRP of Voita, Talbot, Moiseev, Sennrich and Titov, "Analyzing
     Multi-Head Self-Attention", ACL 2019 (https://arxiv.org/abs/1905.09418),
@@ -49,6 +51,8 @@ class PartialLRP(ViTAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
+    _needs_grad = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -62,7 +66,9 @@ class PartialLRP(ViTAttribution):
         self.rules = get_rule_set(rules)
         self.layer = self._layer_index(layer)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         rel = relevance_pass(
             self.adapter,
             self.rules,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._registry import register_method
 
 
+@register_method("raw_attention")
 class RawAttention(ViTAttribution):
     r"""Raw attention of one layer, read at the class token.
 
@@ -29,15 +31,23 @@ class RawAttention(ViTAttribution):
     queries. Columns of prefix tokens are dropped and the map is not
     renormalised.
 
+    With ``head_fusion=None`` the heads are kept: one map per head,
+    ``(B, heads, gh, gw)`` for ``output="tokens"`` and ``(B, heads, H, W)``
+    for ``output="input"`` (each head's map upsampled as a fused map is, but
+    not repeated over channels: this is not the input's shape, so Captum's
+    metrics do not take it; use ``head`` or a fusion for those).
+    :meth:`attention_matrix` returns the whole matrix the row is read from.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer (timm, Hugging
             Face ``transformers`` or torchvision) or an adapter.
         layer (int, optional): the block whose attention is read; negative
             values count from the end. Default: -1
-        head (int, optional): a single head to read; ``None`` fuses all heads.
-            Default: None
+        head (int, optional): a single head to read; ``None`` reads all heads
+            (see ``head_fusion``). Default: None
         head_fusion (str, optional): ``"mean"``, ``"max"`` or ``"min"`` over
-            heads when ``head`` is None. Default: ``"mean"``
+            heads when ``head`` is None; ``None`` keeps one map per head.
+            Default: ``"mean"``
         interpolate_mode (str, optional): upsampling of the token map to
             pixels. Default: ``"bilinear"``
 
@@ -46,6 +56,9 @@ class RawAttention(ViTAttribution):
         >>> import timm, torch, captum_vit as cv
         >>> model = timm.create_model("vit_tiny_patch16_224").eval()
         >>> attr = cv.RawAttention(model).attribute(torch.randn(1, 3, 224, 224))
+        >>> per_head = cv.RawAttention(model, layer=0, head_fusion=None)
+        >>> per_head.attribute(torch.randn(1, 3, 224, 224), output="tokens").shape
+        torch.Size([1, 3, 14, 14])
     """
 
     def __init__(
@@ -53,11 +66,12 @@ class RawAttention(ViTAttribution):
         model: nn.Module,
         layer: int = -1,
         head: Optional[int] = None,
-        head_fusion: str = "mean",
+        head_fusion: Optional[str] = "mean",
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        check_head_fusion(head_fusion)
+        if head_fusion is not None:
+            check_head_fusion(head_fusion)
         self.layer = self._layer_index(layer)
         if head is not None and not 0 <= head < self.adapter.num_heads:
             raise ValueError(
@@ -66,11 +80,37 @@ class RawAttention(ViTAttribution):
         self.head = head
         self.head_fusion = head_fusion
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        tracer, _, _, _ = self._trace(inputs, target, args, Tracer(layers=[self.layer]))
-        attn = tracer.attentions[self.layer].detach()
+    def attention_matrix(
+        self, inputs: Tensor, additional_forward_args: Any = None
+    ) -> Tensor:
+        """The attention probabilities of the layer, ``(B, heads, N, N)``.
+
+        All ``N`` tokens, prefix tokens included (rows are queries, columns
+        keys), detached: the matrix whose explained row :meth:`attribute`
+        reads.
+
+        Args:
+            inputs (Tensor): images ``(B, C, H, W)``, checked as by
+                :meth:`attribute`.
+            additional_forward_args (Any, optional): extra positional
+                arguments of the model. Default: None
+        """
+        inputs, _, _, args = self._prepare(
+            inputs, None, additional_forward_args, "tokens"
+        )
+        return self._attention(inputs, args)
+
+    def _attention(self, inputs: Tensor, args: tuple) -> Tensor:
+        tracer, _, _, _ = self._trace(inputs, None, args, Tracer(layers=[self.layer]))
+        return tracer.attentions[self.layer].detach()
+
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
+        attn = self._attention(inputs, args)
         if self.head is not None:
-            fused = attn[:, self.head]
-        else:
-            fused = fuse_heads(attn, self.head_fusion)
-        return self._patch_row(fused)
+            return self._patch_row(attn[:, self.head])
+        if self.head_fusion is None:  # (B, heads, P): one map per head
+            B, H, N, _ = attn.shape
+            return self._patch_row(attn.reshape(B * H, N, N)).reshape(B, H, -1)
+        return self._patch_row(fuse_heads(attn, self.head_fusion))

@@ -6,8 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._registry import register_method
 
 
+@register_method("rollout")
 class AttentionRollout(ViTAttribution):
     r"""Attention rollout of Abnar & Zuidema (ACL 2020,
     https://arxiv.org/abs/2005.00928), as Chefer et al. (CVPR 2021) compute

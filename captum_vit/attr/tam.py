@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution
+from ._registry import register_method
 
 __all__ = ["TAM"]
 
@@ -52,6 +53,7 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+@register_method("tam")
 class TAM(ViTAttribution):
     r"""Transition attention maps of Yuan, Li, Ji and Hu, "Explaining
     Information Flow Inside Vision Transformers Using Markov Chain" (NeurIPS

@@ -9,10 +9,12 @@ from torch import Tensor, nn
 
 from ._base import ViTAttribution
 from ._lrp import RuleSet, relevance_pass
+from ._registry import register_method
 
 _METHODS = ("transformer_attribution", "lrp_rollout")
 
 
+@register_method("transformer_lrp")
 class TransformerLRP(ViTAttribution):
     r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
     Interpretability Beyond Attention Visualization", CVPR 2021
@@ -82,7 +84,9 @@ class TransformerLRP(ViTAttribution):
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         self.method = method
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         layers = range(self.start_layer, self.adapter.num_layers)
         # one forward: a gradient pass to the attention, then the LRP pass;
         # each layer's (B, H, N, N) relevance is reduced to its map at once

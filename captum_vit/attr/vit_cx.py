@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._compat import log_usage
+from .._maps import min_max
 from ..adapters import Tracer
-from ._base import TargetType, ViTAttribution
-from .captum_helpers import to_tokens
-
-
-def _minmax(m: Tensor) -> Tensor:
-    """Scale each row of ``(K, S)`` to ``[0, 1]``; constant rows become 0."""
-    lo = m.amin(dim=1, keepdim=True)
-    span = m.amax(dim=1, keepdim=True) - lo
-    return torch.where(span > 0, (m - lo) / span.clamp_min(1e-30), torch.zeros_like(m))
+from ._base import ViTAttribution
+from ._registry import register_method
 
 
 def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
@@ -52,9 +45,10 @@ def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
     idx = torch.tensor([order[lab] for lab in labels.tolist()], device=masks.device)
     summed = torch.zeros(len(order), masks.shape[1], dtype=masks.dtype)
     summed = summed.to(masks.device).index_add_(0, idx, masks)
-    return _minmax(summed)
+    return min_max(summed)
 
 
+@register_method("vit_cx")
 class ViTCX(ViTAttribution):
     r"""ViT-CX of Xie, Li, Zhang, Lin and Chen (2022, "ViT-CX: Causal
     Explanation of Vision Transformers", https://arxiv.org/abs/2211.03064).
@@ -127,6 +121,9 @@ class ViTCX(ViTAttribution):
         torch.Size([1, 3, 224, 224])
     """
 
+    _attribute_returns = "pixels"
+    _token_reduce = "mean"
+
     def __init__(
         self,
         model: nn.Module,
@@ -158,37 +155,10 @@ class ViTCX(ViTAttribution):
         self.seed = int(seed)
         self.show_progress = show_progress
 
-    @log_usage()
-    def attribute(
-        self,
-        inputs: Union[Tensor, Tuple[Tensor]],
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        output: str = "input",
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        r"""Explain ``target`` for every image of ``inputs``.
-
-        Args:
-            inputs (Tensor or tuple of one Tensor): images ``(B, C, H, W)``.
-            target (int, tuple, Tensor or list, optional): output index per
-                sample; ``None`` explains the predicted class. Default: None
-            additional_forward_args (Any, optional): extra positional
-                arguments of the model (not batch-shaped). Default: None
-            output (str, optional): ``"input"`` for ``(B, C, H, W)``,
-                ``"tokens"`` for the patch grid ``(B, gh, gw)``. Default:
-                ``"input"``
-
-        Returns:
-            Tensor: the saliency map (detached).
-        """
-        inputs, is_tuple, target, args = self._prepare(
-            inputs, target, additional_forward_args, output
-        )
-        sal = self.saliency(inputs, target, args)  # (B, H, W)
-        if output == "tokens":
-            return to_tokens(sal[:, None], self.adapter, reduce="mean")
-        out = sal[:, None].expand_as(inputs).contiguous().to(inputs.dtype)
-        return (out,) if is_tuple else out
+        return self.saliency(inputs, target, args)[:, None]  # (B, 1, H, W)
 
     # ------------------------------------------------------------- internals
     def masks(self, inputs: Tensor, args: tuple = ()) -> Tuple[Tensor, Tensor]:
@@ -204,7 +174,7 @@ class ViTCX(ViTAttribution):
         gh, gw = self.adapter.grid_size((H, W))
         fmap = feats[:, npre:].transpose(1, 2).reshape(B, -1, gh, gw).float()
         up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)
-        masks = _minmax(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)
+        masks = min_max(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)
         return masks, logits.float().softmax(dim=-1)
 
     def saliency(self, inputs: Tensor, target: Optional[Tensor], args: tuple) -> Tensor:

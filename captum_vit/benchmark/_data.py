@@ -3,9 +3,10 @@ the real formats of :mod:`captum_vit.data`, resized and normalised for a model."
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple, TypedDict
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 #: Dataset kinds accepted by :func:`make_dataset` and ``--dataset``.
@@ -13,6 +14,16 @@ DATASETS = ("synthetic", "imagenet-seg", "imagenet", "cifar10")
 
 #: Samples of the synthetic benchmark when no limit is given.
 SYNTHETIC_DEFAULT_N = 128
+
+
+class Batch(TypedDict):
+    """One batch of :meth:`BenchmarkDataset.load`."""
+
+    images: Tensor
+    labels: Tensor
+    masks: Optional[Tensor]
+    boxes: Optional[Tensor]
+    grid: Optional[Tuple[Tensor, Tensor, Tensor]]
 
 
 class BenchmarkDataset:
@@ -41,13 +52,13 @@ class BenchmarkDataset:
         self.dataset = dataset
         self.grid = grid
         self.has_masks = has_masks
-        n = len(dataset)
+        n = len(dataset)  # type: ignore[arg-type]  # map-style: has __len__
         self.n = n if limit is None else min(int(limit), n)
 
     def __len__(self) -> int:
         return self.n
 
-    def load(self, indices: Sequence[int], grid: bool = False) -> Dict[str, object]:
+    def load(self, indices: Sequence[int], grid: bool = False) -> Batch:
         r"""Stack the samples ``indices`` into one batch.
 
         Args:
@@ -61,7 +72,7 @@ class BenchmarkDataset:
             ``(images, labels, cells)``.
         """
         items = [self.dataset[int(i)] for i in indices]
-        batch: Dict[str, object] = {
+        batch: Batch = {
             "images": torch.stack([s.image for s in items]),
             "labels": torch.tensor([int(s.label) for s in items], dtype=torch.long),
             "masks": None,
@@ -142,13 +153,13 @@ def make_dataset(
     if path is None:
         raise ValueError(f"dataset {kind!r} needs a PATH")
     if kind == "imagenet-seg":
-        ds = data.ImageNetSegmentation(path, size=image_size, transform=transform)
-        return BenchmarkDataset(f"ImageNet-Segmentation {path}", ds, limit, None, True)
+        seg = data.ImageNetSegmentation(path, size=image_size, transform=transform)
+        return BenchmarkDataset(f"ImageNet-Segmentation {path}", seg, limit, None, True)
     if kind == "imagenet":
-        ds = data.ImageNetFolder(path, size=image_size, transform=transform)
-        return BenchmarkDataset(f"ImageNet folder {path}", ds, limit)
-    ds = data.CIFAR10(path, size=image_size, transform=transform)
-    return BenchmarkDataset(f"CIFAR-10 test batch {path}", ds, limit)
+        folder = data.ImageNetFolder(path, size=image_size, transform=transform)
+        return BenchmarkDataset(f"ImageNet folder {path}", folder, limit)
+    cifar = data.CIFAR10(path, size=image_size, transform=transform)
+    return BenchmarkDataset(f"CIFAR-10 test batch {path}", cifar, limit)
 
 
 def batches(n: int, batch_size: int) -> List[List[int]]:

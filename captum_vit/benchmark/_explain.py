@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..attr import patch_size as model_patch_size
 from ._models import LoadedModel
 
 #: Methods ``captum-vit explain`` shows when ``--methods`` is not given (those
@@ -40,10 +41,11 @@ def explain_images(
 ) -> Dict[str, Any]:
     r"""Explain normalised ``images`` with ``methods`` and score every map.
 
-    Scores per image and method: ``deletion_auc`` (lower is better) and
-    ``insertion_auc`` (higher is better), patch by patch, on the softmax of the
-    explained class; with ``masks``, ``pointing_game`` (1.0 when the map's
-    maximum lies on the object).
+    Scores per image and method, the columns of the registry's metrics
+    (:func:`captum_vit.metrics.get_metric`) ``"deletion"`` (``deletion_auc``,
+    lower is better) and ``"insertion"`` (``insertion_auc``, higher is better),
+    patch by patch, on the softmax of the explained class; with ``masks``,
+    ``"pointing_game"`` (1.0 when the map's maximum lies on the object).
 
     Args:
         lm (LoadedModel): the model (:func:`load_model`).
@@ -57,32 +59,31 @@ def explain_images(
         ``targets`` and ``scores`` (one dict per image: method -> score name
         -> value).
     """
-    from ..adapters import get as get_adapter
     from ..attr import create_method
-    from ..metrics import deletion_auc, insertion_auc, pointing_game
+    from ..metrics import MetricContext, get_metric
 
     model = lm.model
-    patch = get_adapter(model).patch_size
-    patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     with torch.no_grad():
         logits = model(images)
     pred = logits.argmax(-1)
     tgt = pred if target is None else torch.full_like(pred, int(target))
+    names = ["deletion", "insertion"] + (["pointing_game"] if masks is not None else [])
+    specs = [get_metric(n) for n in names]
+    patch_size = model_patch_size(model, strict=False)
     maps: Dict[str, Tensor] = {}
     scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(images))]
     for name in methods:
         a = create_method(name, model).attribute(images, target=tgt).detach()
         maps[name] = a
-        cols = {
-            "deletion_auc": deletion_auc(
-                model, images, a, tgt, patch_size=patch_size
-            ).auc,
-            "insertion_auc": insertion_auc(
-                model, images, a, tgt, patch_size=patch_size
-            ).auc,
-        }
-        if masks is not None:
-            cols["pointing_game"] = pointing_game(a, masks=masks)
+        ctx = MetricContext(
+            forward_func=model,
+            inputs=images,
+            attributions=a,
+            target=tgt,
+            masks=masks,
+            patch_size=patch_size,
+        )
+        cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
         for i in range(len(images)):
             scores[i][name] = {k: float(v[i]) for k, v in cols.items()}
     return {

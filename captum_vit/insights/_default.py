@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Optional, TextIO
 
 import torch
 
-from .app import AttributionVisualizer
+from ._visualizer import AttributionVisualizer
 
 
 def default_visualizer(
@@ -14,7 +15,8 @@ def default_visualizer(
     seed: int = 1,
     model: str = "synthetic_vit",
     replicas: int = 2,
-    stream=None,
+    stream: Optional[TextIO] = None,
+    **kwargs: Any,
 ) -> AttributionVisualizer:
     r"""An :class:`AttributionVisualizer` on an embedded model of
     :mod:`captum_vit.zoo` and images of the synthetic benchmark
@@ -33,6 +35,8 @@ def default_visualizer(
         replicas (int, optional): see :class:`AttributionVisualizer`.
             Default: 2
         stream (file, optional): where warnings go. Default: ``sys.stderr``
+        **kwargs: further keyword arguments of :class:`AttributionVisualizer`
+            (``max_upload_bytes``, ``time_budget``, ...).
 
     Examples::
 
@@ -44,7 +48,13 @@ def default_visualizer(
 
     stream = sys.stderr if stream is None else stream
     if model in zoo.list_models():
-        net, transform, classes, _ = zoo.load(model)
+        loaded = zoo.load(model)
+        if not isinstance(loaded, zoo.ZooModel):
+            raise ValueError(
+                f"{model!r} is a vision-language (CLIP) model; the visualiser "
+                f"explains classifiers: {zoo.list_models(kind='classifier')}"
+            )
+        net, transform, classes, _ = loaded
         name = model
     else:
         if model != "synthetic_vit":
@@ -80,4 +90,5 @@ def default_visualizer(
         transform=transform,
         model_names=[name],
         replicas=replicas,
+        **kwargs,
     )

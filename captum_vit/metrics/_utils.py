@@ -10,48 +10,53 @@ All shape normalisation of attributions lives here, in one place:
 * :func:`_to_token_map` turns the same inputs into a ``(B, gh, gw)`` patch grid: token
   grids are kept, pixel maps are summed over each ``patch_size x patch_size`` patch.
 
-The module also holds the batched forward loop that every perturbation metric uses.
+Both go through :mod:`captum_vit._maps`, the conversions :mod:`captum_vit.attr` uses
+too. Here the patch grid must tile the image: a metric knows the patch size, not
+whether the model drops or pads a border.
+
+Errors follow :mod:`captum_vit.attr`'s style: ``TypeError`` for a wrong type,
+``ValueError`` for a wrong value, the message starting with the argument's name.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TargetType = Union[None, int, Sequence[int], Tensor]
+from .._maps import pixels_to_tokens, tokens_to_pixels
+
+BaselineType = Union[str, float, int, Tensor]
+
+
+def _check_tensor(value: Any, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
 
 
 def _check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
-    if not isinstance(inputs, Tensor):
-        raise ValueError(
-            f"`{name}` must be a torch.Tensor, got {type(inputs).__name__}."
-        )
+    _check_tensor(inputs, name)
     if inputs.dim() != 4:
         raise ValueError(
-            f"`{name}` must be a batch of images of shape (B, C, H, W), "
-            f"got shape {tuple(inputs.shape)}."
+            f"{name} must be a batch of images (B, C, H, W); got shape "
+            f"{tuple(inputs.shape)}"
         )
     return inputs
 
 
-def _check_batch(attributions: Tensor, batch_size: int, name: str) -> None:
-    if not isinstance(attributions, Tensor):
-        raise ValueError(
-            f"`{name}` must be a torch.Tensor, got {type(attributions).__name__}."
-        )
+def _check_batch(attributions: Any, batch_size: int, name: str) -> None:
+    _check_tensor(attributions, name)
     if attributions.dim() not in (3, 4):
         raise ValueError(
-            f"`{name}` must have shape (B, C, H, W), (B, 1, H, W), (B, H, W) or a token "
-            f"grid (B, gh, gw); got shape {tuple(attributions.shape)}."
+            f"{name} must have shape (B, C, H, W), (B, 1, H, W), (B, H, W) or a token "
+            f"grid (B, gh, gw); got shape {tuple(attributions.shape)}"
         )
     if attributions.shape[0] != batch_size:
         raise ValueError(
-            f"`{name}` has batch size {attributions.shape[0]} but {batch_size} "
-            "inputs were given."
+            f"{name} has batch size {attributions.shape[0]} for {batch_size} inputs"
         )
 
 
@@ -63,88 +68,90 @@ def _spatial(attributions: Tensor) -> Tensor:
     return attributions if attributions.is_floating_point() else attributions.float()
 
 
+def _checked_spatial(attributions: Any, batch_size: Optional[int], name: str) -> Tensor:
+    """:func:`_spatial` after checking the layout and (if given) the batch size."""
+    _check_tensor(attributions, name)
+    _check_batch(
+        attributions, attributions.shape[0] if batch_size is None else batch_size, name
+    )
+    return _spatial(attributions)
+
+
+def _tiling_patch(size: Sequence[int], image_size: Sequence[int]) -> Optional[int]:
+    """The square patch with which a ``size`` grid tiles the image, or None."""
+    (h, w), (H, W) = size, image_size
+    if H % h == 0 and W % w == 0 and H // h == W // w:
+        return H // h
+    return None
+
+
 def _to_pixel_map(
     attributions: Tensor,
-    image_size: Tuple[int, int],
+    image_size: Sequence[int],
     batch_size: Optional[int] = None,
     name: str = "attributions",
 ) -> Tensor:
     """Any attribution layout -> (B, H, W) float pixel map (see module docstring)."""
-    _check_batch(
-        attributions,
-        attributions.shape[0] if batch_size is None else batch_size,
-        name,
-    )
+    amap = _checked_spatial(attributions, batch_size, name)
     H, W = int(image_size[0]), int(image_size[1])
-    amap = _spatial(attributions)
     h, w = amap.shape[-2:]
     if (h, w) == (H, W):
         return amap
-    if H % h == 0 and W % w == 0 and H // h == W // w:
-        return F.interpolate(
-            amap[:, None], size=(H, W), mode="bilinear", align_corners=False
-        )[:, 0]
+    patch = _tiling_patch((h, w), (H, W))
+    if patch is not None:
+        return tokens_to_pixels(amap, (H, W), patch)[:, 0]
     raise ValueError(
-        f"`{name}` has spatial size {(h, w)}, which is neither the image size "
-        f"{(H, W)} nor a token grid that tiles it with square patches."
+        f"{name} has spatial size {(h, w)}, which is neither the image size "
+        f"{(H, W)} nor a token grid that tiles it with square patches"
     )
 
 
-def _grid_size(image_size: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+def _grid_size(image_size: Sequence[int], patch_size: int) -> Tuple[int, int]:
     H, W = int(image_size[0]), int(image_size[1])
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"`patch_size` must be a positive int, got {patch_size!r}.")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int):
+        raise TypeError(
+            f"patch_size must be a positive int, got {type(patch_size).__name__}"
+        )
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
     if H % patch_size or W % patch_size:
         raise ValueError(
-            f"`patch_size`={patch_size} does not divide the image size {(H, W)}."
+            f"patch_size={patch_size} does not divide the image size {(H, W)}"
         )
     return H // patch_size, W // patch_size
 
 
 def _to_token_map(
     attributions: Tensor,
-    image_size: Tuple[int, int],
+    image_size: Sequence[int],
     patch_size: int,
     batch_size: Optional[int] = None,
     name: str = "attributions",
 ) -> Tensor:
     """Any attribution layout -> (B, gh, gw) float patch grid (see module docstring)."""
-    _check_batch(
-        attributions,
-        attributions.shape[0] if batch_size is None else batch_size,
-        name,
-    )
+    amap = _checked_spatial(attributions, batch_size, name)
     gh, gw = _grid_size(image_size, patch_size)
-    amap = _spatial(attributions)
     h, w = amap.shape[-2:]
     if (h, w) == (gh, gw):
         return amap
     if (h, w) == tuple(int(s) for s in image_size):
-        B = amap.shape[0]
-        return amap.reshape(B, gh, patch_size, gw, patch_size).sum(dim=(2, 4))
+        return pixels_to_tokens(amap, (gh, gw), patch_size)
     raise ValueError(
-        f"`{name}` has spatial size {(h, w)}; expected the image size "
-        f"{tuple(image_size)} or the token grid {(gh, gw)} of patch_size={patch_size}."
+        f"{name} has spatial size {(h, w)}; expected the image size "
+        f"{tuple(image_size)} or the token grid {(gh, gw)} of patch_size={patch_size}"
     )
 
 
-def _infer_patch_size(attributions: Tensor, image_size: Tuple[int, int]) -> int:
+def _infer_patch_size(attributions: Tensor, image_size: Sequence[int]) -> int:
     """Patch size implied by a token-grid attribution, or ValueError."""
-    h, w = attributions.shape[-2:]
-    H, W = image_size
-    if (h, w) != (H, W) and H % h == 0 and W % w == 0 and H // h == W // w:
-        return H // h
-    raise ValueError(
-        "token-level evaluation needs `patch_size` (it can only be inferred from a "
-        "token-grid attribution)."
-    )
-
-
-def _upsample_nearest(mask: Tensor, patch_size: int) -> Tensor:
-    """(N, gh, gw) -> (N, gh * p, gw * p) by repeating each token p x p times."""
-    return mask.repeat_interleave(patch_size, dim=1).repeat_interleave(
-        patch_size, dim=2
-    )
+    size = tuple(attributions.shape[-2:])
+    patch = None if size == tuple(image_size) else _tiling_patch(size, image_size)
+    if patch is None:
+        raise ValueError(
+            "token-level evaluation needs patch_size (it can only be inferred from a "
+            "token-grid attribution)"
+        )
+    return patch
 
 
 def _ranks(scores: Tensor, descending: bool = True) -> Tensor:
@@ -159,35 +166,18 @@ def _ranks(scores: Tensor, descending: bool = True) -> Tensor:
     return ranks
 
 
-def _format_target(target: TargetType, batch_size: int, device) -> Optional[Tensor]:
-    if target is None:
-        return None
-    if isinstance(target, int):
-        return torch.full((batch_size,), target, dtype=torch.long, device=device)
-    if isinstance(target, Tensor):
-        t = target.reshape(-1).to(device=device, dtype=torch.long)
-    elif isinstance(target, (list, tuple)):
-        if not all(isinstance(v, int) for v in target):
-            raise ValueError(
-                "`target` must be None, an int, a list of ints or a 1-D tensor of "
-                "class indices."
-            )
-        t = torch.as_tensor(list(target), dtype=torch.long, device=device)
-    else:
-        raise ValueError(
-            f"`target` must be None, an int, a list of ints or a tensor, got "
-            f"{type(target).__name__}."
-        )
-    if t.numel() == 1:
-        return t.expand(batch_size).clone()
-    if t.numel() != batch_size:
-        raise ValueError(
-            f"`target` has {t.numel()} entries but {batch_size} inputs were given."
-        )
-    return t
+def _generator(
+    seed: Optional[int], generator: Optional[torch.Generator]
+) -> Optional[torch.Generator]:
+    """A private generator seeded with ``seed``, or ``generator`` (not both)."""
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed or generator, not both")
+    if seed is not None:
+        return torch.Generator().manual_seed(int(seed))
+    return generator
 
 
-def _expand_args(additional_forward_args: Any, rows: Tensor, batch_size: int):
+def _expand_args(additional_forward_args: Any, rows: Tensor, batch_size: int) -> tuple:
     """Select the rows of tensor arguments that have the batch dimension."""
     if additional_forward_args is None:
         return ()
@@ -210,13 +200,15 @@ def _forward(forward_func: Callable, x: Tensor, args: tuple) -> Tensor:
         out = out[0]
     if not isinstance(out, Tensor) or out.dim() != 2:
         raise ValueError(
-            "`forward_func` must return a (batch, num_classes) tensor; got "
-            f"{getattr(out, 'shape', type(out))}."
+            "forward_func must return a (batch, num_classes) tensor; got "
+            f"{getattr(out, 'shape', type(out))}"
         )
     return out
 
 
-def _progress(iterable: Iterable, show: bool, desc: str, total: Optional[int] = None):
+def _progress(
+    iterable: Iterable, show: bool, desc: str, total: Optional[int] = None
+) -> Iterable:
     if not show:
         return iterable
     from tqdm.auto import tqdm
@@ -229,46 +221,10 @@ def _check_batch_size(internal_batch_size: Optional[int], default: int) -> int:
         return max(1, default)
     if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(
-            "`internal_batch_size` must be a positive int or None, got "
-            f"{internal_batch_size!r}."
+            "internal_batch_size must be a positive int or None, got "
+            f"{internal_batch_size!r}"
         )
     return internal_batch_size
-
-
-@torch.no_grad()
-def _chunked_outputs(
-    forward_func: Callable,
-    n_total: int,
-    build: Callable[[Tensor], Tuple[Tensor, Tensor]],
-    reduce: Callable[[Tensor, Tensor], Tensor],
-    batch_size: int,
-    n_inputs: int,
-    additional_forward_args: Any = None,
-    device=None,
-    show_progress: bool = False,
-    desc: str = "",
-) -> Tensor:
-    """Evaluate ``n_total`` perturbed inputs in chunks of ``batch_size``.
-
-    ``build(idx)`` returns ``(perturbed_inputs, rows)``: the perturbed inputs for the
-    flat indices ``idx`` and, for each, the row of the original batch it comes from.
-    ``reduce(outputs, rows)`` maps the forward output to one value per perturbed input.
-    Returns the ``(n_total,)`` tensor of reduced values.
-    """
-    results: List[Tensor] = []
-    starts = range(0, n_total, batch_size)
-    for start in _progress(
-        starts, show_progress, desc, math.ceil(n_total / batch_size)
-    ):
-        idx = torch.arange(start, min(start + batch_size, n_total), device=device)
-        x, rows = build(idx)
-        out = _forward(
-            forward_func, x, _expand_args(additional_forward_args, rows, n_inputs)
-        )
-        results.append(reduce(out, rows))
-    if not results:
-        return torch.empty(0, device=device)
-    return torch.cat(results)
 
 
 def _gaussian_blur(inputs: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
@@ -283,8 +239,26 @@ def _gaussian_blur(inputs: Tensor, kernel_size: int = 11, sigma: float = 5.0) ->
     return F.conv2d(inputs, weight, padding=kernel_size // 2, groups=C)
 
 
+def _black(
+    inputs: Tensor,
+    mean: Optional[Sequence[float]],
+    std: Optional[Sequence[float]],
+) -> Tensor:
+    """Pixel value 0 in the model's input space: ``(0 - mean) / std`` per channel."""
+    C = inputs.shape[1]
+    m = torch.zeros(C) if mean is None else torch.as_tensor(mean, dtype=torch.float)
+    s = torch.ones(C) if std is None else torch.as_tensor(std, dtype=torch.float)
+    m, s = m.reshape(-1), s.reshape(-1)
+    if m.numel() not in (1, C) or s.numel() not in (1, C):
+        raise ValueError(f"mean/std must have 1 or {C} entries (one per channel)")
+    if torch.any(s == 0):
+        raise ValueError("std must be non-zero")
+    value = (-m / s).to(dtype=inputs.dtype, device=inputs.device)
+    return value.expand(C).reshape(1, C, 1, 1).expand_as(inputs)
+
+
 def _resolve_baseline(
-    baseline: Union[str, float, int, Tensor],
+    baseline: BaselineType,
     inputs: Tensor,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
@@ -300,26 +274,7 @@ def _resolve_baseline(
     """
     if isinstance(baseline, str):
         if baseline == "black":
-            C = inputs.shape[1]
-            m = (
-                torch.zeros(C)
-                if mean is None
-                else torch.as_tensor(mean, dtype=torch.float)
-            )
-            s = (
-                torch.ones(C)
-                if std is None
-                else torch.as_tensor(std, dtype=torch.float)
-            )
-            m, s = m.reshape(-1), s.reshape(-1)
-            if m.numel() not in (1, C) or s.numel() not in (1, C):
-                raise ValueError(
-                    f"`mean`/`std` must have 1 or {C} entries (one per channel)."
-                )
-            if torch.any(s == 0):
-                raise ValueError("`std` must be non-zero.")
-            value = (-m / s).to(dtype=inputs.dtype, device=inputs.device)
-            return value.expand(C).reshape(1, C, 1, 1).expand_as(inputs)
+            return _black(inputs, mean, std)
         if baseline == "zero":
             return torch.zeros_like(inputs)
         if baseline == "mean":
@@ -327,10 +282,10 @@ def _resolve_baseline(
         if baseline == "blur":
             return _gaussian_blur(inputs)
         raise ValueError(
-            f"Unknown baseline {baseline!r}; expected 'black', 'zero', 'mean', 'blur', "
-            "a number or a tensor."
+            f"unknown baseline {baseline!r}; expected 'black', 'zero', 'mean', 'blur', "
+            "a number or a tensor"
         )
-    if isinstance(baseline, (int, float)):
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(inputs, float(baseline))
     if isinstance(baseline, Tensor):
         try:
@@ -339,40 +294,37 @@ def _resolve_baseline(
             )
         except RuntimeError as e:
             raise ValueError(
-                f"`baseline` of shape {tuple(baseline.shape)} cannot be broadcast to "
-                f"the inputs' shape {tuple(inputs.shape)}."
+                f"baseline of shape {tuple(baseline.shape)} cannot be broadcast to "
+                f"the inputs' shape {tuple(inputs.shape)}"
             ) from e
-    raise ValueError(
-        f"`baseline` must be a string, a number or a tensor, got {type(baseline).__name__}."
+    raise TypeError(
+        "baseline must be a string, a number or a tensor, got "
+        f"{type(baseline).__name__}"
     )
 
 
-def _check_mask(masks: Tensor, batch_size: int, image_size, name: str) -> Tensor:
+def _check_mask(
+    masks: Any, batch_size: int, image_size: Optional[Sequence[int]], name: str
+) -> Tensor:
     """(B, H, W) or (B, 1, H, W) -> (B, H, W) bool."""
-    if not isinstance(masks, Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor.")
+    _check_tensor(masks, name)
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3 or masks.shape[0] != batch_size:
         raise ValueError(
-            f"`{name}` must have shape (B, H, W) or (B, 1, H, W) with B={batch_size}; "
-            f"got {tuple(masks.shape)}."
+            f"{name} must have shape (B, H, W) or (B, 1, H, W) with B={batch_size}; "
+            f"got {tuple(masks.shape)}"
         )
     if image_size is not None and tuple(masks.shape[-2:]) != tuple(image_size):
         raise ValueError(
-            f"`{name}` has spatial size {tuple(masks.shape[-2:])}, expected "
-            f"{tuple(image_size)}."
+            f"{name} has spatial size {tuple(masks.shape[-2:])}, expected "
+            f"{tuple(image_size)}"
         )
     return masks.bool()
 
 
-def _boxes_to_masks(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
+def _boxes_to_masks(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
     """(B, 4) boxes (x_min, y_min, x_max, y_max), max exclusive -> (B, H, W) bool."""
-    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            "boxes must be a (B, 4) tensor of (x_min, y_min, x_max, y_max); got "
-            f"{getattr(boxes, 'shape', type(boxes))}."
-        )
     H, W = image_size
     ys = torch.arange(H, device=boxes.device).view(1, H, 1)
     xs = torch.arange(W, device=boxes.device).view(1, 1, W)
@@ -383,6 +335,16 @@ def _boxes_to_masks(boxes: Tensor, image_size: Tuple[int, int]) -> Tensor:
         & (ys >= b[:, 1, None, None])
         & (ys < b[:, 3, None, None])
     )
+
+
+def _check_boxes(boxes: Any, batch_size: int) -> Tensor:
+    _check_tensor(boxes, "boxes")
+    if boxes.dim() != 2 or boxes.shape != (batch_size, 4):
+        raise ValueError(
+            f"boxes must be a (B, 4) tensor of (x_min, y_min, x_max, y_max) with "
+            f"B={batch_size}; got shape {tuple(boxes.shape)}"
+        )
+    return boxes
 
 
 def _pearson(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:

@@ -58,7 +58,7 @@ def effective_complexity(
         tensor([2])
     """
     if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"`eps` must be a non-negative number, got {eps!r}.")
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     _check_batch(attributions, attributions.shape[0], "attributions")
     amap = _spatial(attributions)
     if patch_size is not None:

@@ -3,62 +3,217 @@ test, faithfulness correlation and sensitivity-n.
 
 Every function evaluates its perturbed copies in chunks of ``internal_batch_size``
 through ``forward_func`` under :func:`torch.no_grad`; the model's mode is left as it is
-(call ``model.eval()`` yourself).
+(call ``model.eval()`` yourself). They share one setup (:class:`_Setup`: the checked
+inputs, the attribution per feature, the baseline, the target) and one loop over the
+perturbed copies (:meth:`_Setup.perturbed_scores`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+import math
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .._maps import tokens_to_pixels
+from .._targets import TargetType, check_target_range, format_target
+from ._docs import shared_args
 from ._results import CurveResult
 from ._utils import (
-    TargetType,
+    BaselineType,
     _check_batch,
     _check_batch_size,
     _check_inputs,
-    _chunked_outputs,
     _expand_args,
-    _format_target,
     _forward,
+    _generator,
     _infer_patch_size,
     _pearson,
+    _progress,
     _ranks,
     _resolve_baseline,
     _to_pixel_map,
     _to_token_map,
-    _upsample_nearest,
 )
 
-BaselineType = Union[str, float, int, Tensor]
+#: ``reduce(outputs, rows)``: one value per perturbed copy from the forward outputs
+#: ``(n, classes)`` of copies of the input rows ``rows``.
+Reduce = Callable[[Tensor, Tensor], Tensor]
+#: ``feature_mask(rows, copies)``: ``(n, N)`` bool, the features perturbed in copy
+#: ``copies[i]`` of input ``rows[i]``.
+FeatureMask = Callable[[Tensor, Tensor], Tensor]
 
 
-def _feature_scores(
-    inputs: Tensor, attributions: Tensor, patch_size: Optional[int]
-) -> Tensor:
-    """(B, N) attribution per feature: pixels (patch_size None) or patches."""
+class _Setup(NamedTuple):
+    """What a faithfulness metric has checked and prepared for one call.
+
+    Attributes:
+        forward_func (Callable): the model.
+        inputs (Tensor): ``(B, C, H, W)`` checked inputs.
+        scores (Tensor): ``(B, N)`` attribution per feature (pixel or patch).
+        patch_size (int or None): the features are patches of this size, or pixels.
+        fill (Tensor): the baseline, shaped like ``inputs``.
+        target (Tensor or None): ``(B,)`` explained classes; None = predicted.
+        batch_size (int): perturbed copies per forward pass.
+        additional_forward_args (Any): extra forward arguments.
+        show_progress (bool): tqdm bar over the chunks.
+    """
+
+    forward_func: Callable
+    inputs: Tensor
+    scores: Tensor
+    patch_size: Optional[int]
+    fill: Tensor
+    target: Optional[Tensor]
+    batch_size: int
+    additional_forward_args: Any
+    show_progress: bool
+
+    @property
+    def n_features(self) -> int:
+        return self.scores.shape[1]
+
+    @torch.no_grad()
+    def _chunks(
+        self,
+        *,
+        n_total: int,
+        build: Callable[[Tensor], Tensor],
+        rows_of: Callable[[Tensor], Tensor],
+        reduce: Reduce,
+        desc: str = "",
+    ) -> Tensor:
+        """Run ``n_total`` inputs ``build(idx)`` (copies of the input rows
+        ``rows_of(idx)``) through the model in chunks; ``reduce`` each chunk."""
+        B, device = self.inputs.shape[0], self.inputs.device
+        results: List[Tensor] = []
+        starts = range(0, n_total, self.batch_size)
+        total = math.ceil(n_total / self.batch_size)
+        for start in _progress(starts, self.show_progress and bool(desc), desc, total):
+            idx = torch.arange(
+                start, min(start + self.batch_size, n_total), device=device
+            )
+            rows = rows_of(idx)
+            args = _expand_args(self.additional_forward_args, rows, B)
+            out = _forward(self.forward_func, build(idx), args)
+            results.append(reduce(out, rows))
+        if not results:
+            return torch.empty(0, device=device)
+        return torch.cat(results)
+
+    def outputs(self) -> Tensor:
+        """``(B, classes)`` outputs on the unperturbed inputs."""
+        return self._chunks(
+            n_total=self.inputs.shape[0],
+            build=lambda idx: self.inputs[idx],
+            rows_of=lambda idx: idx,
+            reduce=lambda out, rows: out,
+        )
+
+    def resolve_target(self, outputs: Tensor) -> Tensor:
+        """The explained classes: ``target``, or the prediction on ``outputs``."""
+        if self.target is None:
+            return outputs.argmax(dim=1)
+        check_target_range(self.target, outputs.shape[1])
+        return self.target
+
+    def class_score(self, apply_softmax: bool) -> Tuple[Reduce, Tensor]:
+        """The (softmax) output of each copy's explained class (``target``, or the
+        class predicted on the unperturbed inputs), and its ``(B,)`` value on the
+        unperturbed inputs."""
+        outputs = self.outputs()
+        score = _class_score(self.resolve_target(outputs), apply_softmax)
+        rows = torch.arange(outputs.shape[0], device=outputs.device)
+        return score, score(outputs, rows)
+
+    def perturbed_scores(
+        self,
+        *,
+        copies: int,
+        feature_mask: FeatureMask,
+        insert: bool = False,
+        reduce: Reduce,
+        desc: str,
+    ) -> Tensor:
+        """``(B, copies)``: ``reduce`` of the model's output on each perturbed copy.
+
+        Deletion (``insert=False``): the masked features take the baseline's value.
+        Insertion (``insert=True``): start from the baseline and put the masked
+        features back.
+        """
+        B, _, H, W = self.inputs.shape
+
+        def rows_of(idx: Tensor) -> Tensor:
+            return torch.div(idx, copies, rounding_mode="floor")
+
+        def build(idx: Tensor) -> Tensor:
+            rows = rows_of(idx)
+            mask = feature_mask(rows, idx % copies)
+            if self.patch_size is None:
+                pix = mask.reshape(-1, 1, H, W)
+            else:
+                grid = mask.reshape(-1, H // self.patch_size, W // self.patch_size)
+                pix = tokens_to_pixels(grid, (H, W), self.patch_size, mode="nearest")
+            original, baseline = self.inputs[rows], self.fill[rows]
+            if insert:
+                return torch.where(pix, original, baseline)
+            return torch.where(pix, baseline, original)
+
+        values = self._chunks(
+            n_total=B * copies, build=build, rows_of=rows_of, reduce=reduce, desc=desc
+        )
+        return values.reshape(B, copies)
+
+
+def _setup(
+    forward_func: Callable,
+    inputs: Tensor,
+    attributions: Tensor,
+    *,
+    target: TargetType,
+    baseline: BaselineType,
+    patch_size: Optional[int],
+    infer_patch_size: bool = False,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    additional_forward_args: Any,
+    internal_batch_size: Optional[int],
+    show_progress: bool,
+) -> _Setup:
+    """Check the arguments every faithfulness metric takes and prepare them.
+
+    With ``infer_patch_size`` and no ``patch_size``, the patch size is read from a
+    token-grid attribution.
+    """
+    inputs = _check_inputs(inputs)
     B, _, H, W = inputs.shape
+    _check_batch(attributions, B, "attributions")
+    if infer_patch_size and patch_size is None:
+        patch_size = _infer_patch_size(attributions, (H, W))
+    batch_size = _check_batch_size(internal_batch_size, B)
     if patch_size is None:
-        return _to_pixel_map(attributions, (H, W), B).reshape(B, -1)
-    return _to_token_map(attributions, (H, W), patch_size, B).reshape(B, -1)
+        scores = _to_pixel_map(attributions, (H, W), B).reshape(B, -1)
+    else:
+        scores = _to_token_map(attributions, (H, W), patch_size, B).reshape(B, -1)
+    return _Setup(
+        forward_func=forward_func,
+        inputs=inputs,
+        scores=scores,
+        patch_size=patch_size,
+        fill=_resolve_baseline(baseline, inputs, mean, std),
+        target=format_target(target, B, device=inputs.device),
+        batch_size=batch_size,
+        additional_forward_args=additional_forward_args,
+        show_progress=show_progress,
+    )
 
 
-def _feature_mask_to_pixels(
-    mask: Tensor, image_size: Tuple[int, int], patch_size: Optional[int]
-) -> Tensor:
-    """(n, N) feature mask -> (n, 1, H, W) pixel mask."""
-    H, W = image_size
-    n = mask.shape[0]
-    if patch_size is None:
-        return mask.reshape(n, 1, H, W)
-    grid = mask.reshape(n, H // patch_size, W // patch_size)
-    return _upsample_nearest(grid, patch_size)[:, None]
+def _class_score(target: Tensor, apply_softmax: bool) -> Reduce:
+    """The (softmax) output of each copy's explained class."""
 
-
-def _score_reduce(target: Tensor, apply_softmax: bool) -> Callable:
     def reduce(out: Tensor, rows: Tensor) -> Tensor:
+        check_target_range(target, out.shape[1])
         if apply_softmax:
             out = torch.softmax(out.float(), dim=1)
         return out.gather(1, target[rows, None])[:, 0].float()
@@ -66,195 +221,92 @@ def _score_reduce(target: Tensor, apply_softmax: bool) -> Callable:
     return reduce
 
 
-def _unperturbed_outputs(
-    forward_func, inputs, additional_forward_args, batch_size
-) -> Tensor:
-    B = inputs.shape[0]
-    outs = []
-    with torch.no_grad():
-        for s in range(0, B, batch_size):
-            rows = torch.arange(s, min(s + batch_size, B), device=inputs.device)
-            outs.append(
-                _forward(
-                    forward_func,
-                    inputs[rows],
-                    _expand_args(additional_forward_args, rows, B),
-                )
-            )
-    return torch.cat(outs)
-
-
-def _perturbation_curve(
-    forward_func: Callable,
-    inputs: Tensor,
-    ranks: Tensor,
-    counts: Sequence[int],
-    fill: Tensor,
-    insert: bool,
-    patch_size: Optional[int],
-    reduce: Callable,
-    batch_size: int,
-    additional_forward_args: Any,
-    show_progress: bool,
-    desc: str,
-) -> Tensor:
-    """(B, S) scores after perturbing the ``counts[s]`` first-ranked features.
-
-    Deletion (``insert=False``): ranked features take the value of ``fill``.
-    Insertion (``insert=True``): start from ``fill`` and put the ranked features back.
-    """
-    B, _, H, W = inputs.shape
-    S = len(counts)
-    counts_t = torch.as_tensor(list(counts), dtype=torch.long, device=inputs.device)
-
-    def build(idx: Tensor):
-        rows = torch.div(idx, S, rounding_mode="floor")
-        k = counts_t[idx % S]
-        mask = ranks[rows] < k[:, None]
-        pix = _feature_mask_to_pixels(mask, (H, W), patch_size)
-        if insert:
-            return torch.where(pix, inputs[rows], fill[rows]), rows
-        return torch.where(pix, fill[rows], inputs[rows]), rows
-
-    values = _chunked_outputs(
-        forward_func,
-        B * S,
-        build,
-        reduce,
-        batch_size,
-        B,
-        additional_forward_args,
-        inputs.device,
-        show_progress,
-        desc,
-    )
-    return values.reshape(B, S)
-
-
 def _trapezoid(curve: Tensor, fractions: Tensor) -> Tensor:
     return torch.trapezoid(curve.double(), fractions.double(), dim=-1).float()
 
 
-def _resolve_patch_size(
-    inputs: Tensor, attributions: Tensor, patch_size: Optional[int], token_level: bool
-) -> Optional[int]:
-    if not token_level:
-        return patch_size
-    if patch_size is not None:
-        return patch_size
-    return _infer_patch_size(attributions, tuple(inputs.shape[-2:]))
-
-
 def _step_counts(
     n_features: int, n_steps: Optional[int], step_size: Optional[int]
-) -> list:
+) -> List[int]:
     if step_size is not None:
         if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"`step_size` must be a positive int, got {step_size!r}.")
+            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
         n = -(-n_features // step_size)
         return [min(i * step_size, n_features) for i in range(n + 1)]
     if n_steps is None:
         n_steps = min(100, n_features)
     if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"`n_steps` must be a positive int, got {n_steps!r}.")
+        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
     return [(i * n_features) // n_steps for i in range(n_steps + 1)]
 
 
+def _ranked_curve(
+    setup: _Setup,
+    *,
+    descending: bool,
+    counts: Sequence[int],
+    insert: bool = False,
+    reduce: Reduce,
+    desc: str,
+) -> Tensor:
+    """``(B, S)`` scores after perturbing the ``counts[s]`` first-ranked features."""
+    ranks = _ranks(setup.scores, descending=descending)
+    counts_t = torch.as_tensor(list(counts), dtype=torch.long, device=ranks.device)
+    return setup.perturbed_scores(
+        copies=len(counts),
+        feature_mask=lambda rows, steps: ranks[rows] < counts_t[steps][:, None],
+        insert=insert,
+        reduce=reduce,
+        desc=desc,
+    )
+
+
 def _deletion_insertion(
+    forward_func: Callable,
+    inputs: Tensor,
+    attributions: Tensor,
+    *,
     insert: bool,
-    forward_func,
-    inputs,
-    attributions,
-    target,
-    baseline,
-    n_steps,
-    step_size,
-    patch_size,
-    apply_softmax,
-    additional_forward_args,
-    internal_batch_size,
-    show_progress,
+    target: TargetType,
+    baseline: BaselineType,
+    n_steps: Optional[int],
+    step_size: Optional[int],
+    patch_size: Optional[int],
+    apply_softmax: bool,
+    additional_forward_args: Any,
+    internal_batch_size: Optional[int],
+    show_progress: bool,
 ) -> CurveResult:
-    inputs = _check_inputs(inputs)
-    B = inputs.shape[0]
-    _check_batch(attributions, B, "attributions")
-    batch_size = _check_batch_size(internal_batch_size, B)
-    scores = _feature_scores(inputs, attributions, patch_size)
-    counts = _step_counts(scores.shape[1], n_steps, step_size)
-    fill = _resolve_baseline(baseline, inputs)
-    tgt = _format_target(target, B, inputs.device)
-    if tgt is None:
-        out0 = _unperturbed_outputs(
-            forward_func, inputs, additional_forward_args, batch_size
-        )
-        tgt = out0.argmax(dim=1)
-    ranks = _ranks(scores, descending=True)
-    curve = _perturbation_curve(
+    """:func:`deletion_auc` (``insert=False``) and :func:`insertion_auc`."""
+    setup = _setup(
         forward_func,
         inputs,
-        ranks,
-        counts,
-        fill,
-        insert,
-        patch_size,
-        _score_reduce(tgt, apply_softmax),
-        batch_size,
-        additional_forward_args,
-        show_progress,
-        "insertion" if insert else "deletion",
+        attributions,
+        target=target,
+        baseline=baseline,
+        patch_size=patch_size,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
     )
-    fractions = torch.as_tensor(counts, dtype=torch.float64) / scores.shape[1]
-    fractions = fractions.to(device=inputs.device)
+    counts = _step_counts(setup.n_features, n_steps, step_size)
+    resolved = setup.target
+    if resolved is None:
+        resolved = setup.resolve_target(setup.outputs())
+    curve = _ranked_curve(
+        setup,
+        descending=True,
+        counts=counts,
+        insert=insert,
+        reduce=_class_score(resolved, apply_softmax),
+        desc="insertion" if insert else "deletion",
+    )
+    fractions = torch.as_tensor(counts, dtype=torch.float64) / setup.n_features
+    fractions = fractions.to(device=setup.inputs.device)
     return CurveResult(_trapezoid(curve, fractions), curve, fractions.float())
 
 
-_DEL_INS_ARGS = r"""
-    Args:
-
-        forward_func (Callable): The model (or any function) mapping a batch of inputs
-            of shape ``(N, C, H, W)`` (plus ``additional_forward_args``) to
-            ``(N, num_classes)`` scores.
-        inputs (Tensor): ``(B, C, H, W)`` images, in the space the model takes them
-            (normalised, if the model expects normalised inputs).
-        attributions (Tensor): attributions from any Captum or captum_vit method:
-            ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
-            ``(B, gh, gw)`` (upsampled bilinearly). Channels are summed.
-        target (int, list, Tensor, optional): class explained for each image.
-            ``None`` uses the class the model predicts on the unperturbed input.
-            Default: None
-        baseline (str, float or Tensor, optional): value the perturbed pixels take:
-            ``"zero"`` (0 in input space), ``"blur"`` (Gaussian blur, kernel 11,
-            sigma 5, as Petsiuk et al.'s code), ``"mean"`` (per-image channel mean),
-            ``"black"`` (0 in input space too: use a number or a tensor for black in a
-            normalised space), a number, or a tensor broadcastable to ``inputs``.
-            Default: {default_baseline}
-        n_steps (int, optional): number of perturbation steps; after step ``i`` the
-            first ``floor(i * N / n_steps)`` of the ``N`` features are perturbed.
-            ``None`` means ``min(100, N)``. Ignored when ``step_size`` is given.
-            Default: None
-        step_size (int, optional): features perturbed per step (Petsiuk et al. use
-            224 pixels on 224 x 224 images; Quantus calls it ``features_in_step``);
-            the last step may be shorter. Default: None
-        patch_size (int, optional): ``None`` perturbs pixels; an int perturbs whole
-            ``patch_size x patch_size`` patches (token level), ranked by the summed
-            attribution of each patch (or the token grid itself). Default: None
-        apply_softmax (bool, optional): score is the softmax probability of the
-            target class (Petsiuk et al.); ``False`` uses the raw output.
-            Default: True
-        additional_forward_args (Any, optional): extra arguments of
-            ``forward_func``; tensors whose first dimension is ``B`` are indexed per
-            perturbed copy. Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass.
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar over the chunks.
-            Default: False
-
-    Returns:
-        :class:`CurveResult`: ``auc`` ``(B,)``, ``curve`` ``(B, S + 1)`` (column 0 is
-        the unperturbed point), ``fractions`` ``(S + 1,)``.
-"""
-
-
+@shared_args
 def deletion_auc(
     forward_func: Callable,
     inputs: Tensor,
@@ -269,24 +321,6 @@ def deletion_auc(
     internal_batch_size: Optional[int] = None,
     show_progress: bool = False,
 ) -> CurveResult:
-    return _deletion_insertion(
-        False,
-        forward_func,
-        inputs,
-        attributions,
-        target,
-        baseline,
-        n_steps,
-        step_size,
-        patch_size,
-        apply_softmax,
-        additional_forward_args,
-        internal_batch_size,
-        show_progress,
-    )
-
-
-deletion_auc.__doc__ = (
     r"""Deletion metric of Petsiuk et al. (2018), "RISE: Randomized Input Sampling
     for Explanation of Black-box Models", https://arxiv.org/abs/1806.07421.
 
@@ -305,9 +339,36 @@ deletion_auc.__doc__ = (
     step :math:`i` (:math:`\alpha_0 = 0`, the unperturbed input). With a uniform step
     this is Petsiuk et al.'s ``(sum - first / 2 - last / 2) / (len - 1)``.
     Ties in the attribution are broken by feature index (stable sort).
-"""
-    + _DEL_INS_ARGS.format(default_baseline='"zero"')
-    + r"""
+
+    **AOPC** (area over the MoRF perturbation curve, Samek, Binder, Montavon,
+    Lapuschkin and Müller (2017), "Evaluating the Visualization of What a Deep
+    Neural Network Has Learned", IEEE TNNLS, https://arxiv.org/abs/1509.06321)
+    is the same curve read differently, so it has no function of its own:
+
+    .. math::
+
+        \mathrm{AOPC}(x) = \frac{1}{L + 1} \sum_{k=0}^{L}
+        \big(f(x^{(0)}) - f(x^{(k)})\big)
+        = \texttt{curve[:, 0] - curve.mean(dim=1)}
+
+    with ``res = deletion_auc(..., n_steps=L)`` (one region per step: ``patch_size``
+    for Samek et al.'s square regions, or ``step_size``; ``apply_softmax=False``
+    for their raw score ``f``; ``baseline`` for their replacement, e.g. uniform
+    noise as a tensor). Higher AOPC is better; ``tests/metrics/test_aopc.py``
+    checks the equality against a direct implementation.
+
+    Args:
+
+        {curve_model_args}
+        {curve_baseline}
+            Default: "zero"
+        {curve_steps}
+        {run_args}
+
+    Returns:
+        :class:`CurveResult`: ``auc`` ``(B,)``, ``curve`` ``(B, S + 1)`` (column 0 is
+        the unperturbed point), ``fractions`` ``(S + 1,)``.
+
     Examples::
 
         >>> import torch
@@ -318,10 +379,25 @@ deletion_auc.__doc__ = (
         >>> res = deletion_auc(model, x, attr, target=0, n_steps=4)
         >>> res.curve.shape, res.auc.shape
         (torch.Size([2, 5]), torch.Size([2]))
-"""
-)
+    """
+    return _deletion_insertion(
+        forward_func,
+        inputs,
+        attributions,
+        insert=False,
+        target=target,
+        baseline=baseline,
+        n_steps=n_steps,
+        step_size=step_size,
+        patch_size=patch_size,
+        apply_softmax=apply_softmax,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
+    )
 
 
+@shared_args
 def insertion_auc(
     forward_func: Callable,
     inputs: Tensor,
@@ -336,24 +412,6 @@ def insertion_auc(
     internal_batch_size: Optional[int] = None,
     show_progress: bool = False,
 ) -> CurveResult:
-    return _deletion_insertion(
-        True,
-        forward_func,
-        inputs,
-        attributions,
-        target,
-        baseline,
-        n_steps,
-        step_size,
-        patch_size,
-        apply_softmax,
-        additional_forward_args,
-        internal_batch_size,
-        show_progress,
-    )
-
-
-insertion_auc.__doc__ = (
     r"""Insertion metric of Petsiuk et al. (2018), "RISE: Randomized Input Sampling
     for Explanation of Black-box Models", https://arxiv.org/abs/1806.07421.
 
@@ -369,9 +427,19 @@ insertion_auc.__doc__ = (
     relevant features of :math:`x` inserted, integrated by the trapezoid rule over the
     fractions :math:`\alpha_0 = 0, \dots, \alpha_S = 1` (column 0 of ``curve`` is the
     baseline alone, the last column the full input).
-"""
-    + _DEL_INS_ARGS.format(default_baseline='"blur"')
-    + r"""
+
+    Args:
+
+        {curve_model_args}
+        {curve_baseline}
+            Default: "blur"
+        {curve_steps}
+        {run_args}
+
+    Returns:
+        :class:`CurveResult`: ``auc`` ``(B,)``, ``curve`` ``(B, S + 1)`` (column 0 is
+        the unperturbed point), ``fractions`` ``(S + 1,)``.
+
     Examples::
 
         >>> import torch
@@ -381,13 +449,28 @@ insertion_auc.__doc__ = (
         >>> attr = torch.randn(2, 4, 4)
         >>> insertion_auc(model, x, attr, target=[0, 2], n_steps=4).auc.shape
         torch.Size([2])
-"""
-)
+    """
+    return _deletion_insertion(
+        forward_func,
+        inputs,
+        attributions,
+        insert=True,
+        target=target,
+        baseline=baseline,
+        n_steps=n_steps,
+        step_size=step_size,
+        patch_size=patch_size,
+        apply_softmax=apply_softmax,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
+    )
 
 
 CHEFER_STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+@shared_args
 def perturbation_test(
     forward_func: Callable,
     inputs: Tensor,
@@ -400,6 +483,7 @@ def perturbation_test(
     steps: Sequence[float] = CHEFER_STEPS,
     token_level: bool = False,
     patch_size: Optional[int] = None,
+    correct_only: bool = False,
     additional_forward_args: Any = None,
     internal_batch_size: Optional[int] = None,
     show_progress: bool = False,
@@ -444,9 +528,10 @@ def perturbation_test(
         inputs (Tensor): ``(B, C, H, W)`` images in the model's input space.
         attributions (Tensor): ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a
             token grid ``(B, gh, gw)``; channels are summed.
-        target (int, list, Tensor, optional): the explained class, against which
-            top-1 accuracy is measured (their ``--vis-class target``). ``None`` uses
-            the class predicted on the unperturbed input (``--vis-class top``; the 0%
+        target (int, tuple, Tensor, list or array, optional): the explained
+            class (Captum's target forms), against which top-1 accuracy is
+            measured (their ``--vis-class target``). ``None`` uses the class
+            predicted on the unperturbed input (``--vis-class top``; the 0%
             accuracy is then 1). Default: None
         mode (str, optional): ``"positive"`` (most relevant first) or ``"negative"``
             (least relevant first). Default: ``"positive"``
@@ -465,16 +550,21 @@ def perturbation_test(
             Default: False
         patch_size (int, optional): the patch size for ``token_level=True``;
             inferred from a token-grid attribution when None. Default: None
-        additional_forward_args (Any, optional): extra arguments of
-            ``forward_func``. Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        correct_only (bool, optional): restrict the test to the images the model
+            classifies correctly (its prediction on the unperturbed input is
+            ``target``), as the authors' users ask (Transformer-Explainability
+            #44): the ``auc`` and ``curve`` of the other images are NaN, so the
+            mean over the finite values is the AUC over the correct images. Only
+            meaningful with a ``target`` (with ``None`` every image is
+            "correct"). The misclassified images are still run through the
+            model (the result has the batch's shape). Default: False
+        {run_args}
 
     Returns:
         :class:`CurveResult`: ``auc`` ``(B,)`` per-image AUC (its mean is the
-        dataset AUC), ``curve`` ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed,
-        ``fractions`` ``[0, 0.1, ..., 0.9]``.
+        dataset AUC; ``auc.nanmean()`` with ``correct_only``), ``curve``
+        ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed, ``fractions``
+        ``[0, 0.1, ..., 0.9]``.
 
     Examples::
 
@@ -488,65 +578,48 @@ def perturbation_test(
         >>> res.curve.shape
         torch.Size([2, 10])
     """
-    inputs = _check_inputs(inputs)
     if mode not in ("positive", "negative"):
-        raise ValueError(f"`mode` must be 'positive' or 'negative', got {mode!r}.")
+        raise ValueError(f"mode must be 'positive' or 'negative', got {mode!r}")
     steps = [float(s) for s in steps]
     if not steps or any(not 0.0 < s <= 1.0 for s in steps):
-        raise ValueError("`steps` must be fractions in (0, 1].")
-    B, _, H, W = inputs.shape
-    _check_batch(attributions, B, "attributions")
+        raise ValueError(f"steps must be fractions in (0, 1], got {steps!r}")
     if not token_level and patch_size is not None:
-        raise ValueError("`patch_size` is only used with `token_level=True`.")
-    psize = _resolve_patch_size(inputs, attributions, patch_size, token_level)
-    batch_size = _check_batch_size(internal_batch_size, B)
-    scores = _feature_scores(inputs, attributions, psize)
-    n_features = scores.shape[1]
-    fill = _resolve_baseline(baseline, inputs, mean, std)
-    tgt = _format_target(target, B, inputs.device)
-
-    out0 = _unperturbed_outputs(
-        forward_func, inputs, additional_forward_args, batch_size
-    )
-    pred0 = out0.argmax(dim=1)
-    if tgt is None:
-        tgt = pred0
-    ranks = _ranks(scores, descending=(mode == "positive"))
-    counts = [int(n_features * s) for s in steps]
-
-    def reduce(out: Tensor, rows: Tensor) -> Tensor:
-        return (out.argmax(dim=1) == tgt[rows]).float()
-
-    curve = _perturbation_curve(
+        raise ValueError("patch_size is only used with token_level=True")
+    setup = _setup(
         forward_func,
         inputs,
-        ranks,
-        counts,
-        fill,
-        False,
-        psize,
-        reduce,
-        batch_size,
-        additional_forward_args,
-        show_progress,
-        f"perturbation test ({mode})",
+        attributions,
+        target=target,
+        baseline=baseline,
+        patch_size=patch_size,
+        infer_patch_size=token_level,
+        mean=mean,
+        std=std,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
     )
-    curve = torch.cat([(pred0 == tgt).float()[:, None], curve], dim=1)
-    fractions = torch.tensor([0.0] + steps, dtype=torch.float64, device=inputs.device)
+    outputs = setup.outputs()
+    pred0 = outputs.argmax(dim=1)
+    target = setup.resolve_target(outputs)
+    curve = _ranked_curve(
+        setup,
+        descending=(mode == "positive"),
+        counts=[int(setup.n_features * s) for s in steps],
+        reduce=lambda out, rows: (out.argmax(dim=1) == target[rows]).float(),
+        desc=f"perturbation test ({mode})",
+    )
+    correct = pred0 == target
+    curve = torch.cat([correct.float()[:, None], curve], dim=1)
+    if correct_only:
+        curve = torch.where(correct[:, None], curve, torch.nan)
+    fractions = torch.tensor(
+        [0.0] + steps, dtype=torch.float64, device=setup.inputs.device
+    )
     return CurveResult(_trapezoid(curve, fractions), curve, fractions.float())
 
 
-def _subset_masks_from(subsets: Tensor, rows: Tensor, runs: Tensor, n_features: int):
-    if subsets.dim() == 2:
-        idx = subsets[runs]
-    else:
-        idx = subsets[rows, runs]
-    mask = torch.zeros(idx.shape[0], n_features, dtype=torch.bool, device=idx.device)
-    mask.scatter_(1, idx, True)
-    return mask
-
-
-def _draw_subsets(
+def _random_subsets(
     n_features: int, n_runs: int, size: int, generator: Optional[torch.Generator]
 ) -> Tensor:
     return torch.stack(
@@ -554,107 +627,58 @@ def _draw_subsets(
     )
 
 
-def _make_generator(seed: Optional[int], generator: Optional[torch.Generator]):
-    if seed is not None and generator is not None:
-        raise ValueError("Give either `seed` or `generator`, not both.")
-    if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
-    return generator
-
-
-def _subset_correlation(
-    forward_func,
-    inputs,
-    scores,
-    subsets,
-    tgt,
-    fill,
-    patch_size,
-    apply_softmax,
-    additional_forward_args,
-    batch_size,
-    show_progress,
-    desc,
-    base_scores,
-) -> Tensor:
-    """Pearson correlation over subsets of sum(attr[S]) and f(x) - f(x_S)."""
-    B, _, H, W = inputs.shape
-    n_features = scores.shape[1]
-    R = subsets.shape[-2]
-    subsets = subsets.to(inputs.device)
-    reduce = _score_reduce(tgt, apply_softmax)
-
-    def build(idx: Tensor):
-        rows = torch.div(idx, R, rounding_mode="floor")
-        runs = idx % R
-        mask = _subset_masks_from(subsets, rows, runs, n_features)
-        pix = _feature_mask_to_pixels(mask, (H, W), patch_size)
-        return torch.where(pix, fill[rows], inputs[rows]), rows
-
-    perturbed = _chunked_outputs(
-        forward_func,
-        B * R,
-        build,
-        reduce,
-        batch_size,
-        B,
-        additional_forward_args,
-        inputs.device,
-        show_progress,
-        desc,
-    ).reshape(B, R)
-    deltas = base_scores[:, None] - perturbed
-    if subsets.dim() == 2:
-        att_sums = scores[:, subsets].sum(dim=-1)  # (B, R)
-    else:
-        att_sums = torch.gather(
-            scores[:, None, :].expand(B, R, n_features), 2, subsets
-        ).sum(dim=-1)
-    return _pearson(att_sums, deltas, dim=1)
-
-
-def _check_subsets(subsets: Tensor, B: int, n_features: int) -> Tensor:
+def _check_subsets(subsets: Any, batch_size: int, n_features: int) -> Tensor:
     if not isinstance(subsets, Tensor) or subsets.dim() not in (2, 3):
         raise ValueError(
-            "`subsets` must be a (n_runs, size) or (B, n_runs, size) tensor of feature "
-            "indices."
+            "subsets must be a (n_runs, size) or (B, n_runs, size) tensor of feature "
+            "indices"
         )
-    if subsets.dim() == 3 and subsets.shape[0] != B:
-        raise ValueError(f"`subsets` has {subsets.shape[0]} rows for {B} inputs.")
+    if subsets.dim() == 3 and subsets.shape[0] != batch_size:
+        raise ValueError(f"subsets has {subsets.shape[0]} rows for {batch_size} inputs")
     if subsets.numel() and (subsets.min() < 0 or subsets.max() >= n_features):
-        raise ValueError(f"`subsets` indices must lie in [0, {n_features}).")
+        raise ValueError(f"subsets indices must lie in [0, {n_features})")
     return subsets.long()
 
 
-def _prepare_correlation(
-    forward_func,
-    inputs,
-    attributions,
-    target,
-    baseline,
-    patch_size,
-    apply_softmax,
-    additional_forward_args,
-    internal_batch_size,
-):
-    inputs = _check_inputs(inputs)
-    B = inputs.shape[0]
-    _check_batch(attributions, B, "attributions")
-    batch_size = _check_batch_size(internal_batch_size, B)
-    scores = _feature_scores(inputs, attributions, patch_size)
-    fill = _resolve_baseline(baseline, inputs)
-    tgt = _format_target(target, B, inputs.device)
-    out0 = _unperturbed_outputs(
-        forward_func, inputs, additional_forward_args, batch_size
-    )
-    if tgt is None:
-        tgt = out0.argmax(dim=1)
-    base = _score_reduce(tgt, apply_softmax)(
-        out0, torch.arange(B, device=inputs.device)
-    )
-    return inputs, scores, fill, tgt, base, batch_size
+class _Correlation(NamedTuple):
+    """The unperturbed scores of :func:`faithfulness_correlation` and
+    :func:`sensitivity_n`, and the correlation over subsets they share."""
+
+    setup: _Setup
+    score: Reduce
+    base: Tensor
+
+    @classmethod
+    def prepare(cls, setup: _Setup, *, apply_softmax: bool) -> _Correlation:
+        return cls(setup, *setup.class_score(apply_softmax))
+
+    def __call__(self, subsets: Tensor, *, desc: str) -> Tensor:
+        """``(B,)`` Pearson correlation over the subsets of ``sum(attr[S])`` and
+        ``f(x) - f(x_S)``."""
+        setup = self.setup
+        B, N = setup.scores.shape
+        subsets = _check_subsets(subsets, B, N).to(setup.inputs.device)
+        runs = subsets.shape[-2]
+
+        def feature_mask(rows: Tensor, copies: Tensor) -> Tensor:
+            idx = subsets[copies] if subsets.dim() == 2 else subsets[rows, copies]
+            mask = torch.zeros(idx.shape[0], N, dtype=torch.bool, device=idx.device)
+            return mask.scatter_(1, idx, True)
+
+        perturbed = setup.perturbed_scores(
+            copies=runs, feature_mask=feature_mask, reduce=self.score, desc=desc
+        )
+        deltas = self.base[:, None] - perturbed
+        if subsets.dim() == 2:
+            att_sums = setup.scores[:, subsets].sum(dim=-1)  # (B, R)
+        else:
+            att_sums = torch.gather(
+                setup.scores[:, None, :].expand(B, runs, N), 2, subsets
+            ).sum(dim=-1)
+        return _pearson(att_sums, deltas, dim=1)
 
 
+@shared_args
 def faithfulness_correlation(
     forward_func: Callable,
     inputs: Tensor,
@@ -693,12 +717,8 @@ def faithfulness_correlation(
 
     Args:
 
-        forward_func (Callable): model mapping ``(N, C, H, W)`` to
-            ``(N, num_classes)``.
-        inputs (Tensor): ``(B, C, H, W)`` images.
-        attributions (Tensor): any Captum layout or a token grid; channels summed.
-        target (int, list, Tensor, optional): explained class; ``None`` = predicted.
-            Default: None
+        {model_args}
+        {target}
         n_runs (int, optional): number of random subsets. Default: 100
         subset_size (int, optional): features per subset; ``None`` means 10% of the
             features (Bhatt et al. and Quantus use 224 pixels). Default: None
@@ -713,11 +733,7 @@ def faithfulness_correlation(
             ``seed``). Default: None
         apply_softmax (bool, optional): use softmax probabilities instead of the raw
             output (Quantus' default is the raw output). Default: False
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         Tensor: ``(B,)`` correlation per image (NaN where a variance is zero).
@@ -732,49 +748,35 @@ def faithfulness_correlation(
         ...                          subset_size=4, seed=0).shape
         torch.Size([2])
     """
-    inputs, scores, fill, tgt, base, batch_size = _prepare_correlation(
+    setup = _setup(
         forward_func,
         inputs,
         attributions,
-        target,
-        baseline,
-        patch_size,
-        apply_softmax,
-        additional_forward_args,
-        internal_batch_size,
+        target=target,
+        baseline=baseline,
+        patch_size=patch_size,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
     )
-    n_features = scores.shape[1]
+    correlation = _Correlation.prepare(setup, apply_softmax=apply_softmax)
+    n_features = setup.n_features
     if subsets is None:
         if subset_size is None:
             subset_size = max(1, round(0.1 * n_features))
         if not isinstance(n_runs, int) or n_runs < 2:
-            raise ValueError(f"`n_runs` must be an int >= 2, got {n_runs!r}.")
+            raise ValueError(f"n_runs must be an int >= 2, got {n_runs!r}")
         if not isinstance(subset_size, int) or not 1 <= subset_size <= n_features:
             raise ValueError(
-                f"`subset_size` must be an int in [1, {n_features}], got "
-                f"{subset_size!r}."
+                f"subset_size must be an int in [1, {n_features}], got {subset_size!r}"
             )
-        subsets = _draw_subsets(
-            n_features, n_runs, subset_size, _make_generator(seed, generator)
+        subsets = _random_subsets(
+            n_features, n_runs, subset_size, _generator(seed, generator)
         )
-    subsets = _check_subsets(subsets, inputs.shape[0], n_features)
-    return _subset_correlation(
-        forward_func,
-        inputs,
-        scores,
-        subsets,
-        tgt,
-        fill,
-        patch_size,
-        apply_softmax,
-        additional_forward_args,
-        batch_size,
-        show_progress,
-        "faithfulness correlation",
-        base,
-    )
+    return correlation(subsets, desc="faithfulness correlation")
 
 
+@shared_args
 def sensitivity_n(
     forward_func: Callable,
     inputs: Tensor,
@@ -813,13 +815,9 @@ def sensitivity_n(
 
     Args:
 
-        forward_func (Callable): model mapping ``(N, C, H, W)`` to
-            ``(N, num_classes)``.
-        inputs (Tensor): ``(B, C, H, W)`` images.
-        attributions (Tensor): any Captum layout or a token grid; channels summed.
+        {model_args}
         n (int or sequence of int): subset cardinality (or several).
-        target (int, list, Tensor, optional): explained class; ``None`` = predicted.
-            Default: None
+        {target}
         n_subsets (int, optional): random subsets per cardinality. Default: 100
         baseline (str, float or Tensor, optional): value of removed features.
             Default: ``"zero"``
@@ -832,11 +830,7 @@ def sensitivity_n(
         generator (torch.Generator, optional): generator (instead of ``seed``).
             Default: None
         apply_softmax (bool, optional): use softmax probabilities. Default: False
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         Tensor: ``(B,)`` for an int ``n``, ``(B, len(n))`` for a sequence.
@@ -852,53 +846,36 @@ def sensitivity_n(
         torch.Size([2, 2])
     """
     single = isinstance(n, int)
-    ns = [n] if single else list(n)
-    inputs, scores, fill, tgt, base, batch_size = _prepare_correlation(
+    ns: List[int] = [n] if isinstance(n, int) else list(n)
+    setup = _setup(
         forward_func,
         inputs,
         attributions,
-        target,
-        baseline,
-        patch_size,
-        apply_softmax,
-        additional_forward_args,
-        internal_batch_size,
+        target=target,
+        baseline=baseline,
+        patch_size=patch_size,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
     )
-    n_features = scores.shape[1]
+    correlation = _Correlation.prepare(setup, apply_softmax=apply_softmax)
+    n_features = setup.n_features
     if subsets is not None:
         if isinstance(subsets, Tensor):
             subsets = [subsets]
         if len(subsets) != len(ns):
-            raise ValueError("`subsets` needs one tensor per cardinality in `n`.")
+            raise ValueError("subsets needs one tensor per cardinality in n")
     else:
         for k in ns:
             if not isinstance(k, int) or not 1 <= k <= n_features:
                 raise ValueError(
-                    f"each `n` must be an int in [1, {n_features}], got {k!r}."
+                    f"each n must be an int in [1, {n_features}], got {k!r}"
                 )
         if not isinstance(n_subsets, int) or n_subsets < 2:
-            raise ValueError(f"`n_subsets` must be an int >= 2, got {n_subsets!r}.")
-        gen = _make_generator(seed, generator)
-        subsets = [_draw_subsets(n_features, n_subsets, k, gen) for k in ns]
-    out = []
-    for k, subs in zip(ns, subsets):
-        subs = _check_subsets(subs, inputs.shape[0], n_features)
-        out.append(
-            _subset_correlation(
-                forward_func,
-                inputs,
-                scores,
-                subs,
-                tgt,
-                fill,
-                patch_size,
-                apply_softmax,
-                additional_forward_args,
-                batch_size,
-                show_progress,
-                f"sensitivity-{k}",
-                base,
-            )
-        )
-    res = torch.stack(out, dim=1)
+            raise ValueError(f"n_subsets must be an int >= 2, got {n_subsets!r}")
+        gen = _generator(seed, generator)
+        subsets = [_random_subsets(n_features, n_subsets, k, gen) for k in ns]
+    res = torch.stack(
+        [correlation(s, desc=f"sensitivity-{k}") for k, s in zip(ns, subsets)], dim=1
+    )
     return res[:, 0] if single else res

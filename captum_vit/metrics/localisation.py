@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._maps import min_max
 from ._utils import (
     _boxes_to_masks,
     _check_batch,
+    _check_boxes,
     _check_mask,
+    _check_tensor,
+    _generator,
     _to_pixel_map,
 )
 
@@ -22,17 +26,17 @@ def _image_size(
     masks: Optional[Tensor],
 ) -> Tuple[int, int]:
     if masks is not None and isinstance(masks, Tensor) and masks.dim() >= 3:
-        size = tuple(int(s) for s in masks.shape[-2:])
+        size = (int(masks.shape[-2]), int(masks.shape[-1]))
         if image_size is not None and tuple(image_size) != size:
             raise ValueError(
-                f"`image_size` {tuple(image_size)} differs from the masks' size {size}."
+                f"image_size {tuple(image_size)} differs from the masks' size {size}"
             )
         return size
     if image_size is not None:
         if len(image_size) != 2:
-            raise ValueError("`image_size` must be (H, W).")
+            raise ValueError(f"image_size must be (H, W), got {tuple(image_size)}")
         return int(image_size[0]), int(image_size[1])
-    return tuple(int(s) for s in attributions.shape[-2:])
+    return int(attributions.shape[-2]), int(attributions.shape[-1])
 
 
 def _ground_truth(
@@ -40,21 +44,18 @@ def _ground_truth(
     masks: Optional[Tensor],
     boxes: Optional[Tensor],
     image_size: Optional[Sequence[int]],
-):
+) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+    """The ``(B, H, W)`` pixel map, the ``(B, H, W)`` bool ground truth (the
+    masks, or the boxes drawn as masks) and ``(H, W)``."""
     if (masks is None) == (boxes is None):
-        raise ValueError("Give exactly one of `masks` and `boxes`.")
+        raise ValueError("give exactly one of masks and boxes")
     _check_batch(attributions, attributions.shape[0], "attributions")
     B = attributions.shape[0]
     size = _image_size(attributions, image_size, masks)
     if masks is not None:
         gt = _check_mask(masks, B, size, "masks")
     else:
-        if not isinstance(boxes, Tensor) or boxes.shape[0] != B:
-            raise ValueError(
-                f"`boxes` must be a (B, 4) tensor with B={B}; got "
-                f"{getattr(boxes, 'shape', type(boxes))}."
-            )
-        gt = _boxes_to_masks(boxes, size)
+        gt = _boxes_to_masks(_check_boxes(boxes, B), size)
     amap = _to_pixel_map(attributions, size, B)
     return amap, gt.to(amap.device), size
 
@@ -117,7 +118,7 @@ def pointing_game(
         tensor([1.])
     """
     if not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError(f"`tolerance` must be a non-negative int, got {tolerance!r}.")
+        raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
     amap, gt, _ = _ground_truth(attributions, masks, boxes, image_size)
     B = amap.shape[0]
     flat = amap.reshape(B, -1)
@@ -160,16 +161,38 @@ def _box_iou(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
-def _min_max(amap: Tensor) -> Tensor:
-    B = amap.shape[0]
-    flat = amap.reshape(B, -1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    out = torch.where(
-        span > 0, (flat - lo) / span.clamp(min=1e-30), torch.zeros_like(flat)
-    )
-    return out.reshape_as(amap)
+@overload
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    return_boxes: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    *,
+    return_boxes: Literal[True],
+) -> Tuple[Tensor, Tensor]: ...
+
+
+@overload
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    return_boxes: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
 
 
 def iou_test(
@@ -179,7 +202,7 @@ def iou_test(
     threshold: float = 0.2,
     image_size: Optional[Sequence[int]] = None,
     return_boxes: bool = False,
-):
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""IoU test of Niu et al. (2023), "R-Cut: Enhancing Explainability in Vision
     Transformers with Relationship Weighted Out and Cut" (Sensors 24(9), 2024,
     https://doi.org/10.3390/s24092695): the attribution is upsampled to the image,
@@ -219,9 +242,9 @@ def iou_test(
         tensor([0.5000])
     """
     if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"`threshold` must lie in [0, 1], got {threshold!r}.")
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold!r}")
     amap, gt, _ = _ground_truth(attributions, masks, boxes, image_size)
-    norm = _min_max(amap)
+    norm = min_max(amap)
     flat = amap.reshape(amap.shape[0], -1)
     constant = flat.amax(dim=1) == flat.amin(dim=1)
     keep = (norm >= threshold) & ~constant[:, None, None]
@@ -278,19 +301,19 @@ def grid_pointing_game(
     """
     gh, gw = int(grid[0]), int(grid[1])
     if gh < 1 or gw < 1:
-        raise ValueError(f"`grid` must be two positive ints, got {grid!r}.")
+        raise ValueError(f"grid must be two positive ints, got {grid!r}")
     _check_batch(attributions, attributions.shape[0], "attributions")
     B = attributions.shape[0]
     size = _image_size(attributions, image_size, None)
     H, W = size
     if H % gh or W % gw:
-        raise ValueError(f"The image size {size} is not divisible by the grid {grid}.")
+        raise ValueError(f"the image size {size} is not divisible by the grid {grid}")
     amap = _to_pixel_map(attributions, size, B).clamp(min=0)
     target_cell = torch.as_tensor(target_cell, device=amap.device).reshape(-1).long()
     if target_cell.numel() != B:
-        raise ValueError(f"`target_cell` needs {B} entries, got {target_cell.numel()}.")
+        raise ValueError(f"target_cell needs {B} entries, got {target_cell.numel()}")
     if target_cell.min() < 0 or target_cell.max() >= gh * gw:
-        raise ValueError(f"`target_cell` must lie in [0, {gh * gw}).")
+        raise ValueError(f"target_cell must lie in [0, {gh * gw})")
     cells = amap.reshape(B, gh, H // gh, gw, W // gw).sum(dim=(2, 4)).reshape(B, -1)
     total = cells.sum(dim=1)
     inside = cells.gather(1, target_cell[:, None])[:, 0]
@@ -354,28 +377,29 @@ def make_grid_images(
         >>> g.images.shape, g.targets.shape
         (torch.Size([2, 3, 8, 8]), torch.Size([2]))
     """
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError("`images` must be a (N, C, H, W) tensor.")
+    if _check_tensor(images, "images").dim() != 4:
+        raise ValueError(
+            f"images must be (N, C, H, W), got shape {tuple(images.shape)}"
+        )
     labels = torch.as_tensor(labels).reshape(-1).long()
     N, C, H, W = images.shape
     if labels.numel() != N:
-        raise ValueError(f"`labels` has {labels.numel()} entries for {N} images.")
+        raise ValueError(f"labels has {labels.numel()} entries for {N} images")
     gh, gw = int(grid[0]), int(grid[1])
     n_cells = gh * gw
     if gh < 1 or gw < 1:
-        raise ValueError(f"`grid` must be two positive ints, got {grid!r}.")
+        raise ValueError(f"grid must be two positive ints, got {grid!r}")
     if labels.unique().numel() < n_cells:
         raise ValueError(
-            f"A {gh}x{gw} grid needs images of at least {n_cells} different classes."
+            f"a {gh}x{gw} grid needs images of at least {n_cells} different classes"
         )
-    if seed is not None and generator is not None:
-        raise ValueError("Give either `seed` or `generator`, not both.")
-    gen = torch.Generator().manual_seed(int(seed)) if seed is not None else generator
+    gen = _generator(seed, generator)
     if n_grids is None:
         n_grids = N // n_cells
     if not isinstance(n_grids, int) or n_grids < 1:
         raise ValueError(
-            "`n_grids` must be a positive int (or more images are needed)."
+            "n_grids must be a positive int (or more images are needed), got "
+            f"{n_grids!r}"
         )
     labels_cpu = labels.cpu()
     chosen = []

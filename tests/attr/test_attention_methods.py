@@ -10,21 +10,16 @@ import torch
 import captum_vit as cv
 from tests import naive
 from tests.attr.reference import load_reference, rel_err
-from tests.models import images, sharpen_, timm_vit
+from tests.models import hf_config, images, timm_vit
+from tests.tolerance import assert_close_to_scale
 
 TARGET = torch.tensor([0, 3, 1, 4])
 
 
 def _variants():
-    from timm.models.deit import VisionTransformerDistilled
-
-    torch.manual_seed(0)
-    distilled = VisionTransformerDistilled(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
-    )
     return {
         "vit": timm_vit(),
-        "deit_distilled": sharpen_(distilled).eval(),
+        "deit_distilled": timm_vit(distilled=True),
         "registers_layerscale": timm_vit(reg_tokens=2, init_values=0.5),
         "avg_pool": timm_vit(class_token=False, global_pool="avg"),
         "avg_pool_with_cls": timm_vit(global_pool="avg"),
@@ -61,7 +56,34 @@ def test_raw_attention_formula(variant):
         got = cv.RawAttention(
             model, layer=layer, head=head, head_fusion=fusion
         ).attribute(x, output="tokens")
-        torch.testing.assert_close(got.flatten(1), expected, rtol=1e-5, atol=1e-6)
+        assert_close_to_scale(got.flatten(1), expected, 1e-5)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_raw_attention_per_head(variant):
+    """``head_fusion=None``: one map per head, read as the fused map is; the
+    whole matrix from ``attention_matrix`` is the naive forward's."""
+    model, x = VARIANTS[variant], images(3)
+    _, attns = naive.forward(model, x)
+    gh, gw = 4, 4
+    for layer in (0, -1):
+        a = attns[layer].detach()  # (B, heads, N, N)
+        heads = a.shape[1]
+        method = cv.RawAttention(model, layer=layer, head_fusion=None)
+        torch.testing.assert_close(method.attention_matrix(x), a, rtol=1e-5, atol=1e-6)
+        tokens = method.attribute(x, output="tokens")
+        assert tokens.shape == (3, heads, gh, gw)
+        expected = torch.stack([_readout(model, a[:, h]) for h in range(heads)], 1)
+        torch.testing.assert_close(tokens.flatten(2), expected, rtol=1e-5, atol=1e-6)
+        pixels = method.attribute(x)
+        assert pixels.shape == (3, heads, 32, 32)
+        for h in range(heads):
+            single = cv.RawAttention(model, layer=layer, head=h)
+            torch.testing.assert_close(
+                pixels[:, h], single.attribute(x)[:, 0], rtol=1e-6, atol=1e-7
+            )
+        one = method.attribute((x,))
+        assert isinstance(one, tuple) and torch.equal(one[0], pixels)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -89,7 +111,7 @@ def test_rollout_formula(variant, fusion):
         got = cv.AttentionRollout(
             model, head_fusion=fusion, start_layer=start
         ).attribute(x, output="tokens")
-        torch.testing.assert_close(got.flatten(1), expected, rtol=1e-5, atol=1e-7)
+        assert_close_to_scale(got.flatten(1), expected, 1e-5)
 
 
 def test_rollout_discard_ratio():
@@ -111,9 +133,7 @@ def test_rollout_discard_ratio():
             joint = m if joint is None else m @ joint
         expected.append(joint[0, 1:])
     got = cv.AttentionRollout(model, discard_ratio=ratio).attribute(x, output="tokens")
-    torch.testing.assert_close(
-        got.flatten(1), torch.stack(expected), rtol=1e-5, atol=1e-7
-    )
+    assert_close_to_scale(got.flatten(1), torch.stack(expected), 1e-5)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -122,16 +142,12 @@ def test_grad_sam_formula(variant):
     A, G = naive.attention_and_grads(model, x, TARGET)
     gsam = sum((a * g.clamp(min=0)).mean(1) for a, g in zip(A, G)) / len(A)
     got = cv.GradSAM(model).attribute(x, target=TARGET, output="tokens")
-    torch.testing.assert_close(
-        got.flatten(1), _readout(model, gsam), rtol=1e-4, atol=1e-7
-    )
+    assert_close_to_scale(got.flatten(1), _readout(model, gsam), 1e-4)
     got_all = cv.GradSAM(model, query="all").attribute(
         x, target=TARGET, output="tokens"
     )
     npre = model.num_prefix_tokens
-    torch.testing.assert_close(
-        got_all.flatten(1), gsam.mean(1)[:, npre:], rtol=1e-4, atol=1e-7
-    )
+    assert_close_to_scale(got_all.flatten(1), gsam.mean(1)[:, npre:], 1e-4)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -151,7 +167,7 @@ def test_generic_attention_formula(variant):
         got = cv.GenericAttention(model, start_layer=start).attribute(
             x, target=TARGET, output="tokens"
         )
-        torch.testing.assert_close(got.flatten(1), expected, rtol=1e-4, atol=1e-7)
+        assert_close_to_scale(got.flatten(1), expected, 1e-4)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -163,12 +179,8 @@ def test_fused_equals_unfused(variant):
         blk.attn.fused_attn = False
     try:
         for m, f in zip(methods, fused):
-            torch.testing.assert_close(
-                m(model).attribute(x, target=1, output="tokens"),
-                f,
-                rtol=1e-4,
-                atol=1e-7,
-            )
+            got = m(model).attribute(x, target=1, output="tokens")
+            assert_close_to_scale(got, f, 1e-4)
     finally:
         for blk in model.blocks:
             blk.attn.fused_attn = True
@@ -187,16 +199,7 @@ def test_hf_deit_distilled_tokens():
     from transformers import DeiTConfig, DeiTForImageClassification
 
     torch.manual_seed(0)
-    cfg = DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    model = DeiTForImageClassification(cfg).eval()
+    model = DeiTForImageClassification(hf_config(DeiTConfig)).eval()
     adapter = cv.adapters.get(model)
     assert adapter.num_prefix_tokens == 2
     x = images(2)

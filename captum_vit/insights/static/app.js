@@ -1,7 +1,7 @@
 // captum_vit insights: the page. Plain JavaScript, no build step.
 "use strict";
 
-const state = { config: null, image: null, model: 0, target: null, job: null };
+const state = { config: null, image: null, imageTitle: "", model: 0, target: null, job: null };
 
 function $(id) { return document.getElementById(id); }
 
@@ -45,6 +45,8 @@ function paramInput(method, p) {
     input = el("input", { id, type: "checkbox", checked: !!p.default });
   } else if (p.type === "int" || p.type === "float") {
     input = el("input", { id, type: "number", step: p.type === "int" ? "1" : "any" });
+    if (p.min !== undefined) input.min = String(p.min);
+    if (p.max !== undefined) input.max = String(p.max);
     input.value = p.default === null ? "" : String(p.default);
     if (p.nullable) input.placeholder = "none";
   } else {
@@ -58,9 +60,11 @@ function paramInput(method, p) {
 function buildMethods() {
   const box = $("methods");
   box.replaceChildren();
-  state.config.methods.forEach((m, i) => {
+  const preselected = new Set(state.config.preselected || []);
+  state.config.methods.forEach((m) => {
     const cb = el("input", { type: "checkbox", id: `method-${m.name}`, value: m.name,
-                              checked: i < 2 && m.available, disabled: !m.available });
+                              checked: preselected.has(m.name) && m.available,
+                              disabled: !m.available });
     const label = el("label", { htmlFor: cb.id, title: m.doc || m.reason },
                      [` ${m.title} `, el("code", { textContent: m.name })]);
     const div = el("div", { className: "method" }, [cb, label]);
@@ -102,13 +106,15 @@ async function loadSamples() {
     const img = el("img", { className: "sample", src: `/api/images/${s.id}.png`,
                             alt: s.label_name || s.id, title: `${s.id}: ${s.label_name || ""}` });
     img.dataset.image = s.id;
-    img.addEventListener("click", () => selectImage(s.id));
+    const title = s.label_name ? `sample ${s.id.slice(1)} (${s.label_name})` : `sample ${s.id.slice(1)}`;
+    img.addEventListener("click", () => selectImage(s.id, title));
     box.append(img);
   }
 }
 
-async function selectImage(id) {
+async function selectImage(id, title) {
   state.image = id;
+  state.imageTitle = title;
   for (const img of document.querySelectorAll(".sample")) {
     img.classList.toggle("selected", img.dataset.image === id);
   }
@@ -137,7 +143,7 @@ async function predict() {
     }
     setTarget(data.predictions[0].index);
     for (const b of ["explain-btn", "scores-btn", "attention-btn"]) $(b).disabled = false;
-    setStatus(`image ${state.image} ready`);
+    setStatus(`${state.imageTitle}: ready`);
   } catch (e) {
     setStatus(`prediction failed: ${e.message}`, true);
   }
@@ -159,7 +165,7 @@ async function upload(file) {
     const resp = await fetch("/api/upload", { method: "POST", body: form });
     const data = await resp.json();
     if (!resp.ok) throw new Error(data.message);
-    await selectImage(data.image);
+    await selectImage(data.image, `uploaded image "${file.name}"`);
   } catch (e) {
     setStatus(`upload refused: ${e.message}`, true);
   }
@@ -194,9 +200,28 @@ async function explain() {
 }
 
 // ------------------------------------------------------------------- scores
+function cancelJob(id, keepalive) {
+  if (!id) return;
+  fetch(`/api/jobs/${id}`, { method: "DELETE", keepalive: !!keepalive }).catch(() => {});
+}
+
+// What the progress line says about a job.
+function jobLabel(job) {
+  const count = `${job.done}/${job.total} steps`;
+  switch (job.state) {
+    case "queued": return "waiting for a free model…";
+    case "running": return `${job.message} (${count})`;
+    case "done": return `finished (${count})`;
+    case "cancelled": return `cancelled (${count})`;
+    default: return `failed: ${job.error}`;
+  }
+}
+
 async function scores() {
   const methods = selectedMethods();
   if (!methods.length) { setStatus("choose at least one method", true); return; }
+  cancelJob(state.job);
+  state.job = null;
   try {
     const job = await api("/api/scores", {
       image: state.image, model: state.model, target: state.target, methods,
@@ -217,9 +242,12 @@ async function pollJob(id) {
     setStatus(`job lost: ${e.message}`, true); return;
   }
   $("job-progress").value = job.progress;
-  $("job-message").textContent = `${job.state}: ${job.message} (${job.done}/${job.total})`;
+  $("job-message").textContent = jobLabel(job);
   if (job.state === "done") { showScores(job.result); setStatus("scores ready"); return; }
-  if (job.state === "error") { setStatus(`scores failed: ${job.error}`, true); return; }
+  if (job.state === "error" || job.state === "cancelled") {
+    setStatus(`scores ${job.state === "error" ? "failed" : "cancelled"}: ${job.error}`, true);
+    return;
+  }
   setTimeout(() => pollJob(id), 300);
 }
 
@@ -304,6 +332,7 @@ async function init() {
   $("upload-input").addEventListener("change", (ev) => {
     if (ev.target.files.length) upload(ev.target.files[0]);
   });
+  window.addEventListener("pagehide", () => cancelJob(state.job, true));
   await loadSamples();
   setStatus("pick an image");
   document.body.dataset.ready = "1";
