@@ -29,9 +29,12 @@ from .attr import (  # noqa: E402
     ViTGradCam,
     ViTReciproCAM,
     ViTShapley,
+    embedding_similarity,
     forward_func,
+    image_similarity,
     patch_feature_mask,
     patch_window,
+    text_similarity,
     to_tokens,
 )
 
@@ -66,4 +69,7 @@ __all__ = [
     "TIS",
     "AttCAT",
     "AGCAM",
+    "text_similarity",
+    "image_similarity",
+    "embedding_similarity",
 ]

@@ -28,6 +28,7 @@ from .lrp import LRP
 from .partial_lrp import PartialLRP
 from .raw_attention import RawAttention
 from .rollout import AttentionRollout
+from .similarity import embedding_similarity, image_similarity, text_similarity
 from .tam import TAM
 from .tis import TIS
 from .transformer_lrp import TransformerLRP
@@ -73,4 +74,7 @@ __all__ = [
     "TIS",
     "AttCAT",
     "AGCAM",
+    "text_similarity",
+    "image_similarity",
+    "embedding_similarity",
 ]

@@ -267,10 +267,12 @@ def _module_rules(
     emb = adapter.embedding_parts()
     bind("patch_conv", emb.patch)
     by_type(emb.norm)
+    by_type(emb.post_norm)  # issue 14: CLIP's ln_pre
     head = adapter.head_parts()
     by_type(head.norm)
     by_type(head.fc_norm)
-    for m in list(head.pre_logits) + list(head.classifiers):
+    # issue 14: the modules of an attention-pooling head, by role
+    for m in list(head.pooler) + list(head.pre_logits) + list(head.classifiers):
         by_type(m)
     return out
 
