@@ -23,7 +23,9 @@ from .captum_helpers import (
 )
 from .evit import EViT
 from .generic_attention import GenericAttention
+from .grad_eclip import GradECLIP
 from .grad_sam import GradSAM
+from .legrad import LeGrad
 from .lrp import LRP
 from .partial_lrp import PartialLRP
 from .raw_attention import RawAttention
@@ -74,6 +76,8 @@ __all__ = [
     "TIS",
     "AttCAT",
     "AGCAM",
+    "LeGrad",
+    "GradECLIP",
     "text_similarity",
     "image_similarity",
     "embedding_similarity",
