@@ -23,9 +23,9 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._delegate import DelegatingAdapter
 from ._hf import HFViTAdapter
 from ._hf_beit import HFBeitAdapter
-from ._delegate import DelegatingAdapter
 from ._hf_clip import HFCLIPAdapter
 from ._hf_dinov2 import HFDinov2Adapter
 from ._open_clip import OpenCLIPAdapter, OpenCLIPTimmAdapter

@@ -543,7 +543,7 @@ class ViTAdapter:
             w[self.num_prefix_tokens :] = 1.0 / (num_tokens - self.num_prefix_tokens)
         return w
 
-    def text_tower(self) -> Optional["TextTower"]:
+    def text_tower(self) -> Optional[TextTower]:
         """The model's text tower (prompts to embeddings, logit scale and
         bias), or None for a model without one (a classifier, a bare image
         tower)."""

@@ -85,6 +85,14 @@ class ProjectionView(nn.Module):
     def bias(self) -> None:
         return None
 
+    @property
+    def in_features(self) -> int:
+        return int(getattr(self._owner, self._name).shape[0])
+
+    @property
+    def out_features(self) -> int:
+        return int(getattr(self._owner, self._name).shape[1])
+
     def forward(self, x: Tensor) -> Tensor:
         return x @ getattr(self._owner, self._name)
 
@@ -360,7 +368,21 @@ class OpenCLIPAdapter(ViTAdapter):
                 pooled = v.ln_post(pooled)
             return pooled, x[:, 1:]
 
-        return [(v, "_embeds", _embeds), (v, "_pool", _pool)]
+        proj = self._proj
+
+        def forward(x: Tensor) -> Any:
+            # VisionTransformer.forward, the projection through its view (so
+            # that a relevance rule reaches it)
+            pooled, tokens = v._pool(v.transformer(v._embeds(x)))
+            if proj is not None:
+                pooled = proj(pooled)
+            return (pooled, tokens) if v.output_tokens else pooled
+
+        return [
+            (v, "_embeds", _embeds),
+            (v, "_pool", _pool),
+            (v, "forward", forward),
+        ]
 
 
 def mlp_parts_of(mlp: nn.Module) -> List[nn.Module]:

@@ -296,7 +296,10 @@ class ViTAttribution(Attribution):
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
-        return format_target(target, batch, self.adapter.num_classes or None)
+        # a similarity model names its outputs (prompts, references)
+        outputs = getattr(self.adapter, "kind", "classes")
+        n = self.adapter.num_classes or None
+        return format_target(target, batch, n, outputs=outputs)
 
     # -------------------------------------------------------------- helpers
     def _trace(
@@ -351,6 +354,16 @@ class ViTAttribution(Attribution):
             row = row.to(matrix).repeat_interleave(matrix.shape[0] // row.shape[0], 0)
             out = torch.einsum("bn,bnm->bm", row, matrix)
         return out[:, self.adapter.num_prefix_tokens :]
+
+    def _pool_rows(self, tracer: Optional[Tracer], matrix: Tensor) -> Tensor:
+        """The pooling row of every sample, ``(B, N)``, for token maps
+        ``matrix`` ``(B, ..., N)``: the static :meth:`ViTAdapter.pool_weights`
+        repeated, or the attention pooling's row recorded by ``tracer``."""
+        row = None if tracer is None else tracer.pool_row()
+        if row is not None:
+            return row.to(matrix)
+        w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
+        return w.expand(matrix.shape[0], -1)
 
     def _pooling_tracer(self, inputs: Tensor, args: tuple) -> Optional[Tracer]:
         """For an attention-pooled model, a tracer holding the pooling row of

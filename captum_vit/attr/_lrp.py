@@ -179,11 +179,11 @@ def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _conv_kwargs(m: nn.Module) -> dict:
-    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+    # issue 14: SigLIP's patch convolution says padding="valid" (none)
+    padding = (0,) * len(m.kernel_size) if m.padding == "valid" else m.padding
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(padding, str):
         raise NotImplementedError("only zero-padded convolutions are supported")
-    return dict(
-        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
-    )
+    return dict(stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups)
 
 
 # ------------------------------------------------------------------- tracer

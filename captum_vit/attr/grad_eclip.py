@@ -51,13 +51,14 @@ class GradECLIP(ViTAttribution):
     "Grad-ECLIP: Gradient-based Visual and Textual Explanations for CLIP",
     https://arxiv.org/abs/2502.18816; code github.com/Cyang-Zhao/Grad-Eclip).
 
-    The image embedding is formed by one query of the last attention: the
-    class token's row of the last block (class-token models) or the probe of
-    the attention-pooling head (SigLIP, open_clip's attentional pooler, timm
-    ``global_pool="map"``). Its attention output is a weighted sum of the
-    value vectors, :math:`o_q = \sum_j A_{qj} v_j`; Grad-ECLIP replaces the
-    (sparse) softmax weights by a loosened spatial importance and weights the
-    value channels by the gradient of the score:
+    The image embedding is read from the outputs of the last attention at the
+    queries the pooling reads: the class token's row of the last block
+    (class-token models, as CLIP), every patch row (average pooling), or the
+    probe(s) of the attention-pooling head (SigLIP, open_clip's attentional
+    pooler, timm ``global_pool="map"``). Each such output is a weighted sum of
+    the value vectors, :math:`o_q = \sum_j A_{qj} v_j`; Grad-ECLIP replaces
+    the (sparse) softmax weights by a loosened spatial importance and weights
+    the value channels by the gradient of the score:
 
     .. math::
         w_{q,c} = \frac{\partial y_t}{\partial o_{q,c}}, \qquad
@@ -68,7 +69,7 @@ class GradECLIP(ViTAttribution):
 
     for patch tokens :math:`j` (the min-max runs over the patch keys), with
     :math:`c \in h` the value channels of head :math:`h` and :math:`q` the
-    query (queries) the pooled vector reads; :math:`y_t` is the target
+    queries the pooled vector reads (one for CLIP); :math:`y_t` is the target
     output (for CLIP, the image-text score of prompt :math:`t`:
     :func:`~captum_vit.text_similarity`). The gradient is taken once, through
     the part of the network after that attention.
@@ -85,15 +86,14 @@ class GradECLIP(ViTAttribution):
     notebook; their evaluation script passes them through the output
     projection first).
 
-    Average-pooled models have no single query that forms the embedding:
-    they are refused.
+    For average-pooled models (not in the paper) the sum runs over every
+    patch query, each with its own spatial weights.
 
     Args:
         model (torch.nn.Module): a CLIP-style model, a similarity model
-            (:func:`~captum_vit.text_similarity`) or a ViT classifier with
-            class-token or attention pooling.
-        layer (int, optional): the block whose class-token attention is
-            read (class-token models); None: the last block, or the pooling
+            (:func:`~captum_vit.text_similarity`) or a ViT classifier.
+        layer (int, optional): the block whose attention is read (at the
+            queries the pooling reads); None: the last block, or the pooling
             attention of an attention-pooled model. Default: None
         spatial (bool, optional): use the spatial importance
             :math:`\lambda` (the authors' ``withksim``); False: :math:`\lambda
@@ -118,11 +118,6 @@ class GradECLIP(ViTAttribution):
     ) -> None:
         super().__init__(model, interpolate_mode)
         pooling = self.adapter.pooling
-        if pooling not in ("token", "attention"):
-            raise ValueError(
-                f"GradECLIP reads the query that forms the embedding (a class token "
-                f"or an attention-pooling probe); this model's pooling is {pooling!r}"
-            )
         if pooling == "attention" and layer is not None:
             raise ValueError(
                 "an attention-pooled model forms its embedding in the pooling "
@@ -149,22 +144,21 @@ class GradECLIP(ViTAttribution):
             out = self.adapter.forward(inputs.detach().requires_grad_(True), *args)
         if target is None:
             target = out.detach().argmax(dim=-1)
-        score = out.gather(1, target.to(out.device)[:, None]).sum()
         kept = tracer.kept
-        (grad,) = torch.autograd.grad(score, kept["o"])  # (B, H, Q, d)
+        with torch.enable_grad():
+            score = out.gather(1, target.to(out.device)[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, kept["o"])  # (B, H, Q, d)
         q, k, v = (kept[n].detach() for n in "qkv")
         first = tracer.pool_first_key if self.layer == Tracer.POOL else 0
         npre = self.adapter.num_prefix_tokens
         rows = self._queries(tracer, first + k.shape[2])
         skip = max(npre - first, 0)  # prefix keys (none for timm's pooling)
         k, v = k[:, :, skip:], v[:, :, skip:]
-        total = None
-        for r in rows:
-            channel = grad[:, :, r, None, :] * v  # (B, H, P, d)
-            if self.spatial:
-                cos = F.cosine_similarity(q[:, :, r, None, :], k, dim=-1)
-                channel = channel * _min_max(cos)[..., None]
-            m = channel.sum(dim=(1, 3))
-            total = m if total is None else total + m
-        assert total is not None
-        return total.clamp(min=0)
+        # sum over the read queries r, heads h and channels c of head h:
+        # w_{r,c} lambda_{h,r,j} v_{j,c}
+        g, q = grad[:, :, rows], q[:, :, rows]  # (B, H, R, d)
+        inner = g @ v.transpose(-1, -2)  # (B, H, R, P)
+        if self.spatial:
+            cos = F.cosine_similarity(q[:, :, :, None], k[:, :, None], dim=-1)
+            inner = inner * _min_max(cos)
+        return inner.sum(dim=(1, 2)).clamp(min=0)

@@ -29,7 +29,7 @@ from ..metrics import (  # the registry, importable from here as before
     register_metric,
 )
 from ._data import DATASETS, BenchmarkDataset, make_dataset
-from ._explain import default_methods, explain_images, mean_scores
+from ._explain import default_methods, explain_images, explain_prompts, mean_scores
 from ._models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from ._runner import BenchmarkResult, run_benchmark
 
@@ -44,6 +44,7 @@ __all__ = [
     "MetricSpec",
     "default_methods",
     "explain_images",
+    "explain_prompts",
     "get_metric",
     "list_metrics",
     "load_model",

@@ -39,6 +39,9 @@ TABLE = [
     "infidelity",
     "sensitivity_max",
     "grid_pointing_game",
+    "open_vocab_iou",
+    "similarity_deletion",
+    "similarity_insertion",
 ]
 
 
