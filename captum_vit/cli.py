@@ -381,6 +381,7 @@ def insights(args: argparse.Namespace) -> int:
     vis = default_visualizer(
         samples=args.samples,
         seed=args.seed,
+        model=args.model,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         time_budget=args.time_budget,
     )
@@ -499,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--samples", type=_int_at_least(1), default=32, help="benchmark images shown"
+    )
+    p.add_argument(
+        "--model",
+        default="synthetic_vit",
+        help="embedded model: synthetic_vit, or synthetic_clip (a prompt box: "
+        "explains image-text similarities)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the benchmark")
     p.add_argument(

@@ -82,9 +82,9 @@ class LeGrad(ViTAttribution):
         start_layer (int, optional): first layer read out; negative values
             count from the end (``-2``: the last two, ``legrad-torch``'s
             ``layer_index`` default; ``0``: every layer). Default: -2
-        pooling (str, optional): ``"mean"`` or ``"model"`` (see above);
-            None: ``"mean"`` (attention-pooled models: their pooling head).
-            Default: None
+        pooling (str, optional): ``"mean"`` or ``"model"`` (see above; an
+            attention-pooled model always uses its pooling head).
+            Default: ``"mean"``
         final_norm (bool, optional): apply the model's final norm to each
             layer's pooled tokens. Default: True
         normalize (bool, optional): min-max normalise each map (the
@@ -108,16 +108,16 @@ class LeGrad(ViTAttribution):
         self,
         model: nn.Module,
         start_layer: int = -2,
-        pooling: Optional[str] = None,
+        pooling: str = "mean",
         final_norm: bool = True,
         normalize: bool = True,
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if pooling is not None and pooling not in _POOLINGS:
+        if pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
         self.start_layer = self._layer_index(start_layer)
-        self.pooling = "mean" if pooling is None else pooling
+        self.pooling = pooling
         self.final_norm = bool(final_norm)
         self.normalize = bool(normalize)
 
