@@ -235,7 +235,10 @@ class Tracer:
         """
         scores = self.qk(self.POOL, q, k, scale)
         if self.score_hook is not None:
-            scores = self.score_hook(self.POOL, scores)
+            # the hook sees scores over the whole sequence (zero before the
+            # first key), as in the blocks
+            padded = F.pad(scores, (first_key, 0))
+            scores = self.score_hook(self.POOL, padded)[..., first_key:]
         attn = self.softmax(self.POOL, scores)
         self.pool_attention_probs = attn
         self.pool_queries = tuple(int(i) for i in queries)

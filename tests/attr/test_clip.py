@@ -558,6 +558,7 @@ CLIP_FAMILIES = {
     ),
     "hf_siglip2": lambda: cv.embedding_similarity(hf_siglip2(), torch.randn(3, 32)),
     "timm_map": timm_map,
+    "timm_map_class_token": lambda: timm_map(class_token=True),
 }
 _SIMS = {}
 
