@@ -23,10 +23,15 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._delegate import DelegatingAdapter
 from ._hf import HFViTAdapter
 from ._hf_beit import HFBeitAdapter
+from ._hf_clip import HFCLIPAdapter
 from ._hf_dinov2 import HFDinov2Adapter
+from ._open_clip import OpenCLIPAdapter, OpenCLIPTimmAdapter
+from ._similarity import SCORES, SimilarityAdapter
 from ._surgery import Patcher, model_lock, patching
+from ._text import TextTower, TokenizerMismatchError
 from ._timm import TimmViTAdapter
 from ._timm_beit import TimmBeitAdapter
 from ._timm_eva import TimmEvaAdapter
@@ -53,6 +58,14 @@ __all__ = [
     "TimmEvaAdapter",
     "HFBeitAdapter",
     "HFDinov2Adapter",
+    "OpenCLIPAdapter",
+    "OpenCLIPTimmAdapter",
+    "HFCLIPAdapter",
+    "DelegatingAdapter",
+    "SimilarityAdapter",
+    "SCORES",
+    "TextTower",
+    "TokenizerMismatchError",
 ]
 
 _REGISTRY: List[Type[ViTAdapter]] = [
@@ -63,6 +76,9 @@ _REGISTRY: List[Type[ViTAdapter]] = [
     TimmEvaAdapter,
     HFBeitAdapter,
     HFDinov2Adapter,
+    OpenCLIPAdapter,
+    OpenCLIPTimmAdapter,
+    HFCLIPAdapter,
 ]
 
 

@@ -117,6 +117,17 @@ class HFDinov2Adapter(HFViTAdapter):
         w[0] = 0.5
         return w
 
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        # the two halves of the head: class token and patch mean, concatenated
+        N = tokens.shape[1]
+        cls = torch.zeros(N, device=tokens.device, dtype=tokens.dtype)
+        cls[0] = 1.0
+        mean = self.patch_weights(N, tokens.device, tokens.dtype)
+        return [torch.cat([tracer.pool(tokens, cls), tracer.pool(tokens, mean)], 1)]
+
+    def _split_pooled(self, pooled: Tensor) -> List[Tensor]:
+        return [torch.cat([pooled, pooled], dim=1)]
+
     def blocks(self) -> List[nn.Module]:
         return list(self._encoder.encoder.layer)
 

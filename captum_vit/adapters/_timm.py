@@ -1,8 +1,9 @@
 """Adapter for timm's ``VisionTransformer`` family.
 
 Covers ViT, DeiT (including the distilled variant with two prefix tokens),
-register tokens, layer scale, ``global_pool="token"|"avg"`` and
-``dynamic_img_size``. The explicit forwards reproduce
+register tokens, layer scale, ``global_pool="token"|"avg"|"map"`` (``"map"``:
+attention pooling by ``AttentionPoolLatent``, as in timm's SigLIP towers; see
+:mod:`captum_vit.adapters._pooling`) and ``dynamic_img_size``. The explicit forwards reproduce
 ``timm.models.vision_transformer.Block.forward`` and
 ``timm.layers.Attention.forward`` (both the fused and the unfused path compute
 the same function) with the attention core and residual sums routed through a
@@ -25,6 +26,12 @@ from ._base import (
     ViTAdapter,
 )
 from ._parts import mlp_parts, timm_gaps
+from ._pooling import (
+    attention_pool_forward,
+    attention_pool_gaps,
+    attention_pool_parts,
+    check_attention_pool,
+)
 
 
 def _timm():
@@ -101,15 +108,11 @@ class TimmViTAdapter(ViTAdapter):
                 )
             if getattr(blk.attn, "gate", None) is not None:
                 raise UnsupportedModelError("gated timm attention is not supported")
-        if getattr(model, "attn_pool", None) is not None:
-            raise UnsupportedModelError(
-                "timm models with attention pooling (global_pool='map') are not "
-                "supported: their prediction does not come from a token of the encoder."
-            )
-        if model.global_pool not in ("token", "avg"):
+        check_attention_pool(model)
+        if model.global_pool not in ("token", "avg", "map"):
             raise UnsupportedModelError(
                 f"timm global_pool={model.global_pool!r} is not supported "
-                "(use 'token' or 'avg')."
+                "(use 'token', 'avg' or 'map')."
             )
         if getattr(model, "pool_include_prefix", False):
             raise UnsupportedModelError("pool_include_prefix=True is not supported")
@@ -129,6 +132,8 @@ class TimmViTAdapter(ViTAdapter):
 
     @property
     def pooling(self) -> str:
+        if getattr(self.model, "attn_pool", None) is not None:
+            return "attention"
         return "token" if self.model.global_pool == "token" else "avg"
 
     @property
@@ -162,7 +167,9 @@ class TimmViTAdapter(ViTAdapter):
         )
 
     def relevance_gaps(self) -> List[str]:
-        return timm_gaps(self.model)
+        return timm_gaps(self.model) + attention_pool_gaps(
+            getattr(self.model, "attn_pool", None)
+        )
 
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
@@ -176,7 +183,12 @@ class TimmViTAdapter(ViTAdapter):
         def real(mod):
             return None if mod is None or isinstance(mod, nn.Identity) else mod
 
-        return HeadParts(real(m.norm), heads, fc_norm=real(m.fc_norm))
+        return HeadParts(
+            real(m.norm),
+            heads,
+            fc_norm=real(m.fc_norm),
+            pooler=attention_pool_parts(getattr(m, "attn_pool", None)),
+        )
 
     def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
         if self.pooling == "token" and self.distilled:
@@ -253,6 +265,20 @@ class TimmViTAdapter(ViTAdapter):
 
         return forward
 
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        m = self.model
+        if getattr(m, "attn_pool", None) is None:
+            return super()._pool_tokens(tokens, tracer)
+        pool = attention_pool_forward(m.attn_pool, tracer, self.num_prefix_tokens)
+        return [pool(tokens[:, self.num_prefix_tokens :])]
+
+    def _pooling_forwards(self, tracer: Tracer):
+        m = self.model
+        if getattr(m, "attn_pool", None) is None:
+            return []
+        fn = attention_pool_forward(m.attn_pool, tracer, self.num_prefix_tokens)
+        return [(m.attn_pool, "forward", fn)]
+
     def _end_forwards(self, tracer: Tracer):
         m = self.model
         adapter = self
@@ -274,8 +300,12 @@ class TimmViTAdapter(ViTAdapter):
                 if m.distilled_training and m.training:
                     return tuple(outs)
                 return tracer.merge_heads(outs)
-            w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
-            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+            if getattr(m, "attn_pool", None) is not None:  # _pooling_forwards
+                x = m.attn_pool(x[:, m.num_prefix_tokens :])
+            else:
+                w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
+                x = tracer.pool(x, w)
+            x = m.head_drop(m.fc_norm(x))
             return x if pre_logits else m.head(x)
 
         return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]

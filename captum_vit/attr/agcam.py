@@ -142,6 +142,6 @@ class AGCAM(ViTAttribution):
         for i, g in zip(layers, grads):
             cam = g.clamp(min=0) * tracer.scores[i].detach().sigmoid()  # (B, H, N, N)
             B, H, N, _ = cam.shape
-            row = self._patch_row(cam.reshape(B * H, N, N)).reshape(B, H, -1)
+            row = self._patch_row(cam.reshape(B * H, N, N), tracer).reshape(B, H, -1)
             maps.append(_REDUCTIONS[self.head_reduction](row, dim=1))
         return _REDUCTIONS[self.layer_reduction](torch.stack(maps), dim=0)

@@ -100,7 +100,7 @@ class AttCAT(ViTAttribution):
             if self.query == "all":
                 alpha = attn.mean(dim=1)[:, npre:]
             else:
-                alpha = self._patch_row(attn)
+                alpha = self._patch_row(attn, tracer)
             total = alpha * cat if total is None else total + alpha * cat
         assert total is not None, "a ViT has at least one block"
         return total

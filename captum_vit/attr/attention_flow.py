@@ -280,11 +280,12 @@ class AttentionFlow(ViTAttribution):
         tracer, _, _, _ = self._trace(inputs, target, args)
         caps = self.capacities(tracer.attention_list()).cpu().numpy()
         B, _, N, _ = caps.shape
-        w = self.adapter.pool_weights(N, dtype=torch.float64).numpy()
+        rows = torch.zeros(B, N, dtype=torch.float64)
+        w = self._pool_rows(tracer, rows).cpu().numpy()  # attention pooling: per sample
         flows = np.zeros((B, N))
         bound = 0.0
         for b in range(B):
-            flows[b], err = max_flows_to_inputs(caps[b], w, self.rtol)
+            flows[b], err = max_flows_to_inputs(caps[b], w[b], self.rtol)
             bound = max(bound, err)
         self.last_error_bound = bound
         if self.normalize:

@@ -58,4 +58,4 @@ class GenericAttention(ViTAttribution):
         for a, g in list(zip(attns, grads))[self.start_layer :]:
             cam = (g * a.detach()).clamp(min=0).mean(dim=1)
             R = R + cam @ R
-        return self._patch_row(R)
+        return self._patch_row(R, tracer)

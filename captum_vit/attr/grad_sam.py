@@ -70,4 +70,4 @@ class GradSAM(ViTAttribution):
         total = total / len(attns)
         if self.query == "all":
             return total.mean(dim=1)[:, self.adapter.num_prefix_tokens :]
-        return self._patch_row(total)
+        return self._patch_row(total, tracer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -98,19 +98,20 @@ class RawAttention(ViTAttribution):
         inputs, _, _, args = self._prepare(
             inputs, None, additional_forward_args, "tokens"
         )
-        return self._attention(inputs, args)
+        return self._attention(inputs, args)[0]
 
-    def _attention(self, inputs: Tensor, args: tuple) -> Tensor:
+    def _attention(self, inputs: Tensor, args: tuple) -> Tuple[Tensor, Tracer]:
         tracer, _, _, _ = self._trace(inputs, None, args, Tracer(layers=[self.layer]))
-        return tracer.attentions[self.layer].detach()
+        return tracer.attentions[self.layer].detach(), tracer
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        attn = self._attention(inputs, args)
+        attn, tracer = self._attention(inputs, args)
         if self.head is not None:
-            return self._patch_row(attn[:, self.head])
+            return self._patch_row(attn[:, self.head], tracer)
         if self.head_fusion is None:  # (B, heads, P): one map per head
             B, H, N, _ = attn.shape
-            return self._patch_row(attn.reshape(B * H, N, N)).reshape(B, H, -1)
-        return self._patch_row(fuse_heads(attn, self.head_fusion))
+            rows = self._patch_row(attn.reshape(B * H, N, N), tracer)
+            return rows.reshape(B, H, -1)
+        return self._patch_row(fuse_heads(attn, self.head_fusion), tracer)

@@ -96,4 +96,4 @@ class AttentionRollout(ViTAttribution):
         joint = hat[0]
         for a in hat[1:]:
             joint = a @ joint
-        return self._patch_row(joint)
+        return self._patch_row(joint, tracer)

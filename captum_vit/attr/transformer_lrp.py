@@ -99,4 +99,4 @@ class TransformerLRP(ViTAttribution):
                 cam = grads[layer] * cam
             M = cam.clamp(min=0).mean(dim=1) + eye
             J = M if J is None else M @ J
-        return self._patch_row(J)
+        return self._patch_row(J, self._pooling_tracer(inputs, args))

@@ -82,6 +82,9 @@ METHODS = [
     ("attcat", lambda m: cv.AttCAT(m), 1e-4),
     ("attcat_class", lambda m: cv.AttCAT(m, query="class"), 1e-4),
     ("agcam", lambda m: cv.AGCAM(m), 1e-4),
+    ("legrad", lambda m: cv.LeGrad(m), 1e-4),
+    ("legrad_all_model_pooling", lambda m: cv.LeGrad(m, 0, pooling="model"), 1e-4),
+    ("grad_eclip", lambda m: cv.GradECLIP(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])

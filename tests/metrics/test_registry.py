@@ -42,6 +42,9 @@ TABLE = [
     "saco",
     "road",
     "model_randomisation",
+    "open_vocab_iou",
+    "similarity_deletion",
+    "similarity_insertion",
 ]
 
 
