@@ -1,4 +1,4 @@
-"""Pieces shared by the adapters of the BEiT, EVA and DINOv2 families.
+"""Pieces shared by the adapters of several families.
 
 Some operations of these models are not modules: timm's BEiT/EVA keep the
 ``q``/``v`` biases of the fused ``qkv`` projection apart from the linear layer
@@ -9,12 +9,23 @@ lists), so the adapters make these operations small modules of their own,
 :class:`FusedQKV` and :class:`Scale`, which compute exactly what the model
 computes and which their explicit forwards call. They belong to the adapter,
 not to the model (the model is never changed), and hold no parameter of
-their own.
+their own. The explicit self-attention of the ``transformers`` families
+(:func:`hf_attention_forward`) lives here too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +60,9 @@ __all__ = [
     "timm_gaps",
     "GATE_GAP",
     "check_divisible",
+    "pair",
     "hf_embeddings_forward",
+    "hf_attention_forward",
 ]
 
 
@@ -229,6 +242,21 @@ def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) ->
         )
 
 
+def pair(size: Union[int, Sequence[int], None]) -> Tuple[int, int]:
+    """A size of a model's config (``patch_size``, ``image_size``: an int or
+    a pair) as ``(h, w)``.
+
+    Raises:
+        TypeError: ``size`` is None (a config without it).
+    """
+    if size is None:
+        raise TypeError("the model's config does not give this size")
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return h, w
+
+
 def hf_embeddings_forward(
     emb: Union[BeitEmbeddings, Dinov2Embeddings, Dinov2WithRegistersEmbeddings],
     tracer: Tracer,
@@ -257,5 +285,47 @@ def hf_embeddings_forward(
             reg = tokens.expand(B, -1, -1)
             x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
         return emb.dropout(x)
+
+    return forward
+
+
+def hf_attention_forward(
+    attention: nn.Module,
+    layer: int,
+    tracer: Tracer,
+    projections: Tuple[nn.Module, nn.Module, nn.Module, nn.Module],
+    head_dim: int,
+    scale: float,
+    dropout: float,
+) -> Callable[..., Tuple[Tensor, None]]:
+    """The ``forward`` of a ``transformers`` self-attention with separate
+    query, key, value and output ``projections`` (``ViTAttention``,
+    ``CLIPAttention`` and their kin) with the attention core routed through
+    :meth:`Tracer.attention`; the attention ``dropout`` probability applies
+    while ``attention`` is in training mode. Returns ``(output, None)`` as
+    the module does."""
+    q_proj, k_proj, v_proj, o_proj = projections
+
+    def drop(a: Tensor) -> Tensor:
+        return F.dropout(a, p=dropout, training=attention.training)
+
+    def forward(
+        hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs: Any
+    ) -> Tuple[Tensor, None]:
+        shape = (*hidden_states.shape[:-1], -1, head_dim)
+        q = q_proj(hidden_states).view(shape).transpose(1, 2)
+        k = k_proj(hidden_states).view(shape).transpose(1, 2)
+        v = v_proj(hidden_states).view(shape).transpose(1, 2)
+        o = tracer.attention(
+            layer,
+            q,
+            k,
+            v,
+            scale,
+            mask=attention_mask,
+            dropout=drop if attention.training and dropout > 0 else None,
+        )
+        o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
+        return o_proj(o), None
 
     return forward
