@@ -24,7 +24,7 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._parts import hf_attention_forward, pair
+from ._parts import hf_attention_forward, hf_classifier_forward, pair
 
 if TYPE_CHECKING:
     from transformers.models.beit.modeling_beit import (
@@ -286,24 +286,15 @@ class HFViTAdapter(ViTAdapter):
             x = tracer.embed_add(x, emb.position_embeddings)
             return emb.dropout(x)
 
-        def model_forward(
-            pixel_values: Optional[Tensor] = None,
-            labels: Optional[Tensor] = None,
-            **kwargs: Any,
-        ) -> Any:
-            # the classifier's forward (logits only), with the pooling of each
-            # head's token routed; several heads are averaged (WithTeacher)
-            if labels is not None:
-                raise NotImplementedError("labels are not supported while tracing")
-            from transformers.modeling_outputs import ImageClassifierOutput
-
-            seq = encoder(pixel_values, **kwargs).last_hidden_state
+        def logits(seq: Tensor) -> Tensor:
+            # the pooling of each head's token routed; several heads are
+            # averaged (WithTeacher)
             outs = []
             for i, head in enumerate(heads):
                 w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
                 w[i] = 1.0
                 outs.append(head(tracer.pool(seq, w)))
-            logits = outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
-            return ImageClassifierOutput(logits=logits)
+            return outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
 
+        model_forward = hf_classifier_forward(encoder, logits)
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
-from ._parts import GATE_GAP, check_divisible, hf_embeddings_forward, mlp_parts
+from ._parts import (
+    GATE_GAP,
+    check_divisible,
+    hf_classifier_forward,
+    hf_embeddings_forward,
+    mlp_parts,
+)
 
 if TYPE_CHECKING:
     from transformers.models.dinov2.modeling_dinov2 import (
@@ -202,27 +208,12 @@ class HFDinov2Adapter(HFViTAdapter):
     def _end_forwards(
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
-        emb = self._encoder.embeddings
-        model, encoder, adapter = self.model, self._encoder, self
+        emb, model = self._encoder.embeddings, self.model
 
-        def model_forward(
-            pixel_values: Optional[Tensor] = None,
-            labels: Optional[Tensor] = None,
-            **kwargs: Any,
-        ) -> Any:
-            # the classifier's forward (logits only): class token and patch
-            # mean, each pooled through the tracer, concatenated
-            if labels is not None:
-                raise NotImplementedError("labels are not supported while tracing")
-            from transformers.modeling_outputs import ImageClassifierOutput
+        def logits(seq: Tensor) -> Tensor:
+            # class token and patch mean, each pooled through the tracer
+            return model.classifier(self._pool_tokens(seq, tracer)[0])
 
-            seq = encoder(pixel_values, **kwargs).last_hidden_state
-            N = seq.shape[1]
-            cls = torch.zeros(N, device=seq.device, dtype=seq.dtype)
-            cls[0] = 1.0
-            mean = adapter.patch_weights(N, seq.device, seq.dtype)
-            pooled = torch.cat([tracer.pool(seq, cls), tracer.pool(seq, mean)], dim=1)
-            return ImageClassifierOutput(logits=model.classifier(pooled))
-
+        model_forward = hf_classifier_forward(self._encoder, logits)
         embeddings_forward = hf_embeddings_forward(emb, tracer, self._registers)
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

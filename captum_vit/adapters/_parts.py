@@ -63,6 +63,7 @@ __all__ = [
     "pair",
     "hf_embeddings_forward",
     "hf_attention_forward",
+    "hf_classifier_forward",
 ]
 
 
@@ -327,5 +328,27 @@ def hf_attention_forward(
         )
         o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
         return o_proj(o), None
+
+    return forward
+
+
+def hf_classifier_forward(
+    encoder: nn.Module, logits: Callable[[Tensor], Tensor]
+) -> Callable[..., Any]:
+    """The ``forward`` of a ``transformers`` image classifier, logits only:
+    ``logits`` of the ``encoder``'s last hidden state (the head, with the
+    pooling routed through the tracer), in an ``ImageClassifierOutput``."""
+
+    def forward(
+        pixel_values: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Any:
+        if labels is not None:
+            raise NotImplementedError("labels are not supported while tracing")
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        seq = encoder(pixel_values, **kwargs).last_hidden_state
+        return ImageClassifierOutput(logits=logits(seq))
 
     return forward

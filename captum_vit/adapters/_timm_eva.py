@@ -160,7 +160,6 @@ class TimmEvaAdapter(TimmBeitAdapter):
         from timm.layers import apply_rot_embed_cat
 
         attn = _attn(module)
-
         qkv_proj = self._qkv[layer]
 
         def forward(
