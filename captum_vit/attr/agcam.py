@@ -136,6 +136,7 @@ class AGCAM(ViTAttribution):
         tracer, _, _, grads = self._trace(
             inputs, target, args, _DetachedAttentionInput(), grad=True
         )
+        assert grads is not None  # grad=True
         layers = sorted(tracer.attentions)
         maps = []
         for i, g in zip(layers, grads):

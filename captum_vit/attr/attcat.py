@@ -102,4 +102,5 @@ class AttCAT(ViTAttribution):
             else:
                 alpha = self._patch_row(attn)
             total = alpha * cat if total is None else total + alpha * cat
+        assert total is not None, "a ViT has at least one block"
         return total

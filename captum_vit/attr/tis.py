@@ -57,6 +57,7 @@ class _TokenSampler(Tracer):
     def block_input(self, layer: int, x: Tensor) -> Tensor:
         if layer != 0:
             return x
+        assert self.index is not None, "set index before the forward pass"
         C = self.index.shape[0]
         prefix = x[:, : self.npre].expand(C, -1, -1)
         patches = x[0, self.npre :][self.index]  # (C, K, D)

@@ -40,15 +40,17 @@ class _MosaicTracer(Tracer):
         self.layer = layer
         self.masks: Optional[Tensor] = None
 
-    def attention_input(self, layer: int, x: Tensor) -> Tensor:
-        if layer != self.layer:
-            return x
+    def _masked(self, x: Tensor) -> Tensor:
+        assert self.masks is not None, "set masks before the forward pass"
         return self.masks[:, :, None].to(x.dtype) * x
+
+    def attention_input(self, layer: int, x: Tensor) -> Tensor:
+        return self._masked(x) if layer == self.layer else x
 
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
         if layer != self.layer or index != 0:
             return x + branch
-        return self.masks[:, :, None].to(x.dtype) * x + branch
+        return self._masked(x) + branch
 
 
 @register_method("vit_reciprocam")
@@ -181,9 +183,8 @@ class ViTReciproCAM(ViTAttribution):
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        masks = self.token_masks(
-            self.adapter.grid_size(tuple(inputs.shape[-2:])), inputs.device
-        )
+        H, W = inputs.shape[-2:]
+        masks = self.token_masks(self.adapter.grid_size((H, W)), inputs.device)
         B, R = inputs.shape[0], masks.shape[0]
         bs = self.internal_batch_size or R
         tracer = _MosaicTracer(self.layer)

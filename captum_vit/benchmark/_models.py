@@ -310,9 +310,14 @@ def load_model(
     from .. import zoo
 
     if spec is None or (spec in zoo.list_models() and not os.path.exists(spec)):
-        zm = zoo.load(spec or DEFAULT_MODEL)
-        size = int(zm.meta["config"]["img_size"])
         name = spec or DEFAULT_MODEL
+        zm = zoo.load(name)
+        if not isinstance(zm, zoo.ZooModel):
+            raise ModelLoadError(
+                f"{name!r} is a vision-language (CLIP) model; the embedded "
+                f"classifiers are {zoo.list_models(kind='classifier')}"
+            )
+        size = int(zm.meta["config"]["img_size"])
         if img_size is not None and int(img_size) != size:
             raise ModelLoadError(
                 f"--img-size {img_size}: the embedded model {name!r} takes {size} px "
@@ -381,10 +386,10 @@ def _load_checkpoint(
 
         with open(meta_path) as f:
             meta = json.load(f)
-        model = _build.build_vit(meta["config"])
-        _load_fitting(model, state, path, f"(zoo metadata {meta_path})")
+        vit = _build.build_vit(meta["config"])
+        _load_fitting(vit, state, path, f"(zoo metadata {meta_path})")
         return _finish(
-            model,
+            vit,
             meta.get("classes"),
             meta["mean"],
             meta["std"],

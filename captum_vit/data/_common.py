@@ -181,9 +181,14 @@ def _finish(
     image = _resize_image(image, size)
     mask = _resize_mask(mask, size)
     box = box_from_mask(mask)
-    if transform is not None:
-        image = transform(image)
-    return Sample(image, int(label), mask, box)
+    return Sample(_apply_transform(transform, image), int(label), mask, box)
+
+
+def _apply_transform(
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]], image: torch.Tensor
+) -> torch.Tensor:
+    """A dataset's ``transform`` of one image tensor (the image itself if None)."""
+    return image if transform is None else transform(image)
 
 
 def _check_sequence(values: Sequence, name: str) -> None:

@@ -2,7 +2,8 @@ r"""Loaders for ImageNet validation folders, ImageNet-Segmentation
 (``gtsegs_ijcv.mat``) and ImageNet-S (semantic masks as PNG)."""
 
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from ._common import (
     ClassificationSample,
     Sample,
     SizeType,
+    _apply_transform,
     _finish,
     _load_image_file,
     _read_rgb,
@@ -94,8 +96,7 @@ class ImageNetFolder(Dataset):
     def __getitem__(self, index: int) -> ClassificationSample:
         path, label = self.samples[index]
         image = _resize_image(_load_image_file(path), self.size)
-        if self.transform is not None:
-            image = self.transform(image)
+        image = _apply_transform(self.transform, image)
         return ClassificationSample(image, label)
 
 
@@ -156,12 +157,12 @@ class ImageNetSegmentation(Dataset):
     def __len__(self) -> int:
         return self._len
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = None
         return state
 
-    def _handle(self):
+    def _handle(self) -> Any:  # an h5py.File (h5py is untyped)
         if self._file is None:
             self._file = _import_h5py().File(self.path, "r")
         return self._file
@@ -363,7 +364,7 @@ class ImageNetS(Dataset):
         return _finish(image, label, mask, self.size, self.transform)
 
 
-def _import_h5py():
+def _import_h5py() -> ModuleType:
     try:
         import h5py
     except ImportError as err:

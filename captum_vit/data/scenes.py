@@ -295,7 +295,5 @@ class SyntheticScenes(_SeededDataset):
         caption = " and ".join(
             object_prompt(int(s), int(c)) for s, c in zip(shapes, colours)
         )
-        image = torch.from_numpy(img)
-        if self.transform is not None:
-            image = self.transform(image)
+        image = self._transformed(torch.from_numpy(img))
         return SceneSample(image, caption, shapes_t, colours_t, masks_t, boxes_t)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ._common import GridSample, Sample, box_from_mask
+from ._common import GridSample, Sample, _apply_transform, box_from_mask
 
 #: Names of the classes of :class:`SyntheticObjects`, by label.
 CLASS_NAMES: Tuple[str, ...] = (
@@ -273,19 +273,26 @@ class _SeededDataset(Dataset):
     def __init__(
         self,
         n: int,
-        seed: int,
-        split: str,
-        image_size: int,
-        transform: Optional[Callable],
+        seed: int = 0,
+        split: str = "test",
+        image_size: int = 64,
+        transform: Optional[Callable] = None,
     ) -> None:
         _rng(seed, split, 0)  # validates split
         if n < 0:
             raise ValueError(f"n must be non-negative, got {n}")
+        self._check_image_size(int(image_size))
         self.n = int(n)
         self.seed = int(seed)
         self.split = split
         self.image_size = int(image_size)
         self.transform = transform
+
+    def _check_image_size(self, image_size: int) -> None:
+        """Raise if a dataset cannot draw images of this side (subclasses)."""
+
+    def _transformed(self, image: torch.Tensor) -> torch.Tensor:
+        return _apply_transform(self.transform, image)
 
     @property
     def num_classes(self) -> int:
@@ -356,16 +363,6 @@ class SyntheticObjects(_SeededDataset):
     #: Names of the classes, by label.
     classes: Tuple[str, ...] = CLASS_NAMES
 
-    def __init__(
-        self,
-        n: int,
-        seed: int = 0,
-        split: str = "test",
-        image_size: int = 64,
-        transform: Optional[Callable] = None,
-    ) -> None:
-        super().__init__(n, seed, split, image_size, transform)
-
     def _raw(self, index: int) -> Tuple[torch.Tensor, int, torch.Tensor]:
         index = self._index(index)
         label = index % self.num_classes
@@ -376,10 +373,7 @@ class SyntheticObjects(_SeededDataset):
 
     def __getitem__(self, index: int) -> Sample:
         image, label, mask = self._raw(index)
-        box = box_from_mask(mask)
-        if self.transform is not None:
-            image = self.transform(image)
-        return Sample(image, label, mask, box)
+        return Sample(self._transformed(image), label, mask, box_from_mask(mask))
 
 
 class SyntheticGrid(_SeededDataset):
@@ -422,17 +416,9 @@ class SyntheticGrid(_SeededDataset):
 
     classes: Tuple[str, ...] = CLASS_NAMES
 
-    def __init__(
-        self,
-        n: int,
-        seed: int = 0,
-        split: str = "test",
-        image_size: int = 64,
-        transform: Optional[Callable] = None,
-    ) -> None:
+    def _check_image_size(self, image_size: int) -> None:
         if image_size % 2:
             raise ValueError(f"image_size must be even, got {image_size}")
-        super().__init__(n, seed, split, image_size, transform)
 
     def __getitem__(self, index: int) -> GridSample:
         index = self._index(index)
@@ -448,17 +434,14 @@ class SyntheticGrid(_SeededDataset):
             image[:, r : r + half, c : c + half] = img_k
             if k == cell:
                 mask[r : r + half, c : c + half] = mask_k
-        image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
-        box = box_from_mask(mask_t)
-        if self.transform is not None:
-            image_t = self.transform(image_t)
+        mask_t = torch.from_numpy(mask)
         return GridSample(
-            image_t,
+            self._transformed(torch.from_numpy(image)),
             int(labels[cell]),
             cell,
             torch.from_numpy(labels.astype(np.int64)),
             mask_t,
-            box,
+            box_from_mask(mask_t),
         )
 
     @staticmethod

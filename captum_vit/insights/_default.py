@@ -48,7 +48,13 @@ def default_visualizer(
 
     stream = sys.stderr if stream is None else stream
     if model in zoo.list_models():
-        net, transform, classes, _ = zoo.load(model)
+        loaded = zoo.load(model)
+        if not isinstance(loaded, zoo.ZooModel):
+            raise ValueError(
+                f"{model!r} is a vision-language (CLIP) model; the visualiser "
+                f"explains classifiers: {zoo.list_models(kind='classifier')}"
+            )
+        net, transform, classes, _ = loaded
         name = model
     else:
         if model != "synthetic_vit":

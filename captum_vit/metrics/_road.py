@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from .._targets import TargetType
+from ._docs import shared_args
 from ._utils import _generator, _to_pixel_map
-from .faithfulness import _class_score, _setup
+from .faithfulness import _setup
 
 #: ``(row offset, column offset, weight)`` of the 8 neighbours in the imputation:
 #: a removed pixel is the weighted mean of its neighbours (Rong et al., Eq. 4).
@@ -112,6 +113,7 @@ def _removed(amap: np.ndarray, fraction: float, order: str) -> np.ndarray:
     return ~(values < threshold)
 
 
+@shared_args
 def road(
     forward_func: Callable,
     inputs: Tensor,
@@ -178,12 +180,8 @@ def road(
 
     Args:
 
-        forward_func (Callable): model mapping ``(N, C, H, W)`` to
-            ``(N, num_classes)``.
-        inputs (Tensor): ``(B, C, H, W)`` images in the model's input space.
-        attributions (Tensor): any Captum layout or a token grid; channels summed.
-        target (int, tuple, Tensor, list or array, optional): explained class
-            (Captum's target forms); ``None`` = predicted. Default: None
+        {model_args}
+        {target}
         order (str, optional): ``"morf"`` (most relevant first) or ``"lerf"``
             (least relevant first). Default: ``"morf"``
         fractions (sequence of float, optional): fractions of the pixels removed,
@@ -196,11 +194,7 @@ def road(
             ``seed``). Default: None (the global generator, as grad-cam)
         apply_softmax (bool, optional): score the softmax probability of the
             target; ``False`` the raw output. Default: True
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): imputed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         :class:`ROADResult`: ``change`` ``(B,)``, ``curve`` ``(B, S)``,
@@ -237,9 +231,7 @@ def road(
     gen = _generator(seed, generator)
     B, C, H, W = setup.inputs.shape
     S = len(fracs)
-    outputs = setup.outputs()
-    score = _class_score(setup.resolve_target(outputs), apply_softmax)
-    base = score(outputs, torch.arange(B, device=outputs.device))
+    score, base = setup.class_score(apply_softmax)
     maps = _to_pixel_map(attributions, (H, W), B).cpu().numpy()
     images = setup.inputs.detach().cpu()
 

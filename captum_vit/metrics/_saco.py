@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from .._targets import TargetType
+from ._docs import shared_args
 from ._utils import BaselineType, _ranks
-from .faithfulness import _class_score, _setup
+from .faithfulness import _setup
 
 
 class SaCoResult(NamedTuple):
@@ -40,6 +41,7 @@ def _coefficient(salience: Tensor, change: Tensor) -> Tensor:
     return torch.where(total > 0, weight.sum(dim=1) / total, torch.nan).float()
 
 
+@shared_args
 def saco(
     forward_func: Callable,
     inputs: Tensor,
@@ -101,8 +103,7 @@ def saco(
         inputs (Tensor): ``(B, C, H, W)`` images in the model's input space.
         attributions (Tensor): any Captum layout or a token grid; channels summed,
             token grids upsampled bilinearly for pixel groups.
-        target (int, tuple, Tensor, list or array, optional): explained class
-            (Captum's target forms); ``None`` = predicted. Default: None
+        {target}
         n_groups (int, optional): :math:`K`, the number of groups; the paper's
             value is 10. Default: 10
         baseline (str, float or Tensor, optional): value of a perturbed group:
@@ -112,11 +113,7 @@ def saco(
             attribution) instead of pixels. Default: None (pixels, the paper)
         apply_softmax (bool, optional): :math:`p_t` is the softmax probability of
             the target (the paper); ``False`` uses the raw output. Default: True
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         :class:`SaCoResult`: ``coefficient`` ``(B,)``, ``salience`` ``(B, K)`` and
@@ -149,10 +146,7 @@ def saco(
         raise ValueError(
             f"n_groups must lie in [2, {N}] (the features), got {n_groups}"
         )
-    outputs = setup.outputs()
-    score = _class_score(setup.resolve_target(outputs), apply_softmax)
-    rows = torch.arange(outputs.shape[0], device=outputs.device)
-    base = score(outputs, rows)
+    score, base = setup.class_score(apply_softmax)
     group = torch.div(
         _ranks(setup.scores, descending=True) * n_groups, N, rounding_mode="floor"
     )

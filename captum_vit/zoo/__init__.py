@@ -55,6 +55,9 @@ class Normalize(torch.nn.Module):
         tensor([2.])
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean)).view(-1, 1, 1))

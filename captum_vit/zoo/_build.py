@@ -1,8 +1,15 @@
 """Construction of zoo models from their JSON config (private plumbing)."""
 
-from typing import Any, Callable, Dict
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, cast
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from open_clip import CLIP  # untyped: Any to the type checker
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block, VisionTransformer
 
 #: Keys of a model config passed on to timm's ``VisionTransformer``.
 _VIT_KEYS = (
@@ -21,7 +28,7 @@ _VIT_KEYS = (
 )
 
 
-def build_vit(config: Dict[str, Any]) -> torch.nn.Module:
+def build_vit(config: Dict[str, Any]) -> VisionTransformer:
     """A randomly initialised timm ``VisionTransformer`` from a config dict."""
     from timm.models.vision_transformer import VisionTransformer
 
@@ -39,7 +46,7 @@ def _import_open_clip() -> Any:
     return open_clip
 
 
-def build_clip(config: Dict[str, Any]) -> torch.nn.Module:
+def build_clip(config: Dict[str, Any]) -> CLIP:
     """A randomly initialised ``open_clip.CLIP`` from a config dict with
     ``embed_dim``, ``vision_cfg``, ``text_cfg`` and optionally ``quick_gelu``
     (the arguments of ``open_clip.CLIP``)."""
@@ -93,14 +100,14 @@ def unpack_token_embedding(
 
 
 def last_layer_cls_attention(
-    model: torch.nn.Module, images: torch.Tensor
+    model: VisionTransformer, images: torch.Tensor
 ) -> torch.Tensor:
     """Head-mean attention of the class token to every patch token in the last
     block of a timm ViT, ``(B, num_patches)``; used to check where the model
     looks. Recomputed from the block's input with the block's own ``qkv``."""
-    block = model.blocks[-1]
-    attn = block.attn
-    captured = {}
+    block = cast("Block", model.blocks[-1])
+    attn = cast("Attention", block.attn)
+    captured: Dict[str, torch.Tensor] = {}
     handle = block.norm1.register_forward_hook(
         lambda m, a, out: captured.__setitem__("x", out)
     )

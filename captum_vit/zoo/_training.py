@@ -7,22 +7,24 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 
+StateDict = Dict[str, torch.Tensor]
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 #: ``loss_fn(model, batch) -> scalar loss`` of one training step.
-LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+LossFn = Callable[[ModelT, Any], torch.Tensor]
 #: ``validate(model) -> message`` printed with the running loss.
-ValidateFn = Callable[[torch.nn.Module], str]
+ValidateFn = Callable[[ModelT], str]
 
 
 def train_cycles(
-    build: Callable[[], torch.nn.Module],
+    build: Callable[[], ModelT],
     make_data: Callable[[int], Dataset],
-    loss_fn: LossFn,
+    loss_fn: LossFn[ModelT],
     seed: int,
     steps: Union[int, Sequence[int]],
     batch_size: int,
@@ -34,8 +36,8 @@ def train_cycles(
     log_every: int = 100,
     init_state: Optional[Dict[str, torch.Tensor]] = None,
     start_cycle: int = 0,
-    validate: Optional[ValidateFn] = None,
-) -> torch.nn.Module:
+    validate: Optional[ValidateFn[ModelT]] = None,
+) -> ModelT:
     r"""Build a model under ``torch.manual_seed(seed)`` and train it in one or
     more cycles (warm restarts) on ``make_data(total_samples)``.
 
@@ -83,9 +85,9 @@ def train_cycles(
 
 
 def _train_cycle(
-    model: torch.nn.Module,
+    model: ModelT,
     data: Subset,
-    loss_fn: LossFn,
+    loss_fn: LossFn[ModelT],
     order_seed: int,
     steps: int,
     batch_size: int,
@@ -94,7 +96,7 @@ def _train_cycle(
     warmup: int,
     workers: int,
     log_every: int,
-    validate: Optional[ValidateFn],
+    validate: Optional[ValidateFn[ModelT]],
 ) -> None:
     loader = DataLoader(
         data,
@@ -140,14 +142,18 @@ def _train_cycle(
             print(f"{msg} ({time.time() - t0:.0f} s)", flush=True)
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser,
+def parse_arguments(
+    argv: Optional[Sequence[str]],
+    description: str,
     name: str,
     steps: Sequence[int],
     batch_size: int,
     lr: float,
-) -> None:
-    """The command-line options every zoo training script takes."""
+) -> argparse.Namespace:
+    """Parse the command-line options every zoo training script takes (the
+    defaults of ``--name``, ``--steps``, ``--batch-size`` and ``--lr`` are the
+    script's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "weights")
@@ -174,6 +180,7 @@ def add_arguments(
         default=0.0,
         help="wall time of the resumed cycles, added to the recorded time",
     )
+    return parser.parse_args(argv)
 
 
 def training_record(
@@ -200,12 +207,17 @@ def eval_seed(args: argparse.Namespace) -> int:
 
 
 def train_from_args(
-    train_fn: Callable[..., torch.nn.Module],
+    train_fn: Callable[..., ModelT],
     args: argparse.Namespace,
-    init_state: Optional[Dict[str, torch.Tensor]],
-) -> Tuple[torch.nn.Module, float]:
-    """Run a script's ``train`` function with the common options; returns the
-    model and the wall time in seconds (plus ``--prior-seconds``)."""
+    unpack: Callable[[StateDict], StateDict] = lambda state: state,
+) -> Tuple[ModelT, float]:
+    """Run a script's ``train`` function with the common options, resumed from
+    the weights file ``--resume`` (its state dict as ``unpack`` restores it) if
+    given; returns the model and the wall time in seconds (plus
+    ``--prior-seconds``)."""
+    init_state = None
+    if args.resume is not None:
+        init_state = unpack(load_file(args.resume))
     t0 = time.time()
     model = train_fn(
         seed=args.seed,

@@ -15,8 +15,9 @@ fraction of the last block's class-token attention that lands on the target
 object is recorded next to the object's area fraction.
 """
 
-import argparse
-from typing import Any, Dict, Optional, Sequence, Union
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +26,17 @@ from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
 from ._build import build_vit, last_layer_cls_attention
 from ._training import (
-    add_arguments,
     eval_seed,
     held_out_record,
+    parse_arguments,
     save,
     train_cycles,
     train_from_args,
     training_record,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from timm.models.vision_transformer import VisionTransformer
 
 #: Architecture of ``synthetic_vit``.
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -59,7 +63,7 @@ _normalise = Normalize(MEAN, STD)
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: VisionTransformer,
     n: int = 1000,
     seed: int = 1,
     batch_size: int = 250,
@@ -133,7 +137,7 @@ def train(
     config: Optional[Dict[str, Any]] = None,
     init_state: Optional[Dict[str, torch.Tensor]] = None,
     start_cycle: int = 0,
-) -> torch.nn.Module:
+) -> VisionTransformer:
     r"""Train a ViT on fresh synthetic images.
 
     Training runs one or more cycles (warm restarts): each cycle builds a
@@ -172,7 +176,8 @@ def train(
             Default: 0
 
     Returns:
-        torch.nn.Module: the trained model, in eval mode.
+        timm.models.vision_transformer.VisionTransformer: the trained model, in
+        eval mode.
 
     Examples::
 
@@ -202,24 +207,22 @@ def train(
 
 
 def _classification_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """Cross-entropy of a batch (a :class:`Sample` of stacked tensors)."""
+    """Cross-entropy of a batch (a :class:`Sample` of stacked tensors: its
+    ``label`` field is a tensor, not the ``int`` of one sample)."""
     return F.cross_entropy(model(_normalise(batch.image)), batch.label)
 
 
-def _validate(model: torch.nn.Module, seed: int) -> str:
+def _validate(model: VisionTransformer, seed: int) -> str:
     acc = evaluate(model, n=256, seed=seed, split="val")
     return f"val acc {acc['accuracy']:.3f}"
 
 
-def main(argv: Optional[list] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser, "synthetic_vit", steps=[2500], batch_size=64, lr=1.5e-3)
-    args = parser.parse_args(argv)
-
-    from safetensors.torch import load_file
-
-    init_state = None if args.resume is None else load_file(args.resume)
-    model, seconds = train_from_args(train, args, init_state)
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The command line: train, evaluate, write the weights and metadata."""
+    args = parse_arguments(
+        argv, __doc__.split("\n\n")[0], "synthetic_vit", [2500], 64, 1.5e-3
+    )
+    model, seconds = train_from_args(train, args)
     metrics = evaluate(model, n=args.eval_n, seed=eval_seed(args))
     meta = {
         "name": args.name,

@@ -21,8 +21,19 @@ stores only the other rows. The zero-shot accuracies of :func:`zero_shot` on
 held-out scenes (``split="test"``, seed ``--eval-seed``) go into the JSON.
 """
 
-import argparse
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from __future__ import annotations
+
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +41,25 @@ import torch.nn.functional as F
 from ..data.scenes import COLOUR_NAMES, SceneSample, SyntheticScenes, object_prompt
 from ..data.synthetic import CLASS_NAMES
 from . import Normalize
-from ._build import build_clip, clip_tokenizer, pack_token_embedding
+from ._build import (
+    build_clip,
+    clip_tokenizer,
+    pack_token_embedding,
+    unpack_token_embedding,
+)
 from ._training import (
-    add_arguments,
     eval_seed,
     held_out_record,
+    parse_arguments,
     save,
     train_cycles,
     train_from_args,
     training_record,
 )
 from .train import MEAN, STD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from open_clip import CLIP  # untyped: Any to the type checker
 
 #: Architecture of ``synthetic_clip``: the arguments of ``open_clip.CLIP``.
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -90,7 +109,7 @@ def caption_vocabulary(tokenizer: Callable[..., torch.Tensor]) -> torch.Tensor:
     return torch.unique(tokens[tokens != 0])
 
 
-def build_model(config: Dict[str, Any]) -> torch.nn.Module:
+def build_model(config: Dict[str, Any]) -> CLIP:
     r"""A freshly initialised ``open_clip.CLIP`` of ``config`` (from the
     global torch random state) whose token embedding is zero outside
     :func:`caption_vocabulary`."""
@@ -116,7 +135,7 @@ def _same_objects(shapes: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(
-    model: torch.nn.Module,
+    model: CLIP,
     batch: SceneSample,
     tokenizer: Callable[..., torch.Tensor],
 ) -> torch.Tensor:
@@ -153,7 +172,7 @@ def contrastive_loss(
 
 @torch.no_grad()
 def zero_shot(
-    model: torch.nn.Module,
+    model: CLIP,
     tokenizer: Callable[..., torch.Tensor],
     n: int = 1000,
     seed: int = 1,
@@ -285,7 +304,7 @@ def train(
     objects: Union[int, Tuple[int, int]] = (1, 3),
     init_state: Optional[Dict[str, torch.Tensor]] = None,
     start_cycle: int = 0,
-) -> torch.nn.Module:
+) -> CLIP:
     r"""Train an open_clip ``CLIP`` contrastively on fresh captioned scenes.
 
     Same schedule as :func:`captum_vit.zoo.train.train` (AdamW, linear
@@ -337,7 +356,7 @@ def train(
     tokenizer = clip_tokenizer(config)
     image_size = config["vision_cfg"]["image_size"]
 
-    def validate(model: torch.nn.Module) -> str:
+    def validate(model: CLIP) -> str:
         acc = zero_shot(model, tokenizer, n=256, seed=seed + 10_000, split="val")
         return (
             f"val shape {acc['shape_accuracy']:.3f} "
@@ -366,22 +385,15 @@ def train(
     )
 
 
-def main(argv: Optional[list] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser, "synthetic_clip", steps=[900, 900], batch_size=128, lr=2e-3)
-    args = parser.parse_args(argv)
-
-    from safetensors.torch import load_file
-
-    from ._build import unpack_token_embedding
-
-    init_state = None
-    if args.resume is not None:
-        init_state = unpack_token_embedding(
-            load_file(args.resume), DEFAULT_CONFIG["text_cfg"]["vocab_size"]
-        )
-
-    model, seconds = train_from_args(train, args, init_state)
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The command line: train, evaluate, write the weights and metadata."""
+    args = parse_arguments(
+        argv, __doc__.split("\n\n")[0], "synthetic_clip", [900, 900], 128, 2e-3
+    )
+    vocab_size = DEFAULT_CONFIG["text_cfg"]["vocab_size"]
+    model, seconds = train_from_args(
+        train, args, lambda state: unpack_token_embedding(state, vocab_size)
+    )
     tokenizer = clip_tokenizer(DEFAULT_CONFIG)
     metrics = zero_shot(model, tokenizer, n=args.eval_n, seed=eval_seed(args))
     meta = {

@@ -42,24 +42,30 @@ class ShapleyExplainer(nn.Module):
         self.backbone = adapter.model
         # the classifier reads one token's width, or two for heads that
         # concatenate the class token and the patch mean (DINOv2)
-        dim = adapter.head_parts().classifiers[0].in_features
+        classifier = adapter.head_parts().classifiers[0]
+        if not isinstance(classifier, nn.Linear):
+            raise TypeError(
+                "ViTShapley needs a model with a linear classifier, got "
+                f"{type(classifier).__name__}"
+            )
+        dim = classifier.in_features
         if adapter.pooling == "token+avg":
             dim //= 2
-        num_classes = adapter.num_classes if num_classes is None else num_classes
-        hidden_dim = 2 * dim if hidden_dim is None else hidden_dim
+        classes = adapter.num_classes if num_classes is None else int(num_classes)
+        hidden = 2 * dim if hidden_dim is None else int(hidden_dim)
         if num_mlp_layers < 1:
             raise ValueError(f"num_mlp_layers must be >= 1, got {num_mlp_layers}")
         layers: List[nn.Module] = []
         width = dim
         for _ in range(num_mlp_layers - 1):
-            layers += [nn.Linear(width, hidden_dim), nn.GELU()]
-            width = hidden_dim
-        layers.append(nn.Linear(width, num_classes))
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        layers.append(nn.Linear(width, classes))
         self.head = nn.Sequential(*layers)
         #: the head's configuration, saved by :meth:`ViTShapley.save`
         self.config = {
-            "num_classes": int(num_classes),
-            "hidden_dim": int(hidden_dim),
+            "num_classes": classes,
+            "hidden_dim": hidden,
             "num_mlp_layers": int(num_mlp_layers),
         }
 
