@@ -75,10 +75,9 @@ def _tower(model: nn.Module) -> Optional[nn.Module]:
     return model
 
 
-def _check_tower(model: nn.Module) -> Any:
-    """:func:`_tower` (an open_clip class, untyped), or
-    :class:`UnsupportedModelError` where there is none (an adapter made
-    directly for a model that is not open_clip's)."""
+def _check_tower(model: nn.Module) -> Union[VisionTransformer, TimmModel]:
+    """:func:`_tower`, or :class:`UnsupportedModelError` where there is none
+    (an adapter made directly for a model that is not open_clip's)."""
     tower = _tower(model)
     if tower is None:
         raise UnsupportedModelError(
