@@ -23,6 +23,14 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._graph import (
+    LayerWindows,
+    Merge,
+    Stage,
+    TokenGraph,
+    patch_merge_2x2,
+    window_index,
+)
 from ._hf import HFViTAdapter
 from ._surgery import Patcher, model_lock, patching
 from ._timm import TimmViTAdapter
@@ -39,6 +47,12 @@ __all__ = [
     "EmbeddingParts",
     "HeadParts",
     "UnsupportedModelError",
+    "TokenGraph",
+    "Stage",
+    "LayerWindows",
+    "Merge",
+    "window_index",
+    "patch_merge_2x2",
     "model_lock",
     "patching",
     "Patcher",

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._graph import TokenGraph, plain_graph
 from ._surgery import patching
 
 __all__ = [
@@ -379,10 +380,39 @@ class ViTAdapter:
 
     @property
     def num_heads(self) -> int:
+        """Attention heads of the first layer (see :meth:`layer_heads`)."""
         raise NotImplementedError
 
+    def layer_heads(self, layer: int) -> int:
+        """Attention heads of ``layer`` (hierarchical models have more heads
+        in later stages)."""
+        return self.num_heads
+
+    @property
+    def plain(self) -> bool:
+        """Whether every input size gives a plain :class:`TokenGraph`: one
+        token set, one dense attention over all of it in every layer (ViT,
+        DeiT). False for windowed or hierarchical models (Swin)."""
+        return True
+
+    def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
+        """The :class:`~captum_vit.adapters.TokenGraph` of the model for
+        images of ``image_size``: the stages, each layer's windows, the merges
+        and the pooling row that methods compose (``docs/token_graph.rst``).
+
+        The default is the plain graph: one stage of the prefix tokens and
+        the patch grid, dense attention in every layer, the pooling row
+        :meth:`pool_weights`.
+        """
+        grid = tuple(self.grid_size(tuple(image_size)))
+        npre = self.num_prefix_tokens
+        N = npre + grid[0] * grid[1]
+        return plain_graph(grid, npre, self.num_layers, self.pool_weights(N))
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``."""
+        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``
+        (for hierarchical models, the first stage's grid: that of the patch
+        embedding)."""
         raise NotImplementedError
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:

@@ -30,7 +30,7 @@ from .. import adapters
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import TokenGraph, Tracer, ViTAdapter
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
 
@@ -98,10 +98,28 @@ class ViTAttribution(Attribution):
     #: how ``output="tokens"`` pools a pixel-native map onto the patch grid:
     #: ``"sum"`` or ``"mean"`` over the channels and pixels of each patch
     _token_reduce: str = "sum"
+    #: whether the method is defined on every token graph (windowed,
+    #: hierarchical models such as Swin) or only on plain ViTs
+    _any_graph: bool = False
+    #: why a plain-only method does not apply to a windowed or hierarchical
+    #: model (the end of the error message)
+    _plain_only: str = (
+        "it is defined on plain Vision Transformers, whose every layer attends "
+        "over one set of tokens; this model attends within windows and merges "
+        "tokens between stages"
+    )
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
         self.model = self.adapter.model
+        if not (self._any_graph or self.adapter.plain):
+            raise adapters.UnsupportedModelError(
+                f"{type(self).__name__} does not apply to "
+                f"{type(self.model).__name__}: {self._plain_only}. The attention "
+                "methods written over the token graph (RawAttention, "
+                "AttentionRollout, AttentionFlow, GradSAM, GenericAttention, "
+                "TransformerLRP) and ViTGradCam, ViTCX do."
+            )
         self.interpolate_mode = interpolate_mode
         super().__init__(self.adapter.forward)
 
@@ -324,6 +342,10 @@ class ViTAttribution(Attribution):
                 score = logits.gather(1, target[:, None]).sum()
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
+
+    def _graph(self, inputs: Tensor) -> TokenGraph:
+        """The model's token graph for the size of ``inputs``."""
+        return self.adapter.token_graph((int(inputs.shape[-2]), int(inputs.shape[-1])))
 
     def _patch_row(self, matrix: Tensor) -> Tensor:
         """Read the explained row of token maps ``(B, N, N)`` at patch columns.

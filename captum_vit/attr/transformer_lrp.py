@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
 
@@ -89,14 +89,16 @@ class TransformerLRP(ViTAttribution):
         _, _, rel, grads = relevance_pass(
             self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
         )
-        N = rel[self.start_layer].shape[-1]
-        first = rel[self.start_layer]
-        eye = torch.eye(N, dtype=first.dtype, device=first.device)
-        J = None
+        graph = self._graph(inputs)
+        ops = {}
         for layer in layers:
+            lw = graph.layers[layer]
             cam = rel[layer]
             if with_grad:
                 cam = grads[layer] * cam
-            M = cam.clamp(min=0).mean(dim=1) + eye
-            J = M if J is None else M @ J
-        return self._patch_row(J)
+            cam = blocks(cam, lw).clamp(min=0).mean(dim=2)
+            ops[layer] = cam + window_eye(lw, cam)
+        v = pool_row(
+            graph, len(graph.stages) - 1, inputs.shape[0], cam.dtype, cam.device
+        )
+        return patch_scores(graph, compose(graph, ops, v))
