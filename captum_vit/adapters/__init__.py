@@ -32,9 +32,13 @@ from ._graph import (
     window_index,
 )
 from ._hf import HFViTAdapter
+from ._hf_swin import HFSwinAdapter
 from ._surgery import Patcher, model_lock, patching
+from ._swin import SwinAdapter
 from ._timm import TimmViTAdapter
+from ._timm_swin import TimmSwinAdapter
 from ._torchvision import TorchvisionViTAdapter
+from ._torchvision_swin import TorchvisionSwinAdapter
 
 __all__ = [
     "get",
@@ -59,12 +63,19 @@ __all__ = [
     "TimmViTAdapter",
     "HFViTAdapter",
     "TorchvisionViTAdapter",
+    "SwinAdapter",
+    "TimmSwinAdapter",
+    "HFSwinAdapter",
+    "TorchvisionSwinAdapter",
 ]
 
 _REGISTRY: List[Type[ViTAdapter]] = [
     TimmViTAdapter,
     HFViTAdapter,
     TorchvisionViTAdapter,
+    TimmSwinAdapter,
+    HFSwinAdapter,
+    TorchvisionSwinAdapter,
 ]
 
 

@@ -230,7 +230,9 @@ class BlockParts:
     ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
     (Hugging Face). ``mlp`` lists the MLP's modules in call order. ``scales``
     lists elementwise per-channel scalings on the residual branches (timm's
-    ``LayerScale``), empty where the model has none.
+    ``LayerScale``), empty where the model has none. ``post_norm`` is True
+    for residual post-norm blocks (Swin v2: ``x + norm1(attn(x))``), where
+    ``norm1``/``norm2`` follow the attention/MLP instead of preceding them.
     """
 
     def __init__(
@@ -243,6 +245,7 @@ class BlockParts:
         proj: nn.Module,
         mlp: Sequence[nn.Module],
         scales: Sequence[nn.Module] = (),
+        post_norm: bool = False,
     ) -> None:
         self.block = block
         self.attention = attention
@@ -252,6 +255,7 @@ class BlockParts:
         self.proj = proj
         self.mlp = list(mlp)
         self.scales = list(scales)
+        self.post_norm = post_norm
 
 
 class EmbeddingParts:

@@ -339,6 +339,8 @@ class AttentionFlow(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
+    _any_graph = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -365,8 +367,6 @@ class AttentionFlow(ViTAttribution):
             )
             mats.append(a / a.sum(dim=-1, keepdim=True))
         return torch.stack(mats, dim=1)
-
-    _any_graph = True
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         graph = self._graph(inputs)

@@ -70,6 +70,8 @@ class RawAttention(ViTAttribution):
         torch.Size([1, 3, 14, 14])
     """
 
+    _any_graph = True
+
     def __init__(
         self,
         model: nn.Module,
