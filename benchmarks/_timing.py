@@ -53,3 +53,31 @@ def baselines(model, x, target, repeats: int, device: str = "cpu"):
     t_fb = timeit(forward_backward, repeats, device)
     model.zero_grad(set_to_none=True)
     return t_f, t_fb
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_mib(fn: Callable[[], object]) -> float:
+    """Extra resident memory one call of ``fn`` needs, in MiB (Linux).
+
+    After one warm-up call (allocator pools, lazy initialisation) the kernel's
+    peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), ``fn``
+    runs once, and the peak resident set size (``VmHWM``) minus the resident
+    set size just before the call is returned. Run it in a fresh process per
+    workload so that one workload's pools do not hide another's peak.
+    """
+    import gc
+
+    fn()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024

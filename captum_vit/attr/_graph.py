@@ -220,7 +220,21 @@ class MixingTracer(Tracer):
     def _mix(self, layer: int, attn: Tensor) -> None:
         lw = self.graph.layers[layer]
         dtype = self.dtype or torch.promote_types(attn.dtype, torch.float32)
-        fused = fuse_heads(blocks(attn, lw).to(dtype), self.head_fusion, dim=2)
+        attn = blocks(attn, lw).to(dtype)  # (B, nW, H, nq, n)
+        if self.accumulate and self.head_fusion == "mean" and not self.discard_ratio:
+            # rows of the mean sum to one, so hat A = (sum_h A_h / H + I) / 2:
+            # one reduction and one fused multiply-add per layer
+            summed = attn[:, 0].sum(dim=1)
+            half = 0.5 / attn.shape[2]
+            if self.joint is None:
+                eye = window_eye(lw, summed)
+                self.joint = torch.add(eye * 0.5, summed, alpha=half)
+            else:
+                self.joint = torch.baddbmm(
+                    self.joint, summed, self.joint, beta=0.5, alpha=half
+                )
+            return
+        fused = fuse_heads(attn, self.head_fusion, dim=2)
         if self.discard_ratio > 0:
             fused = discard_smallest(fused, lw, self.discard_ratio)
         hat = fused + window_eye(lw, fused)

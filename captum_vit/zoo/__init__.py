@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 
-from ._build import build_vit
+from ._build import build_model
 
 _WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
@@ -141,7 +141,7 @@ def load(
     config = dict(meta["config"])
     if dynamic_img_size:
         config["dynamic_img_size"] = True
-    model = build_vit(config)
+    model = build_model(config)
     model.load_state_dict(load_file(weights_path), strict=True)
     model = model.to(device).eval()
     transform = Normalize(meta["mean"], meta["std"]).to(device)

@@ -21,12 +21,47 @@ _VIT_KEYS = (
 )
 
 
+#: Keys of a model config passed on to timm's ``SwinTransformer``.
+_SWIN_KEYS = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "num_classes",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "global_pool",
+    "drop_path_rate",
+)
+VIT = "timm.models.vision_transformer.VisionTransformer"
+SWIN = "timm.models.swin_transformer.SwinTransformer"
+
+
 def build_vit(config: Dict[str, Any]) -> torch.nn.Module:
     """A randomly initialised timm ``VisionTransformer`` from a config dict."""
     from timm.models.vision_transformer import VisionTransformer
 
     kwargs = {k: config[k] for k in _VIT_KEYS if k in config}
     return VisionTransformer(**kwargs)
+
+
+def build_model(config: Dict[str, Any]) -> torch.nn.Module:
+    """A randomly initialised zoo model of the config's ``architecture``
+    (timm ``VisionTransformer`` when absent, or timm ``SwinTransformer``)."""
+    arch = config.get("architecture", VIT)
+    if arch == VIT:
+        return build_vit(config)
+    if arch == SWIN:
+        from timm.models.swin_transformer import SwinTransformer
+
+        kwargs = {k: config[k] for k in _SWIN_KEYS if k in config}
+        if config.get("dynamic_img_size"):
+            kwargs["strict_img_size"] = False
+        return SwinTransformer(**kwargs)
+    raise ValueError(f"unknown zoo architecture {arch!r}; known: {VIT}, {SWIN}")
 
 
 def last_layer_cls_attention(

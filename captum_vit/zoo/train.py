@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader, Subset
 
 from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
-from ._build import build_vit, last_layer_cls_attention
+from ._build import SWIN, VIT, build_model, last_layer_cls_attention
 
 #: Architecture of ``synthetic_vit``.
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "architecture": "timm.models.vision_transformer.VisionTransformer",
+    "architecture": VIT,
     "img_size": 64,
     "patch_size": 8,
     "in_chans": 3,
@@ -45,6 +45,26 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "class_token": True,
     "global_pool": "token",
 }
+#: Architecture of ``synthetic_swin``: a timm ``SwinTransformer`` with 4x4
+#: patches (a 16x16 grid), 4x4 windows and three stages (16x16, 8x8, 4x4
+#: tokens; the last stage is one window, so unshifted).
+SWIN_CONFIG: Dict[str, Any] = {
+    "architecture": SWIN,
+    "img_size": 64,
+    "patch_size": 4,
+    "in_chans": 3,
+    "num_classes": len(CLASS_NAMES),
+    "embed_dim": 32,
+    "depths": [2, 2, 2],
+    "num_heads": [2, 4, 8],
+    "window_size": 4,
+    "mlp_ratio": 2.0,
+    "qkv_bias": True,
+    "global_pool": "avg",
+    "drop_path_rate": 0.0,
+}
+#: the configs ``--arch`` chooses from
+ARCHITECTURES: Dict[str, Dict[str, Any]] = {"vit": DEFAULT_CONFIG, "swin": SWIN_CONFIG}
 #: Per-channel normalisation applied to ``[0, 1]`` images before the model.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -99,6 +119,8 @@ def evaluate(
         y = labels[start : start + batch_size]
         m = masks[start : start + batch_size].float()[:, None]
         correct += (model(x).argmax(-1) == y).sum().item()
+        if not hasattr(model, "blocks"):  # no class token (Swin): accuracy only
+            continue
         attn = last_layer_cls_attention(model, x)
         attn = attn / attn.sum(-1, keepdim=True)
         cover = F.avg_pool2d(m, patch).flatten(1)
@@ -107,6 +129,8 @@ def evaluate(
         area += cover.mean(-1).sum().item()
         on_patch += (attn * touch).sum().item()
         patch_frac += touch.mean(-1).sum().item()
+    if not hasattr(model, "blocks"):
+        return {"accuracy": correct / n}
     return {
         "accuracy": correct / n,
         "attention_on_object": on_obj / n,
@@ -182,7 +206,7 @@ def train(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             config = config or DEFAULT_CONFIG
-            model = build_vit(config)
+            model = build_model(config)
             if init_state is not None:
                 model.load_state_dict(init_state, strict=True)
             data = SyntheticObjects(
@@ -277,7 +301,13 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "weights")
     )
-    parser.add_argument("--name", default="synthetic_vit")
+    parser.add_argument(
+        "--arch",
+        choices=sorted(ARCHITECTURES),
+        default="vit",
+        help="vit: DEFAULT_CONFIG (synthetic_vit); swin: SWIN_CONFIG (synthetic_swin)",
+    )
+    parser.add_argument("--name", default=None, help="default: synthetic_<arch>")
     parser.add_argument(
         "--steps", type=int, nargs="+", default=[2500], help="steps of each cycle"
     )
@@ -300,6 +330,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         help="wall time of the resumed cycles, added to the recorded time",
     )
     args = parser.parse_args(argv)
+    config = ARCHITECTURES[args.arch]
+    name = args.name or f"synthetic_{args.arch}"
 
     from safetensors.torch import load_file, save_file
 
@@ -315,19 +347,20 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         workers=args.workers,
         init_state=init_state,
         start_cycle=args.start_cycle,
+        config=config,
     )
     train_seconds = time.time() - t0 + args.prior_seconds
     eval_seed = args.seed + 1 if args.eval_seed is None else args.eval_seed
     metrics = evaluate(model, n=args.eval_n, seed=eval_seed)
     meta = {
-        "name": args.name,
-        "config": DEFAULT_CONFIG,
+        "name": name,
+        "config": config,
         "classes": list(CLASS_NAMES),
         "mean": list(MEAN),
         "std": list(STD),
         "input_range": [0.0, 1.0],
         "training": {
-            "script": "python -m captum_vit.zoo.train",
+            "script": f"python -m captum_vit.zoo.train --arch {args.arch}",
             "seed": args.seed,
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -348,8 +381,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     }
     os.makedirs(args.out, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(args.out, f"{args.name}.safetensors"))
-    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
+    save_file(state, os.path.join(args.out, f"{name}.safetensors"))
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
     print(json.dumps(meta["held_out"], indent=2))
