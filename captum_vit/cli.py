@@ -65,7 +65,9 @@ def explain(args: argparse.Namespace) -> int:
             f"synthetic test sample {i} (seed {args.seed})" for i in range(len(ds))
         ]
     images = lm.transform(raw)
-    methods = _split([args.methods] if args.methods else None) or default_methods()
+    methods = _split([args.methods] if args.methods else None) or default_methods(
+        lm.model
+    )
     res = explain_images(lm, images, methods, args.target, masks)
     probs = res["logits"].softmax(-1)
     out = Path(args.out)

@@ -24,11 +24,12 @@ EXPLAIN_METHODS = (
 )
 
 
-def default_methods() -> List[str]:
-    """The registered methods among :data:`EXPLAIN_METHODS`."""
+def default_methods(model: Optional[torch.nn.Module] = None) -> List[str]:
+    """The registered methods among :data:`EXPLAIN_METHODS` (that apply to
+    ``model``, if given)."""
     from ..attr import list_methods
 
-    available = set(list_methods())
+    available = set(list_methods(model=model))
     return [m for m in EXPLAIN_METHODS if m in available]
 
 

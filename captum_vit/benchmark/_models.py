@@ -144,6 +144,8 @@ def load_model(
     from .. import zoo
 
     if spec is None or (spec in zoo.list_models() and not os.path.exists(spec)):
+        from ..attr import describe
+
         zm = zoo.load(spec or DEFAULT_MODEL)
         return _finish(
             zm.model,
@@ -151,7 +153,7 @@ def load_model(
             zm.meta["mean"],
             zm.meta["std"],
             zm.meta["config"]["img_size"],
-            f"embedded model {spec or DEFAULT_MODEL!r} ({zm.meta['config']['depth']}"
+            f"embedded model {spec or DEFAULT_MODEL!r} ({describe(zm.model).num_layers}"
             f" blocks, trained on the synthetic benchmark)",
             embedded=True,
         )

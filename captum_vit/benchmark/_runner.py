@@ -233,7 +233,7 @@ def _resolve_methods(
     from ..attr import create_method, list_methods
 
     if methods is None:
-        methods = list_methods()
+        methods = list_methods(model=model)
     if isinstance(methods, Mapping):
         return {name: factory(model) for name, factory in methods.items()}
     return {name: create_method(name, model) for name in methods}
@@ -274,7 +274,7 @@ def run_benchmark(
         methods (list[str] or dict, optional): registry names
             (:func:`captum_vit.attr.list_methods`), or ``name -> factory``
             where ``factory(model)`` returns a Captum ``Attribution``.
-            Default: None (every registered method)
+            Default: None (every registered method that applies to the model)
         metrics (list[str], optional): names from
             :func:`captum_vit.metrics.list_metrics`.
             Default: None (every metric the dataset has ground truth for)
