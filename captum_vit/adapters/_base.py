@@ -230,7 +230,9 @@ class BlockParts:
     ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
     (Hugging Face). ``mlp`` lists the MLP's modules in call order. ``scales``
     lists elementwise per-channel scalings on the residual branches (timm's
-    ``LayerScale``), empty where the model has none. ``post_norm`` is True
+    ``LayerScale``), empty where the model has none. ``attention_norms``
+    lists normalisations inside the attention, applied to queries and keys
+    (Swin v2's cosine attention), empty where there is none. ``post_norm`` is True
     for residual post-norm blocks (Swin v2: ``x + norm1(attn(x))``), where
     ``norm1``/``norm2`` follow the attention/MLP instead of preceding them.
     """
@@ -246,6 +248,7 @@ class BlockParts:
         mlp: Sequence[nn.Module],
         scales: Sequence[nn.Module] = (),
         post_norm: bool = False,
+        attention_norms: Sequence[nn.Module] = (),
     ) -> None:
         self.block = block
         self.attention = attention
@@ -256,6 +259,7 @@ class BlockParts:
         self.mlp = list(mlp)
         self.scales = list(scales)
         self.post_norm = post_norm
+        self.attention_norms = list(attention_norms)
 
 
 class EmbeddingParts:
@@ -353,6 +357,12 @@ class ViTAdapter:
     def head_parts(self) -> HeadParts:
         """The final norm, pooled-vector norm and classifier(s)."""
         raise NotImplementedError
+
+    def between_parts(self) -> List[nn.Module]:
+        """Modules that run between blocks, in call order: the norm and the
+        linear reduction of each patch merging of a hierarchical model (Swin);
+        empty for a plain ViT."""
+        return []
 
     @property
     def num_layers(self) -> int:

@@ -14,7 +14,6 @@ forward computes the same window without writing it onto the module.
 
 from __future__ import annotations
 
-import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._swin import Pair, SwinAdapter, pair
+from ._swin import CosineNorm, Pair, SwinAdapter, pair
 
 # class name -> backbone attribute
 _CLASSIFIERS = {
@@ -88,6 +87,12 @@ class HFSwinAdapter(SwinAdapter):
             for blk in stage.blocks:
                 self._blocks.append(blk)
                 self._stages.append(s)
+        self._cosine = []
+        if self.v2:
+            for blk in self._blocks:
+                at = blk.attention.self
+                d = at.attention_head_size
+                self._cosine.append((CosineNorm(d, at.logit_scale), CosineNorm(d)))
 
     # ------------------------------------------------------------ description
     @property
@@ -141,7 +146,15 @@ class HFSwinAdapter(SwinAdapter):
             proj,
             [m for m in mlp if isinstance(m, nn.Module)],
             post_norm=self.v2,
+            attention_norms=self._cosine[layer] if self.v2 else (),
         )
+
+    def between_parts(self) -> List[nn.Module]:
+        out: List[nn.Module] = []
+        for stage in self._backbone.encoder.layers:
+            if stage.downsample is not None:
+                out += [stage.downsample.norm, stage.downsample.reduction]
+        return out
 
     def embedding_parts(self) -> EmbeddingParts:
         emb = self._backbone.embeddings
@@ -268,8 +281,8 @@ class HFSwinAdapter(SwinAdapter):
             q = at.query(hidden_states).view(B_, -1, H, d).transpose(1, 2)
             k = at.key(hidden_states).view(B_, -1, H, d).transpose(1, 2)
             v = at.value(hidden_states).view(B_, -1, H, d).transpose(1, 2)
-            ls = torch.clamp(at.logit_scale, max=math.log(1.0 / 0.01)).exp()
-            q, k = F.normalize(q, dim=-1) * ls, F.normalize(k, dim=-1)
+            q_norm, k_norm = self._cosine[layer]  # cosine attention
+            q, k = q_norm(q), k_norm(k)
             table = at.continuous_position_bias_mlp(at.relative_coords_table)
             table = table.view(-1, H)[at.relative_position_index.view(-1)]
             bias = table.view(n, n, -1).permute(2, 0, 1).contiguous()

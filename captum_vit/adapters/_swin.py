@@ -12,10 +12,12 @@ the family adapters say how their blocks compute.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+import math
+from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ._base import ViTAdapter
 from ._graph import (
@@ -39,6 +41,30 @@ def pair(v) -> Pair:
 def ceil_half(grid: Pair) -> Pair:
     """The grid after a 2x2 patch merging (odd sizes padded)."""
     return ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+
+
+class CosineNorm(nn.Module):
+    r"""Swin v2's normalisation of queries or keys as a module:
+    :math:`x / \lVert x \rVert` per head, times :math:`\exp(\min(s, \log 100))`
+    for the queries (the learnt logit scale :math:`s`, per head), so that the
+    scores are the scaled cosine similarities.
+
+    The adapter holds one per layer (a reference to the model's
+    ``logit_scale``, no copy), calls it in the explicit attention and lists it
+    in :attr:`BlockParts.attention_norms`, so that methods that treat norms
+    by a rule (LRP) find it.
+    """
+
+    def __init__(self, head_dim: int, logit_scale: Optional[Tensor] = None) -> None:
+        super().__init__()
+        self.normalized_shape = (head_dim,)
+        self.logit_scale = logit_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.normalize(x, dim=-1)
+        if self.logit_scale is None:
+            return x
+        return x * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
 
 
 class SwinAdapter(ViTAdapter):

@@ -12,7 +12,6 @@ and its mask, and the padding stay the model's own code (``block._attn``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._swin import Pair, SwinAdapter, pair
+from ._swin import CosineNorm, Pair, SwinAdapter, pair
 
 
 def _classes() -> Optional[Tuple[type, type]]:
@@ -35,6 +34,25 @@ def _classes() -> Optional[Tuple[type, type]]:
 def _active(dropout: nn.Module) -> Optional[nn.Module]:
     p = getattr(dropout, "p", 0.0)
     return dropout if dropout.training and p > 0 else None
+
+
+class _BiasedQKV(nn.Module):
+    """timm Swin v2's query/key/value projection as one linear: its ``qkv``
+    weight with the separate ``q_bias``, ``k_bias`` (zero) and ``v_bias``
+    (references, no copy), so that rules for linear layers see the biases."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.weight = attn.qkv.weight
+        self._attn = [attn]  # not a submodule
+
+    @property
+    def bias(self) -> Tensor:
+        a = self._attn[0]
+        return torch.cat((a.q_bias, a.k_bias, a.v_bias))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class TimmSwinAdapter(SwinAdapter):
@@ -58,6 +76,15 @@ class TimmSwinAdapter(SwinAdapter):
             for blk in stage.blocks:
                 self._blocks.append(blk)
                 self._stages.append(s)
+        self._qkv = [
+            _BiasedQKV(b.attn) if self.v2 and b.attn.q_bias is not None else b.attn.qkv
+            for b in self._blocks
+        ]
+        self._cosine = []
+        if self.v2:
+            for b in self._blocks:
+                d = b.attn.qkv.in_features // b.attn.num_heads
+                self._cosine.append((CosineNorm(d, b.attn.logit_scale), CosineNorm(d)))
         if model.global_pool != "avg" or isinstance(model.head.fc, nn.Identity):
             raise UnsupportedModelError(
                 f"timm Swin with global_pool={model.global_pool!r} and head "
@@ -95,11 +122,19 @@ class TimmSwinAdapter(SwinAdapter):
             blk.attn,
             blk.norm1,
             blk.norm2,
-            [blk.attn.qkv],
+            [self._qkv[layer]],
             blk.attn.proj,
             mlp,
             post_norm=self.v2,
+            attention_norms=self._cosine[layer] if self.v2 else (),
         )
+
+    def between_parts(self) -> List[nn.Module]:
+        out: List[nn.Module] = []
+        for stage in self.model.layers:
+            if not isinstance(stage.downsample, nn.Identity):
+                out += [stage.downsample.norm, stage.downsample.reduction]
+        return out
 
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
@@ -161,14 +196,12 @@ class TimmSwinAdapter(SwinAdapter):
 
         def forward(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
             B_, N, C = x.shape
-            qkv = attn.qkv(x)
-            if v2 and attn.q_bias is not None:  # the separate q/k/v biases
-                qkv = qkv + torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            qkv = self._qkv[layer](x)  # v2: with the separate q/k/v biases
             qkv = qkv.reshape(B_, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
             q, k, v = qkv.unbind(0)
-            if v2:
-                ls = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()
-                q, k = F.normalize(q, dim=-1) * ls, F.normalize(k, dim=-1)
+            if v2:  # cosine attention: the logit scale is in the query's norm
+                q_norm, k_norm = self._cosine[layer]
+                q, k = q_norm(q), k_norm(k)
                 scale = 1.0
                 table = attn.cpb_mlp(attn.relative_coords_table).view(
                     -1, attn.num_heads

@@ -12,7 +12,6 @@ blocks' residual sums routed as well.
 
 from __future__ import annotations
 
-import math
 from typing import Any, List, Tuple
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer
-from ._swin import Pair, SwinAdapter, pair
+from ._swin import CosineNorm, Pair, SwinAdapter, pair
 
 
 def _shift_mask(
@@ -73,6 +72,13 @@ class TorchvisionSwinAdapter(SwinAdapter):
             else:  # a patch merging
                 stage += 1
         self.v2 = isinstance(self._blocks[0], SwinTransformerBlockV2)
+        self._cosine = []
+        if self.v2:
+            for blk in self._blocks:
+                d = blk.attn.qkv.in_features // blk.attn.num_heads
+                self._cosine.append(
+                    (CosineNorm(d, blk.attn.logit_scale), CosineNorm(d))
+                )
 
     # ------------------------------------------------------------ description
     @property
@@ -113,7 +119,15 @@ class TorchvisionSwinAdapter(SwinAdapter):
             blk.attn.proj,
             mlp,
             post_norm=self.v2,
+            attention_norms=self._cosine[layer] if self.v2 else (),
         )
+
+    def between_parts(self) -> List[nn.Module]:
+        out: List[nn.Module] = []
+        for part in self.model.features[1:]:
+            if not isinstance(part, nn.Sequential):  # a patch merging
+                out += [part.norm, part.reduction]
+        return out
 
     def embedding_parts(self) -> EmbeddingParts:
         stem = self.model.features[0]
@@ -184,9 +198,9 @@ class TorchvisionSwinAdapter(SwinAdapter):
             heads = attn.num_heads
             qkv = qkv.reshape(B * nW, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]
-            if v2:
-                ls = torch.clamp(attn.logit_scale, max=math.log(100.0)).exp()
-                q, k = F.normalize(q, dim=-1) * ls, F.normalize(k, dim=-1)
+            if v2:  # cosine attention: the logit scale is in the query's norm
+                q_norm, k_norm = self._cosine[layer]
+                q, k = q_norm(q), k_norm(k)
                 scale = 1.0
             else:
                 scale = (C // heads) ** -0.5

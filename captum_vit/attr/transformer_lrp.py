@@ -46,9 +46,18 @@ class TransformerLRP(ViTAttribution):
     residual Add renormalisation is taken per sample (their code sums over
     the batch), so batches give each image's batch-1 result.
 
+    On windowed and hierarchical models (Swin; ``docs/token_graph.rst``) the
+    relevance pass runs through the window partition, the cyclic shift and
+    the padding (index operations: relevance is moved, never changed) and
+    through patch merging (the linear rule on the reduction of the
+    concatenated 2x2 neighbours, the norm rule on its norm); :math:`\bar
+    A^{(l)}` is block-diagonal over the layer's windows, the merge maps enter
+    the product and the explained row is the pooling row, read down to the
+    first stage's grid. On a plain ViT this is the formula above.
+
     Args:
         model (torch.nn.Module): a stock timm, Hugging Face or torchvision
-            Vision Transformer, or an adapter wrapping one.
+            Vision Transformer or Swin, or an adapter wrapping one.
         start_layer (int, optional): first layer of the product. Default: 0
         method (str, optional): ``"transformer_attribution"`` (the paper's
             method) or ``"lrp_rollout"``. Default: ``"transformer_attribution"``
@@ -68,6 +77,7 @@ class TransformerLRP(ViTAttribution):
     """
 
     _needs_grad = True
+    _any_graph = True
 
     def __init__(
         self,

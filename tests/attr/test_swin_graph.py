@@ -335,6 +335,9 @@ TWIN_METHODS = [
     ("generic_attention", lambda m: cv.GenericAttention(m)),
     ("attention_flow", lambda m: cv.AttentionFlow(m)),
     ("vit_gradcam", lambda m: cv.ViTGradCam(m)),
+    ("transformer_lrp", lambda m: cv.TransformerLRP(m)),
+    ("lrp", lambda m: cv.LRP(m)),
+    ("attn_lrp", lambda m: cv.AttnLRP(m)),
 ]
 
 
@@ -349,3 +352,54 @@ def test_family_twins_give_the_same_maps(name, factory, v2):
             x, target=TARGET, output="tokens"
         )
         assert _rel(got, expected) < 1e-4, family
+
+
+# --------------------------------------------------------------------- LRP
+def _dense_blocks(blocks, lw, N):
+    """Windowed blocks ``(B, nW, H, n, n)`` as dense ``(B, H, N, N)``."""
+    B, nW, H, n, _ = blocks.shape
+    out = blocks.new_zeros(B, H, N, N)
+    for k in range(nW):
+        idx = lw.index[k]
+        real = (idx >= 0).nonzero().flatten()
+        tok = idx[real]
+        out[:, :, tok[:, None], tok[None, :]] = blocks[:, k][:, :, real][:, :, :, real]
+    return out
+
+
+def test_transformer_lrp_product_dense_equals_windowed(swin64, x64):
+    """The graph's product of TransformerLRP's (gradient x relevance) blocks
+    equals the dense product with dense merge maps."""
+    from captum_vit.attr._lrp import RuleSet, relevance_pass
+
+    adapter = cv.adapters.get(swin64)
+    graph = adapter.token_graph((32, 32))
+    L = adapter.num_layers
+    _, _, rel, grads = relevance_pass(
+        adapter, RuleSet(), x64, TARGET, (), False, range(L), True
+    )
+    stages = _stages(swin64)
+    mats = []
+    for layer, lw in enumerate(graph.layers):
+        N = graph.stages[lw.stage].num_tokens
+        cam = grads[layer] * rel[layer]
+        dense = _dense_blocks(cam.reshape(3, lw.num_windows, *cam.shape[1:]), lw, N)
+        mats.append(dense.clamp(min=0).mean(1) + torch.eye(N, dtype=torch.float64))
+    merges = [naive_swin.merge_map(s.grid) for s in graph.stages[:-1]]
+    J = _product(mats, merges, stages)
+    expected = torch.einsum("bn,bnm->bm", _mean_row(J.shape[1], 3), J)
+    got = cv.TransformerLRP(swin64).attribute(x64, target=TARGET, output="tokens")
+    assert _rel(got.flatten(1), expected) < 1e-12
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_lrp_conserves_through_windows_and_merging(family, swin64, x64):
+    """Chefer et al.'s rules conserve (relevance starts at one on the target
+    logit): the input relevance of every image sums to one (up to the rules'
+    stabilisers), through the window partition, the shift, the merging and
+    the average pooling."""
+    model = FAMILIES[family](swin64).double()
+    rel = cv.LRP(model).attribute(x64, target=TARGET)
+    torch.testing.assert_close(
+        rel.flatten(1).sum(1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-6
+    )
