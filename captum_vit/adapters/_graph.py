@@ -29,7 +29,7 @@ followed by its grid in row-major order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -68,15 +68,10 @@ class LayerWindows:
         index (Tensor): ``(nW, n)`` long; ``index[k, p]`` is the stage token
             at position ``p`` of window ``k`` (``-1``: padding). Every token
             of the stage appears exactly once.
-        queries (Tensor or None): for layers whose attention has fewer
-            queries than keys (CaiT's class attention), the stage tokens of
-            the query rows ``(nq,)``; the other tokens pass the layer
-            unchanged. None: every window position is a query.
     """
 
     stage: int
     index: Tensor
-    queries: Optional[Tensor] = None
 
     @property
     def num_windows(self) -> int:
@@ -118,8 +113,7 @@ class TokenGraph:
         N = self.stages[0].num_tokens
         ref = torch.arange(N)
         return all(
-            lw.queries is None
-            and lw.num_windows == 1
+            lw.num_windows == 1
             and lw.window_tokens == N
             and torch.equal(lw.index[0], ref)
             for lw in self.layers

@@ -53,37 +53,22 @@ def blocks(attn: Tensor, lw: LayerWindows) -> Tensor:
 
 
 def window_eye(lw: LayerWindows, like: Tensor) -> Tensor:
-    """The identity on the layer's window positions ``(nq, n)``: ones where a
-    query row and a key column are the same token."""
+    """The identity on the layer's window positions ``(n, n)``."""
     n = lw.window_tokens
-    if lw.queries is None:
-        return torch.eye(n, dtype=like.dtype, device=like.device)
-    keys = lw.index[0].to(like.device)
-    return (lw.queries.to(like.device)[:, None] == keys[None, :]).to(like.dtype)
+    return torch.eye(n, dtype=like.dtype, device=like.device)
 
 
-def through_layer(
-    v: Tensor, M: Tensor, lw: LayerWindows, passthrough: bool = True
-) -> Tensor:
+def through_layer(v: Tensor, M: Tensor, lw: LayerWindows) -> Tensor:
     """``v M`` for row vectors ``v`` ``(R, N_s)`` and a block-diagonal
-    mixing matrix given by its windows' blocks ``M`` ``(R, nW, nq, n)``.
+    mixing matrix given by its windows' blocks ``M`` ``(R, nW, n, n)``.
 
-    Padding positions read zero and what lands on them is dropped. For a
-    layer with a query subset (:attr:`LayerWindows.queries`) the other
-    tokens pass unchanged (their rows are the identity) if ``passthrough``,
-    else they contribute nothing (a map of the attention alone).
+    Padding positions read zero and what lands on them is dropped.
     """
     index = lw.index.to(v.device)
     real = index >= 0
     safe = index.clamp(min=0)
-    if lw.queries is None:
-        rows = v[:, safe] * real  # (R, nW, n)
-        out = v.new_zeros(v.shape)
-    else:
-        q = lw.queries.to(v.device)
-        rows = v[:, q][:, None]  # (R, 1, nq)
-        out = v.clone() if passthrough else v.new_zeros(v.shape)
-        out[:, q] = 0
+    rows = v[:, safe] * real  # (R, nW, n)
+    out = v.new_zeros(v.shape)
     mixed = torch.einsum("rwq,rwqk->rwk", rows, M.to(v.dtype))
     return out.index_add_(1, safe[real], mixed[:, real])
 
@@ -123,7 +108,7 @@ def compose(
     graph: TokenGraph, ops: Mapping[int, Tensor], v: Tensor, start: int = 0
 ) -> Tensor:
     """Row vectors ``v`` over the last stage's tokens times the product of
-    the layers' mixing matrices ``ops[l]`` (``(R, nW, nq, n)``, last layer
+    the layers' mixing matrices ``ops[l]`` (``(R, nW, n, n)``, last layer
     first; layers below ``start`` or missing from ``ops`` are the identity)
     and the merges between stages: ``(R, N_0)``."""
     stage = len(graph.stages) - 1
@@ -144,7 +129,7 @@ def patch_scores(graph: TokenGraph, v: Tensor) -> Tensor:
 
 def discard_smallest(fused: Tensor, lw: LayerWindows, ratio: float) -> Tensor:
     """Zero the fraction ``ratio`` of the smallest entries of each sample's
-    fused attention ``(B, nW, nq, n)`` (the entries the layer computes, all
+    fused attention ``(B, nW, n, n)`` (the entries the layer computes, all
     windows together), never the entry of stage token 0 with itself (the
     class token's, as vit-explain keeps it)."""
     B = fused.shape[0]
@@ -153,11 +138,9 @@ def discard_smallest(fused: Tensor, lw: LayerWindows, ratio: float) -> Tensor:
     if k == 0:
         return fused
     flat = flat.clone()
-    index = lw.index
-    rows = index if lw.queries is None else lw.queries[None]
-    win, pos = (rows == 0).nonzero()[0].tolist()
-    col = int((index[win] == 0).nonzero()[0])
-    keep = (win * rows.shape[1] + pos) * index.shape[1] + col
+    n = lw.window_tokens
+    win, pos = (lw.index == 0).nonzero()[0].tolist()
+    keep = (win * n + pos) * n + pos
     kept = flat[:, keep].clone()
     idx = flat.topk(k, dim=-1, largest=False).indices
     flat.scatter_(1, idx, 0.0)
@@ -178,7 +161,7 @@ class MixingTracer(Tracer):
     For a plain graph (one dense attention per layer) the product
     ``joint <- hat A @ joint`` is accumulated as the layers run: ``O(B N^2)``
     memory whatever the depth. Otherwise each layer's blocks
-    ``(B, nW, nq, n)`` are kept in :attr:`ops` (memory linear in the number
+    ``(B, nW, n, n)`` are kept in :attr:`ops` (memory linear in the number
     of windows) for :func:`compose`.
 
     Args:
@@ -220,7 +203,7 @@ class MixingTracer(Tracer):
     def _mix(self, layer: int, attn: Tensor) -> None:
         lw = self.graph.layers[layer]
         dtype = self.dtype or torch.promote_types(attn.dtype, torch.float32)
-        attn = blocks(attn, lw).to(dtype)  # (B, nW, H, nq, n)
+        attn = blocks(attn, lw).to(dtype)  # (B, nW, H, n, n)
         if self.accumulate and self.head_fusion == "mean" and not self.discard_ratio:
             # rows of the mean sum to one, so hat A = (sum_h A_h / H + I) / 2:
             # one reduction and one fused multiply-add per layer

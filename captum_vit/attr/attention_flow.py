@@ -208,11 +208,10 @@ def graph_edges(
     """The edge sets and level sizes of one sample's flow network on a token
     graph, from the last layer's output down to the input tokens.
 
-    ``mats[l]`` ``(nW, nq, n)`` are layer ``l``'s residual-adjusted
+    ``mats[l]`` ``(nW, n, n)`` are layer ``l``'s residual-adjusted
     capacities per window; edges join tokens of the same window (padding
-    positions have no node), a merge map joins each new token to the tokens
-    it is made from with capacity :math:`P_{ij}`, and a layer with a query
-    subset passes the other tokens on with capacity one.
+    positions have no node) and a merge map joins each new token to the
+    tokens it is made from with capacity :math:`P_{ij}`.
     """
     stage = len(graph.stages) - 1
     sizes = [graph.stages[stage].num_tokens]
@@ -233,16 +232,10 @@ def graph_edges(
         while stage > lw.stage:
             merge_down()
         index = lw.index.numpy()
-        queries = index if lw.queries is None else lw.queries.numpy()[None]
-        rows = np.broadcast_to(queries[:, :, None], mats[layer].shape)
+        rows = np.broadcast_to(index[:, :, None], mats[layer].shape)
         cols = np.broadcast_to(index[:, None, :], mats[layer].shape)
         real = (rows >= 0) & (cols >= 0)
-        r, c, cap = rows[real], cols[real], mats[layer][real]
-        if lw.queries is not None:
-            rest = np.setdiff1d(np.arange(sizes[-1]), queries)
-            r, c = np.concatenate([r, rest]), np.concatenate([c, rest])
-            cap = np.concatenate([cap, np.ones(len(rest))])
-        edges.append((r, c, cap))
+        edges.append((rows[real], cols[real], mats[layer][real]))
         sizes.append(sizes[-1])
     while stage > 0:
         merge_down()

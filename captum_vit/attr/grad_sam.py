@@ -83,6 +83,6 @@ class GradSAM(ViTAttribution):
                 row = m.new_full((B, N), 1.0 / N)
             else:
                 row = pool_row(graph, lw.stage, B, m.dtype, m.device)
-            row = through_layer(row, m, lw, passthrough=False)
+            row = through_layer(row, m, lw)
             total = total + to_stage(graph, row, lw.stage)
         return patch_scores(graph, total / len(graph.layers))

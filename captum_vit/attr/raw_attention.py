@@ -126,7 +126,7 @@ class RawAttention(ViTAttribution):
     ) -> Tensor:
         graph = self._graph(inputs)
         lw = graph.layers[self.layer]
-        attn = blocks(self._attention(inputs, args), lw)  # (B, nW, H, nq, n)
+        attn = blocks(self._attention(inputs, args), lw)  # (B, nW, H, n, n)
         B, nW, H = attn.shape[:3]
         per_head = self.head is None and self.head_fusion is None
         if self.head is not None:
@@ -136,6 +136,6 @@ class RawAttention(ViTAttribution):
         else:
             mats = fuse_heads(attn, self.head_fusion, dim=2)
         row = pool_row(graph, lw.stage, mats.shape[0], mats.dtype, mats.device)
-        row = through_layer(row, mats, lw, passthrough=False)
+        row = through_layer(row, mats, lw)
         scores = patch_scores(graph, to_stage(graph, row, lw.stage))
         return scores.reshape(B, H, -1) if per_head else scores
