@@ -45,18 +45,19 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "class_token": True,
     "global_pool": "token",
 }
-#: Architecture of ``synthetic_swin``: a timm ``SwinTransformer`` with 4x4
-#: patches (a 16x16 grid), 4x4 windows and three stages (16x16, 8x8, 4x4
-#: tokens; the last stage is one window, so unshifted).
+#: Architecture of ``synthetic_swin``: a timm ``SwinTransformer`` with 8x8
+#: patches (an 8x8 grid, as ``synthetic_vit``), 4x4 windows and two stages:
+#: 8x8 tokens in four windows (the second block shifted by 2), then 4x4
+#: tokens after the patch merging (one window, so unshifted).
 SWIN_CONFIG: Dict[str, Any] = {
     "architecture": SWIN,
     "img_size": 64,
-    "patch_size": 4,
+    "patch_size": 8,
     "in_chans": 3,
     "num_classes": len(CLASS_NAMES),
-    "embed_dim": 32,
-    "depths": [2, 2, 2],
-    "num_heads": [2, 4, 8],
+    "embed_dim": 64,
+    "depths": [2, 4],
+    "num_heads": [2, 4],
     "window_size": 4,
     "mlp_ratio": 2.0,
     "qkv_bias": True,

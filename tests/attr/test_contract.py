@@ -533,3 +533,14 @@ def test_swin_bad_input(name, factory, tol, swin, x):
 def test_plain_only_methods_refuse_swin(name, factory, tol, swin):
     with pytest.raises(UnsupportedModelError, match="does not apply to Swin"):
         factory(swin)
+
+
+def test_list_methods_keeps_those_that_apply(model, swin):
+    from captum_vit.attr import list_methods
+
+    assert list_methods(model=model) == list_methods()
+    on_swin = list_methods(model=swin)
+    assert set(on_swin) == {name for name, _, _ in GRAPH_METHODS} & set(list_methods())
+    assert "rollout" in on_swin and "atman" not in on_swin
+    for name in on_swin:
+        cv.attr.create_method(name, swin)  # none refuses
