@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from _timing import peak_extra_mib  # benchmarks/_timing.py
+from _timing import interleaved, peak_extra_mib  # benchmarks/_timing.py
 
 DEPTH = [
     "vit_tiny_patch16_224",
@@ -91,16 +89,8 @@ def _cell(model_name: str, size: int, workload: str) -> float:
 def time_batch(B: int, repeats: int) -> dict:
     model = _model("vit_small_patch16_224")
     x = torch.randn(B, 3, 224, 224)
-    fns = {w: _workload(w, model, x) for w in ("forward", "raw_attention", "rollout")}
-    for fn in fns.values():
-        fn()
-    times = {w: [] for w in fns}
-    for _ in range(repeats):
-        for w, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[w].append(time.perf_counter() - t0)
-    med = {w: statistics.median(t) for w, t in times.items()}
+    work = ("forward", "raw_attention", "rollout")
+    med = interleaved({w: _workload(w, model, x) for w in work}, repeats)
     print(f"\nViT-S/16, batch {B}: forward {med['forward'] * 1e3:.0f} ms")
     for w in ("raw_attention", "rollout"):
         r = med[w] / med["forward"]
@@ -159,7 +149,7 @@ def _plot(rows, path: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--batch", type=int, nargs="*", default=[8, 64])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory", action="store_true", help="also the memory tables")

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from _timing import peak_extra_mib  # benchmarks/_timing.py
+from _timing import baseline_fns, interleaved, peak_extra_mib  # benchmarks/_timing.py
 
 SIZES = [224, 336, 448]
 METHODS = {
@@ -53,18 +51,7 @@ def _model(size: int = 224):
 def _workloads(model, x, target, names):
     import captum_vit as cv
 
-    rows = torch.arange(x.shape[0])
-
-    def forward():
-        with torch.no_grad():
-            model(x)
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x)[rows, target].sum().backward()
-        model.zero_grad(set_to_none=True)
-
-    fns = {"forward": forward, "forward_backward": forward_backward}
+    fns = baseline_fns(model, x, target)
     for name in names:
         method = getattr(cv, METHODS[name][0])(model, **METHODS[name][1])
         fns[name] = lambda m=method: m.attribute(x, target=target, output="tokens")
@@ -83,16 +70,7 @@ def time_batch(B: int, repeats: int) -> None:
     model = _model()
     x = torch.randn(B, 3, 224, 224)
     target = torch.arange(B) % 1000
-    fns = _workloads(model, x, target, list(METHODS))
-    for fn in fns.values():
-        fn()
-    times = {w: [] for w in fns}
-    for _ in range(repeats):
-        for w, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[w].append(time.perf_counter() - t0)
-    med = {w: statistics.median(t) for w, t in times.items()}
+    med = interleaved(_workloads(model, x, target, list(METHODS)), repeats)
     print(
         f"\nSwin-T, batch {B}: forward {med['forward'] * 1e3:.0f} ms, "
         f"forward+backward {med['forward_backward'] * 1e3:.0f} ms"

@@ -13,13 +13,13 @@ the family adapters say how their blocks compute.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import ViTAdapter
+from ._base import Tracer, ViTAdapter
 from ._graph import (
     LayerWindows,
     Stage,
@@ -41,6 +41,34 @@ def pair(v) -> Pair:
 def ceil_half(grid: Pair) -> Pair:
     """The grid after a 2x2 patch merging (odd sizes padded)."""
     return ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+
+
+def nhwc_block_forward(
+    layer: int,
+    tracer: Tracer,
+    attend: Callable[[Tensor], Tensor],
+    blk_norms: Tuple[nn.Module, nn.Module],
+    mlp: nn.Module,
+    drops: Tuple[nn.Module, nn.Module],
+    post_norm: bool,
+) -> Callable[[Tensor], Tensor]:
+    """The explicit forward of a Swin block on ``(B, H, W, C)`` grids (timm,
+    torchvision): ``x + drop(attend(norm1(x)))`` then ``x + drop(mlp(norm2(x)))``
+    (v1), or with the norms after the attention and the MLP (v2), the block's
+    tokens and residual sums routed through ``tracer`` as ``(B, H * W, C)``."""
+    norm1, norm2 = blk_norms
+
+    def forward(x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        x = tracer.block_input(layer, x.reshape(B, H * W, C))
+        grid = x.view(B, H, W, C)
+        h = norm1(attend(grid)) if post_norm else attend(norm1(grid))
+        x = tracer.residual(layer, 0, x, drops[0](h).reshape(B, H * W, C))
+        h = norm2(mlp(x)) if post_norm else mlp(norm2(x))
+        x = tracer.residual(layer, 1, x, drops[1](h))
+        return tracer.block_output(layer, x).reshape(B, H, W, C)
+
+    return forward
 
 
 class CosineNorm(nn.Module):

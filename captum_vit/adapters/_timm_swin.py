@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._swin import CosineNorm, Pair, SwinAdapter, pair
+from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward, pair
 
 
 def _classes() -> Optional[Tuple[type, type]]:
@@ -171,25 +171,15 @@ class TimmSwinAdapter(SwinAdapter):
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
-        v2 = self.v2
-
-        def forward(x: Tensor) -> Tensor:
-            B, H, W, C = x.shape
-            x = tracer.block_input(layer, x.reshape(B, H * W, C))
-            if v2:  # residual post-norm
-                h = blk.norm1(blk._attn(x.view(B, H, W, C)))
-            else:
-                h = blk._attn(blk.norm1(x).view(B, H, W, C))
-            h = blk.drop_path1(h).reshape(B, H * W, C)
-            x = tracer.residual(layer, 0, x, h)
-            if v2:
-                h = blk.norm2(blk.mlp(x))
-            else:
-                h = blk.mlp(blk.norm2(x))
-            x = tracer.residual(layer, 1, x, blk.drop_path2(h))
-            return tracer.block_output(layer, x).reshape(B, H, W, C)
-
-        return forward
+        return nhwc_block_forward(
+            layer,
+            tracer,
+            blk._attn,
+            (blk.norm1, blk.norm2),
+            blk.mlp,
+            (blk.drop_path1, blk.drop_path2),
+            self.v2,
+        )
 
     def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
         v2 = self.v2
