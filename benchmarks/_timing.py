@@ -87,6 +87,17 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def fresh_process_env() -> Dict[str, str]:
+    """The environment of a memory-measuring subprocess: glibc's ``malloc``
+    with a fixed mmap threshold of 64 KiB, so that every tensor of 64 KiB or
+    more is mapped and unmapped on its own (by default the threshold grows to
+    the largest block freed, after which freed tensors stay in the heap and a
+    second call reuses them without raising the resident set)."""
+    import os
+
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 def peak_extra_mib(fn: Callable[[], object]) -> float:
     """Extra resident memory one call of ``fn`` needs, in MiB (Linux).
 
@@ -94,7 +105,8 @@ def peak_extra_mib(fn: Callable[[], object]) -> float:
     peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), ``fn``
     runs once, and the peak resident set size (``VmHWM``) minus the resident
     set size just before the call is returned. Run it in a fresh process per
-    workload so that one workload's pools do not hide another's peak.
+    workload (:func:`fresh_process_env`) so that one workload's pools do not
+    hide another's peak.
     """
     import gc
 

@@ -26,7 +26,11 @@ import subprocess
 import sys
 
 import torch
-from _timing import interleaved, peak_extra_mib  # benchmarks/_timing.py
+from _timing import (
+    fresh_process_env,
+    interleaved,
+    peak_extra_mib,
+)  # benchmarks/_timing.py
 
 DEPTH = [
     "vit_tiny_patch16_224",
@@ -79,6 +83,7 @@ def memory_cell(model_name: str, size: int, workload: str) -> float:
 def _cell(model_name: str, size: int, workload: str) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--cell", model_name, str(size), workload],
+        env=fresh_process_env(),
         capture_output=True,
         text=True,
         check=True,

@@ -29,7 +29,12 @@ import subprocess
 import sys
 
 import torch
-from _timing import baseline_fns, interleaved, peak_extra_mib  # benchmarks/_timing.py
+from _timing import (
+    baseline_fns,
+    fresh_process_env,
+    interleaved,
+    peak_extra_mib,
+)  # benchmarks/_timing.py
 
 SIZES = [224, 336, 448]
 METHODS = {
@@ -96,6 +101,7 @@ def memory_table() -> None:
         for w in work:
             out = subprocess.run(
                 [sys.executable, __file__, "--cell", str(size), w],
+                env=fresh_process_env(),
                 capture_output=True,
                 text=True,
                 check=True,

@@ -115,10 +115,9 @@ class ViTAttribution(Attribution):
         if not (self._any_graph or self.adapter.plain):
             raise adapters.UnsupportedModelError(
                 f"{type(self).__name__} does not apply to "
-                f"{type(self.model).__name__}: {self._plain_only}. The attention "
-                "methods written over the token graph (RawAttention, "
-                "AttentionRollout, AttentionFlow, GradSAM, GenericAttention, "
-                "TransformerLRP) and ViTGradCam, ViTCX do."
+                f"{type(self.model).__name__}: {self._plain_only}. "
+                "captum_vit.attr.list_methods(model=model) lists the methods that "
+                "do (those written over the token graph, docs/token_graph.rst)."
             )
         self.interpolate_mode = interpolate_mode
         super().__init__(self.adapter.forward)
