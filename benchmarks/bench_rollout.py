@@ -12,7 +12,8 @@ extra resident memory of one call at batch 1 of: the forward; RawAttention;
 AttentionRollout; and, for comparison, a traced forward that keeps every
 layer's attention ``(B, heads, N, N)`` (what rollout kept before it
 accumulated its product during the forward). Depth: ViT-T/S/B/L/16 at 224 px;
-tokens: ViT-S/16 at 224, 384 and 518 px (197, 577 and 1025 tokens).
+tokens: ViT-S/16 at 224 and 384 px, ViT-S/14 (DINOv2's shape) at 518 px
+(197, 577 and 1370 tokens).
 
 Usage: ``python benchmarks/bench_rollout.py [--batch 8 64] [--repeats 5]
 [--memory] [--plot docs/_static/rollout_memory.png]``
@@ -38,7 +39,13 @@ DEPTH = [
     "vit_base_patch16_224",
     "vit_large_patch16_224",
 ]
-TOKENS = [224, 384, 518]
+#: (model, px) of the token sweep: ViT-S/16 at 224 and 384 px, ViT-S/14
+#: (DINOv2's shape: 518 px is 37x37 patches of 14) at 518 px
+TOKENS = [
+    ("vit_small_patch16_224", 224),
+    ("vit_small_patch16_224", 384),
+    ("vit_small_patch14_dinov2", 518),
+]
 WORKLOADS = ["forward", "raw_attention", "rollout", "all_attention"]
 
 
@@ -112,12 +119,10 @@ def memory_tables(plot: str = "") -> None:
     print(
         f"{'model':>24} {'px':>4} {'N':>5} " + " ".join(f"{w:>14}" for w in WORKLOADS)
     )
-    cells = [(m, 224) for m in DEPTH] + [
-        ("vit_small_patch16_224", s) for s in TOKENS[1:]
-    ]
+    cells = [(m, 224) for m in DEPTH] + TOKENS[1:]
     for name, size in cells:
         vals = {w: _cell(name, size, w) for w in WORKLOADS}
-        N = (size // 16) ** 2 + 1
+        N = (size // (14 if "patch14" in name else 16)) ** 2 + 1
         rows.append((name, size, N, vals))
         print(
             f"{name:>24} {size:>4} {N:>5} "
@@ -135,10 +140,10 @@ def _plot(rows, path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     depth = [r for r in rows if r[1] == 224]
-    tokens = [r for r in rows if r[0] == "vit_small_patch16_224"]
+    tokens = [r for r in rows if (r[0], r[1]) in TOKENS]
     for ax, sel, key, label in (
         (axes[0], depth, lambda r: r[0].split("_")[1], "ViT-T/S/B/L at 224 px"),
-        (axes[1], tokens, lambda r: f"{r[2]}", "ViT-S/16: tokens N"),
+        (axes[1], tokens, lambda r: f"{r[2]}", "ViT-S: tokens N"),
     ):
         xs = [key(r) for r in sel]
         for w, style in zip(WORKLOADS, ("k-", "b--", "g-o", "r:")):

@@ -8,6 +8,11 @@ class token, ``global_pool="token"``) trained by
 ``python -m captum_vit.zoo.train --seed 0`` on
 :class:`captum_vit.data.SyntheticObjects`; its JSON metadata records the
 config, class names, normalisation, training seed and held-out accuracy.
+
+``synthetic_swin`` is a timm ``SwinTransformer`` (64x64 inputs, 8x8 patches,
+4x4 windows, two stages of 8x8 and 4x4 tokens, average pooling) trained the
+same way by ``python -m captum_vit.zoo.train --arch swin --seed 0 --steps
+2500``: the windowed, hierarchical model of the benchmark.
 """
 
 import json
@@ -54,8 +59,8 @@ class ZooModel(NamedTuple):
     r"""What :func:`load` returns.
 
     Attributes:
-        model (torch.nn.Module): the timm ``VisionTransformer``, in eval mode,
-            taking normalised images.
+        model (torch.nn.Module): the timm ``VisionTransformer`` (or
+            ``SwinTransformer``), in eval mode, taking normalised images.
         transform (Callable): the preprocessing (:class:`Normalize`) mapping
             float ``[0, 1]`` images to the model's input.
         classes (list[str]): class names, by output index.
@@ -78,7 +83,7 @@ def list_models() -> List[str]:
     Examples::
 
         >>> list_models()
-        ['synthetic_vit']
+        ['synthetic_swin', 'synthetic_vit']
     """
     if not os.path.isdir(_WEIGHTS_DIR):
         return []

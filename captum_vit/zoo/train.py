@@ -5,14 +5,15 @@ Run::
 
     python -m captum_vit.zoo.train --seed 0 --out captum_vit/zoo/weights
 
-writes ``synthetic_vit.safetensors`` and ``synthetic_vit.json`` into ``--out``.
+writes ``synthetic_vit.safetensors`` and ``synthetic_vit.json`` into ``--out``;
+``--arch swin --steps 2500`` trains ``synthetic_swin`` (:data:`SWIN_CONFIG`).
 Every training image is drawn fresh (``SyntheticObjects(..., split="train")``,
 so the model never sees an image twice) by one data-loader worker while the
 main process trains with one thread; the run is reproducible from ``--seed``
 on a given machine and torch build. The held-out accuracy is measured on the
-``"test"`` split drawn with a different seed (``--eval-seed``), and the
-fraction of the last block's class-token attention that lands on the target
-object is recorded next to the object's area fraction.
+``"test"`` split drawn with a different seed (``--eval-seed``), and, for a
+class-token ViT, the fraction of the last block's class-token attention that
+lands on the target object is recorded next to the object's area fraction.
 """
 
 import argparse
