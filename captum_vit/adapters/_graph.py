@@ -180,6 +180,5 @@ def plain_graph(
     """The graph of a plain ViT: one stage, dense attention in every layer."""
     num_tokens = num_prefix_tokens + grid[0] * grid[1]
     layers = tuple(dense_layer(0, num_tokens) for _ in range(num_layers))
-    return TokenGraph(
-        (Stage(tuple(grid), num_prefix_tokens),), layers, (), pool.double()
-    )
+    stage = Stage((int(grid[0]), int(grid[1])), num_prefix_tokens)
+    return TokenGraph((stage,), layers, (), pool.double())

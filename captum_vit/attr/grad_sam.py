@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
@@ -74,7 +75,7 @@ class GradSAM(ViTAttribution):
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
         graph = self._graph(inputs)
         B = inputs.shape[0]
-        total = 0
+        maps = []
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
             lw = graph.layers[layer]
             m = blocks(a.detach() * g.clamp(min=0), lw).mean(dim=2)
@@ -84,5 +85,5 @@ class GradSAM(ViTAttribution):
             else:
                 row = pool_row(graph, lw.stage, B, m.dtype, m.device)
             row = through_layer(row, m, lw)
-            total = total + to_stage(graph, row, lw.stage)
-        return patch_scores(graph, total / len(graph.layers))
+            maps.append(to_stage(graph, row, lw.stage))
+        return patch_scores(graph, torch.stack(maps).mean(dim=0))

@@ -131,10 +131,10 @@ class RawAttention(ViTAttribution):
         per_head = self.head is None and self.head_fusion is None
         if self.head is not None:
             mats = attn[:, :, self.head]
-        elif per_head:  # one map per head: heads join the batch of rows
-            mats = attn.transpose(1, 2).reshape(B * H, nW, *attn.shape[3:])
-        else:
+        elif self.head_fusion is not None:
             mats = fuse_heads(attn, self.head_fusion, dim=2)
+        else:  # one map per head: heads join the batch of rows
+            mats = attn.transpose(1, 2).reshape(B * H, nW, *attn.shape[3:])
         row = pool_row(graph, lw.stage, mats.shape[0], mats.dtype, mats.device)
         row = through_layer(row, mats, lw)
         scores = patch_scores(graph, to_stage(graph, row, lw.stage))
