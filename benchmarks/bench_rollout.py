@@ -15,8 +15,13 @@ accumulated its product during the forward). Depth: ViT-T/S/B/L/16 at 224 px;
 tokens: ViT-S/16 at 224 and 384 px, ViT-S/14 (DINOv2's shape) at 518 px
 (197, 577 and 1370 tokens).
 
+With the memory tables, the time of each workload over the forward's at
+batch 1 for the same cells (in the main process, interleaved, ``--repeats``)
+shows how time grows with depth and tokens; ``--plot`` draws both.
+
 Usage: ``python benchmarks/bench_rollout.py [--batch 8 64] [--repeats 5]
-[--memory] [--plot docs/_static/rollout_memory.png]``
+[--memory] [--plot docs/_static/rollout_memory.png]`` (``--batch`` with no
+value skips the batch timing)
 """
 
 from __future__ import annotations
@@ -113,20 +118,34 @@ def time_batch(B: int, repeats: int) -> dict:
     return med
 
 
-def memory_tables(plot: str = "") -> None:
+def time_cell(model_name: str, size: int, repeats: int) -> dict:
+    """Time of each workload over the forward's, batch 1, in this process."""
+    model = _model(model_name, size)
+    x = torch.randn(1, 3, size, size)
+    med = interleaved({w: _workload(w, model, x) for w in WORKLOADS}, repeats)
+    return {w: med[w] / med["forward"] for w in WORKLOADS}
+
+
+def memory_tables(plot: str = "", repeats: int = 3) -> None:
     rows = []
-    print("\npeak extra memory of one call, batch 1 (MiB)")
+    print("\npeak extra memory of one call, batch 1 (MiB) | time / forward")
     print(
-        f"{'model':>24} {'px':>4} {'N':>5} " + " ".join(f"{w:>14}" for w in WORKLOADS)
+        f"{'model':>24} {'px':>4} {'N':>5} "
+        + " ".join(f"{w:>14}" for w in WORKLOADS)
+        + " | "
+        + " ".join(f"{w:>8.8}" for w in WORKLOADS[1:])
     )
     cells = [(m, 224) for m in DEPTH] + TOKENS[1:]
     for name, size in cells:
         vals = {w: _cell(name, size, w) for w in WORKLOADS}
+        ratios = time_cell(name, size, repeats)
         N = (size // (14 if "patch14" in name else 16)) ** 2 + 1
-        rows.append((name, size, N, vals))
+        rows.append((name, size, N, vals, ratios))
         print(
             f"{name:>24} {size:>4} {N:>5} "
             + " ".join(f"{vals[w]:>14.1f}" for w in WORKLOADS)
+            + " | "
+            + " ".join(f"{ratios[w]:>8.2f}" for w in WORKLOADS[1:])
         )
     if plot:
         _plot(rows, plot)
@@ -138,20 +157,22 @@ def _plot(rows, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.4))
     depth = [r for r in rows if r[1] == 224]
     tokens = [r for r in rows if (r[0], r[1]) in TOKENS]
-    for ax, sel, key, label in (
-        (axes[0], depth, lambda r: r[0].split("_")[1], "ViT-T/S/B/L at 224 px"),
-        (axes[1], tokens, lambda r: f"{r[2]}", "ViT-S: tokens N"),
+    for col, sel, key, label in (
+        (0, depth, lambda r: r[0].split("_")[1], "ViT-T/S/B/L at 224 px"),
+        (1, tokens, lambda r: f"{r[2]}", "ViT-S: tokens N"),
     ):
         xs = [key(r) for r in sel]
         for w, style in zip(WORKLOADS, ("k-", "b--", "g-o", "r:")):
-            ax.plot(xs, [r[3][w] for r in sel], style, label=w)
-        ax.set_xlabel(label)
-        ax.set_ylabel("peak extra MiB (batch 1)")
-        ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+            axes[0, col].plot(xs, [r[3][w] for r in sel], style, label=w)
+            axes[1, col].plot(xs, [r[4][w] for r in sel], style, label=w)
+        axes[0, col].set_ylabel("peak extra MiB (batch 1)")
+        axes[0, col].set_yscale("log")
+        axes[1, col].set_ylabel("time / forward (batch 1)")
+        axes[1, col].set_xlabel(label)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
@@ -175,7 +196,7 @@ def main() -> None:
     for B in args.batch:
         time_batch(B, args.repeats)
     if args.memory or args.plot:
-        memory_tables(args.plot)
+        memory_tables(args.plot, args.repeats)
 
 
 if __name__ == "__main__":
