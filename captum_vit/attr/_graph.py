@@ -104,19 +104,17 @@ def pool_row(
     return w.expand(rows, -1)
 
 
-def compose(
-    graph: TokenGraph, ops: Mapping[int, Tensor], v: Tensor, start: int = 0
-) -> Tensor:
+def compose(graph: TokenGraph, ops: Mapping[int, Tensor], v: Tensor) -> Tensor:
     """Row vectors ``v`` over the last stage's tokens times the product of
     the layers' mixing matrices ``ops[l]`` (``(R, nW, n, n)``, last layer
-    first; layers below ``start`` or missing from ``ops`` are the identity)
-    and the merges between stages: ``(R, N_0)``."""
+    first; layers missing from ``ops`` are the identity) and the merges
+    between stages: ``(R, N_0)``."""
     stage = len(graph.stages) - 1
     for layer in range(len(graph.layers) - 1, -1, -1):
         lw = graph.layers[layer]
         v = to_stage(graph, v, stage, lw.stage)
         stage = lw.stage
-        if layer >= start and layer in ops:
+        if layer in ops:
             v = through_layer(v, ops[layer], lw)
     return to_stage(graph, v, stage, 0)
 
