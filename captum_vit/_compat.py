@@ -6,18 +6,17 @@ one module means a Captum upgrade breaks (at most) this file.
 
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 try:  # captum >= 0.6
     from captum.log import log_usage
 except ImportError:  # pragma: no cover - very old captum
-    import functools
 
-    def log_usage(*_args, **_kwargs):
-        def deco(func):
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                return func(*args, **kwargs)
-
-            return wrapper
+    def log_usage(*_args: Any, **_kwargs: Any) -> Callable[[_F], _F]:
+        def deco(func: _F) -> _F:
+            return func
 
         return deco
 

@@ -1,7 +1,7 @@
 """Tiny random-init models of the three families, carrying the same weights.
 
 ``timm_vit()`` builds a small timm ViT whose weights are sharpened (as the
-reference data of ../shared/reference do) so that attention is clearly
+reference data of tests/attr/data/chefer do) so that attention is clearly
 non-uniform; ``hf_vit_from_timm`` / ``torchvision_vit_from_timm`` copy its
 weights into the other families' classes.
 """
@@ -410,3 +410,258 @@ def torchvision_swin_from_timm(model: torch.nn.Module):
                 new[t + tn + x] = sd[b + mn + x]
     tv.load_state_dict(new, strict=True)
     return tv.eval()
+
+
+#: the six tiny Swin families (same weights): name -> factory
+SWIN_FAMILIES = {
+    "timm_swin": lambda: timm_swin(),
+    "timm_swinv2": lambda: timm_swin(v2=True),
+    "hf_swin": lambda: hf_swin_from_timm(timm_swin()),
+    "hf_swinv2": lambda: hf_swin_from_timm(timm_swin(v2=True)),
+    "torchvision_swin": lambda: torchvision_swin_from_timm(timm_swin()),
+    "torchvision_swinv2": lambda: torchvision_swin_from_timm(timm_swin(v2=True)),
+}
+
+
+# ------------------------------------------------ BEiT, EVA, DINOv2 families
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give random values to the parameters these families initialise to
+    constants (relative position bias tables, ``q``/``v`` biases, layer
+    scales, register tokens) and a unit-scale head, so that each matters."""
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def noise(p, std):
+        return std * torch.randn(p.shape, generator=g, dtype=torch.float32)
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "relative_position_bias_table":
+                p.copy_(noise(p, 1.0))
+            elif leaf in ("q_bias", "v_bias"):
+                p.copy_(noise(p, 0.3))
+            elif leaf in ("gamma_1", "gamma_2", "gamma", "lambda1", "lambda_1"):
+                p.copy_(1.0 + noise(p, 0.3))
+            elif leaf in ("reg_token", "register_tokens", "cls_token"):
+                p.copy_(noise(p, 1.0))
+            elif name in ("head.weight", "classifier.weight"):
+                p.copy_(noise(p, 0.5))
+    return model
+
+
+def timm_beit(seed: int = 0, **kwargs):
+    """A tiny timm BEiT (relative position bias per layer, layer scale, mean
+    pooling with ``fc_norm`` unless overridden), seeded and randomised."""
+    from timm.models.beit import Beit
+
+    torch.manual_seed(seed)
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        embed_dim=DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+        use_rel_pos_bias=True,
+        init_values=0.1,
+    )
+    cfg.update(kwargs)
+    return randomize_(sharpen_(Beit(**cfg), seed), seed).eval()
+
+
+def timm_eva(seed: int = 0, **kwargs):
+    """A tiny timm EVA (absolute position embedding, GELU MLP, mean pooling
+    with ``fc_norm``: EVA-01's layout unless overridden; EVA-02's is
+    ``use_rot_pos_emb=True, swiglu_mlp=True, scale_mlp=True``)."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(seed)
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        embed_dim=DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+    )
+    cfg.update(kwargs)
+    return randomize_(sharpen_(Eva(**cfg), seed), seed).eval()
+
+
+EVA02 = dict(use_rot_pos_emb=True, swiglu_mlp=True, scale_mlp=True, init_values=0.1)
+
+
+def hf_beit_from_timm(model, attn_implementation: str = "sdpa"):
+    """The weights of a timm ``Beit`` in ``BeitForImageClassification``."""
+    from transformers import BeitConfig, BeitForImageClassification
+
+    blk = model.blocks[0]
+    D = model.embed_dim
+    cfg = BeitConfig(
+        hidden_size=D,
+        num_hidden_layers=len(model.blocks),
+        num_attention_heads=blk.attn.num_heads,
+        intermediate_size=blk.mlp.fc1.out_features,
+        image_size=model.patch_embed.img_size[0],
+        patch_size=model.patch_embed.patch_size[0],
+        num_labels=model.num_classes,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+        use_absolute_position_embeddings=model.pos_embed is not None,
+        use_relative_position_bias=blk.attn.relative_position_bias_table is not None,
+        use_shared_relative_position_bias=model.rel_pos_bias is not None,
+        use_mean_pooling=model.global_pool == "avg",
+        layer_scale_init_value=0.1 if blk.gamma_1 is not None else 0.0,
+        attn_implementation=attn_implementation,
+    )
+    hf = BeitForImageClassification(cfg)
+    sd = model.state_dict()
+    new = dict(hf.state_dict())
+    e = "beit.embeddings."
+    new[e + "cls_token"] = sd["cls_token"]
+    new[e + "patch_embeddings.projection.weight"] = sd["patch_embed.proj.weight"]
+    new[e + "patch_embeddings.projection.bias"] = sd["patch_embed.proj.bias"]
+    if model.pos_embed is not None:
+        new[e + "position_embeddings"] = sd["pos_embed"]
+    if model.rel_pos_bias is not None:
+        new["beit.shared_position_bias.relative_position_bias_table"] = sd[
+            "rel_pos_bias.relative_position_bias_table"
+        ]
+    final = (
+        "beit.pooler.layernorm." if model.global_pool == "avg" else "beit.layernorm."
+    )
+    tfinal = "fc_norm." if model.global_pool == "avg" else "norm."
+    for s in ("weight", "bias"):
+        new[final + s] = sd[tfinal + s]
+        new["classifier." + s] = sd["head." + s]
+    for i, blk in enumerate(model.blocks):
+        b, h = f"blocks.{i}.", f"beit.layers.{i}."
+        q, k, v = sd[b + "attn.qkv.weight"].split(D)
+        new[h + "attention.q_proj.weight"] = q
+        new[h + "attention.k_proj.weight"] = k
+        new[h + "attention.v_proj.weight"] = v
+        new[h + "attention.q_proj.bias"] = sd[b + "attn.q_bias"]
+        new[h + "attention.v_proj.bias"] = sd[b + "attn.v_bias"]
+        if blk.attn.relative_position_bias_table is not None:
+            new[h + "relative_position_bias.relative_position_bias_table"] = sd[
+                b + "attn.relative_position_bias_table"
+            ]
+        if blk.gamma_1 is not None:
+            new[h + "lambda_1"], new[h + "lambda_2"] = (
+                sd[b + "gamma_1"],
+                sd[b + "gamma_2"],
+            )
+        pairs = {
+            "attention.o_proj": "attn.proj",
+            "layernorm_before": "norm1",
+            "layernorm_after": "norm2",
+            "mlp.fc1": "mlp.fc1",
+            "mlp.fc2": "mlp.fc2",
+        }
+        for hn, tn in pairs.items():
+            for s in ("weight", "bias"):
+                new[h + f"{hn}.{s}"] = sd[b + f"{tn}.{s}"]
+    hf.load_state_dict(new, strict=True)
+    return hf.eval()
+
+
+def timm_dinov2(seed: int = 0, registers: int = 4, swiglu: bool = False, **kwargs):
+    """A tiny timm ViT laid out as DINOv2 (class token, ``registers``
+    register tokens without position embedding, layer scale, class-token
+    pooling; ``swiglu``: DINOv2-g's SwiGLU MLP with Hugging Face's hidden
+    size)."""
+    from timm.layers import SwiGLU
+
+    cfg = dict(reg_tokens=registers, no_embed_class=True, init_values=1.0)
+    if swiglu:
+        hidden = (int(DIM * 4 * 2 / 3) + 7) // 8 * 8  # Dinov2SwiGLUFFN's
+        cfg.update(mlp_layer=SwiGLU, mlp_ratio=hidden / DIM, act_layer=torch.nn.SiLU)
+    cfg.update(kwargs)
+    return randomize_(timm_vit(seed, **cfg), seed).eval()
+
+
+def hf_dinov2_from_timm(
+    model, attn_implementation: str = "sdpa", mean_head: bool = False, seed: int = 0
+):
+    """The weights of a DINOv2-style timm ViT (:func:`timm_dinov2`) in
+    ``Dinov2WithRegistersForImageClassification`` (or
+    ``Dinov2ForImageClassification`` without registers).
+
+    The Hugging Face head reads ``[class token, patch mean]``: its class-token
+    half is timm's head and its mean half is zero (the two models compute the
+    same logits) unless ``mean_head``, which gives the mean half random
+    weights (seeded).
+    """
+    from transformers import (
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersForImageClassification,
+    )
+
+    R = model.reg_token.shape[1] if model.reg_token is not None else 0
+    blk = model.blocks[0]
+    D = model.embed_dim
+    swiglu = hasattr(blk.mlp, "fc1_g")
+    cfg = dict(
+        hidden_size=D,
+        num_hidden_layers=len(model.blocks),
+        num_attention_heads=blk.attn.num_heads,
+        mlp_ratio=4 if swiglu else blk.mlp.fc1.out_features // D,
+        use_swiglu_ffn=swiglu,
+        image_size=model.patch_embed.img_size[0],
+        patch_size=model.patch_embed.patch_size[0],
+        num_labels=model.num_classes,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+        qkv_bias=True,
+        attn_implementation=attn_implementation,
+    )
+    if R:
+        cfg = Dinov2WithRegistersConfig(num_register_tokens=R, **cfg)
+        hf, e = Dinov2WithRegistersForImageClassification(cfg), "dinov2_with_registers."
+    else:
+        hf, e = Dinov2ForImageClassification(Dinov2Config(**cfg)), "dinov2."
+    sd = model.state_dict()
+    new = dict(hf.state_dict())
+    pos = sd["pos_embed"]
+    if model.no_embed_class:  # no position for the class token
+        pos = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+    new[e + "embeddings.cls_token"] = sd["cls_token"]
+    new[e + "embeddings.position_embeddings"] = pos
+    if R:
+        new[e + "embeddings.register_tokens"] = sd["reg_token"]
+    new[e + "embeddings.patch_embeddings.projection.weight"] = sd[
+        "patch_embed.proj.weight"
+    ]
+    new[e + "embeddings.patch_embeddings.projection.bias"] = sd["patch_embed.proj.bias"]
+    new[e + "layernorm.weight"], new[e + "layernorm.bias"] = (
+        sd["norm.weight"],
+        sd["norm.bias"],
+    )
+    mean = torch.zeros_like(sd["head.weight"])
+    if mean_head:
+        g = torch.Generator().manual_seed(seed)
+        mean = 0.5 * torch.randn(mean.shape, generator=g, dtype=torch.float32)
+    new["classifier.weight"] = torch.cat([sd["head.weight"], mean.to(pos.dtype)], 1)
+    new["classifier.bias"] = sd["head.bias"]
+    mlp = {"gate_proj": "fc1_g", "up_proj": "fc1_x", "down_proj": "fc2"}
+    if not swiglu:
+        mlp = {"fc1": "fc1", "fc2": "fc2"}
+    for i in range(len(model.blocks)):
+        b, h = f"blocks.{i}.", f"{e}encoder.layer.{i}."
+        qkv = zip(sd[b + "attn.qkv.weight"].split(D), sd[b + "attn.qkv.bias"].split(D))
+        for n, (w, bias) in zip(("q_proj", "k_proj", "v_proj"), qkv):
+            new[h + f"attention.{n}.weight"], new[h + f"attention.{n}.bias"] = w, bias
+        pairs = {"attention.o_proj": "attn.proj", "norm1": "norm1", "norm2": "norm2"}
+        pairs.update({f"mlp.{hn}": f"mlp.{tn}" for hn, tn in mlp.items()})
+        for hn, tn in pairs.items():
+            for s in ("weight", "bias"):
+                new[h + f"{hn}.{s}"] = sd[b + f"{tn}.{s}"]
+        for j in (1, 2):
+            gamma = sd.get(b + f"ls{j}.gamma")
+            if gamma is None:
+                gamma = torch.ones(D, dtype=pos.dtype)
+            new[h + f"layer_scale{j}.lambda1"] = gamma
+    hf.load_state_dict(new, strict=True)
+    return hf.to(pos.dtype).eval()

@@ -1,5 +1,6 @@
 """The sphinx documentation builds with warnings as errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +31,28 @@ def test_sphinx_build_has_no_warnings(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # every tutorial is a page showing the figures committed with it
+    for nb in sorted((ROOT / "tutorials").glob("*.ipynb")):
+        page = (tmp_path / "html" / "tutorials" / f"{nb.stem}.html").read_text()
+        outputs = [
+            o
+            for cell in json.loads(nb.read_text())["cells"]
+            for o in cell.get("outputs", [])
+        ]
+        figures = sum(
+            any(k.startswith("image/") for k in o.get("data", {})) for o in outputs
+        )
+        assert page.count("<img ") >= figures, nb.name
 
 
 def test_every_page_is_in_the_toctree():
     index = (ROOT / "docs" / "index.rst").read_text()
     pages = sorted(p.stem for p in (ROOT / "docs").glob("*.rst") if p.stem != "index")
+    # the tutorials are pages too (docs/tutorials links to ../tutorials)
+    pages += [f"tutorials/{p.stem}" for p in sorted(ROOT.glob("tutorials/*.ipynb"))]
     missing = [p for p in pages if f"   {p}\n" not in index]
     assert not missing, f"docs pages not in index.rst's toctree: {missing}"
+
+
+def test_docs_tutorials_are_the_notebooks():
+    assert (ROOT / "docs" / "tutorials").resolve() == (ROOT / "tutorials").resolve()

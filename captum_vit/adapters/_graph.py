@@ -18,9 +18,13 @@ attention method is written once:
 * between stage ``s`` and ``s + 1`` a :class:`Merge`: a row-stochastic map
   :math:`P_s` of shape ``(N_{s+1}, N_s)`` stored sparsely, which earlier
   tokens each new token is made from, and with which weights;
-* the pooling row ``pool`` ``(N_S,)`` over the last stage's tokens: the
+* the pooling row ``pool`` over the last stage's tokens: ``(N_S,)``, the
   one-hot of the class token, or uniform over the patch tokens for average
-  pooling (:meth:`ViTAdapter.pool_weights`).
+  pooling (:meth:`ViTAdapter.pool_weights`); for attention pooling (CLIP's
+  attentional pooler, SigLIP, timm ``global_pool="map"``) the pooling
+  attention recorded in the traced forward, one row per sample ``(B, N_S)``
+  (:meth:`Tracer.pool_row`, set by :meth:`TokenGraph.with_pool`; ``None``
+  in the graph the adapter describes before that forward).
 
 Tokens of a stage are its prefix tokens (class, distillation, registers)
 followed by its grid in row-major order.
@@ -28,8 +32,8 @@ followed by its grid in row-major order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -102,7 +106,16 @@ class TokenGraph:
     stages: Tuple[Stage, ...]
     layers: Tuple[LayerWindows, ...]
     merges: Tuple[Merge, ...]
-    pool: Tensor
+    pool: Optional[Tensor]
+
+    def with_pool(self, row: Optional[Tensor]) -> TokenGraph:
+        """The graph with the pooling row ``row`` ``(B, N_S)`` recorded by a
+        traced forward of an attention-pooled model
+        (:meth:`Tracer.pool_row`, detached); the graph itself when ``row`` is
+        None (a static pooling: nothing was recorded)."""
+        if row is None:
+            return self
+        return replace(self, pool=row.detach().double())
 
     @property
     def plain(self) -> bool:
@@ -175,10 +188,14 @@ def patch_merge_2x2(grid: Tuple[int, int]) -> Merge:
 
 
 def plain_graph(
-    grid: Tuple[int, int], num_prefix_tokens: int, num_layers: int, pool: Tensor
+    grid: Tuple[int, int],
+    num_prefix_tokens: int,
+    num_layers: int,
+    pool: Optional[Tensor],
 ) -> TokenGraph:
-    """The graph of a plain ViT: one stage, dense attention in every layer."""
+    """The graph of a plain ViT: one stage, dense attention in every layer
+    (``pool`` None: attention pooling, see :meth:`TokenGraph.with_pool`)."""
     num_tokens = num_prefix_tokens + grid[0] * grid[1]
     layers = tuple(dense_layer(0, num_tokens) for _ in range(num_layers))
     stage = Stage((int(grid[0]), int(grid[1])), num_prefix_tokens)
-    return TokenGraph((stage,), layers, (), pool.double())
+    return TokenGraph((stage,), layers, (), None if pool is None else pool.double())

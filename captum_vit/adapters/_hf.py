@@ -150,7 +150,8 @@ class HFViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(hidden_states: Tensor, attention_mask=None, **kwargs):
             x = tracer.block_input(layer, hidden_states)
-            h, _ = blk.attention(blk.layernorm_before(x), attention_mask, **kwargs)
+            h = tracer.attention_input(layer, blk.layernorm_before(x))
+            h, _ = blk.attention(h, attention_mask, **kwargs)
             x = tracer.residual(layer, 0, x, blk.dropout(h))
             h = blk.mlp(blk.layernorm_after(x))
             x = tracer.residual(layer, 1, x, blk.dropout(h))

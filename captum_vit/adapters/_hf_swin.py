@@ -14,7 +14,7 @@ forward computes the same window without writing it onto the module.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ class HFSwinAdapter(SwinAdapter):
             and type(model).__name__ in _CLASSIFIERS
         )
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.v2 = type(model).__name__ == "Swinv2ForImageClassification"
         self._backbone = getattr(model, _CLASSIFIERS[type(model).__name__])
@@ -81,7 +81,7 @@ class HFSwinAdapter(SwinAdapter):
             raise UnsupportedModelError(
                 "this Swin classifier has no pooler or no classifier (num_labels=0)"
             )
-        self._blocks: List[nn.Module] = []
+        self._blocks: List[Any] = []
         self._stages: List[int] = []
         for s, stage in enumerate(self._backbone.encoder.layers):
             for blk in stage.blocks:
@@ -116,13 +116,13 @@ class HFSwinAdapter(SwinAdapter):
         window, shift = self._window(self._blocks[layer], grid)
         return (window, window), (shift, shift)
 
-    def _window(self, blk: nn.Module, grid: Pair) -> Tuple[int, int]:
+    def _window(self, blk: Any, grid: Pair) -> Tuple[int, int]:
         window, shift = int(blk.window_size), int(blk.shift_size)
         if not self.v2 and min(grid) <= window:  # SwinLayer.set_shift_and_window_size
             return int(min(grid)), 0
         return window, shift
 
-    def _core(self, blk: nn.Module) -> nn.Module:
+    def _core(self, blk: Any) -> Any:
         return blk.attention.self if self.v2 else blk.attention
 
     def block_parts(self, layer: int) -> BlockParts:
@@ -190,12 +190,14 @@ class HFSwinAdapter(SwinAdapter):
                     f"use images of at least {size[0]}x{size[1]}"
                 )
 
-    def _call_model(self, inputs: Tensor, *args, **kwargs):
+    def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         out = self.model(inputs, *args, **kwargs)
         return out.logits if hasattr(out, "logits") else out[0]
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         adapter = self
         v2 = self.v2
 
@@ -223,21 +225,25 @@ class HFSwinAdapter(SwinAdapter):
             input_dimensions: Pair,
             always_partition: bool = False,
             **kwargs: Any,
-        ):
+        ) -> Tuple[Tensor, None]:
             if always_partition:
                 raise NotImplementedError("always_partition=True is not supported")
             x = tracer.block_input(layer, hidden_states)
-            h = windows(blk.layernorm_before(x), input_dimensions)
+            a = tracer.attention_input(layer, blk.layernorm_before(x))
+            h = windows(a, input_dimensions)
             x = tracer.residual(layer, 0, x, blk.drop_path(h))
             h = blk.dropout(blk.mlp(blk.layernorm_after(x)))
             x = tracer.residual(layer, 1, x, h)
             return tracer.block_output(layer, x), None
 
         def forward_v2(
-            hidden_states: Tensor, input_dimensions: Pair, output_attentions=False
-        ):
+            hidden_states: Tensor,
+            input_dimensions: Pair,
+            output_attentions: bool = False,
+        ) -> Tuple[Tensor]:
             x = tracer.block_input(layer, hidden_states)
-            h = blk.layernorm_before(windows(x, input_dimensions))
+            a = tracer.attention_input(layer, x)  # v2: the norm comes after
+            h = blk.layernorm_before(windows(a, input_dimensions))
             x = tracer.residual(layer, 0, x, blk.drop_path(h))
             h = blk.layernorm_after(blk.output(blk.intermediate(x)))
             x = tracer.residual(layer, 1, x, blk.drop_path(h))
@@ -245,13 +251,17 @@ class HFSwinAdapter(SwinAdapter):
 
         return forward_v2 if v2 else forward_v1
 
-    def _attention_forward(self, layer: int, at: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, at: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         def dropout_v1(a: Tensor) -> Tensor:
             return F.dropout(a, p=at.attention_dropout, training=at.training)
 
         def forward_v1(
-            hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs
-        ):
+            hidden_states: Tensor,
+            attention_mask: Optional[Tensor] = None,
+            **kwargs: Any,
+        ) -> Tuple[Tensor, None]:
             shape = (*hidden_states.shape[:-1], -1, at.head_dim)
             q = at.q_proj(hidden_states).view(shape).transpose(1, 2)
             k = at.k_proj(hidden_states).view(shape).transpose(1, 2)
@@ -275,7 +285,7 @@ class HFSwinAdapter(SwinAdapter):
             hidden_states: Tensor,
             attention_mask: Optional[Tensor] = None,
             output_attentions: bool = False,
-        ):
+        ) -> Tuple[Tensor]:
             B_, n, _ = hidden_states.shape
             H, d = at.num_attention_heads, at.attention_head_size
             q = at.query(hidden_states).view(B_, -1, H, d).transpose(1, 2)

@@ -13,7 +13,7 @@ the family adapters say how their blocks compute.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from ._graph import (
 Pair = Tuple[int, int]
 
 
-def pair(v) -> Pair:
+def pair(v: Union[int, Sequence[int]]) -> Pair:
     """``(v, v)`` for an int, the first two entries of a sequence."""
     if isinstance(v, int):
         return (v, v)
@@ -55,14 +55,17 @@ def nhwc_block_forward(
     """The explicit forward of a Swin block on ``(B, H, W, C)`` grids (timm,
     torchvision): ``x + drop(attend(norm1(x)))`` then ``x + drop(mlp(norm2(x)))``
     (v1), or with the norms after the attention and the MLP (v2), the block's
-    tokens and residual sums routed through ``tracer`` as ``(B, H * W, C)``."""
+    tokens, the attention's input (:meth:`Tracer.attention_input`: ``norm1(x)``
+    in v1, ``x`` in v2) and the residual sums routed through ``tracer`` as
+    ``(B, H * W, C)``."""
     norm1, norm2 = blk_norms
 
     def forward(x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         x = tracer.block_input(layer, x.reshape(B, H * W, C))
-        grid = x.view(B, H, W, C)
-        h = norm1(attend(grid)) if post_norm else attend(norm1(grid))
+        a = x if post_norm else norm1(x)
+        h = attend(tracer.attention_input(layer, a).reshape(B, H, W, C))
+        h = norm1(h) if post_norm else h
         x = tracer.residual(layer, 0, x, drops[0](h).reshape(B, H * W, C))
         h = norm2(mlp(x)) if post_norm else mlp(norm2(x))
         x = tracer.residual(layer, 1, x, drops[1](h))
@@ -108,6 +111,8 @@ class SwinAdapter(ViTAdapter):
 
     #: the model pads the grid to whole windows before the cyclic shift
     pad_first: bool = True
+    #: the stock Swin (its attributes are the family's own: typed ``Any``)
+    model: Any
 
     @property
     def plain(self) -> bool:
@@ -142,7 +147,7 @@ class SwinAdapter(ViTAdapter):
 
     def stage_grids(self, image_size: Pair) -> List[Pair]:
         """The token grid of every stage for images of ``image_size``."""
-        grids = [pair(self.grid_size(tuple(image_size)))]
+        grids = [pair(self.grid_size((int(image_size[0]), int(image_size[1]))))]
         for _ in range(self.num_stages - 1):
             grids.append(ceil_half(grids[-1]))
         return grids
@@ -163,7 +168,9 @@ class SwinAdapter(ViTAdapter):
 
     # ----------------------------------------------------------------- helpers
     @staticmethod
-    def bias_and_mask(bias: Tensor, mask, batch_windows: int, repeat: int = 1):
+    def bias_and_mask(
+        bias: Tensor, mask: Optional[Tensor], batch_windows: int, repeat: int = 1
+    ) -> Tensor:
         """The additive attention mask of a window batch: the relative position
         bias ``(1, H, n, n)`` plus, if given, the shift mask ``(nW, n, n)``
         (``repeat`` times, as Hugging Face's Swin v2 adds it) expanded over the

@@ -1,8 +1,9 @@
 """Adapter for timm's ``VisionTransformer`` family.
 
 Covers ViT, DeiT (including the distilled variant with two prefix tokens),
-register tokens, layer scale, ``global_pool="token"|"avg"`` and
-``dynamic_img_size``. The explicit forwards reproduce
+register tokens, layer scale, ``global_pool="token"|"avg"|"map"`` (``"map"``:
+attention pooling by ``AttentionPoolLatent``, as in timm's SigLIP towers; see
+:mod:`captum_vit.adapters._pooling`) and ``dynamic_img_size``. The explicit forwards reproduce
 ``timm.models.vision_transformer.Block.forward`` and
 ``timm.layers.Attention.forward`` (both the fused and the unfused path compute
 the same function) with the attention core and residual sums routed through a
@@ -24,6 +25,13 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._parts import mlp_parts, timm_gaps
+from ._pooling import (
+    attention_pool_forward,
+    attention_pool_gaps,
+    attention_pool_parts,
+    check_attention_pool,
+)
 
 
 def _timm():
@@ -38,6 +46,44 @@ def _timm():
 
 def _active(dropout: nn.Dropout) -> Optional[nn.Dropout]:
     return dropout if dropout.training and dropout.p > 0 else None
+
+
+def routed_pos_embed(m: nn.Module, x: Tensor, tracer: Tracer) -> Tensor:
+    """timm's ``VisionTransformer._pos_embed`` (prefix tokens joined, the
+    absolute position embedding added, resampled for ``dynamic_img_size``),
+    with the positional sum routed through :meth:`Tracer.embed_add`. Also
+    the prefix-and-position part of ``Eva._pos_embed``."""
+    to_cat = []
+    if m.cls_token is not None:
+        to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
+    if getattr(m, "dist_token", None) is not None:
+        to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
+    if m.reg_token is not None:
+        to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
+    if m.pos_embed is None:
+        return torch.cat(to_cat + [x.view(x.shape[0], -1, x.shape[-1])], 1)
+    if m.dynamic_img_size:
+        from timm.layers import resample_abs_pos_embed
+
+        B, H, W, C = x.shape
+        pos = resample_abs_pos_embed(
+            m.pos_embed,
+            new_size=(H, W),
+            old_size=m.patch_embed.grid_size,
+            num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
+        )
+        x = x.view(B, -1, C)
+    else:
+        pos = m.pos_embed
+    if m.no_embed_class:
+        x = tracer.embed_add(x, pos)
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+    else:
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+        x = tracer.embed_add(x, pos)
+    return m.pos_drop(x)
 
 
 class TimmViTAdapter(ViTAdapter):
@@ -62,15 +108,11 @@ class TimmViTAdapter(ViTAdapter):
                 )
             if getattr(blk.attn, "gate", None) is not None:
                 raise UnsupportedModelError("gated timm attention is not supported")
-        if getattr(model, "attn_pool", None) is not None:
-            raise UnsupportedModelError(
-                "timm models with attention pooling (global_pool='map') are not "
-                "supported: their prediction does not come from a token of the encoder."
-            )
-        if model.global_pool not in ("token", "avg"):
+        check_attention_pool(model)
+        if model.global_pool not in ("token", "avg", "map"):
             raise UnsupportedModelError(
                 f"timm global_pool={model.global_pool!r} is not supported "
-                "(use 'token' or 'avg')."
+                "(use 'token', 'avg' or 'map')."
             )
         if getattr(model, "pool_include_prefix", False):
             raise UnsupportedModelError("pool_include_prefix=True is not supported")
@@ -90,6 +132,8 @@ class TimmViTAdapter(ViTAdapter):
 
     @property
     def pooling(self) -> str:
+        if getattr(self.model, "attn_pool", None) is not None:
+            return "attention"
         return "token" if self.model.global_pool == "token" else "avg"
 
     @property
@@ -109,7 +153,7 @@ class TimmViTAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.blocks[layer]
-        mlp = [m for m in (blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2)]
+        mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
             blk,
@@ -120,6 +164,11 @@ class TimmViTAdapter(ViTAdapter):
             blk.attn.proj,
             mlp,
             scales=scales,
+        )
+
+    def relevance_gaps(self) -> List[str]:
+        return timm_gaps(self.model) + attention_pool_gaps(
+            getattr(self.model, "attn_pool", None)
         )
 
     def embedding_parts(self) -> EmbeddingParts:
@@ -134,7 +183,12 @@ class TimmViTAdapter(ViTAdapter):
         def real(mod):
             return None if mod is None or isinstance(mod, nn.Identity) else mod
 
-        return HeadParts(real(m.norm), heads, fc_norm=real(m.fc_norm))
+        return HeadParts(
+            real(m.norm),
+            heads,
+            fc_norm=real(m.fc_norm),
+            pooler=attention_pool_parts(getattr(m, "attn_pool", None)),
+        )
 
     def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
         if self.pooling == "token" and self.distilled:
@@ -179,7 +233,8 @@ class TimmViTAdapter(ViTAdapter):
     def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
         def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
             x = tracer.block_input(layer, x)
-            h = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+            h = tracer.attention_input(layer, blk.norm1(x))
+            h = blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
             x = tracer.residual(layer, 0, x, blk.drop_path1(blk.ls1(h)))
             h = blk.mlp(blk.norm2(x))
             x = tracer.residual(layer, 1, x, blk.drop_path2(blk.ls2(h)))
@@ -210,43 +265,26 @@ class TimmViTAdapter(ViTAdapter):
 
         return forward
 
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        m = self.model
+        if getattr(m, "attn_pool", None) is None:
+            return super()._pool_tokens(tokens, tracer)
+        pool = attention_pool_forward(m.attn_pool, tracer, self.num_prefix_tokens)
+        return [pool(tokens[:, self.num_prefix_tokens :])]
+
+    def _pooling_forwards(self, tracer: Tracer):
+        m = self.model
+        if getattr(m, "attn_pool", None) is None:
+            return []
+        fn = attention_pool_forward(m.attn_pool, tracer, self.num_prefix_tokens)
+        return [(m.attn_pool, "forward", fn)]
+
     def _end_forwards(self, tracer: Tracer):
         m = self.model
         adapter = self
 
         def _pos_embed(x: Tensor) -> Tensor:
-            # timm's VisionTransformer._pos_embed, with the sum routed
-            to_cat = []
-            if m.cls_token is not None:
-                to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
-            if getattr(m, "dist_token", None) is not None:
-                to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
-            if m.reg_token is not None:
-                to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
-            if m.pos_embed is None:
-                return torch.cat(to_cat + [x.view(x.shape[0], -1, x.shape[-1])], 1)
-            if m.dynamic_img_size:
-                from timm.layers import resample_abs_pos_embed
-
-                B, H, W, C = x.shape
-                pos = resample_abs_pos_embed(
-                    m.pos_embed,
-                    new_size=(H, W),
-                    old_size=m.patch_embed.grid_size,
-                    num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens,
-                )
-                x = x.view(B, -1, C)
-            else:
-                pos = m.pos_embed
-            if m.no_embed_class:
-                x = tracer.embed_add(x, pos)
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-            else:
-                if to_cat:
-                    x = torch.cat(to_cat + [x], dim=1)
-                x = tracer.embed_add(x, pos)
-            return m.pos_drop(x)
+            return routed_pos_embed(m, x, tracer)
 
         def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
             N = x.shape[1]
@@ -262,8 +300,12 @@ class TimmViTAdapter(ViTAdapter):
                 if m.distilled_training and m.training:
                     return tuple(outs)
                 return tracer.merge_heads(outs)
-            w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
-            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+            if getattr(m, "attn_pool", None) is not None:  # _pooling_forwards
+                x = m.attn_pool(x[:, m.num_prefix_tokens :])
+            else:
+                w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
+                x = tracer.pool(x, w)
+            x = m.head_drop(m.fc_norm(x))
             return x if pre_logits else m.head(x)
 
         return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]

@@ -12,7 +12,7 @@ and its mask, and the padding stay the model's own code (``block._attn``).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ def _classes() -> Optional[Tuple[type, type]]:
     return SwinTransformer, SwinTransformerV2
 
 
-def _active(dropout: nn.Module) -> Optional[nn.Module]:
+def _active(dropout: Any) -> Optional[nn.Module]:
     p = getattr(dropout, "p", 0.0)
     return dropout if dropout.training and p > 0 else None
 
@@ -41,7 +41,7 @@ class _BiasedQKV(nn.Module):
     weight with the separate ``q_bias``, ``k_bias`` (zero) and ``v_bias``
     (references, no copy), so that rules for linear layers see the biases."""
 
-    def __init__(self, attn: nn.Module) -> None:
+    def __init__(self, attn: Any) -> None:
         super().__init__()
         self.weight = attn.qkv.weight
         self._attn = [attn]  # not a submodule
@@ -67,10 +67,10 @@ class TimmSwinAdapter(SwinAdapter):
         classes = _classes()
         return classes is not None and type(model) in classes
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.v2 = type(model).__name__ == "SwinTransformerV2"
-        self._blocks: List[nn.Module] = []
+        self._blocks: List[Any] = []
         self._stages: List[int] = []
         for s, stage in enumerate(model.layers):
             for blk in stage.blocks:
@@ -170,7 +170,9 @@ class TimmSwinAdapter(SwinAdapter):
             )
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         return nhwc_block_forward(
             layer,
             tracer,
@@ -181,7 +183,9 @@ class TimmSwinAdapter(SwinAdapter):
             self.v2,
         )
 
-    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, attn: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         v2 = self.v2
 
         def forward(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:

@@ -12,7 +12,7 @@ blocks' residual sums routed as well.
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,11 +55,11 @@ class TorchvisionSwinAdapter(SwinAdapter):
             return False
         return isinstance(model, SwinTransformer)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__(model)
         from torchvision.models.swin_transformer import SwinTransformerBlockV2
 
-        self._blocks: List[nn.Module] = []
+        self._blocks: List[Any] = []
         self._stages: List[int] = []
         stage = 0
         for i, part in enumerate(model.features):
@@ -149,7 +149,9 @@ class TorchvisionSwinAdapter(SwinAdapter):
             )
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, blk: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         return nhwc_block_forward(
             layer,
             tracer,
@@ -160,7 +162,9 @@ class TorchvisionSwinAdapter(SwinAdapter):
             self.v2,
         )
 
-    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, attn: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
         v2 = self.v2
 
         def forward(x: Tensor) -> Tensor:

@@ -108,6 +108,10 @@ class ViTAttribution(Attribution):
         "over one set of tokens; this model attends within windows and merges "
         "tokens between stages"
     )
+    #: whether the method drops tokens from the sequence mid-forward (EViT's
+    #: pruning, TIS's sampling): models whose attention depends on token
+    #: positions (relative position bias, RoPE) then refuse it
+    _drops_tokens: bool = False
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
@@ -309,7 +313,10 @@ class ViTAttribution(Attribution):
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
-        return format_target(target, batch, self.adapter.num_classes or None)
+        # a similarity model names its outputs (prompts, references)
+        outputs = getattr(self.adapter, "kind", "classes")
+        n = self.adapter.num_classes or None
+        return format_target(target, batch, n, outputs=outputs)
 
     # -------------------------------------------------------------- helpers
     def _trace(
@@ -342,20 +349,65 @@ class ViTAttribution(Attribution):
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
 
-    def _graph(self, inputs: Tensor) -> TokenGraph:
-        """The model's token graph for the size of ``inputs``."""
-        return self.adapter.token_graph((int(inputs.shape[-2]), int(inputs.shape[-1])))
+    def _graph(self, inputs: Tensor, tracer: Optional[Tracer] = None) -> TokenGraph:
+        """The model's token graph for the size of ``inputs``.
 
-    def _patch_row(self, matrix: Tensor) -> Tensor:
+        On an attention-pooled model (:attr:`ViTAdapter.pooling`
+        ``"attention"``) the graph's pooling row is the one ``tracer``
+        recorded in the forward of ``inputs``
+        (:meth:`~captum_vit.adapters.Tracer.pool_row`, one row per sample):
+        the row :meth:`_patch_row` and :meth:`_pool_rows` read. Without a
+        tracer that recorded one, such a graph has no pooling row yet
+        (``pool`` None).
+        """
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        graph = self.adapter.token_graph(size)
+        return graph.with_pool(None if tracer is None else tracer.pool_row())
+
+    def _patch_row(self, matrix: Tensor, tracer: Optional[Tracer] = None) -> Tensor:
         """Read the explained row of token maps ``(B, N, N)`` at patch columns.
 
         For class-token models this is the class-token row (row 0; the mean of
         the class and distillation rows for distilled DeiT); for average-pooled
         models, the mean over patch rows. Prefix columns are dropped.
+
+        For attention-pooled models (CLIP's attentional pooler, SigLIP,
+        timm ``global_pool="map"``) the row is the pooling attention that
+        ``tracer`` recorded in the forward the maps come from
+        (:meth:`~captum_vit.adapters.Tracer.pool_row`: heads and pooled probes
+        averaged, one row per sample); ``matrix`` may then hold ``K`` maps per
+        sample, ``(B * K, N, N)``, sample-major.
         """
+        row = None if tracer is None else tracer.pool_row()
+        if row is None:
+            w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
+            out = torch.einsum("n,bnm->bm", w, matrix)
+        else:
+            row = row.to(matrix).repeat_interleave(matrix.shape[0] // row.shape[0], 0)
+            out = torch.einsum("bn,bnm->bm", row, matrix)
+        return out[:, self.adapter.num_prefix_tokens :]
+
+    def _pool_rows(self, tracer: Optional[Tracer], matrix: Tensor) -> Tensor:
+        """The pooling row of every sample, ``(B, N)``, for token maps
+        ``matrix`` ``(B, ..., N)``: the static :meth:`ViTAdapter.pool_weights`
+        repeated, or the attention pooling's row recorded by ``tracer``."""
+        row = None if tracer is None else tracer.pool_row()
+        if row is not None:
+            return row.to(matrix)
         w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
-        row = torch.einsum("n,bnm->bm", w, matrix)
-        return row[:, self.adapter.num_prefix_tokens :]
+        return w.expand(matrix.shape[0], -1)
+
+    def _pooling_tracer(self, inputs: Tensor, args: tuple) -> Optional[Tracer]:
+        """For an attention-pooled model, a tracer holding the pooling row of
+        ``inputs`` (one forward without gradients, fused attention in the
+        blocks), for methods whose maps come from elsewhere (the LRP
+        engine); None for the static poolings."""
+        if self.adapter.pooling != "attention":
+            return None
+        tracer = Tracer(keep_attention=False, layers=())
+        with torch.no_grad(), self.adapter.trace(tracer):
+            self.adapter.forward(inputs, *args)
+        return tracer
 
     def _layer_index(self, layer: int) -> int:
         L = self.adapter.num_layers

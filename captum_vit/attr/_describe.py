@@ -8,7 +8,7 @@ family stores it.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -70,13 +70,19 @@ def describe(model: nn.Module) -> ModelInfo:
     )
 
 
-def patch_size(model: nn.Module) -> int:
+def patch_size(model: nn.Module, strict: bool = True) -> Optional[int]:
     """The side of the model's square patches, in pixels (e.g. the
     ``patch_size`` argument of the metrics).
 
+    Args:
+        model (torch.nn.Module): a model any method accepts.
+        strict (bool, optional): raise for rectangular patches; with
+            ``strict=False`` they give ``None`` (what the metrics take to work
+            on pixels instead of patches). Default: True
+
     Raises:
-        ValueError: the patches are not square; :func:`describe` gives
-            ``(ph, pw)``.
+        ValueError: the patches are not square and ``strict`` is set;
+            :func:`describe` gives ``(ph, pw)``.
 
     Examples::
 
@@ -84,12 +90,14 @@ def patch_size(model: nn.Module) -> int:
         16
     """
     ph, pw = describe(model).patch_size
-    if ph != pw:
-        raise ValueError(
-            f"the model's patches are {ph}x{pw}, not square; use "
-            "describe(model).patch_size for (ph, pw)"
-        )
-    return ph
+    if ph == pw:
+        return ph
+    if not strict:
+        return None
+    raise ValueError(
+        f"the model's patches are {ph}x{pw}, not square; use "
+        "describe(model).patch_size for (ph, pw)"
+    )
 
 
 def grid_size(model: nn.Module, image_size: Sequence[int]) -> Tuple[int, int]:

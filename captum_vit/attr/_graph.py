@@ -97,11 +97,26 @@ def pool_row(
     dtype: torch.dtype,
     device: Optional[torch.device] = None,
 ) -> Tensor:
-    """The pooling row pulled back to ``stage``, repeated ``rows`` times:
-    ``(rows, N_stage)``."""
-    w = graph.pool.to(device=device, dtype=dtype)[None]
-    w = to_stage(graph, w, len(graph.stages) - 1, stage)
-    return w.expand(rows, -1)
+    """The pooling row pulled back to ``stage``: ``(rows, N_stage)``.
+
+    A static row is repeated ``rows`` times; a per-sample row (attention
+    pooling, ``(B, N_S)``) is repeated ``rows // B`` times per sample,
+    sample-major (several maps per sample: one per head).
+
+    Raises:
+        RuntimeError: the graph has no pooling row yet (an attention-pooled
+            model's graph not taken from a traced forward).
+    """
+    if graph.pool is None:
+        raise RuntimeError(
+            "the model pools by attention: its pooling row is read from the "
+            "traced forward (ViTAttribution._graph(inputs, tracer))"
+        )
+    w = graph.pool.to(device=device, dtype=dtype)
+    w = to_stage(graph, w[None] if w.dim() == 1 else w, len(graph.stages) - 1, stage)
+    if w.shape[0] == 1:
+        return w.expand(rows, -1)
+    return w.repeat_interleave(rows // w.shape[0], dim=0)
 
 
 def compose(graph: TokenGraph, ops: Mapping[int, Tensor], v: Tensor) -> Tensor:
@@ -195,7 +210,8 @@ class MixingTracer(Tracer):
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
         attn = super().softmax(layer, scores)
-        self._mix(layer, attn.detach())
+        if layer != self.POOL:  # the pooling attention is the pooling row
+            self._mix(layer, attn.detach())
         return attn
 
     def _mix(self, layer: int, attn: Tensor) -> None:
@@ -228,13 +244,17 @@ class MixingTracer(Tracer):
             self.joint = torch.bmm(hat[:, 0], self.joint)
 
     def row(self) -> Tensor:
-        """The pooling row times the product: ``(B, N_0)``."""
+        """The pooling row times the product: ``(B, N_0)``. On an
+        attention-pooled model the pooling row is the one this forward
+        recorded (:meth:`Tracer.pool_row`)."""
+        graph = self.graph.with_pool(self.pool_row())
+        last = len(graph.stages) - 1
         if self.accumulate:
             if self.joint is None:
                 raise RuntimeError("no layer ran the explicit attention")
-            w = self.graph.pool.to(self.joint.device, self.joint.dtype)
-            return torch.einsum("n,bnm->bm", w, self.joint)
+            joint = self.joint
+            w = pool_row(graph, last, joint.shape[0], joint.dtype, joint.device)
+            return torch.einsum("bn,bnm->bm", w, joint)
         some = next(iter(self.ops.values()))
-        B = some.shape[0]
-        v = pool_row(self.graph, len(self.graph.stages) - 1, B, some.dtype, some.device)
-        return compose(self.graph, self.ops, v)
+        v = pool_row(graph, last, some.shape[0], some.dtype, some.device)
+        return compose(graph, self.ops, v)

@@ -179,11 +179,11 @@ def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _conv_kwargs(m: nn.Module) -> dict:
-    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+    # issue 14: SigLIP's patch convolution says padding="valid" (none)
+    padding = (0,) * len(m.kernel_size) if m.padding == "valid" else m.padding
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(padding, str):
         raise NotImplementedError("only zero-padded convolutions are supported")
-    return dict(
-        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
-    )
+    return dict(stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups)
 
 
 # ------------------------------------------------------------------- tracer
@@ -270,10 +270,12 @@ def _module_rules(
     emb = adapter.embedding_parts()
     bind("patch_conv", emb.patch)
     by_type(emb.norm)
+    by_type(emb.post_norm)  # issue 14: CLIP's ln_pre
     head = adapter.head_parts()
     by_type(head.norm)
     by_type(head.fc_norm)
-    for m in list(head.pre_logits) + list(head.classifiers):
+    # issue 14: the modules of an attention-pooling head, by role
+    for m in list(head.pooler) + list(head.pre_logits) + list(head.classifiers):
         by_type(m)
     return out
 

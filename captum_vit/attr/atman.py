@@ -144,6 +144,12 @@ class ATMAN(ViTAttribution):
             raise ValueError(
                 f"internal_batch_size must be >= 1, got {internal_batch_size}"
             )
+        if self.adapter.num_classes == 1:
+            raise ValueError(
+                "ATMAN scores the target's cross-entropy over the model's outputs, "
+                "constant for a model with one output (a similarity to one prompt): "
+                "give several prompts or references"
+            )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)
         self.internal_batch_size = int(internal_batch_size)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..adapters import TokenGraph
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
-from ._graph import MixingTracer, patch_scores
+from ._graph import MixingTracer, patch_scores, pool_row
 from ._registry import register_method
 
 __all__ = ["AttentionFlow", "max_flows_to_inputs"]
@@ -370,12 +370,13 @@ class AttentionFlow(ViTAttribution):
         self._trace(inputs, target, args, tracer)
         ops = {layer: m.cpu().numpy() for layer, m in tracer.ops.items()}
         B = inputs.shape[0]
-        w = graph.pool.numpy()
+        graph = graph.with_pool(tracer.pool_row())  # attention pooling: per sample
+        w = pool_row(graph, len(graph.stages) - 1, B, torch.float64).cpu().numpy()
         flows = np.zeros((B, graph.stages[0].num_tokens))
         bound = 0.0
         for b in range(B):
             edges, sizes = graph_edges(graph, {i: m[b] for i, m in ops.items()})
-            flows[b], err = _solve(_LayeredGraph(edges, sizes, w), self.rtol)
+            flows[b], err = _solve(_LayeredGraph(edges, sizes, w[b]), self.rtol)
             bound = max(bound, err)
         self.last_error_bound = bound
         if self.normalize:

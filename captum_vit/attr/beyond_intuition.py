@@ -128,7 +128,7 @@ class BeyondIntuition(ViTAttribution):
             importance = (attn.transpose(-1, -2) @ grad).abs().mean(dim=(-1, -2))
             importance = importance / importance.sum(dim=-1, keepdim=True)
             mixes.append(torch.einsum("bh,bhij->bij", importance, attn))
-        return mixes, target
+        return mixes, target, tracer
 
     def _perception_token(self, inputs: Tensor, target, args: tuple):
         layers = range(self.start_layer, self.adapter.num_layers)
@@ -144,17 +144,17 @@ class BeyondIntuition(ViTAttribution):
             weight = self.adapter.block_parts(layer).proj.weight.detach()
             ratio = (v @ weight.T).norm(dim=-1) / z.norm(dim=-1)
             mixes.append(attn.detach().mean(dim=1) * ratio[:, None, :])
-        return mixes, target
+        return mixes, target, tracer
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         if self.mode == "head":
-            mixes, target = self._perception_head(inputs, target, args)
+            mixes, target, tracer = self._perception_head(inputs, target, args)
         else:
-            mixes, target = self._perception_token(inputs, target, args)
+            mixes, target, tracer = self._perception_token(inputs, target, args)
         B, N, _ = mixes[0].shape
         P = torch.eye(N, dtype=mixes[0].dtype, device=mixes[0].device).expand(B, N, N)
         for mix in mixes:
             P = P + mix @ P
         grad = integrated_attention_gradient(self, inputs, target, args, self.steps)
         feedback = grad.clamp(min=0).mean(dim=1)
-        return self._patch_row(feedback * P)
+        return self._patch_row(feedback * P, tracer)

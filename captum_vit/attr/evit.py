@@ -145,6 +145,7 @@ class EViT(ViTAttribution):
         "no class token attending in every layer, attends within windows and "
         "merges tokens between stages"
     )
+    _drops_tokens = True
 
     def __init__(
         self,

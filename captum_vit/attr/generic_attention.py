@@ -59,7 +59,7 @@ class GenericAttention(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        graph = self._graph(inputs)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
         ops = {}
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
             if layer < self.start_layer:

@@ -73,7 +73,7 @@ class GradSAM(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        graph = self._graph(inputs)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
         B = inputs.shape[0]
         maps = []
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -111,22 +111,21 @@ class RawAttention(ViTAttribution):
         inputs, _, _, args = self._prepare(
             inputs, None, additional_forward_args, "tokens"
         )
-        attn = blocks(self._attention(inputs, args), self._layer_graph(inputs))
+        attn, _ = self._attention(inputs, args)
+        attn = blocks(attn, self._graph(inputs).layers[self.layer])
         return attn[:, 0] if self.adapter.plain else attn
 
-    def _layer_graph(self, inputs: Tensor):
-        return self._graph(inputs).layers[self.layer]
-
-    def _attention(self, inputs: Tensor, args: tuple) -> Tensor:
+    def _attention(self, inputs: Tensor, args: tuple) -> Tuple[Tensor, Tracer]:
         tracer, _, _, _ = self._trace(inputs, None, args, Tracer(layers=[self.layer]))
-        return tracer.attentions[self.layer].detach()
+        return tracer.attentions[self.layer].detach(), tracer
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        graph = self._graph(inputs)
+        attn, tracer = self._attention(inputs, args)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
         lw = graph.layers[self.layer]
-        attn = blocks(self._attention(inputs, args), lw)  # (B, nW, H, n, n)
+        attn = blocks(attn, lw)  # (B, nW, H, n, n)
         B, nW, H = attn.shape[:3]
         per_head = self.head is None and self.head_fusion is None
         if self.head is not None:

@@ -138,10 +138,10 @@ class TAM(ViTAttribution):
         tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)
         fused = {i: a.detach().mean(dim=1) for i, a in tracer.attentions.items()}
         last = fused[L - 1]
-        w = self.adapter.pool_weights(last.shape[-1], last.device, last.dtype)
-        state = torch.einsum("n,bnm->bm", w, last)
+        w = self._pool_rows(tracer, last)  # (B, N); attention pooling: per sample
+        state = torch.einsum("bn,bnm->bm", w, last)
         for layer in range(L - 2, self.start_layer - 1, -1):
             state = torch.einsum("bn,bnm->bm", state, fused[layer]) + state
         grad = integrated_attention_gradient(self, inputs, target, args, self.steps)
-        weight = torch.einsum("n,bnm->bm", w, grad.clamp(min=0).mean(dim=1))
+        weight = torch.einsum("bn,bnm->bm", w, grad.clamp(min=0).mean(dim=1))
         return (state * weight)[:, self.adapter.num_prefix_tokens :]

@@ -99,7 +99,8 @@ class TransformerLRP(ViTAttribution):
         _, _, rel, grads = relevance_pass(
             self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
         )
-        graph = self._graph(inputs)
+        # attention pooling: the row of a forward of the same inputs
+        graph = self._graph(inputs, self._pooling_tracer(inputs, args))
         ops = {}
         for layer in layers:
             lw = graph.layers[layer]

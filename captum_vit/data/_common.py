@@ -139,10 +139,11 @@ def _resize_mask(mask: torch.Tensor, size: Optional[SizeType]) -> torch.Tensor:
     if size is None or tuple(mask.shape[-2:]) == _pair(size):
         return mask
     out = F.interpolate(mask[None, None].float(), size=_pair(size), mode="nearest")
-    return out[0, 0].bool()
+    return out[0, 0].to(mask.dtype)
 
 
-def _load_image_file(path: str) -> torch.Tensor:
+def _read_rgb(path: str) -> np.ndarray:
+    """The pixels of an image file as a uint8 ``(H, W, 3)`` RGB array."""
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - Pillow ships with matplotlib
@@ -150,7 +151,11 @@ def _load_image_file(path: str) -> torch.Tensor:
             "Reading image files needs Pillow: pip install 'captum-vit[data]'"
         ) from err
     with Image.open(path) as img:
-        return _to_image_tensor(np.asarray(img.convert("RGB")))
+        return np.asarray(img.convert("RGB"))
+
+
+def _load_image_file(path: str) -> torch.Tensor:
+    return _to_image_tensor(_read_rgb(path))
 
 
 def _load_mask_file(path: str) -> torch.Tensor:
@@ -176,9 +181,14 @@ def _finish(
     image = _resize_image(image, size)
     mask = _resize_mask(mask, size)
     box = box_from_mask(mask)
-    if transform is not None:
-        image = transform(image)
-    return Sample(image, int(label), mask, box)
+    return Sample(_apply_transform(transform, image), int(label), mask, box)
+
+
+def _apply_transform(
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]], image: torch.Tensor
+) -> torch.Tensor:
+    """A dataset's ``transform`` of one image tensor (the image itself if None)."""
+    return image if transform is None else transform(image)
 
 
 def _check_sequence(values: Sequence, name: str) -> None:

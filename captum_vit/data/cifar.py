@@ -9,7 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._common import ClassificationSample, SizeType, _resize_image
+from ._common import (
+    ClassificationSample,
+    SizeType,
+    _apply_transform,
+    _resize_image,
+)
 
 _TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_FILES = ("test_batch",)
@@ -66,7 +71,8 @@ class CIFAR10(Dataset):
     ) -> None:
         self.root = root
         self.train = train
-        data, labels = [], []
+        data: List[np.ndarray] = []
+        labels: List[int] = []
         for name in _TRAIN_FILES if train else _TEST_FILES:
             batch = _unpickle(os.path.join(root, name))
             data.append(np.asarray(_get(batch, "data"), dtype=np.uint8))
@@ -92,6 +98,5 @@ class CIFAR10(Dataset):
     def __getitem__(self, index: int) -> ClassificationSample:
         image = torch.from_numpy(self.data[index]).float().div_(255.0)
         image = _resize_image(image, self.size)
-        if self.transform is not None:
-            image = self.transform(image)
+        image = _apply_transform(self.transform, image)
         return ClassificationSample(image, self.labels[index])

@@ -1,8 +1,9 @@
-r"""Loaders for ImageNet validation folders and for ImageNet-Segmentation
-(``gtsegs_ijcv.mat``)."""
+r"""Loaders for ImageNet validation folders, ImageNet-Segmentation
+(``gtsegs_ijcv.mat``) and ImageNet-S (semantic masks as PNG)."""
 
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,9 +13,12 @@ from ._common import (
     ClassificationSample,
     Sample,
     SizeType,
+    _apply_transform,
     _finish,
     _load_image_file,
+    _read_rgb,
     _resize_image,
+    _resize_mask,
     _to_image_tensor,
 )
 
@@ -92,8 +96,7 @@ class ImageNetFolder(Dataset):
     def __getitem__(self, index: int) -> ClassificationSample:
         path, label = self.samples[index]
         image = _resize_image(_load_image_file(path), self.size)
-        if self.transform is not None:
-            image = self.transform(image)
+        image = _apply_transform(self.transform, image)
         return ClassificationSample(image, label)
 
 
@@ -154,12 +157,12 @@ class ImageNetSegmentation(Dataset):
     def __len__(self) -> int:
         return self._len
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = None
         return state
 
-    def _handle(self):
+    def _handle(self) -> Any:  # an h5py.File (h5py is untyped)
         if self._file is None:
             self._file = _import_h5py().File(self.path, "r")
         return self._file
@@ -183,7 +186,185 @@ class ImageNetSegmentation(Dataset):
             self._file = None
 
 
-def _import_h5py():
+#: Class id of the pixels that ImageNet-S masks leave out of evaluation.
+IMAGENET_S_IGNORE = 1000
+
+
+def decode_imagenet_s(rgb: np.ndarray) -> np.ndarray:
+    r"""Class ids of an ImageNet-S mask: ``id = R + 256 * G``.
+
+    ImageNet-S stores its masks as RGB PNG images whose red and green channels
+    encode the class id (0: other, 1 to 919: the ImageNet-S classes,
+    :data:`IMAGENET_S_IGNORE`: ignored pixels); blue is 0.
+
+    Args:
+        rgb (ndarray): uint8 ``(H, W, 3)`` (or ``(H, W, 4)``) mask pixels.
+
+    Returns:
+        ndarray: int64 ``(H, W)`` class ids.
+
+    Examples::
+
+        >>> rgb = np.zeros((1, 2, 3), dtype=np.uint8)
+        >>> rgb[0, 1] = (232, 3, 0)  # 232 + 3 * 256
+        >>> decode_imagenet_s(rgb)
+        array([[   0, 1000]])
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"expected an (H, W, 3) RGB mask, got shape {rgb.shape}")
+    return rgb[:, :, 0].astype(np.int64) + 256 * rgb[:, :, 1].astype(np.int64)
+
+
+class ImageNetS(Dataset):
+    r"""ImageNet-S (Gao et al., "Large-scale Unsupervised Semantic
+    Segmentation", TPAMI 2022): ImageNet images with semantic masks stored as
+    PNG, the format of the LeGrad evaluation.
+
+    Reads the published layout of one ImageNet-S subset (``ImageNetS919``,
+    ``ImageNetS300`` or ``ImageNetS50``)::
+
+        root/validation/<wnid>/<name>.JPEG
+        root/validation-segmentation/<wnid>/<name>.png
+
+    (``split="train-semi"``: ``train-semi/`` and ``train-semi-segmentation/``).
+    A mask's class id is ``R + 256 * G`` (:func:`decode_imagenet_s`): 0 is
+    "other", :data:`IMAGENET_S_IGNORE` marks pixels left out of evaluation and
+    ``k >= 1`` is the ``k``-th wnid of the subset's categories in sorted order.
+    Every mask has an image of the same name (any of
+    :data:`IMAGE_EXTENSIONS`).
+
+    A sample's ``mask`` is ``True`` on the pixels of the image's own class
+    (its folder's wnid); ``label`` is that class: ``id - 1`` (the index into
+    :attr:`classes`) or, with ``class_to_idx``, the model's index of the wnid
+    (e.g. the ImageNet-1k index). :meth:`segmentation` returns the full id map.
+
+    Args:
+        root (str): the subset's folder, e.g. ``.../ImageNetS919``.
+        split (str, optional): ``"validation"`` or ``"train-semi"``.
+            Default: ``"validation"``
+        categories (Sequence[str], optional): the subset's wnids; id ``k`` is
+            ``sorted(categories)[k - 1]``. Pass the full list when the folders
+            hold only some classes (the ImageNet-S repository ships it as
+            ``data/categories/ImageNetS_categories_im919.txt``).
+            Default: None (the sorted class folders of the split)
+        class_to_idx (dict[str, int], optional): wnid to label, for a model
+            whose outputs are indexed otherwise.
+            Default: None (``label = id - 1``)
+        size (int or tuple[int, int], optional): resize image (bilinear) and
+            masks (nearest) to this ``(H, W)``.
+            Default: None (native sizes)
+        transform (Callable, optional): applied to each float image tensor
+            ``(3, H, W)`` in ``[0, 1]`` after resizing.
+            Default: None
+
+    Examples::
+
+        >>> ds = ImageNetS("/data/imagenet-s/ImageNetS919", size=224)
+        >>> image, label, mask, box = ds[0]
+        >>> ds.classes[label], mask.shape
+        ('n01443537', torch.Size([224, 224]))
+        >>> ids = ds.segmentation(0)  # int64 (224, 224): 0, class ids, 1000
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "validation",
+        categories: Optional[Sequence[str]] = None,
+        class_to_idx: Optional[Dict[str, int]] = None,
+        size: Optional[SizeType] = None,
+        transform: Optional[Callable] = None,
+    ) -> None:
+        if split not in ("validation", "train-semi"):
+            raise ValueError(
+                f"split must be 'validation' or 'train-semi', got {split!r}"
+            )
+        image_root = os.path.join(root, split)
+        mask_root = os.path.join(root, f"{split}-segmentation")
+        if not os.path.isdir(mask_root):
+            raise FileNotFoundError(f"no mask folder {mask_root}")
+        folders = sorted(
+            d
+            for d in os.listdir(mask_root)
+            if os.path.isdir(os.path.join(mask_root, d))
+        )
+        if not folders:
+            raise FileNotFoundError(f"no class folders in {mask_root}")
+        self.classes: List[str] = sorted(categories) if categories else folders
+        self.class_ids: Dict[str, int] = {w: i + 1 for i, w in enumerate(self.classes)}
+        unknown = [d for d in folders if d not in self.class_ids]
+        if unknown:
+            raise KeyError(f"class folders not in categories: {unknown[:5]}")
+        if class_to_idx is not None:
+            missing = [d for d in folders if d not in class_to_idx]
+            if missing:
+                raise KeyError(f"class folders not in class_to_idx: {missing[:5]}")
+        self.class_to_idx = None if class_to_idx is None else dict(class_to_idx)
+        self.samples: List[Tuple[str, str, str]] = []
+        for wnid in folders:
+            images: Dict[str, str] = {}
+            image_dir = os.path.join(image_root, wnid)
+            if os.path.isdir(image_dir):
+                for file in os.listdir(image_dir):
+                    stem, ext = os.path.splitext(file)
+                    if ext.lower() in IMAGE_EXTENSIONS:
+                        images[stem] = os.path.join(image_dir, file)
+            for file in sorted(os.listdir(os.path.join(mask_root, wnid))):
+                stem, ext = os.path.splitext(file)
+                if ext.lower() != ".png":
+                    continue
+                if stem not in images:
+                    raise FileNotFoundError(
+                        f"no image for mask {wnid}/{file} in {image_dir}"
+                    )
+                mask_path = os.path.join(mask_root, wnid, file)
+                self.samples.append((images[stem], mask_path, wnid))
+        if not self.samples:
+            raise FileNotFoundError(f"no .png masks under {mask_root}")
+        self.root = root
+        self.split = split
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _ids(self, index: int) -> np.ndarray:
+        return decode_imagenet_s(_read_rgb(self.samples[index][1]))
+
+    def segmentation(self, index: int) -> torch.Tensor:
+        r"""The full class-id map of a sample's mask.
+
+        Args:
+            index (int): sample index.
+
+        Returns:
+            Tensor: int64 ``(H, W)`` ids (0: other, ``k``: ``classes[k - 1]``,
+            :data:`IMAGENET_S_IGNORE`: ignored), resized (nearest) to ``size``.
+        """
+        ids = torch.from_numpy(self._ids(index))
+        if self.size is None:
+            return ids
+        return _resize_mask(ids, self.size)
+
+    def __getitem__(self, index: int) -> Sample:
+        image_path, _, wnid = self.samples[index]
+        mask = torch.from_numpy(self._ids(index) == self.class_ids[wnid])
+        if self.class_to_idx is None:
+            label = self.class_ids[wnid] - 1
+        else:
+            label = self.class_to_idx[wnid]
+        image = _load_image_file(image_path)
+        if tuple(image.shape[-2:]) != tuple(mask.shape):
+            raise ValueError(
+                f"{image_path}: image {tuple(image.shape[-2:])} but mask "
+                f"{tuple(mask.shape)}"
+            )
+        return _finish(image, label, mask, self.size, self.transform)
+
+
+def _import_h5py() -> ModuleType:
     try:
         import h5py
     except ImportError as err:

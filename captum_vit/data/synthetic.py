@@ -19,13 +19,13 @@ localisation metrics against it meaningful.
 """
 
 import functools
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
-from ._common import GridSample, Sample, box_from_mask
+from ._common import GridSample, Sample, _apply_transform, box_from_mask
 
 #: Names of the classes of :class:`SyntheticObjects`, by label.
 CLASS_NAMES: Tuple[str, ...] = (
@@ -60,6 +60,9 @@ _PALETTE = np.array(
 # the image side (64 px images: targets of 18-28 px, distractors of 8-16 px).
 _TARGET_FRAC = (18 / 64, 28 / 64)
 _DISTRACTOR_FRAC = (8 / 64, 16 / 64)
+
+#: An object's bounding box ``(x0, y0, x1, y1)`` in pixels.
+_Box = Tuple[float, float, float, float]
 
 
 def _shape_mask(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -139,7 +142,7 @@ def _clutter(rng: np.random.Generator, size: int) -> np.ndarray:
     return low + (stripes.astype(np.float32) + base[:, None, None])
 
 
-def _boxes_overlap(a: Tuple[float, ...], b: Tuple[float, ...], gap: float) -> bool:
+def _boxes_overlap(a: _Box, b: _Box, gap: float) -> bool:
     return not (
         a[2] + gap <= b[0]
         or b[2] + gap <= a[0]
@@ -184,14 +187,31 @@ def render_sample(
     cx = rng.uniform(half + 1, size - half - 1)
     cy = rng.uniform(half + 1, size - half - 1)
     target = _shape_mask(label, (xx - cx) / half, (yy - cy) / half)
-    placed = [(cx - half, cy - half, cx + half, cy + half)]
+    placed: List[_Box] = [(cx - half, cy - half, cx + half, cy + half)]
     colours = _PALETTE[rng.integers(len(_PALETTE), size=8)]
     colours = colours * rng.uniform(0.8, 1.0, size=(8, 1)).astype(np.float32)
 
-    # distractors: thin segments and L-corners, never touching other objects
     paint = np.full((size, size), -1, dtype=np.int8)
+    _draw_distractors(rng, paint, placed, int(rng.integers(3, 6)), first=1)
+    paint[target] = 0
+    return _paint(rng, img, paint, colours), target
+
+
+def _draw_distractors(
+    rng: np.random.Generator,
+    paint: np.ndarray,
+    placed: List[_Box],
+    count: int,
+    first: int,
+) -> None:
+    """Draw ``count`` distractors (thin segments and L-corners) into ``paint``
+    as the values ``first, first + 1, ...``; each is kept away from every box
+    in ``placed`` (and appended to it), so that it never touches an object.
+    A distractor that finds no free place in 30 tries is left out."""
+    size = paint.shape[0]
+    yy, xx = _grid(size)
     gap = max(2.0, size / 32)
-    for k in range(int(rng.integers(3, 6))):
+    for k in range(count):
         for _ in range(30):
             length = rng.uniform(*_DISTRACTOR_FRAC) * size
             width = rng.uniform(1.5, 2.5) * size / 64
@@ -207,7 +227,7 @@ def render_sample(
             lo, hi = pts_arr.min(0) - width, pts_arr.max(0) + width
             if lo.min() < 0 or hi.max() > size:
                 continue
-            box = (lo[0], lo[1], hi[0], hi[1])
+            box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
             if any(_boxes_overlap(box, other, gap) for other in placed):
                 continue
             placed.append(box)
@@ -219,17 +239,22 @@ def render_sample(
                 mask |= _segment_mask(
                     xx[r0:r1, c0:c1], yy[r0:r1, c0:c1], a, b, width / 2
                 )
-            win[mask] = k + 1
+            win[mask] = first + k
             break
 
-    # paint objects in one go; grain on the clutter, less noise on objects
-    paint[target] = 0
+
+def _paint(
+    rng: np.random.Generator, img: np.ndarray, paint: np.ndarray, colours: np.ndarray
+) -> np.ndarray:
+    """Paint every object of ``paint`` (value ``k >= 0``: colour ``colours[k]``)
+    onto the clutter ``img`` in place, add pixel grain (less on objects) and
+    clip to ``[0, 1]``."""
     objects = paint >= 0
     img[:, objects] = colours[paint[objects]].T
     noise = rng.standard_normal(size=img.shape, dtype=np.float32)
     img += noise * np.where(objects, np.float32(0.02), np.float32(0.035))
     np.clip(img, 0.0, 1.0, out=img)
-    return img, target
+    return img
 
 
 def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
@@ -248,19 +273,26 @@ class _SeededDataset(Dataset):
     def __init__(
         self,
         n: int,
-        seed: int,
-        split: str,
-        image_size: int,
-        transform: Optional[Callable],
+        seed: int = 0,
+        split: str = "test",
+        image_size: int = 64,
+        transform: Optional[Callable] = None,
     ) -> None:
         _rng(seed, split, 0)  # validates split
         if n < 0:
             raise ValueError(f"n must be non-negative, got {n}")
+        self._check_image_size(int(image_size))
         self.n = int(n)
         self.seed = int(seed)
         self.split = split
         self.image_size = int(image_size)
         self.transform = transform
+
+    def _check_image_size(self, image_size: int) -> None:
+        """Raise if a dataset cannot draw images of this side (subclasses)."""
+
+    def _transformed(self, image: torch.Tensor) -> torch.Tensor:
+        return _apply_transform(self.transform, image)
 
     @property
     def num_classes(self) -> int:
@@ -275,6 +307,23 @@ class _SeededDataset(Dataset):
         if not -self.n <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")
         return index % self.n
+
+    def tensors(self) -> Any:
+        r"""The whole dataset as one batch: every sample, batched by
+        ``torch.utils.data.default_collate`` (what a ``DataLoader`` with
+        ``batch_size=len(dataset)`` yields).
+
+        Returns:
+            NamedTuple: the dataset's sample type with stacked fields, e.g. for
+            :class:`SyntheticObjects` a :class:`Sample` of images
+            ``(n, 3, S, S)``, labels int64 ``(n,)``, masks bool ``(n, S, S)``
+            and boxes ``(n, 4)``; ``transform`` is applied to every image.
+
+        Examples::
+
+            >>> images, labels, masks, boxes = SyntheticObjects(200).tensors()
+        """
+        return default_collate([self[i] for i in range(self.n)])
 
 
 class SyntheticObjects(_SeededDataset):
@@ -314,16 +363,6 @@ class SyntheticObjects(_SeededDataset):
     #: Names of the classes, by label.
     classes: Tuple[str, ...] = CLASS_NAMES
 
-    def __init__(
-        self,
-        n: int,
-        seed: int = 0,
-        split: str = "test",
-        image_size: int = 64,
-        transform: Optional[Callable] = None,
-    ) -> None:
-        super().__init__(n, seed, split, image_size, transform)
-
     def _raw(self, index: int) -> Tuple[torch.Tensor, int, torch.Tensor]:
         index = self._index(index)
         label = index % self.num_classes
@@ -334,30 +373,7 @@ class SyntheticObjects(_SeededDataset):
 
     def __getitem__(self, index: int) -> Sample:
         image, label, mask = self._raw(index)
-        box = box_from_mask(mask)
-        if self.transform is not None:
-            image = self.transform(image)
-        return Sample(image, label, mask, box)
-
-    def tensors(self) -> Sample:
-        r"""The whole dataset as one batch.
-
-        Returns:
-            Sample: images ``(n, 3, S, S)``, labels int64 ``(n,)``, masks bool
-            ``(n, S, S)`` and boxes ``(n, 4)``; ``transform`` is applied to
-            every image.
-
-        Examples::
-
-            >>> images, labels, masks, boxes = SyntheticObjects(200).tensors()
-        """
-        samples = [self[i] for i in range(self.n)]
-        return Sample(
-            torch.stack([s.image for s in samples]),
-            torch.tensor([s.label for s in samples], dtype=torch.int64),
-            torch.stack([s.mask for s in samples]),
-            torch.stack([s.box for s in samples]),
-        )
+        return Sample(self._transformed(image), label, mask, box_from_mask(mask))
 
 
 class SyntheticGrid(_SeededDataset):
@@ -400,17 +416,9 @@ class SyntheticGrid(_SeededDataset):
 
     classes: Tuple[str, ...] = CLASS_NAMES
 
-    def __init__(
-        self,
-        n: int,
-        seed: int = 0,
-        split: str = "test",
-        image_size: int = 64,
-        transform: Optional[Callable] = None,
-    ) -> None:
+    def _check_image_size(self, image_size: int) -> None:
         if image_size % 2:
             raise ValueError(f"image_size must be even, got {image_size}")
-        super().__init__(n, seed, split, image_size, transform)
 
     def __getitem__(self, index: int) -> GridSample:
         index = self._index(index)
@@ -426,17 +434,14 @@ class SyntheticGrid(_SeededDataset):
             image[:, r : r + half, c : c + half] = img_k
             if k == cell:
                 mask[r : r + half, c : c + half] = mask_k
-        image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
-        box = box_from_mask(mask_t)
-        if self.transform is not None:
-            image_t = self.transform(image_t)
+        mask_t = torch.from_numpy(mask)
         return GridSample(
-            image_t,
+            self._transformed(torch.from_numpy(image)),
             int(labels[cell]),
             cell,
             torch.from_numpy(labels.astype(np.int64)),
             mask_t,
-            box,
+            box_from_mask(mask_t),
         )
 
     @staticmethod

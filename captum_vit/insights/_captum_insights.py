@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..attr import _registry
 from . import _methods
+from ._core_api import list_methods, method_class
 
 
 def register_with_captum_insights(methods: Optional[Sequence[str]] = None) -> List[str]:
@@ -50,14 +50,14 @@ def register_with_captum_insights(methods: Optional[Sequence[str]] = None) -> Li
             "needs captum <= 0.8 and its 'insights' extra). Use "
             "captum_vit.insights.AttributionVisualizer instead."
         ) from e
-    names = list(_registry.list_methods()) if methods is None else list(methods)
+    names = list_methods() if methods is None else list(methods)
     added = []
     for name in names:
-        if name not in _registry._METHODS:
+        if name not in list_methods():
             raise ValueError(
-                f"unknown method {name!r}; available: {', '.join(_registry.list_methods())}"
+                f"unknown method {name!r}; available: {', '.join(list_methods())}"
             )
-        cls = _registry._METHODS[name]
+        cls = method_class(name)
         spec = _methods.method_spec(name)
         if not spec["available"]:
             continue
@@ -82,7 +82,7 @@ def register_with_captum_insights(methods: Optional[Sequence[str]] = None) -> Li
     return added
 
 
-def _insights_field(cfg, p: Dict[str, Any]):
+def _insights_field(cfg: Any, p: Dict[str, Any]) -> Any:
     default = p["default"]
     if p["type"] == "str" and "choices" in p:
         return cfg.StrEnumConfig(value=default, limit=list(p["choices"]))
@@ -97,20 +97,26 @@ def _insights_field(cfg, p: Dict[str, Any]):
     return None
 
 
-def _converter(method: str, p: Dict[str, Any]):
-    def convert(value):
-        return _methods._coerce(method, p, value)
+def _converter(method: str, p: Dict[str, Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        return _methods.coerce(method, p, value)
 
     return convert
 
 
-def _insights_class(cls, spec: Dict[str, Any]):
+def _insights_class(cls: Any, spec: Dict[str, Any]) -> type:
     """A subclass of ``cls`` that Insights can build with ``cls(model)`` and
     call with every form field: constructor fields are split off ``attribute``'s
     keyword arguments and applied to a fresh instance."""
     init_names = {p["name"] for p in spec["params"] if p["where"] == "init"}
 
-    def _attribute(self, inputs, target=None, additional_forward_args=None, **kwargs):
+    def _attribute(
+        self: Any,
+        inputs: Any,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         init = {k: kwargs.pop(k) for k in list(kwargs) if k in init_names}
         method = cls(self._insights_model, **init) if init else self
         return cls.attribute(
@@ -121,14 +127,14 @@ def _insights_class(cls, spec: Dict[str, Any]):
             **kwargs,
         )
 
-    def attribute(self, *args, **kwargs):
+    def attribute(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _attribute(self, *args, **kwargs)
 
     # Insights calls ``attribute.__wrapped__(self, ...)`` (the function under
     # Captum's ``log_usage``) and reads its signature.
-    attribute.__wrapped__ = _attribute
+    attribute.__wrapped__ = _attribute  # type: ignore[attr-defined]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self: Any, model: Any, **kwargs: Any) -> None:
         cls.__init__(self, model, **kwargs)
         self._insights_model = model
 

@@ -161,7 +161,12 @@ def collect_samples(
     return out
 
 
-def _add_batch(out, inputs, labels, max_samples: int) -> None:
+def _add_batch(
+    out: List[Tuple[Tensor, Optional[int]]],
+    inputs: Any,
+    labels: Any,
+    max_samples: int,
+) -> None:
     if isinstance(inputs, (tuple, list)):
         if len(inputs) != 1:
             raise ValueError("the visualiser takes one image input per batch")

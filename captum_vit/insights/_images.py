@@ -1,8 +1,11 @@
-"""Safe decoding of uploaded images and PNG encoding of images and heat maps.
+"""Safe decoding of uploaded images, and PNG encoding of images and overlays.
 
 Nothing here touches the disk: uploads are decoded from memory, and every
 image the server sends is encoded into memory (base64 ``data:`` URLs or PNG
-bytes).
+bytes). The aspect ratio of an upload is kept: the model sees it letterboxed
+(:func:`captum_vit.viz.letterbox`: resized to fit, padded with the
+normalisation mean) and the maps are drawn over the picture itself
+(:func:`captum_vit.viz.content_region` cuts the padding off).
 """
 
 from __future__ import annotations
@@ -10,37 +13,64 @@ from __future__ import annotations
 import base64
 import io
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from ..viz import Letterbox, content_region, letterbox, normalize_map, open_reduced
 
 #: Image formats an upload may have (Pillow format names).
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP"})
+
+#: Longer side of the copy of an upload kept for display (and the overlays).
+DISPLAY_SIDE = 448
 
 
 class ImageDecodeError(ValueError):
     """An upload is not an image this server accepts (message says why)."""
 
 
+class Picture(NamedTuple):
+    """An image as the visualiser keeps it.
+
+    Attributes:
+        input (Tensor): ``(3, H, W)`` in [0, 1] at the model's size (before
+            the model's transform).
+        display (Tensor): ``(3, h, w)`` in [0, 1]: the picture shown, in its
+            own aspect ratio.
+        box (Letterbox or None): where ``display`` lies in ``input``; None
+            when they are the same image.
+    """
+
+    input: Tensor
+    display: Tensor
+    box: Optional[Letterbox]
+
+
 def decode_image(
     data: bytes,
-    size: Tuple[int, int],
     max_pixels: int = 4096 * 4096,
-) -> Tensor:
-    """Decode an uploaded image safely into a float ``(3, H, W)`` tensor in [0, 1].
+    max_side: int = 2 * DISPLAY_SIDE,
+) -> np.ndarray:
+    """Decode an uploaded image safely into an ``(H, W, 3)`` array in [0, 1].
 
     The header is read first: the format must be one of :data:`ALLOWED_FORMATS`
     and the declared size at most ``max_pixels`` (decompression bombs are
     rejected before any pixel is decoded); then the file is verified, decoded
-    (first frame only), converted to RGB and resized to ``size``.
+    (first frame only; JPEGs at a reduced scale where they are much larger
+    than needed), reduced to at most ``max_side`` pixels on its longer side
+    and converted to RGB (16-bit grey images scaled properly, see
+    :func:`captum_vit.viz.image_to_array`). The aspect ratio is kept.
 
     Args:
         data (bytes): the uploaded file.
-        size (tuple of int): ``(H, W)`` of the returned image.
         max_pixels (int, optional): largest accepted ``width * height``.
             Default: ``4096 * 4096``
+        max_side (int, optional): longer side of the returned array.
+            Default: 896
 
     Raises:
         ImageDecodeError: empty, corrupt, of another type, or too large.
@@ -68,9 +98,7 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as img:
-                img.seek(0)
-                img.load()
-                rgb = img.convert("RGB")
+                arr = open_reduced(img, max_side)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -83,10 +111,26 @@ def decode_image(
         raise ImageDecodeError(f"image rejected as a decompression bomb: {e}") from None
     except bad as e:
         raise ImageDecodeError(f"the file is not a valid image ({e})") from None
-    H, W = size
-    rgb = rgb.resize((W, H), Image.BILINEAR)
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return arr
+
+
+def picture_of_upload(
+    arr: np.ndarray, size: Tuple[int, int], fill: Optional[Sequence[float]]
+) -> Picture:
+    """The :class:`Picture` of a decoded upload for a model taking ``size``."""
+    x, box = letterbox(arr, size, fill)
+    display = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    h, w = display.shape[-2:]
+    scale = DISPLAY_SIDE / max(h, w)
+    if scale < 1.0:
+        display = F.interpolate(
+            display[None],
+            size=(max(1, round(h * scale)), max(1, round(w * scale))),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0].clamp(0.0, 1.0)
+    return Picture(x, display.contiguous(), box)
 
 
 def display_array(image: Tensor) -> np.ndarray:
@@ -107,7 +151,8 @@ def display_array(image: Tensor) -> np.ndarray:
 
 
 def heat_array(attr: Tensor, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """Reduce a map to ``(H, W)`` (channel sum), resize and min-max it to [0, 1].
+    """Reduce a map to ``(H, W)`` (channel sum), resize it to ``size`` and min-max
+    it to [0, 1] (:func:`captum_vit.viz.normalize_map`).
 
     Accepts ``(C, H, W)``, ``(1, H, W)`` or ``(H, W)`` (for example a token grid,
     upsampled bilinearly to ``size``).
@@ -116,12 +161,11 @@ def heat_array(attr: Tensor, size: Optional[Tuple[int, int]] = None) -> np.ndarr
     if a.dim() == 3:
         a = a.sum(0)
     if size is not None and tuple(a.shape) != tuple(size):
-        a = torch.nn.functional.interpolate(
+        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        a = F.interpolate(
             a[None, None], size=tuple(size), mode="bilinear", align_corners=False
         )[0, 0]
-    a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    a = a - a.min()
-    return (a / a.max().clamp_min(1e-12)).numpy()
+    return normalize_map(a)
 
 
 def jet(x: np.ndarray) -> np.ndarray:
@@ -131,10 +175,19 @@ def jet(x: np.ndarray) -> np.ndarray:
     return np.clip(1.5 - np.abs(4.0 * x - 4.0 * centres), 0.0, 1.0)
 
 
-def overlay_array(image: Tensor, attr: Tensor, alpha: float = 0.5) -> np.ndarray:
-    """Blend the jet-coloured map of ``attr`` over ``image``: ``(H, W, 3)``."""
+def overlay_array(
+    image: Tensor,
+    attr: Tensor,
+    alpha: float = 0.5,
+    box: Optional[Letterbox] = None,
+) -> np.ndarray:
+    """Blend the jet-coloured map of ``attr`` over ``image``: ``(H, W, 3)``.
+
+    ``box`` says where ``image`` lies in the input ``attr`` explains; the
+    padding around it is cut off before the map is resized onto the image.
+    """
     img = display_array(image)
-    heat = heat_array(attr, img.shape[:2])
+    heat = heat_array(content_region(attr, box), img.shape[:2])
     return (1.0 - alpha) * img + alpha * jet(heat)
 
 
@@ -151,7 +204,9 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     a = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     img = Image.fromarray(a)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize(
+            (img.width * scale, img.height * scale), Image.Resampling.NEAREST
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -5,6 +5,11 @@ arguments the visualiser sets itself) are read with :mod:`inspect`; the
 parameters with a simple type (bool, int, float, str, optionally None) become
 form fields, and values sent by the page are checked and converted here, so a
 bad parameter is a clear 400 message rather than an error deep in a method.
+
+Every integer parameter has bounds (:data:`INT_LIMITS` by name, else
+:data:`DEFAULT_INT_LIMITS`): a request cannot ask for 2000 integration steps
+or a seed that overflows. Model-dependent ranges (a layer, a head) are checked
+by the method's own constructor.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
-from ..attr import _registry
+from ._core_api import list_methods, method_class
+from ._errors import InvalidArgument
 
 # Arguments the visualiser itself passes (or that cannot come from a form).
 _SKIP_INIT = {"self", "model", "show_progress"}
@@ -31,13 +37,33 @@ _SKIP_ATTRIBUTE = {
 KNOWN_CHOICES: Dict[str, List[str]] = {
     "head_fusion": ["mean", "max", "min"],
     "interpolate_mode": ["bilinear", "nearest", "bicubic"],
+    "pooling": ["mean", "model"],  # LeGrad
 }
+
+#: Bounds ``(low, high)`` of integer parameters, by parameter name: the work a
+#: method does grows with ``steps`` (TAM, Beyond Intuition) and memory with
+#: ``internal_batch_size``; a seed must fit the generators.
+INT_LIMITS: Dict[str, Tuple[int, int]] = {
+    "steps": (1, 100),
+    "internal_batch_size": (1, 256),
+    "seed": (0, 2**32 - 1),
+}
+
+#: Bounds of any other integer parameter (layers, heads: the method checks the
+#: model's own range).
+DEFAULT_INT_LIMITS: Tuple[int, int] = (-1024, 1024)
 
 MAX_STR_LEN = 200
 
 
-class ParameterError(ValueError):
-    """A parameter sent for a method is unknown or has a bad value."""
+class MethodCall(NamedTuple):
+    """A checked request for one method: its name, constructor and
+    ``attribute`` keyword arguments, and the label shown with its map."""
+
+    name: str
+    init: Dict[str, Any]
+    attr: Dict[str, Any]
+    label: str
 
 
 def _kind(param: inspect.Parameter) -> Optional[Tuple[str, bool]]:
@@ -61,7 +87,11 @@ def _kind(param: inspect.Parameter) -> Optional[Tuple[str, bool]]:
     return None
 
 
-def _specs(func, skip) -> Tuple[List[Dict[str, Any]], List[str]]:
+def _specs(
+    func: Callable[..., Any],
+    skip: Set[str],
+    limits: Mapping[str, Tuple[int, int]],
+) -> Tuple[List[Dict[str, Any]], List[str]]:
     specs, unsupported = [], []
     for p in inspect.signature(func).parameters.values():
         if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -72,30 +102,41 @@ def _specs(func, skip) -> Tuple[List[Dict[str, Any]], List[str]]:
             if required:
                 unsupported.append(p.name)
             continue
-        spec = {
+        spec: Dict[str, Any] = {
             "name": p.name,
             "type": kind[0],
             "nullable": kind[1],
             "default": None if required else p.default,
             "required": required,
         }
+        if kind[0] == "int":
+            spec["min"], spec["max"] = limits.get(p.name, DEFAULT_INT_LIMITS)
         if p.name in KNOWN_CHOICES and kind[0] == "str":
             spec["choices"] = list(KNOWN_CHOICES[p.name])
         specs.append(spec)
     return specs, unsupported
 
 
-def method_spec(name: str) -> Dict[str, Any]:
+def method_spec(
+    name: str, limits: Optional[Mapping[str, Tuple[int, int]]] = None
+) -> Dict[str, Any]:
     """The page's description of a registered method.
+
+    Args:
+        name (str): a registered method name.
+        limits (mapping, optional): integer bounds by parameter name, over
+            :data:`INT_LIMITS`. Default: None
 
     Returns:
         dict: ``name``, ``title`` (the class name), ``doc`` (first docstring
         line), ``params`` (list of field descriptions, each with ``where``:
-        ``"init"`` or ``"attribute"``), ``available`` and ``reason``.
+        ``"init"`` or ``"attribute"``; integers with ``min`` and ``max``),
+        ``available`` and ``reason``.
     """
-    cls = _registry._METHODS[name]
-    init, bad_init = _specs(cls.__init__, _SKIP_INIT)
-    attr, bad_attr = _specs(cls.attribute, _SKIP_ATTRIBUTE)
+    cls = method_class(name)
+    bounds = {**INT_LIMITS, **(limits or {})}
+    init, bad_init = _specs(cls.__init__, _SKIP_INIT, bounds)
+    attr, bad_attr = _specs(cls.attribute, _SKIP_ATTRIBUTE, bounds)
     for s in init:
         s["where"] = "init"
     for s in attr:
@@ -114,80 +155,117 @@ def method_spec(name: str) -> Dict[str, Any]:
     }
 
 
-def _coerce(method: str, spec: Dict[str, Any], value: Any) -> Any:
+def coerce(method: str, spec: Dict[str, Any], value: Any) -> Any:
+    """Check and convert one value sent for parameter ``spec`` of ``method``.
+
+    Raises:
+        InvalidArgument: the value does not fit (the message says why).
+    """
     name, kind = spec["name"], spec["type"]
     where = f"parameter {name!r} of method {method!r}"
     if value is None or (isinstance(value, str) and value == "" and kind != "str"):
         if spec["nullable"]:
             return None
-        raise ParameterError(f"{where} may not be empty")
+        raise InvalidArgument(f"{where} may not be empty")
     if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise ParameterError(f"{where} must be true or false, got {value!r}")
+        raise InvalidArgument(f"{where} must be true or false, got {value!r}")
     if kind == "int":
-        if isinstance(value, bool):
-            raise ParameterError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ParameterError(f"{where} must be an integer, got {value!r}")
+        return _coerce_int(where, spec, value)
     if kind == "float":
         if isinstance(value, bool):
-            raise ParameterError(f"{where} must be a number, got {value!r}")
+            raise InvalidArgument(f"{where} must be a number, got {value!r}")
         try:
             out = float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"{where} must be a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(
+                f"{where} must be a number, got {_short(value)}"
+            ) from None
         if not math.isfinite(out):
-            raise ParameterError(f"{where} must be finite, got {value!r}")
+            raise InvalidArgument(f"{where} must be finite, got {value!r}")
         return out
     # str
     if not isinstance(value, str):
-        raise ParameterError(f"{where} must be a string, got {value!r}")
+        raise InvalidArgument(f"{where} must be a string, got {_short(value)}")
     if len(value) > MAX_STR_LEN:
-        raise ParameterError(f"{where} is longer than {MAX_STR_LEN} characters")
+        raise InvalidArgument(f"{where} is longer than {MAX_STR_LEN} characters")
     if "choices" in spec and value not in spec["choices"]:
-        raise ParameterError(f"{where} must be one of {spec['choices']}, got {value!r}")
+        raise InvalidArgument(
+            f"{where} must be one of {spec['choices']}, got {value!r}"
+        )
     return value
 
 
-def parse_params(name: str, params: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce_int(where: str, spec: Dict[str, Any], value: Any) -> int:
+    out: Optional[int] = None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, numbers.Integral):
+        out = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and len(value) <= 40:
+        try:
+            out = int(value.strip())
+        except ValueError:
+            pass
+    if out is None:
+        raise InvalidArgument(f"{where} must be an integer, got {_short(value)}")
+    lo, hi = (
+        spec.get("min", DEFAULT_INT_LIMITS[0]),
+        spec.get("max", DEFAULT_INT_LIMITS[1]),
+    )
+    if not lo <= out <= hi:
+        raise InvalidArgument(
+            f"{where} must be an integer in [{lo}, {hi}], got {_short(out)}"
+        )
+    return out
+
+
+def parse_call(
+    name: Any, params: Any, limits: Optional[Mapping[str, Tuple[int, int]]] = None
+) -> MethodCall:
     """Check the parameters sent for method ``name``.
 
     Args:
         name (str): a registered method name.
-        params (dict or None): ``{parameter: value}`` from the page.
+        params (dict or None): ``{parameter: value}`` from the page (None:
+            no parameters).
+        limits (mapping, optional): integer bounds by parameter name, over
+            :data:`INT_LIMITS`. Default: None
 
     Returns:
-        tuple of dict: ``(init_kwargs, attribute_kwargs)``.
+        MethodCall: the method's constructor and ``attribute`` arguments.
 
     Raises:
-        ParameterError: unknown method, unknown parameter, bad value.
+        InvalidArgument: unknown method, unknown parameter, bad value.
     """
-    if name not in _registry._METHODS:
-        raise ParameterError(
-            f"unknown method {name!r}; available: {', '.join(_registry.list_methods())}"
+    if not isinstance(name, str) or name not in list_methods():
+        raise InvalidArgument(
+            f"unknown method {_short(name)}; available: {', '.join(list_methods())}"
         )
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise ParameterError(f"parameters of method {name!r} must be an object")
-    spec = method_spec(name)
+        raise InvalidArgument(
+            f"the parameters of method {name!r} must be an object "
+            f"{{name: value}}, got {type(params).__name__}"
+        )
+    spec = method_spec(name, limits)
     if not spec["available"]:
-        raise ParameterError(f"method {name!r} cannot run here: {spec['reason']}")
+        raise InvalidArgument(f"method {name!r} cannot run here: {spec['reason']}")
     by_name = {s["name"]: s for s in spec["params"]}
-    unknown = sorted(set(params) - set(by_name))
+    unknown = sorted(str(k) for k in set(params) - set(by_name))
     if unknown:
-        raise ParameterError(
+        raise InvalidArgument(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for method "
             f"{name!r}; known: {', '.join(sorted(by_name)) or 'none'}"
         )
@@ -195,10 +273,15 @@ def parse_params(name: str, params: Any) -> Tuple[Dict[str, Any], Dict[str, Any]
     attr: Dict[str, Any] = {}
     for key, s in by_name.items():
         if key in params:
-            value = _coerce(name, s, params[key])
+            value = coerce(name, s, params[key])
         elif s["required"]:
-            raise ParameterError(f"method {name!r} needs parameter {key!r}")
+            raise InvalidArgument(f"method {name!r} needs parameter {key!r}")
         else:
             continue
         (init if s["where"] == "init" else attr)[key] = value
-    return init, attr
+    label = name + "".join(
+        f" {k}={v}"
+        for k, v in sorted({**init, **attr}.items())
+        if by_name[k]["default"] != v
+    )
+    return MethodCall(name, init, attr, label)

@@ -1,199 +1,185 @@
-"""The Flask application of the visualiser: JSON API, static page, errors.
+"""The life of the visualiser's web server: bind, announce, serve, stop.
 
-Every error is answered as JSON ``{"error": ..., "message": ...}`` with a 4xx
-status for what the client got wrong (the traceback of an unexpected error
-goes to the server's log when ``debug`` is set, never to the client). Static
-files are read once, at start, from a fixed list into memory: no request
-names a path on the server's disk.
+werkzeug's threaded server runs the Flask app of :mod:`._http`. The server
+prints the address it really listens on (``0.0.0.0`` is every interface, not
+127.0.0.1), warns when that is not a loopback address (the page runs models
+for whoever reaches it; there is no authentication), and derives the host
+names the app accepts in the ``Host`` header.
 """
 
 from __future__ import annotations
 
-import logging
-from importlib import resources
-from typing import Any, Dict, Tuple
+import ipaddress
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Set, TextIO
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from ._http import LOOPBACK_HOSTS, create_app
 
-from .app import AttributionVisualizer, RequestError
+if TYPE_CHECKING:  # pragma: no cover
+    from ._visualizer import AttributionVisualizer
 
-#: The page's files and their content types: the only files ever served.
-STATIC_FILES: Dict[str, str] = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-}
-
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
-
-_log = logging.getLogger("captum_vit.insights")
+_WILDCARDS = ("0.0.0.0", "::", "")
 
 
-def _load_static() -> Dict[str, bytes]:
-    root = resources.files(__package__).joinpath("static")
-    return {name: root.joinpath(name).read_bytes() for name in STATIC_FILES}
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def _error(status: int, error: str, message: str) -> Tuple[Response, int]:
-    return jsonify({"error": error, "message": message}), status
+def _this_machine() -> Set[str]:
+    """Names and addresses under which other machines may reach this one."""
+    names: Set[str] = set()
+    try:
+        hostname = socket.gethostname()
+        names.add(hostname.lower())
+        names.update(socket.gethostbyname_ex(hostname)[2])
+    except OSError:
+        pass
+    try:  # the address of the default route (no packet is sent)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            names.add(s.getsockname()[0])
+    except OSError:
+        pass
+    return names
 
 
-def create_app(vis: AttributionVisualizer) -> Flask:
-    """The Flask app serving ``vis`` (see :meth:`AttributionVisualizer.serve`)."""
-    app = Flask(__name__, static_folder=None)
-    app.url_map.merge_slashes = False
-    app.config["MAX_CONTENT_LENGTH"] = vis.max_upload_bytes + 64 * 1024
-    app.config["MAX_FORM_MEMORY_SIZE"] = vis.max_upload_bytes + 64 * 1024
-    app.json.sort_keys = False
-    app.config.setdefault("CAPTUM_VIT_LOOPBACK", True)
-    static = _load_static()
+def allowed_host_names(host: str, extra: Optional[Iterable[str]] = None) -> Set[str]:
+    """The ``Host`` names a server bound to ``host`` answers: the loopback
+    names, ``host`` itself, for a wildcard address this machine's names and
+    addresses, and ``extra`` (``"*"``: any)."""
+    names = set(LOOPBACK_HOSTS)
+    if host in _WILDCARDS:
+        names |= _this_machine()
+    else:
+        names.add(host.lower().strip("[]"))
+    names |= {h.lower().strip("[]") for h in (extra or ())}
+    return names
 
-    # ------------------------------------------------------------- hardening
-    @app.before_request
-    def check_host():
-        # A server on loopback answers only loopback host names: a web page
-        # elsewhere cannot reach it through DNS rebinding.
-        if app.config.get("CAPTUM_VIT_LOOPBACK"):
-            host = (
-                request.host.rsplit(":", 1)[0]
-                if "]" not in request.host
-                else (request.host.split("]")[0] + "]")
-            )
-            if host.lower() not in _LOOPBACK_HOSTS:
-                return _error(
-                    400, "bad_host", "this server answers loopback hosts only"
-                )
-        return None
 
-    @app.after_request
-    def headers(resp: Response) -> Response:
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; script-src 'self'; "
-            "style-src 'self'; object-src 'none'; frame-ancestors 'none'"
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class Server:
+    """werkzeug's threaded server around the app of one visualiser.
+
+    Args:
+        vis (AttributionVisualizer): what to serve.
+        host (str): the address to bind.
+        port (int, optional): the port; None or 0 picks a free one.
+        debug (bool): log tracebacks of unexpected errors.
+        quiet (bool): do not log each request.
+        allowed_hosts (sequence of str, optional): extra ``Host`` names.
+        frame_ancestors (sequence of str, optional): origins that may frame
+            the page.
+        stream (file, optional): where the address and warnings are printed.
+            Default: ``sys.stderr`` for warnings, ``sys.stdout`` otherwise
+    """
+
+    def __init__(
+        self,
+        vis: AttributionVisualizer,
+        host: str = "127.0.0.1",
+        port: Optional[int] = None,
+        debug: bool = False,
+        quiet: bool = False,
+        allowed_hosts: Optional[Sequence[str]] = None,
+        frame_ancestors: Optional[Sequence[str]] = None,
+        stream: Optional[TextIO] = None,
+    ) -> None:
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        self.host = host
+        self.allowed_hosts = allowed_host_names(host, allowed_hosts)
+        self.frame_ancestors = list(frame_ancestors or [])
+        self.app = create_app(vis, self.allowed_hosts, self.frame_ancestors, debug)
+        self._stream = stream
+
+        class Handler(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                if not quiet:
+                    super().log_request(*args, **kwargs)
+
+        self._httpd = make_server(
+            host, int(port or 0), self.app, threaded=True, request_handler=Handler
         )
-        if request.path.startswith("/api/"):
-            resp.headers["Cache-Control"] = "no-store"
-        return resp
+        self.port: int = self._httpd.socket.getsockname()[1]
+        self._thread: Optional[threading.Thread] = None
+        self.warn_if_exposed()
 
-    # ---------------------------------------------------------------- errors
-    @app.errorhandler(RequestError)
-    def request_error(e: RequestError):
-        return _error(
-            e.status, "bad_request" if e.status == 400 else "error", e.message
-        )
+    @property
+    def address(self) -> str:
+        """The address bound, as printed (e.g. ``http://0.0.0.0:8050/``)."""
+        return _url(self.host, self.port)
 
-    @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException):
-        messages = {
-            404: "not found",
-            405: "method not allowed",
-            413: f"request too large (uploads are limited to {vis.max_upload_bytes} bytes)",
-        }
-        code = e.code or 400
-        return _error(
-            code,
-            (e.name or "error").lower().replace(" ", "_"),
-            messages.get(code, e.description or e.name),
-        )
+    @property
+    def local_url(self) -> str:
+        """The URL that reaches the server from this machine."""
+        if self.host in _WILDCARDS:
+            return _url("127.0.0.1", self.port)
+        return _url(self.host, self.port)
 
-    @app.errorhandler(Exception)
-    def unexpected(e: Exception):
-        if app.config.get("CAPTUM_VIT_DEBUG"):
-            _log.exception("unexpected error")
-        else:
-            _log.error("unexpected error: %s: %s", type(e).__name__, e)
-        return _error(
-            500, "internal_error", "unexpected server error (see the server's log)"
-        )
+    @property
+    def exposed(self) -> bool:
+        """Whether the server listens beyond the loopback interface."""
+        return not is_loopback(self.host)
 
-    def body() -> Dict[str, Any]:
-        data = request.get_json(silent=True)
-        if not request.is_json:
-            raise RequestError(415, "send the request body as application/json")
-        if not isinstance(data, dict):
-            raise RequestError(400, "the request body must be a JSON object")
-        return data
+    def _print(self, text: str, error: bool = False) -> None:
+        out = self._stream or (sys.stderr if error else sys.stdout)
+        print(text, file=out, flush=True)
 
-    # ---------------------------------------------------------------- static
-    def static_response(name: str) -> Response:
-        resp = Response(static[name], content_type=STATIC_FILES[name])
-        resp.headers["Cache-Control"] = "no-cache"
-        return resp
-
-    @app.get("/")
-    def index():
-        return static_response("index.html")
-
-    @app.get("/static/<path:name>")
-    def static_file(name: str):
-        if name not in static:
-            return _error(404, "not_found", "not found")
-        return static_response(name)
-
-    # ------------------------------------------------------------------- API
-    @app.get("/api/config")
-    def config():
-        return jsonify(vis.config())
-
-    @app.get("/api/samples")
-    def samples():
-        return jsonify({"samples": vis.samples()})
-
-    @app.get("/api/images/<image_id>.png")
-    def image_png(image_id: str):
-        return Response(vis.image_png(image_id), content_type="image/png")
-
-    @app.post("/api/upload")
-    def upload():
-        f = request.files.get("file")
-        if f is None:
-            raise RequestError(400, "send the image as a multipart form field 'file'")
-        data = f.stream.read(vis.max_upload_bytes + 1)
-        image_id = vis.add_upload(data)
-        return jsonify({"image": image_id}), 201
-
-    @app.post("/api/predict")
-    def predict():
-        b = body()
-        return jsonify(vis.predict(b.get("image"), b.get("model")))
-
-    @app.post("/api/explain")
-    def explain():
-        b = body()
-        return jsonify(
-            vis.explain(
-                b.get("image"), b.get("methods"), b.get("target"), b.get("model")
-            )
+    def warn_if_exposed(self) -> None:
+        if not self.exposed:
+            return
+        names = ", ".join(sorted(self.allowed_hosts))
+        self._print(
+            f"warning: captum_vit insights listens on {self.host} (port "
+            f"{self.port}): anyone who can reach this address can run the models "
+            "(there is no authentication). Bind 127.0.0.1 unless the network is "
+            f"trusted. Accepted Host names: {names} (--allowed-host adds one).",
+            error=True,
         )
 
-    @app.post("/api/attention")
-    def attention():
-        b = body()
-        return jsonify(
-            vis.attention(
-                b.get("image"), b.get("layer", -1), b.get("model"), b.get("view", "row")
-            )
+    def announce(self) -> None:
+        """Print where the server listens."""
+        line = f"captum_vit insights: serving on {self.address}"
+        if self.host in _WILDCARDS:
+            line += f" (every interface; from this machine: {self.local_url})"
+        self._print(line + " (Ctrl-C stops)")
+
+    def run_forever(self) -> None:
+        """Announce, serve until Ctrl-C, close."""
+        self.announce()
+        try:
+            self._httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._httpd.server_close()
+
+    def start(self) -> None:
+        """Serve from a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="captum-vit-insights", daemon=True
         )
+        self._thread.start()
 
-    @app.post("/api/scores")
-    def scores():
-        b = body()
-        job = vis.start_scores(
-            b.get("image"),
-            b.get("methods"),
-            b.get("metrics"),
-            b.get("target"),
-            b.get("model"),
-            b.get("n_steps", 16),
-        )
-        return jsonify(job), 202
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._httpd.server_close()
 
-    @app.get("/api/jobs/<job_id>")
-    def job(job_id: str):
-        return jsonify(vis.job(job_id))
-
-    return app
+    def socket_name(self) -> List[Any]:
+        """``getsockname()`` of the listening socket."""
+        return list(self._httpd.socket.getsockname())

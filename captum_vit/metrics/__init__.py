@@ -5,12 +5,16 @@ Captum or captum_vit method (input-shaped, one-channel, ``(B, H, W)`` or a token
 and targets. Metrics never import :mod:`captum_vit.attr`.
 
 Faithfulness: :func:`deletion_auc`, :func:`insertion_auc`, :func:`perturbation_test`,
-:func:`faithfulness_correlation`, :func:`sensitivity_n`, and patch-level perturbation
-functions for :func:`captum.metrics.infidelity` / :func:`captum.metrics.sensitivity_max`
-(:func:`patch_noise_perturb_func`, :func:`patch_baseline_perturb_func`).
+:func:`faithfulness_correlation`, :func:`sensitivity_n`, :func:`saco`, :func:`road`,
+and patch-level perturbation functions for :func:`captum.metrics.infidelity` /
+:func:`captum.metrics.sensitivity_max` (:func:`patch_noise_perturb_func`,
+:func:`patch_baseline_perturb_func`). Sanity: :func:`model_randomisation` (with
+:func:`cascade_layers`, :func:`randomised_copy`, :func:`spearman`, :func:`ssim`).
 Complexity: :func:`effective_complexity`.
 Localisation: :func:`iou_test`, :func:`pointing_game`, :func:`grid_pointing_game`
 (with :func:`make_grid_images`), :func:`segmentation_test`.
+Open-vocabulary localisation (one prompt per object of a multi-object image):
+:func:`object_pairs`, :func:`threshold_iou` (:mod:`captum_vit.metrics.open_vocab`).
 
 The registry (:func:`list_metrics`, :func:`get_metric`, :func:`register_metric`) names
 these metrics with their result columns, which direction of each is better and what
@@ -18,7 +22,10 @@ they need; the benchmark, the command line and the web visualiser compute them
 through it (:meth:`MetricSpec.compute` on a :class:`MetricContext`).
 """
 
-from . import _specs  # noqa: F401  (registers the built-in metrics, in table order)
+from . import (
+    _specs,  # noqa: F401  (registers the built-in metrics, in table order)
+    open_vocab,  # noqa: F401  (issue 14: registers the open-vocabulary ones)
+)
 from ._registry import (
     NEEDS,
     MetricContext,
@@ -29,6 +36,8 @@ from ._registry import (
     register_metric,
 )
 from ._results import CurveResult
+from ._road import ROADResult, road
+from ._saco import SaCoResult, saco
 from .complexity import effective_complexity
 from .faithfulness import (
     deletion_auc,
@@ -44,7 +53,16 @@ from .localisation import (
     make_grid_images,
     pointing_game,
 )
+from .open_vocab import ObjectPairs, object_pairs, threshold_iou
 from .perturbations import patch_baseline_perturb_func, patch_noise_perturb_func
+from .randomisation import (
+    RandomisationResult,
+    cascade_layers,
+    model_randomisation,
+    randomised_copy,
+    spearman,
+    ssim,
+)
 from .segmentation import SegmentationResult, segmentation_test, summarize_segmentation
 
 __all__ = [
@@ -57,7 +75,11 @@ __all__ = [
     "register_metric",
     "CurveResult",
     "GridImages",
+    "ROADResult",
+    "RandomisationResult",
+    "SaCoResult",
     "SegmentationResult",
+    "cascade_layers",
     "deletion_auc",
     "effective_complexity",
     "faithfulness_correlation",
@@ -65,11 +87,20 @@ __all__ = [
     "insertion_auc",
     "iou_test",
     "make_grid_images",
+    "model_randomisation",
     "patch_baseline_perturb_func",
     "patch_noise_perturb_func",
     "perturbation_test",
     "pointing_game",
+    "randomised_copy",
+    "road",
+    "saco",
     "segmentation_test",
     "sensitivity_n",
+    "spearman",
+    "ssim",
     "summarize_segmentation",
+    "ObjectPairs",
+    "object_pairs",
+    "threshold_iou",
 ]

@@ -26,21 +26,25 @@ from typing import (
     overload,
 )
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._targets import TargetType
 from ._results import CurveResult
 
 #: What a metric may need, and the :class:`MetricContext` field that provides it:
 #: ``"forward"`` re-runs the model on perturbed inputs, ``"attribute"`` re-runs the
-#: explanation method, ``"masks"`` / ``"boxes"`` are the ground truth and
-#: ``"grid"`` the 2x2 grids of the synthetic benchmark.
+#: explanation method, ``"masks"`` / ``"boxes"`` are the ground truth,
+#: ``"grid"`` the 2x2 grids of the synthetic benchmark, ``"model"`` the model as
+#: an ``nn.Module`` and ``"method"`` a factory that builds the method on another
+#: model (the model-randomisation check).
 NEEDS: Dict[str, str] = {
     "forward": "forward_func",
     "attribute": "attribute_func",
     "masks": "masks",
     "boxes": "boxes",
     "grid": "grid",
+    "model": "model",
+    "method": "method_factory",
 }
 
 
@@ -76,6 +80,11 @@ class MetricContext(NamedTuple):
         grid (tuple of Tensor, optional): ``(images, targets, target_cell)`` of
             the grid pointing game (:func:`make_grid_images` or the synthetic
             benchmark's grids). Default: None
+        model (nn.Module, optional): the model itself, for the metrics that copy
+            it (the model-randomisation check); never changed. Default: None
+        method_factory (Callable, optional): ``method_factory(model)`` returns
+            the explanation method's attribute function on another model
+            (``lambda m: cv.GenericAttention(m).attribute``). Default: None
     """
 
     forward_func: Callable[..., Any]
@@ -90,6 +99,8 @@ class MetricContext(NamedTuple):
     patch_size: Optional[int] = None
     seed: Optional[int] = 0
     grid: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+    model: Optional[nn.Module] = None
+    method_factory: Optional[Callable[[nn.Module], Callable[..., Tensor]]] = None
 
 
 class MetricOutput(NamedTuple):
@@ -125,6 +136,11 @@ class MetricSpec(NamedTuple):
             settings (the keyword arguments of the metric function it calls).
         description (str): one line for the docs and ``--help``.
         title (str): a short title for tables and plots (e.g. "Deletion AUC").
+        seeded (bool): its values depend on :attr:`MetricContext.seed` (random
+            draws): the benchmark recomputes it for every repeat seed.
+        correct_only (bool): its function takes ``correct_only=True`` (the
+            values of misclassified images become NaN); the benchmark reports
+            its columns over the correctly classified images beside the default.
     """
 
     name: str
@@ -133,6 +149,8 @@ class MetricSpec(NamedTuple):
     fn: MetricFn
     description: str
     title: str = ""
+    seeded: bool = False
+    correct_only: bool = False
 
     def better(self, column: Optional[str] = None) -> str:
         r"""``"higher"`` or ``"lower"``: which direction of ``column`` is better.
@@ -229,6 +247,8 @@ def register_metric(
     needs: Sequence[str] = (),
     description: str = "",
     title: str = "",
+    seeded: bool = False,
+    correct_only: bool = False,
 ) -> Callable[[MetricFn], MetricFn]: ...
 
 
@@ -240,6 +260,8 @@ def register_metric(
     needs: Sequence[str] = (),
     description: str = "",
     title: str = "",
+    seeded: bool = False,
+    correct_only: bool = False,
 ) -> Union[MetricSpec, Callable[[MetricFn], MetricFn]]:
     r"""Register a metric (replacing one of the same name, in its place).
 
@@ -256,6 +278,10 @@ def register_metric(
         description (str, optional): with the decorator: one line. Default: ""
         title (str, optional): with the decorator: a short title; empty: made
             from the name. Default: ""
+        seeded (bool, optional): with the decorator: see
+            :attr:`MetricSpec.seeded`. Default: False
+        correct_only (bool, optional): with the decorator: see
+            :attr:`MetricSpec.correct_only`. Default: False
 
     Returns:
         MetricSpec, or the decorator (which returns the function unchanged).
@@ -278,7 +304,16 @@ def register_metric(
 
     def decorator(fn: MetricFn) -> MetricFn:
         register_metric(
-            MetricSpec(name, dict(columns), tuple(needs), fn, description, title)
+            MetricSpec(
+                name,
+                dict(columns),
+                tuple(needs),
+                fn,
+                description,
+                title,
+                seeded,
+                correct_only,
+            )
         )
         return fn
 

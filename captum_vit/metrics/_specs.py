@@ -12,6 +12,8 @@ from torch import Tensor
 
 from .._targets import format_target
 from ._registry import MetricContext, MetricOutput, register_metric
+from ._road import road
+from ._saco import saco
 from ._utils import _forward
 from .complexity import effective_complexity
 from .faithfulness import (
@@ -23,6 +25,7 @@ from .faithfulness import (
 )
 from .localisation import grid_pointing_game, iou_test, pointing_game
 from .perturbations import patch_noise_perturb_func
+from .randomisation import model_randomisation
 from .segmentation import segmentation_test
 
 T = TypeVar("T")
@@ -94,6 +97,7 @@ def _perturbation(
 
 @register_metric(
     name="positive_perturbation",
+    correct_only=True,
     title="Positive perturbation AUC",
     columns={"pos_perturbation_auc": False},
     needs=("forward",),
@@ -106,6 +110,7 @@ def _positive_perturbation(ctx: MetricContext, **options: Any) -> MetricOutput:
 
 @register_metric(
     name="negative_perturbation",
+    correct_only=True,
     title="Negative perturbation AUC",
     columns={"neg_perturbation_auc": True},
     needs=("forward",),
@@ -145,6 +150,7 @@ def _iou(ctx: MetricContext, **options: Any) -> MetricOutput:
 
 @register_metric(
     name="segmentation",
+    correct_only=True,
     title="Segmentation test",
     columns={"seg_pixel_acc": True, "seg_miou": True, "seg_ap": True, "seg_f1": True},
     needs=("masks",),
@@ -152,6 +158,13 @@ def _iou(ctx: MetricContext, **options: Any) -> MetricOutput:
     "mean vs the mask, per-image pixel accuracy, mIoU, AP, F1; higher is better",
 )
 def _segmentation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    if options.get("correct_only"):
+        options = {
+            "forward_func": ctx.forward_func,
+            "inputs": ctx.inputs,
+            "target": _target(ctx),
+            **options,
+        }
     res = segmentation_test(ctx.attributions, _given(ctx.masks, "masks"), **options)
     return MetricOutput(
         {
@@ -183,6 +196,7 @@ def _complexity(ctx: MetricContext, **options: Any) -> MetricOutput:
 
 @register_metric(
     name="faithfulness_correlation",
+    seeded=True,
     title="Faithfulness correlation",
     columns={"faithfulness_corr": True},
     needs=("forward",),
@@ -204,6 +218,7 @@ def _faithfulness_correlation(ctx: MetricContext, **options: Any) -> MetricOutpu
 
 @register_metric(
     name="sensitivity_n",
+    seeded=True,
     title="Sensitivity-n",
     columns={"sensitivity_n": True},
     needs=("forward",),
@@ -225,6 +240,7 @@ def _sensitivity_n(ctx: MetricContext, **options: Any) -> MetricOutput:
 
 @register_metric(
     name="infidelity",
+    seeded=True,
     title="Infidelity",
     columns={"infidelity": False},
     needs=("forward",),
@@ -249,6 +265,7 @@ def _infidelity(ctx: MetricContext, **options: Any) -> MetricOutput:
 
 @register_metric(
     name="sensitivity_max",
+    seeded=True,
     title="Max-sensitivity",
     columns={"sensitivity_max": False},
     needs=("attribute",),
@@ -284,3 +301,70 @@ def _grid_pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
     images, targets, cells = _given(ctx.grid, "grid")
     attr = _given(ctx.attribute_func, "attribute_func")(images, target=targets)
     return MetricOutput({"grid_pointing": grid_pointing_game(attr, cells, **options)})
+
+
+@register_metric(
+    name="saco",
+    title="SaCo",
+    columns={"saco": True},
+    needs=("forward",),
+    description="salience-guided faithfulness coefficient (Wu et al. 2024), K = 10 "
+    "pixel groups each replaced alone by the image mean; higher is better",
+)
+def _saco(ctx: MetricContext, **options: Any) -> MetricOutput:
+    return MetricOutput(
+        {
+            "saco": saco(
+                ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **options
+            ).coefficient
+        }
+    )
+
+
+@register_metric(
+    name="road",
+    title="ROAD",
+    columns={"road_morf": False, "road_lerf": True},
+    needs=("forward",),
+    seeded=True,
+    description="ROAD (Rong et al. 2022): change of the target probability after "
+    "noisy linear imputation of 10..90% of the pixels, most relevant first "
+    "(lower is better) and least relevant first (higher is better)",
+)
+def _road(ctx: MetricContext, **options: Any) -> MetricOutput:
+    gen = torch.Generator().manual_seed(int(ctx.seed or 0))
+    kw: Dict[str, Any] = {"generator": gen, **options}
+    # LeRF first on the shared generator: (lerf - morf) / 2 is grad-cam's ROADCombined
+    lerf = road(
+        ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, order="lerf", **kw
+    )
+    morf = road(
+        ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, order="morf", **kw
+    )
+    return MetricOutput({"road_morf": morf.change, "road_lerf": lerf.change})
+
+
+@register_metric(
+    name="model_randomisation",
+    title="Model randomisation",
+    columns={"rand_spearman": False, "rand_ssim": False},
+    needs=("model", "method"),
+    seeded=True,
+    description="cascading model randomisation (Adebayo et al. 2018): mean over the "
+    "cascade (head, blocks last to first, embedding) of the Spearman correlation "
+    "and SSIM between the maps on the trained and the re-initialised model; lower "
+    "is better",
+)
+def _model_randomisation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    kw: Dict[str, Any] = {"seed": int(ctx.seed or 0), **options}
+    res = model_randomisation(
+        _given(ctx.model, "model"),
+        _given(ctx.method_factory, "method_factory"),
+        ctx.inputs,
+        _target(ctx),  # the trained model's class on every copy
+        attributions=ctx.attributions,
+        **kw,
+    )
+    return MetricOutput(
+        {"rand_spearman": res.spearman.mean(dim=1), "rand_ssim": res.ssim.mean(dim=1)}
+    )

@@ -11,13 +11,14 @@ perturbed copies (:meth:`_Setup.perturbed_scores`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .._maps import tokens_to_pixels
 from .._targets import TargetType, check_target_range, format_target
+from ._docs import shared_args
 from ._results import CurveResult
 from ._utils import (
     BaselineType,
@@ -116,6 +117,15 @@ class _Setup(NamedTuple):
             return outputs.argmax(dim=1)
         check_target_range(self.target, outputs.shape[1])
         return self.target
+
+    def class_score(self, apply_softmax: bool) -> Tuple[Reduce, Tensor]:
+        """The (softmax) output of each copy's explained class (``target``, or the
+        class predicted on the unperturbed inputs), and its ``(B,)`` value on the
+        unperturbed inputs."""
+        outputs = self.outputs()
+        score = _class_score(self.resolve_target(outputs), apply_softmax)
+        rows = torch.arange(outputs.shape[0], device=outputs.device)
+        return score, score(outputs, rows)
 
     def perturbed_scores(
         self,
@@ -252,23 +262,43 @@ def _ranked_curve(
 
 
 def _deletion_insertion(
-    setup: _Setup,
+    forward_func: Callable,
+    inputs: Tensor,
+    attributions: Tensor,
     *,
     insert: bool,
+    target: TargetType,
+    baseline: BaselineType,
     n_steps: Optional[int],
     step_size: Optional[int],
+    patch_size: Optional[int],
     apply_softmax: bool,
+    additional_forward_args: Any,
+    internal_batch_size: Optional[int],
+    show_progress: bool,
 ) -> CurveResult:
+    """:func:`deletion_auc` (``insert=False``) and :func:`insertion_auc`."""
+    setup = _setup(
+        forward_func,
+        inputs,
+        attributions,
+        target=target,
+        baseline=baseline,
+        patch_size=patch_size,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        show_progress=show_progress,
+    )
     counts = _step_counts(setup.n_features, n_steps, step_size)
-    target = setup.target
-    if target is None:
-        target = setup.resolve_target(setup.outputs())
+    resolved = setup.target
+    if resolved is None:
+        resolved = setup.resolve_target(setup.outputs())
     curve = _ranked_curve(
         setup,
         descending=True,
         counts=counts,
         insert=insert,
-        reduce=_class_score(target, apply_softmax),
+        reduce=_class_score(resolved, apply_softmax),
         desc="insertion" if insert else "deletion",
     )
     fractions = torch.as_tensor(counts, dtype=torch.float64) / setup.n_features
@@ -276,6 +306,7 @@ def _deletion_insertion(
     return CurveResult(_trapezoid(curve, fractions), curve, fractions.float())
 
 
+@shared_args
 def deletion_auc(
     forward_func: Callable,
     inputs: Tensor,
@@ -309,45 +340,30 @@ def deletion_auc(
     this is Petsiuk et al.'s ``(sum - first / 2 - last / 2) / (len - 1)``.
     Ties in the attribution are broken by feature index (stable sort).
 
+    **AOPC** (area over the MoRF perturbation curve, Samek, Binder, Montavon,
+    Lapuschkin and Müller (2017), "Evaluating the Visualization of What a Deep
+    Neural Network Has Learned", IEEE TNNLS, https://arxiv.org/abs/1509.06321)
+    is the same curve read differently, so it has no function of its own:
+
+    .. math::
+
+        \mathrm{AOPC}(x) = \frac{1}{L + 1} \sum_{k=0}^{L}
+        \big(f(x^{(0)}) - f(x^{(k)})\big)
+        = \texttt{curve[:, 0] - curve.mean(dim=1)}
+
+    with ``res = deletion_auc(..., n_steps=L)`` (one region per step: ``patch_size``
+    for Samek et al.'s square regions, or ``step_size``; ``apply_softmax=False``
+    for their raw score ``f``; ``baseline`` for their replacement, e.g. uniform
+    noise as a tensor). Higher AOPC is better; ``tests/metrics/test_aopc.py``
+    checks the equality against a direct implementation.
+
     Args:
 
-        forward_func (Callable): The model (or any function) mapping a batch of inputs
-            of shape ``(N, C, H, W)`` (plus ``additional_forward_args``) to
-            ``(N, num_classes)`` scores.
-        inputs (Tensor): ``(B, C, H, W)`` images, in the space the model takes them
-            (normalised, if the model expects normalised inputs).
-        attributions (Tensor): attributions from any Captum or captum_vit method:
-            ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
-            ``(B, gh, gw)`` (upsampled bilinearly). Channels are summed.
-        target (int, tuple, Tensor, list or array, optional): class explained for
-            each image, in Captum's target forms. ``None`` uses the class the model
-            predicts on the unperturbed input. Default: None
-        baseline (str, float or Tensor, optional): value the perturbed pixels take:
-            ``"zero"`` (0 in input space), ``"blur"`` (Gaussian blur, kernel 11,
-            sigma 5, as Petsiuk et al.'s code), ``"mean"`` (per-image channel mean),
-            ``"black"`` (0 in input space too: use a number or a tensor for black in a
-            normalised space), a number, or a tensor broadcastable to ``inputs``.
+        {curve_model_args}
+        {curve_baseline}
             Default: "zero"
-        n_steps (int, optional): number of perturbation steps; after step ``i`` the
-            first ``floor(i * N / n_steps)`` of the ``N`` features are perturbed.
-            ``None`` means ``min(100, N)``. Ignored when ``step_size`` is given.
-            Default: None
-        step_size (int, optional): features perturbed per step (Petsiuk et al. use
-            224 pixels on 224 x 224 images; Quantus calls it ``features_in_step``);
-            the last step may be shorter. Default: None
-        patch_size (int, optional): ``None`` perturbs pixels; an int perturbs whole
-            ``patch_size x patch_size`` patches (token level), ranked by the summed
-            attribution of each patch (or the token grid itself). Default: None
-        apply_softmax (bool, optional): score is the softmax probability of the
-            target class (Petsiuk et al.); ``False`` uses the raw output.
-            Default: True
-        additional_forward_args (Any, optional): extra arguments of
-            ``forward_func``; tensors whose first dimension is ``B`` are indexed per
-            perturbed copy. Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass.
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar over the chunks.
-            Default: False
+        {curve_steps}
+        {run_args}
 
     Returns:
         :class:`CurveResult`: ``auc`` ``(B,)``, ``curve`` ``(B, S + 1)`` (column 0 is
@@ -364,26 +380,24 @@ def deletion_auc(
         >>> res.curve.shape, res.auc.shape
         (torch.Size([2, 5]), torch.Size([2]))
     """
-    setup = _setup(
+    return _deletion_insertion(
         forward_func,
         inputs,
         attributions,
+        insert=False,
         target=target,
         baseline=baseline,
+        n_steps=n_steps,
+        step_size=step_size,
         patch_size=patch_size,
+        apply_softmax=apply_softmax,
         additional_forward_args=additional_forward_args,
         internal_batch_size=internal_batch_size,
         show_progress=show_progress,
     )
-    return _deletion_insertion(
-        setup,
-        insert=False,
-        n_steps=n_steps,
-        step_size=step_size,
-        apply_softmax=apply_softmax,
-    )
 
 
+@shared_args
 def insertion_auc(
     forward_func: Callable,
     inputs: Tensor,
@@ -416,43 +430,11 @@ def insertion_auc(
 
     Args:
 
-        forward_func (Callable): The model (or any function) mapping a batch of inputs
-            of shape ``(N, C, H, W)`` (plus ``additional_forward_args``) to
-            ``(N, num_classes)`` scores.
-        inputs (Tensor): ``(B, C, H, W)`` images, in the space the model takes them
-            (normalised, if the model expects normalised inputs).
-        attributions (Tensor): attributions from any Captum or captum_vit method:
-            ``(B, C, H, W)``, ``(B, 1, H, W)``, ``(B, H, W)`` or a token grid
-            ``(B, gh, gw)`` (upsampled bilinearly). Channels are summed.
-        target (int, tuple, Tensor, list or array, optional): class explained for
-            each image, in Captum's target forms. ``None`` uses the class the model
-            predicts on the unperturbed input. Default: None
-        baseline (str, float or Tensor, optional): value the perturbed pixels take:
-            ``"zero"`` (0 in input space), ``"blur"`` (Gaussian blur, kernel 11,
-            sigma 5, as Petsiuk et al.'s code), ``"mean"`` (per-image channel mean),
-            ``"black"`` (0 in input space too: use a number or a tensor for black in a
-            normalised space), a number, or a tensor broadcastable to ``inputs``.
+        {curve_model_args}
+        {curve_baseline}
             Default: "blur"
-        n_steps (int, optional): number of perturbation steps; after step ``i`` the
-            first ``floor(i * N / n_steps)`` of the ``N`` features are perturbed.
-            ``None`` means ``min(100, N)``. Ignored when ``step_size`` is given.
-            Default: None
-        step_size (int, optional): features perturbed per step (Petsiuk et al. use
-            224 pixels on 224 x 224 images; Quantus calls it ``features_in_step``);
-            the last step may be shorter. Default: None
-        patch_size (int, optional): ``None`` perturbs pixels; an int perturbs whole
-            ``patch_size x patch_size`` patches (token level), ranked by the summed
-            attribution of each patch (or the token grid itself). Default: None
-        apply_softmax (bool, optional): score is the softmax probability of the
-            target class (Petsiuk et al.); ``False`` uses the raw output.
-            Default: True
-        additional_forward_args (Any, optional): extra arguments of
-            ``forward_func``; tensors whose first dimension is ``B`` are indexed per
-            perturbed copy. Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass.
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar over the chunks.
-            Default: False
+        {curve_steps}
+        {run_args}
 
     Returns:
         :class:`CurveResult`: ``auc`` ``(B,)``, ``curve`` ``(B, S + 1)`` (column 0 is
@@ -468,29 +450,27 @@ def insertion_auc(
         >>> insertion_auc(model, x, attr, target=[0, 2], n_steps=4).auc.shape
         torch.Size([2])
     """
-    setup = _setup(
+    return _deletion_insertion(
         forward_func,
         inputs,
         attributions,
+        insert=True,
         target=target,
         baseline=baseline,
+        n_steps=n_steps,
+        step_size=step_size,
         patch_size=patch_size,
+        apply_softmax=apply_softmax,
         additional_forward_args=additional_forward_args,
         internal_batch_size=internal_batch_size,
         show_progress=show_progress,
-    )
-    return _deletion_insertion(
-        setup,
-        insert=True,
-        n_steps=n_steps,
-        step_size=step_size,
-        apply_softmax=apply_softmax,
     )
 
 
 CHEFER_STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+@shared_args
 def perturbation_test(
     forward_func: Callable,
     inputs: Tensor,
@@ -503,6 +483,7 @@ def perturbation_test(
     steps: Sequence[float] = CHEFER_STEPS,
     token_level: bool = False,
     patch_size: Optional[int] = None,
+    correct_only: bool = False,
     additional_forward_args: Any = None,
     internal_batch_size: Optional[int] = None,
     show_progress: bool = False,
@@ -569,16 +550,21 @@ def perturbation_test(
             Default: False
         patch_size (int, optional): the patch size for ``token_level=True``;
             inferred from a token-grid attribution when None. Default: None
-        additional_forward_args (Any, optional): extra arguments of
-            ``forward_func``. Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        correct_only (bool, optional): restrict the test to the images the model
+            classifies correctly (its prediction on the unperturbed input is
+            ``target``), as the authors' users ask (Transformer-Explainability
+            #44): the ``auc`` and ``curve`` of the other images are NaN, so the
+            mean over the finite values is the AUC over the correct images. Only
+            meaningful with a ``target`` (with ``None`` every image is
+            "correct"). The misclassified images are still run through the
+            model (the result has the batch's shape). Default: False
+        {run_args}
 
     Returns:
         :class:`CurveResult`: ``auc`` ``(B,)`` per-image AUC (its mean is the
-        dataset AUC), ``curve`` ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed,
-        ``fractions`` ``[0, 0.1, ..., 0.9]``.
+        dataset AUC; ``auc.nanmean()`` with ``correct_only``), ``curve``
+        ``(B, S + 1)`` 0/1 correctness, column 0 unperturbed, ``fractions``
+        ``[0, 0.1, ..., 0.9]``.
 
     Examples::
 
@@ -623,7 +609,10 @@ def perturbation_test(
         reduce=lambda out, rows: (out.argmax(dim=1) == target[rows]).float(),
         desc=f"perturbation test ({mode})",
     )
-    curve = torch.cat([(pred0 == target).float()[:, None], curve], dim=1)
+    correct = pred0 == target
+    curve = torch.cat([correct.float()[:, None], curve], dim=1)
+    if correct_only:
+        curve = torch.where(correct[:, None], curve, torch.nan)
     fractions = torch.tensor(
         [0.0] + steps, dtype=torch.float64, device=setup.inputs.device
     )
@@ -661,10 +650,7 @@ class _Correlation(NamedTuple):
 
     @classmethod
     def prepare(cls, setup: _Setup, *, apply_softmax: bool) -> _Correlation:
-        outputs = setup.outputs()
-        score = _class_score(setup.resolve_target(outputs), apply_softmax)
-        rows = torch.arange(outputs.shape[0], device=outputs.device)
-        return cls(setup, score, score(outputs, rows))
+        return cls(setup, *setup.class_score(apply_softmax))
 
     def __call__(self, subsets: Tensor, *, desc: str) -> Tensor:
         """``(B,)`` Pearson correlation over the subsets of ``sum(attr[S])`` and
@@ -692,6 +678,7 @@ class _Correlation(NamedTuple):
         return _pearson(att_sums, deltas, dim=1)
 
 
+@shared_args
 def faithfulness_correlation(
     forward_func: Callable,
     inputs: Tensor,
@@ -730,12 +717,8 @@ def faithfulness_correlation(
 
     Args:
 
-        forward_func (Callable): model mapping ``(N, C, H, W)`` to
-            ``(N, num_classes)``.
-        inputs (Tensor): ``(B, C, H, W)`` images.
-        attributions (Tensor): any Captum layout or a token grid; channels summed.
-        target (int, tuple, Tensor, list or array, optional): explained class
-            (Captum's target forms); ``None`` = predicted. Default: None
+        {model_args}
+        {target}
         n_runs (int, optional): number of random subsets. Default: 100
         subset_size (int, optional): features per subset; ``None`` means 10% of the
             features (Bhatt et al. and Quantus use 224 pixels). Default: None
@@ -750,11 +733,7 @@ def faithfulness_correlation(
             ``seed``). Default: None
         apply_softmax (bool, optional): use softmax probabilities instead of the raw
             output (Quantus' default is the raw output). Default: False
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         Tensor: ``(B,)`` correlation per image (NaN where a variance is zero).
@@ -797,6 +776,7 @@ def faithfulness_correlation(
     return correlation(subsets, desc="faithfulness correlation")
 
 
+@shared_args
 def sensitivity_n(
     forward_func: Callable,
     inputs: Tensor,
@@ -835,13 +815,9 @@ def sensitivity_n(
 
     Args:
 
-        forward_func (Callable): model mapping ``(N, C, H, W)`` to
-            ``(N, num_classes)``.
-        inputs (Tensor): ``(B, C, H, W)`` images.
-        attributions (Tensor): any Captum layout or a token grid; channels summed.
+        {model_args}
         n (int or sequence of int): subset cardinality (or several).
-        target (int, tuple, Tensor, list or array, optional): explained class
-            (Captum's target forms); ``None`` = predicted. Default: None
+        {target}
         n_subsets (int, optional): random subsets per cardinality. Default: 100
         baseline (str, float or Tensor, optional): value of removed features.
             Default: ``"zero"``
@@ -854,11 +830,7 @@ def sensitivity_n(
         generator (torch.Generator, optional): generator (instead of ``seed``).
             Default: None
         apply_softmax (bool, optional): use softmax probabilities. Default: False
-        additional_forward_args (Any, optional): extra forward arguments.
-            Default: None
-        internal_batch_size (int, optional): perturbed copies per forward pass;
-            ``None`` means ``B``. Default: None
-        show_progress (bool, optional): tqdm progress bar. Default: False
+        {run_args}
 
     Returns:
         Tensor: ``(B,)`` for an int ``n``, ``(B, len(n))`` for a sequence.

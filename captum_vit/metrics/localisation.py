@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,9 @@ def _ground_truth(
     masks: Optional[Tensor],
     boxes: Optional[Tensor],
     image_size: Optional[Sequence[int]],
-):
+) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+    """The ``(B, H, W)`` pixel map, the ``(B, H, W)`` bool ground truth (the
+    masks, or the boxes drawn as masks) and ``(H, W)``."""
     if (masks is None) == (boxes is None):
         raise ValueError("give exactly one of masks and boxes")
     _check_batch(attributions, attributions.shape[0], "attributions")
@@ -159,6 +161,30 @@ def _box_iou(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
+@overload
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    return_boxes: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    *,
+    return_boxes: Literal[True],
+) -> Tuple[Tensor, Tensor]: ...
+
+
+@overload
 def iou_test(
     attributions: Tensor,
     boxes: Optional[Tensor] = None,
@@ -166,7 +192,17 @@ def iou_test(
     threshold: float = 0.2,
     image_size: Optional[Sequence[int]] = None,
     return_boxes: bool = False,
-):
+) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
+
+
+def iou_test(
+    attributions: Tensor,
+    boxes: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
+    threshold: float = 0.2,
+    image_size: Optional[Sequence[int]] = None,
+    return_boxes: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""IoU test of Niu et al. (2023), "R-Cut: Enhancing Explainability in Vision
     Transformers with Relationship Weighted Out and Cut" (Sensors 24(9), 2024,
     https://doi.org/10.3390/s24092695): the attribution is upsampled to the image,

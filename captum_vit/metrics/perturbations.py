@@ -58,10 +58,48 @@ def _patch_field(
     )
 
 
-def _map(inputs: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
-    if isinstance(inputs, tuple):
-        return tuple(fn(x) for x in inputs)
-    return fn(inputs)
+def _generator_for(
+    metric: str,
+    patch_size: int,
+    seed: Optional[int],
+    generator: Optional[torch.Generator],
+) -> Optional[torch.Generator]:
+    """Check a factory's ``metric`` and ``patch_size``; the generator it draws from."""
+    _check_metric(metric)
+    _grid_size((patch_size, patch_size), patch_size)
+    return _generator(seed, generator)
+
+
+def _sensitivity_form(
+    fn: Callable[[Tensor, float], Tensor],
+) -> Callable[..., Inputs]:
+    """``perturb_func(inputs, perturb_radius=0.02)`` (Captum's ``sensitivity_max``
+    form) applying ``fn(x, perturb_radius)`` to each input tensor."""
+
+    def perturb_func(inputs: Inputs, perturb_radius: float = 0.02) -> Inputs:
+        if isinstance(inputs, tuple):
+            return tuple(fn(x, perturb_radius) for x in inputs)
+        return fn(inputs, perturb_radius)
+
+    return perturb_func
+
+
+def _infidelity_form(
+    fn: Callable[[Tensor, Any], Tuple[Tensor, Tensor]],
+) -> Callable[..., Tuple[Inputs, Inputs]]:
+    """``perturb_func(inputs, baselines=None)`` (Captum's ``infidelity`` form)
+    applying ``fn(x, baseline) -> (perturbation, perturbed)`` to each input tensor;
+    a single ``baselines`` serves every tensor of a tuple."""
+
+    def perturb_func(inputs: Inputs, baselines: Any = None) -> Tuple[Inputs, Inputs]:
+        if not isinstance(inputs, tuple):
+            return fn(inputs, baselines)
+        if not isinstance(baselines, tuple):
+            baselines = (baselines,) * len(inputs)
+        pairs = [fn(x, b) for x, b in zip(inputs, baselines)]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+    return perturb_func
 
 
 def patch_noise_perturb_func(
@@ -114,46 +152,27 @@ def patch_noise_perturb_func(
         >>> infidelity(model, f, x, attr, target=0, n_perturb_samples=4).shape
         torch.Size([2])
     """
-    _check_metric(metric)
-    _grid_size((patch_size, patch_size), patch_size)
-    gen = _generator(seed, generator)
+    gen = _generator_for(metric, patch_size, seed, generator)
+
+    def noise(x: Tensor, scale: float, uniform: bool) -> Tensor:
+        """Gaussian (``std`` ``scale``) or uniform (in ``[-scale, scale]``) noise,
+        constant over each patch and channel."""
+
+        def draw(shape: Tuple[int, ...]) -> Tensor:
+            if uniform:
+                return (torch.rand(shape, generator=gen) * 2 - 1) * scale
+            return torch.randn(shape, generator=gen) * scale
+
+        return _patch_field(x, patch_size, draw, True)
 
     if metric == "infidelity":
 
-        def perturb_func(
-            inputs: Inputs, baselines: Any = None
-        ) -> Tuple[Inputs, Inputs]:
-            def one(x: Tensor) -> Tuple[Tensor, Tensor]:
-                noise = _patch_field(
-                    x,
-                    patch_size,
-                    lambda shape: torch.randn(shape, generator=gen) * std,
-                    True,
-                )
-                return noise, x - noise
+        def infidelity_one(x: Tensor, baseline: Any) -> Tuple[Tensor, Tensor]:
+            perturbation = noise(x, std, uniform=False)
+            return perturbation, x - perturbation
 
-            if isinstance(inputs, tuple):
-                pairs = [one(x) for x in inputs]
-                return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
-            return one(inputs)
-
-        return perturb_func
-
-    def perturb_func_s(inputs: Inputs, perturb_radius: float = 0.02) -> Inputs:
-        def one(x: Tensor) -> Tensor:
-            noise = _patch_field(
-                x,
-                patch_size,
-                lambda shape: (
-                    (torch.rand(shape, generator=gen) * 2 - 1) * perturb_radius
-                ),
-                True,
-            )
-            return x + noise
-
-        return _map(inputs, one)
-
-    return perturb_func_s
+        return _infidelity_form(infidelity_one)
+    return _sensitivity_form(lambda x, radius: x + noise(x, radius, uniform=True))
 
 
 def patch_baseline_perturb_func(
@@ -216,11 +235,9 @@ def patch_baseline_perturb_func(
         >>> infidelity(model, f, x, attr, target=0, n_perturb_samples=4).shape
         torch.Size([2])
     """
-    _check_metric(metric)
-    _grid_size((patch_size, patch_size), patch_size)
     if not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
-    gen = _generator(seed, generator)
+    gen = _generator_for(metric, patch_size, seed, generator)
 
     def replace(x: Tensor, b: Optional[BaselineType]) -> Tensor:
         mask = _patch_field(
@@ -234,23 +251,11 @@ def patch_baseline_perturb_func(
 
     if metric == "infidelity":
 
-        def perturb_func(
-            inputs: Inputs, baselines: Any = None
-        ) -> Tuple[Inputs, Inputs]:
-            if isinstance(inputs, tuple):
-                bs = (
-                    baselines
-                    if isinstance(baselines, tuple)
-                    else (baselines,) * len(inputs)
-                )
-                perts = tuple(replace(x, b) for x, b in zip(inputs, bs))
-                return tuple(x - p for x, p in zip(inputs, perts)), perts
-            pert = replace(inputs, baselines)
-            return inputs - pert, pert
+        def infidelity_one(
+            x: Tensor, b: Optional[BaselineType]
+        ) -> Tuple[Tensor, Tensor]:
+            perturbed = replace(x, b)
+            return x - perturbed, perturbed
 
-        return perturb_func
-
-    def perturb_func_s(inputs: Inputs) -> Inputs:
-        return _map(inputs, lambda x: replace(x, None))
-
-    return perturb_func_s
+        return _infidelity_form(infidelity_one)
+    return _sensitivity_form(lambda x, radius: replace(x, None))

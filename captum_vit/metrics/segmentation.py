@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .._maps import min_max
-from ._utils import _check_batch, _check_mask, _to_pixel_map
+from .._targets import TargetType, check_target_range, format_target
+from ._utils import (
+    _check_batch,
+    _check_inputs,
+    _check_mask,
+    _expand_args,
+    _forward,
+    _to_pixel_map,
+)
 
 
 class SegmentationResult(NamedTuple):
@@ -52,7 +60,7 @@ def summarize_segmentation(results: Sequence[SegmentationResult]) -> Dict[str, f
     Pixel accuracy is :math:`\sum \text{correct} / \sum \text{labeled}` over all
     pixels of all images; the IoU of each class is the ratio of its summed
     intersections and unions and mIoU their mean; mAP and mF1 are means of the
-    per-image values.
+    per-image values (images left out by ``correct_only`` count nowhere).
 
     Args:
 
@@ -80,8 +88,8 @@ def summarize_segmentation(results: Sequence[SegmentationResult]) -> Dict[str, f
     return {
         "pixel_accuracy": float(correct / (labeled + eps)),
         "miou": float((inter / (union + eps)).mean()),
-        "map": float(torch.cat([r.ap for r in results]).double().mean()),
-        "mf1": float(torch.cat([r.f1 for r in results]).double().mean()),
+        "map": float(torch.cat([r.ap for r in results]).double().nanmean()),
+        "mf1": float(torch.cat([r.f1 for r in results]).double().nanmean()),
     }
 
 
@@ -119,6 +127,11 @@ def segmentation_test(
     attributions: Tensor,
     masks: Tensor,
     f1_thresholds: Optional[Sequence[float]] = None,
+    correct_only: bool = False,
+    forward_func: Optional[Callable] = None,
+    inputs: Optional[Tensor] = None,
+    target: TargetType = None,
+    additional_forward_args: Any = None,
 ) -> SegmentationResult:
     r"""Segmentation test of Chefer, Gur and Wolf (2021), "Transformer
     Interpretability Beyond Attention Visualization", CVPR,
@@ -154,6 +167,20 @@ def segmentation_test(
         f1_thresholds (sequence of float, optional): thresholds on the normalised map
             to average F1 over; ``None`` uses the mean-value threshold (Chefer et
             al.). Default: None
+        correct_only (bool, optional): restrict the test to the images the model
+            classifies correctly (``forward_func(inputs)``'s top-1 class is
+            ``target``): the per-image values of the other images are NaN and
+            their counts 0, so :func:`summarize_segmentation` pools the correct
+            images only. Needs ``forward_func``, ``inputs`` and ``target``.
+            Default: False
+        forward_func (Callable, optional): the model, for ``correct_only``.
+            Default: None
+        inputs (Tensor, optional): ``(B, C, H, W)`` images, for
+            ``correct_only``. Default: None
+        target (int, tuple, Tensor, list or array, optional): the labels
+            (Captum's target forms), for ``correct_only``. Default: None
+        additional_forward_args (Any, optional): extra forward arguments, for
+            ``correct_only``. Default: None
 
     Returns:
         :class:`SegmentationResult`: per-image values and the counts for
@@ -208,7 +235,7 @@ def segmentation_test(
             raise ValueError("f1_thresholds is empty")
         f1 = torch.stack([_f1((norm > t) & ~constant, y) for t in ths]).mean(0)
 
-    return SegmentationResult(
+    res = SegmentationResult(
         pixel_accuracy=(correct.double() / labeled.double()).float(),
         iou=iou.float(),
         miou=iou.mean(dim=1).float(),
@@ -219,3 +246,40 @@ def segmentation_test(
         intersection=inter,
         union=union,
     )
+    if correct_only:
+        keep = _classified_correctly(
+            forward_func, inputs, target, B, additional_forward_args
+        ).to(amap.device)
+        res = SegmentationResult(
+            *(
+                torch.where(
+                    keep.reshape(-1, *[1] * (v.dim() - 1)),
+                    v,
+                    torch.nan if v.is_floating_point() else torch.zeros_like(v),
+                )
+                for v in res
+            )
+        )
+    return res
+
+
+def _classified_correctly(
+    forward_func: Optional[Callable],
+    inputs: Optional[Tensor],
+    target: TargetType,
+    batch_size: int,
+    additional_forward_args: Any,
+) -> Tensor:
+    """``(B,)`` bool: the model's top-1 class on ``inputs`` is ``target``."""
+    if forward_func is None or inputs is None or target is None:
+        raise ValueError("correct_only=True needs forward_func, inputs and target")
+    inputs = _check_inputs(inputs)
+    if inputs.shape[0] != batch_size:
+        raise ValueError(f"inputs has {inputs.shape[0]} images for {batch_size} maps")
+    labels = format_target(target, batch_size, device=inputs.device)
+    assert labels is not None  # target is not None
+    args = _expand_args(additional_forward_args, torch.arange(batch_size), batch_size)
+    with torch.no_grad():
+        out = _forward(forward_func, inputs, args)
+    check_target_range(labels, out.shape[1])
+    return out.argmax(dim=1) == labels

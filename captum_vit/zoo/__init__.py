@@ -1,7 +1,7 @@
-r"""Embedded default models: small timm ViTs trained by a script in this
-repository on the bundled synthetic benchmark, shipped as package data, so
-that explanations and quality metrics can run on a model that learned
-something without any download.
+r"""Embedded default models: small models trained by scripts in this
+repository on the bundled synthetic data, shipped as package data, so that
+explanations and quality metrics can run on a model that learned something
+without any download.
 
 ``synthetic_vit`` is a timm ``VisionTransformer`` (64x64 inputs, 8x8 patches,
 class token, ``global_pool="token"``) trained by
@@ -12,16 +12,35 @@ config, class names, normalisation, training seed and held-out accuracy.
 ``synthetic_swin`` is a timm ``SwinTransformer`` (64x64 inputs, 8x8 patches,
 4x4 windows, two stages of 8x8 and 4x4 tokens, average pooling) trained the
 same way by ``python -m captum_vit.zoo.train --arch swin --seed 0 --steps
-2500``: the windowed, hierarchical model of the benchmark.
+2500``: the windowed, hierarchical model of the benchmark (a classifier, as
+``synthetic_vit``).
+
+``synthetic_clip`` is an ``open_clip.CLIP`` (a ViT image tower with class-token
+pooling, 64x64 inputs, 8x8 patches, and a small text transformer with
+open_clip's tokenizer) trained contrastively by
+``python -m captum_vit.zoo.train_clip --seed 0`` on the captions of
+:class:`captum_vit.data.SyntheticScenes`; its metadata records the config,
+tokenizer, normalisation, training seed and held-out zero-shot accuracies.
+It needs ``open_clip`` (``pip install 'captum-vit[clip]'``).
 """
 
 import json
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 
-from ._build import build_model
+from ._build import build_clip, build_model, clip_tokenizer, unpack_token_embedding
 
 _WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
@@ -41,6 +60,9 @@ class Normalize(torch.nn.Module):
         >>> norm(torch.ones(3, 64, 64)).unique()
         tensor([2.])
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -74,8 +96,40 @@ class ZooModel(NamedTuple):
     meta: Dict[str, Any]
 
 
-def list_models() -> List[str]:
+class ZooCLIP(NamedTuple):
+    r"""What :func:`load` returns for a vision-language model
+    (``kind == "clip"``).
+
+    Attributes:
+        model (torch.nn.Module): the ``open_clip.CLIP``, in eval mode;
+            ``model.encode_image(transform(images))`` and
+            ``model.encode_text(tokenizer(texts))`` give the embeddings
+            (``normalize=True`` for unit length), ``model.logit_scale`` the
+            learnt temperature.
+        transform (Callable): the preprocessing (:class:`Normalize`) mapping
+            float ``[0, 1]`` images to the image tower's input.
+        tokenizer (Callable): open_clip's ``SimpleTokenizer`` with the model's
+            context length: a list of strings to int64 token ids
+            ``(len(texts), context_length)``.
+        meta (dict): the model's JSON metadata: ``config``, ``tokenizer``,
+            ``mean``, ``std``, ``training`` and ``held_out`` (zero-shot
+            accuracies).
+    """
+
+    model: torch.nn.Module
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    tokenizer: Callable[..., torch.Tensor]
+    meta: Dict[str, Any]
+
+
+def list_models(kind: Optional[str] = None) -> List[str]:
     r"""Names of the embedded models.
+
+    Args:
+        kind (str, optional): only the models of this kind: ``"classifier"``
+            (:func:`load` returns a :class:`ZooModel`) or ``"clip"`` (a
+            :class:`ZooCLIP`).
+            Default: None (all)
 
     Returns:
         list[str]: sorted names accepted by :func:`load`.
@@ -83,8 +137,12 @@ def list_models() -> List[str]:
     Examples::
 
         >>> list_models()
+        ['synthetic_clip', 'synthetic_swin', 'synthetic_vit']
+        >>> list_models(kind="classifier")
         ['synthetic_swin', 'synthetic_vit']
     """
+    if kind not in (None, "classifier", "clip"):
+        raise ValueError(f"kind must be None, 'classifier' or 'clip', got {kind!r}")
     if not os.path.isdir(_WEIGHTS_DIR):
         return []
     names = {
@@ -92,7 +150,29 @@ def list_models() -> List[str]:
         for f in os.listdir(_WEIGHTS_DIR)
         if f.endswith(".safetensors")
     }
-    return sorted(n for n in names if os.path.exists(_paths(n)[1]))
+    names = {n for n in names if os.path.exists(_paths(n)[1])}
+    if kind is not None:
+        names = {n for n in names if model_kind(n) == kind}
+    return sorted(names)
+
+
+def model_kind(name: str) -> str:
+    r"""The kind of an embedded model: ``"classifier"`` or ``"clip"``.
+
+    Args:
+        name (str): one of :func:`list_models`.
+
+    Returns:
+        str: the ``kind`` recorded in its metadata (``"classifier"`` when
+        none is).
+
+    Examples::
+
+        >>> model_kind("synthetic_clip")
+        'clip'
+    """
+    with open(_paths(name)[1]) as f:
+        return json.load(f).get("kind", "classifier")
 
 
 def _paths(name: str) -> Tuple[str, str]:
@@ -102,11 +182,12 @@ def _paths(name: str) -> Tuple[str, str]:
 
 def load(
     name: str = "synthetic_vit", device: Any = "cpu", dynamic_img_size: bool = False
-) -> ZooModel:
+) -> Union[ZooModel, ZooCLIP]:
     r"""Load an embedded model.
 
     The weights are read with ``safetensors`` and loaded strictly into a
-    freshly built timm model; every call returns a new model.
+    freshly built model (timm for a classifier, ``open_clip.CLIP`` for a
+    vision-language model); every call returns a new model.
 
     Args:
         name (str, optional): one of :func:`list_models`.
@@ -119,12 +200,13 @@ def load(
             sizes (multiples of the patch size; position embeddings are
             interpolated), e.g. 128x128 :class:`~captum_vit.data.SyntheticGrid`
             grids whose cells have the training scale. Same outputs at the
-            training size.
+            training size. Classifiers only.
             Default: False
 
     Returns:
-        ZooModel: ``(model, transform, classes, meta)``, the model in eval
-        mode.
+        ZooModel or ZooCLIP: ``(model, transform, classes, meta)`` for a
+        classifier, ``(model, transform, tokenizer, meta)`` for a CLIP model
+        (:func:`model_kind`), the model in eval mode.
 
     Examples::
 
@@ -135,6 +217,10 @@ def load(
         >>> logits = model(transform(images))
         >>> [classes[i] for i in logits.argmax(-1)][:3]
         ['disk', 'square', 'triangle']
+        >>> clip, transform, tokenizer, meta = zoo.load("synthetic_clip")
+        >>> img = clip.encode_image(transform(images), normalize=True)
+        >>> txt = clip.encode_text(tokenizer(["a red disk"]), normalize=True)
+        >>> similarity = img @ txt.T  # (8, 1) cosine similarities
     """
     from safetensors.torch import load_file
 
@@ -143,6 +229,10 @@ def load(
     weights_path, meta_path = _paths(name)
     with open(meta_path) as f:
         meta = json.load(f)
+    if meta.get("kind", "classifier") == "clip":
+        if dynamic_img_size:
+            raise ValueError(f"{name!r} is a CLIP model: no dynamic_img_size")
+        return _load_clip(weights_path, meta, device)
     config = dict(meta["config"])
     if dynamic_img_size:
         config["dynamic_img_size"] = True
@@ -153,4 +243,18 @@ def load(
     return ZooModel(model, transform, list(meta["classes"]), meta)
 
 
-__all__ = ["Normalize", "ZooModel", "list_models", "load"]
+def _load_clip(weights_path: str, meta: Dict[str, Any], device: Any) -> ZooCLIP:
+    from safetensors.torch import load_file
+
+    config = meta["config"]
+    model = build_clip(config)
+    state = unpack_token_embedding(
+        load_file(weights_path), config["text_cfg"]["vocab_size"]
+    )
+    model.load_state_dict(state, strict=True)
+    model = model.to(device).eval()
+    transform = Normalize(meta["mean"], meta["std"]).to(device)
+    return ZooCLIP(model, transform, clip_tokenizer(config), meta)
+
+
+__all__ = ["Normalize", "ZooCLIP", "ZooModel", "list_models", "load", "model_kind"]

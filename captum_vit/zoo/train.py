@@ -16,20 +16,29 @@ class-token ViT, the fraction of the last block's class-token attention that
 lands on the target object is recorded next to the object's area fraction.
 """
 
-import argparse
-import json
-import math
-import os
-import time
-from typing import Any, Dict, Optional, Sequence, Union
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
 from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
 from ._build import SWIN, VIT, build_model, last_layer_cls_attention
+from ._training import (
+    eval_seed,
+    held_out_record,
+    parse_arguments,
+    save,
+    train_cycles,
+    train_from_args,
+    training_record,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._build import ZooClassifier
 
 #: Architecture of ``synthetic_vit``.
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -77,7 +86,7 @@ _normalise = Normalize(MEAN, STD)
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: ZooClassifier,
     n: int = 1000,
     seed: int = 1,
     batch_size: int = 250,
@@ -112,26 +121,29 @@ def evaluate(
         >>> evaluate(zm.model, n=200)["accuracy"] >= 0.95
         True
     """
+    from timm.models.vision_transformer import VisionTransformer
+
     model.eval()
+    # no class token (Swin): accuracy only
+    vit = model if isinstance(model, VisionTransformer) else None
     images, labels, masks, _ = SyntheticObjects(n, seed=seed, split=split).tensors()
-    patch = model.patch_embed.patch_size[0]
     correct, on_obj, area, on_patch, patch_frac = 0, 0.0, 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
         x = _normalise(images[start : start + batch_size])
         y = labels[start : start + batch_size]
         m = masks[start : start + batch_size].float()[:, None]
         correct += (model(x).argmax(-1) == y).sum().item()
-        if not hasattr(model, "blocks"):  # no class token (Swin): accuracy only
+        if vit is None:
             continue
-        attn = last_layer_cls_attention(model, x)
+        attn = last_layer_cls_attention(vit, x)
         attn = attn / attn.sum(-1, keepdim=True)
-        cover = F.avg_pool2d(m, patch).flatten(1)
+        cover = F.avg_pool2d(m, vit.patch_embed.patch_size[0]).flatten(1)
         touch = (cover > 0).float()
         on_obj += (attn * cover).sum().item()
         area += cover.mean(-1).sum().item()
         on_patch += (attn * touch).sum().item()
         patch_frac += touch.mean(-1).sum().item()
-    if not hasattr(model, "blocks"):
+    if vit is None:
         return {"accuracy": correct / n}
     return {
         "accuracy": correct / n,
@@ -155,7 +167,7 @@ def train(
     config: Optional[Dict[str, Any]] = None,
     init_state: Optional[Dict[str, torch.Tensor]] = None,
     start_cycle: int = 0,
-) -> torch.nn.Module:
+) -> ZooClassifier:
     r"""Train a ViT on fresh synthetic images.
 
     Training runs one or more cycles (warm restarts): each cycle builds a
@@ -194,166 +206,66 @@ def train(
             Default: 0
 
     Returns:
-        torch.nn.Module: the trained model, in eval mode.
+        timm.models.vision_transformer.VisionTransformer (or the
+        ``SwinTransformer`` of ``config``): the trained model, in
+        eval mode.
 
     Examples::
 
         >>> model = train(seed=0, steps=10)
         >>> model = train(seed=0, steps=[2500, 1000])  # two cycles
     """
-    steps = [int(steps)] if isinstance(steps, int) else [int(v) for v in steps]
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            config = config or DEFAULT_CONFIG
-            model = build_model(config)
-            if init_state is not None:
-                model.load_state_dict(init_state, strict=True)
-            data = SyntheticObjects(
-                sum(steps) * batch_size,
-                seed=seed,
-                split="train",
-                image_size=config["img_size"],
-            )
-            for cycle in range(start_cycle, len(steps)):
-                first = sum(steps[:cycle]) * batch_size
-                part = Subset(data, range(first, first + steps[cycle] * batch_size))
-                _train_cycle(
-                    model,
-                    part,
-                    seed + 1000 * cycle,
-                    steps[cycle],
-                    batch_size,
-                    lr,
-                    weight_decay,
-                    warmup,
-                    workers,
-                    log_every,
-                    val_seed=seed + 10_000,
-                )
-            return model.eval()
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _train_cycle(
-    model: torch.nn.Module,
-    data: Subset,
-    order_seed: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    warmup: int,
-    workers: int,
-    log_every: int,
-    val_seed: int,
-) -> None:
-    loader = DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(order_seed),
-        persistent_workers=False,
-    )
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n]
-    no_decay = [
-        p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n)
-    ]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
+    config = config or DEFAULT_CONFIG
+    return train_cycles(
+        functools.partial(build_model, config),
+        lambda n: SyntheticObjects(
+            n, seed=seed, split="train", image_size=config["img_size"]
+        ),
+        _classification_loss,
+        seed,
+        steps,
+        batch_size,
+        lr,
+        weight_decay,
+        warmup,
+        threads=threads,
+        workers=workers,
+        log_every=log_every,
+        init_state=init_state,
+        start_cycle=start_cycle,
+        validate=lambda model: _validate(model, seed + 10_000),
     )
 
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    model.train()
-    running, t0 = 0.0, time.time()
-    for step, batch in enumerate(loader):
-        logits = model(_normalise(batch.image))
-        loss = F.cross_entropy(logits, batch.label)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
-        if log_every and (step + 1) % log_every == 0:
-            msg = f"step {step + 1}/{steps} loss {running:.4f}"
-            if (step + 1) % (5 * log_every) == 0:
-                acc = evaluate(model, n=256, seed=val_seed, split="val")
-                msg += f" val acc {acc['accuracy']:.3f}"
-                model.train()
-            print(f"{msg} ({time.time() - t0:.0f} s)", flush=True)
+def _classification_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    """Cross-entropy of a batch (a :class:`Sample` of stacked tensors: its
+    ``label`` field is a tensor, not the ``int`` of one sample)."""
+    return F.cross_entropy(model(_normalise(batch.image)), batch.label)
 
 
-def main(argv: Optional[list] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "weights")
+def _validate(model: ZooClassifier, seed: int) -> str:
+    acc = evaluate(model, n=256, seed=seed, split="val")
+    return f"val acc {acc['accuracy']:.3f}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The command line: train, evaluate, write the weights and metadata
+    (``--arch vit``: :data:`DEFAULT_CONFIG`, ``synthetic_vit``; ``--arch
+    swin``: :data:`SWIN_CONFIG`, ``synthetic_swin``)."""
+    args = parse_arguments(
+        argv,
+        __doc__.split("\n\n")[0],
+        None,
+        [2500],
+        64,
+        1.5e-3,
+        architectures=list(ARCHITECTURES),
     )
-    parser.add_argument(
-        "--arch",
-        choices=sorted(ARCHITECTURES),
-        default="vit",
-        help="vit: DEFAULT_CONFIG (synthetic_vit); swin: SWIN_CONFIG (synthetic_swin)",
-    )
-    parser.add_argument("--name", default=None, help="default: synthetic_<arch>")
-    parser.add_argument(
-        "--steps", type=int, nargs="+", default=[2500], help="steps of each cycle"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--eval-n", type=int, default=1000)
-    parser.add_argument("--eval-seed", type=int, default=None, help="default: seed + 1")
-    parser.add_argument(
-        "--resume",
-        default=None,
-        help="safetensors weights written by the cycles before --start-cycle",
-    )
-    parser.add_argument("--start-cycle", type=int, default=0)
-    parser.add_argument(
-        "--prior-seconds",
-        type=float,
-        default=0.0,
-        help="wall time of the resumed cycles, added to the recorded time",
-    )
-    args = parser.parse_args(argv)
     config = ARCHITECTURES[args.arch]
     name = args.name or f"synthetic_{args.arch}"
-
-    from safetensors.torch import load_file, save_file
-
-    init_state = None if args.resume is None else load_file(args.resume)
-
-    t0 = time.time()
-    model = train(
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        threads=args.threads,
-        workers=args.workers,
-        init_state=init_state,
-        start_cycle=args.start_cycle,
-        config=config,
-    )
-    train_seconds = time.time() - t0 + args.prior_seconds
-    eval_seed = args.seed + 1 if args.eval_seed is None else args.eval_seed
-    metrics = evaluate(model, n=args.eval_n, seed=eval_seed)
+    model, seconds = train_from_args(functools.partial(train, config=config), args)
+    metrics = evaluate(model, n=args.eval_n, seed=eval_seed(args))
+    script = f"python -m captum_vit.zoo.train --arch {args.arch}"
     meta = {
         "name": name,
         "config": config,
@@ -361,34 +273,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         "mean": list(MEAN),
         "std": list(STD),
         "input_range": [0.0, 1.0],
-        "training": {
-            "script": f"python -m captum_vit.zoo.train --arch {args.arch}",
-            "seed": args.seed,
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "threads": args.threads,
-            "workers": args.workers,
-            "seconds": round(train_seconds, 1),
-            "start_cycle": args.start_cycle,
-            "torch": torch.__version__,
-        },
-        "held_out": {
-            "dataset": "SyntheticObjects",
-            "split": "test",
-            "seed": eval_seed,
-            "n": args.eval_n,
-            **{k: round(v, 4) for k, v in metrics.items()},
-        },
+        "training": training_record(args, script, seconds),
+        "held_out": held_out_record(args, "SyntheticObjects", metrics),
     }
-    os.makedirs(args.out, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(args.out, f"{name}.safetensors"))
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    print(json.dumps(meta["held_out"], indent=2))
-    print(f"trained in {train_seconds:.0f} s")
+    save(model.state_dict(), meta, args.out, name)
     return meta
 
 

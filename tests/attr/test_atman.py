@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import captum_vit as cv
 from tests.models import images, timm_vit
 from tests.naive import forward
+from tests.tolerance import assert_close_to_scale
 
 TARGET = torch.tensor([0, 3])
 
@@ -60,7 +61,7 @@ def test_equals_naive_loop(model, kappa, batch_size):
         model, conceptual_suppression_threshold=kappa, internal_batch_size=batch_size
     )
     got = method.attribute(x, target=TARGET, output="tokens").reshape(2, -1)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(got, expected, 1e-3)
     assert expected.abs().max() > 1e-2  # the test is not vacuous
 
 
@@ -88,7 +89,7 @@ def test_other_families_and_progress(model, capsys):
     got = cv.ATMAN(hf_vit_from_timm(model), show_progress=True).attribute(
         x, target=2, output="tokens"
     )
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(got, expected, 1e-3)
     assert "ATMAN" in capsys.readouterr().err
 
 

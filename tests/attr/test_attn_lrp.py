@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import captum_vit as cv
 from captum_vit.attr._lrp import AttnLRPRules, lrp_context
 from tests.models import hf_vit_from_timm, images, timm_vit
+from tests.tolerance import assert_close_to_scale
 
 
 class _IdentityRule(torch.autograd.Function):
@@ -146,7 +147,7 @@ def test_batch_and_hf_agree():
     target = torch.tensor([4, 0, 2, 1])
     batched = cv.AttnLRP(model).attribute(x, target=target, output="tokens")
     single = cv.AttnLRP(model).attribute(x[1:2], target=target[1:2], output="tokens")
-    torch.testing.assert_close(single[0], batched[1], rtol=1e-5, atol=1e-7)
+    assert_close_to_scale(single, batched[1:2], 1e-4)
     hf = cv.AttnLRP(hf_vit_from_timm(model, "eager")).attribute(
         x, target=target, output="tokens"
     )

@@ -9,6 +9,7 @@ import captum_vit as cv
 from tests import naive
 from tests.attr.test_tam import integrated_last_gradient
 from tests.models import images, timm_vit
+from tests.tolerance import assert_close_to_scale
 
 TARGET = torch.tensor([1, 4, 0])
 
@@ -82,14 +83,14 @@ def test_matches_naive(model, x, mode, start_layer, steps):
     expected = naive_bi(model, x, TARGET, mode, start_layer, steps)
     method = cv.BeyondIntuition(model, mode=mode, start_layer=start_layer, steps=steps)
     got = method.attribute(x, target=TARGET, output="tokens")
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+    assert_close_to_scale(got, expected, 1e-4)
 
 
 def test_token_mode_start_layer_one(model, x):
     expected = naive_bi(model, x, TARGET, "token", 1, 2)
     method = cv.BeyondIntuition(model, start_layer=1, steps=2)
     got = method.attribute(x, target=TARGET, output="tokens")
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+    assert_close_to_scale(got, expected, 1e-4)
 
 
 def test_defaults(model):

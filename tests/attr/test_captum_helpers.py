@@ -23,6 +23,7 @@ from tests.models import (
     timm_vit,
     torchvision_vit_from_timm,
 )
+from tests.tolerance import assert_close_to_scale
 
 TARGET = torch.tensor([0, 3])
 
@@ -91,7 +92,7 @@ def test_feature_ablation_and_occlusion_equal_naive(model, x):
     for attr in (fa, occ):
         assert attr.shape == x.shape
         tokens = cv.to_tokens(attr, model, reduce="mean")
-        torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
+        assert_close_to_scale(tokens, expected, 1e-3)
 
 
 def _sampler(cls, f):
@@ -166,7 +167,7 @@ def test_vit_gradcam_equals_naive(model, x, layer, relu, to_input):
     got = cv.ViTGradCam(
         model, layer=layer, attribute_to_layer_input=to_input, relu_attributions=relu
     ).attribute(x, target=TARGET, output="tokens")
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(got, expected, 1e-4)
     assert expected.abs().max() > 0
 
 
@@ -184,6 +185,6 @@ def test_vit_gradcam_other_grid_and_prefix_tokens():
     out = feats["o"]
     (g,) = torch.autograd.grad(logits.gather(1, TARGET[:, None]).sum(), out)
     cam = F.relu((g[:, 3:].mean(1, keepdim=True) * out[:, 3:].detach()).sum(-1))
-    torch.testing.assert_close(got, cam.reshape(2, 6, 4), rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(got, cam.reshape(2, 6, 4), 1e-4)
     assert cam.abs().max() > 0
     assert "vit_gradcam" in cv.attr.list_methods()

@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 import captum_vit as cv
 from captum_vit.adapters import get as get_adapter
-from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
+from tests.models import (
+    hf_beit_from_timm,
+    hf_vit_from_timm,
+    images,
+    timm_beit,
+    timm_vit,
+    torchvision_vit_from_timm,
+)
 
 TARGET = torch.tensor([0, 3, 1, 4])
 THREADS = 4
@@ -73,6 +80,8 @@ def _model(family: str = "timm") -> nn.Module:
         "timm": lambda: base,
         "hf": lambda: hf_vit_from_timm(base),
         "torchvision": lambda: torchvision_vit_from_timm(base),
+        "timm_beit": timm_beit,
+        "hf_beit": lambda: hf_beit_from_timm(timm_beit()),
     }[family]().double()
     get_adapter(model).blocks()[0].register_forward_hook(_yield)
     return model
@@ -193,7 +202,9 @@ def test_one_thread_raises_others_succeed(x):
     assert_same_state(before, model)
 
 
-@pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
+@pytest.mark.parametrize(
+    "family", ["timm", "hf", "torchvision", "timm_beit", "hf_beit"]
+)
 def test_plain_forward_beside_explanations(family, x):
     model = _model(family)
     forward = cv.forward_func(model)

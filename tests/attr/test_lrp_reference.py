@@ -1,6 +1,6 @@
 """LRP methods against the outputs of Chefer et al.'s own code.
 
-The reference (``../shared/reference``, see its README) holds the authors'
+The reference (``tests/attr/data/chefer``, see its README) holds the authors'
 outputs on a tiny timm ViT in float32 and float64. Tolerances are the ones
 its README suggests, on the per-image ``max|ours - ref| / max|ref|``. The
 model keeps timm's default fused attention.
@@ -8,58 +8,15 @@ model keeps timm's default fused attention.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import captum_vit as cv
-
-REF = Path(__file__).parents[2] / ".." / "shared" / "reference"
-needs_reference = pytest.mark.skipif(
-    not (REF / "README.md").exists(),
-    reason=f"reference data of Chefer et al.'s code not found at {REF.resolve()}",
-)
-
-
-@cache
-def reference():
-    """(model, x, ref32, ref64, targets) of the reference folder."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    cfg = json.loads((REF / "config.json").read_text())
-    model = VisionTransformer(**cfg["timm_kwargs"]).eval()
-    state = torch.load(REF / "tiny_vit_state.pt", weights_only=True)
-    model.load_state_dict(state)
-    x = torch.from_numpy(np.load(REF / "inputs.npz")["x"])
-    ref32 = dict(np.load(REF / "chefer_reference.npz"))
-    ref64 = dict(np.load(REF / "chefer_reference_f64.npz"))
-    targets = {
-        "argmax": torch.from_numpy(ref32["target_argmax"]),
-        "5": torch.from_numpy(ref32["target_5"]),
-    }
-    return model, x, ref32, ref64, targets
-
-
-def model_in(dtype):
-    model, x, *_ = reference()
-    m = type(model)(**json.loads((REF / "config.json").read_text())["timm_kwargs"])
-    m.load_state_dict(model.state_dict())
-    return m.to(dtype).eval(), x.to(dtype)
-
-
-def rel_err(ours, expected):
-    """Per-image max|ours - ref| / max|ref|."""
-    ours = np.asarray(ours, dtype=np.float64).reshape(len(expected), -1)
-    expected = np.asarray(expected, dtype=np.float64).reshape(len(expected), -1)
-    return np.abs(ours - expected).max(1) / np.abs(expected).max(1)
+from tests.attr.reference import model_in, reference, rel_err
 
 
 # ------------------------------------------------------------------ full LRP
-@needs_reference
 @pytest.mark.parametrize(
     "rules,key,target",
     [("chefer2021", "full_lrp", "argmax"), ("original", "full_lrp_orig", "5")],
@@ -75,7 +32,6 @@ def test_full_lrp_float64(rules, key, target):
     assert err.max() < 1e-6, err
 
 
-@needs_reference
 def test_full_lrp_float32():
     _, _, ref32, _, targets = reference()
     model, x = model_in(torch.float32)
@@ -89,7 +45,6 @@ def test_full_lrp_float32():
 
 
 # --------------------------------------------------------------- partial LRP
-@needs_reference
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_partial_lrp_and_last_layer(dtype):
     _, _, ref32, ref64, targets = reference()

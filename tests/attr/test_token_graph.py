@@ -1,6 +1,7 @@
 """The token graph's pieces by hand, and a plain ViT through the graph path
 giving exactly today's maps (the dense formulas of the methods before the
-graph, in float64)."""
+graph, in float64), attention-pooled models included: their graph's pooling
+row is the pooling attention the traced forward recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import captum_vit as cv
 from captum_vit.adapters import patch_merge_2x2, window_index
 from captum_vit.attr._graph import MixingTracer, compose, pool_row, through_layer
 from captum_vit.attr.attention_flow import max_flows_to_inputs
+from tests.clip_models import hf_siglip, open_clip_attnpool
 from tests.models import (
     hf_vit_from_timm,
     images,
@@ -89,6 +91,10 @@ PLAIN = {
     "timm_distilled": lambda: timm_vit(distilled=True).double(),
     "hf": lambda: hf_vit_from_timm(timm_vit()).double(),
     "torchvision": lambda: torchvision_vit_from_timm(timm_vit()).double(),
+    # attention pooling: the pooling row is recorded per sample
+    "timm_map": lambda: timm_vit(global_pool="map").double(),
+    "siglip": lambda: hf_siglip().double(),
+    "open_clip_attnpool": lambda: open_clip_attnpool().double(),
 }
 TARGET = torch.tensor([0, 3, 1])
 
@@ -98,24 +104,34 @@ def _rel(a, b):
 
 
 def _dense(model, x):
-    """Today's inputs: the tracer's attention list and its target gradients."""
+    """Today's inputs: the tracer's attention list and its target gradients,
+    and the pooling row (per sample) of an attention-pooled model."""
     adapter = cv.adapters.get(model)
     method = cv.GenericAttention(model)
     tracer, _, _, grads = method._trace(x, TARGET, (), grad=True)
-    return adapter, [a.detach() for a in tracer.attention_list()], grads
+    attns = [a.detach() for a in tracer.attention_list()]
+    return adapter, attns, grads, tracer.pool_row()
 
 
-def _row(adapter, matrix):
-    w = adapter.pool_weights(matrix.shape[-1], dtype=matrix.dtype)
-    return torch.einsum("n,bnm->bm", w, matrix)[:, adapter.num_prefix_tokens :]
+def _pool(adapter, pool, N):
+    """The pooling row of each of the 3 samples ``(3, N)``."""
+    if pool is not None:
+        return pool
+    return adapter.pool_weights(N, dtype=torch.float64).expand(3, N)
+
+
+def _row(adapter, matrix, pool=None):
+    w = _pool(adapter, pool, matrix.shape[-1])
+    return torch.einsum("bn,bnm->bm", w, matrix)[:, adapter.num_prefix_tokens :]
 
 
 @pytest.mark.parametrize("family", list(PLAIN))
 def test_plain_vit_through_the_graph_gives_todays_maps(family):
     model = PLAIN[family]()
     x = images(3).double()
-    adapter, attns, grads = _dense(model, x)
+    adapter, attns, grads, pool = _dense(model, x)
     assert adapter.plain and adapter.token_graph((32, 32)).plain
+    assert (pool is None) == (adapter.pooling != "attention")
     N = attns[0].shape[-1]
     eye = torch.eye(N, dtype=torch.float64)
 
@@ -131,35 +147,38 @@ def test_plain_vit_through_the_graph_gives_todays_maps(family):
             h = op(a, dim=1) + eye
             h = h / h.sum(-1, keepdim=True)
             J = h if J is None else h @ J
-        check(cv.AttentionRollout(model, head_fusion=fusion), _row(adapter, J))
+        check(cv.AttentionRollout(model, head_fusion=fusion), _row(adapter, J, pool))
     # RawAttention
-    check(cv.RawAttention(model, layer=0), _row(adapter, attns[0].mean(1)))
+    check(cv.RawAttention(model, layer=0), _row(adapter, attns[0].mean(1), pool))
     # GenericAttention (R <- R + cam R)
     R = eye.expand(3, N, N)
     for a, g in zip(attns, grads):
         R = R + (g * a).clamp(min=0).mean(1) @ R
-    check(cv.GenericAttention(model), _row(adapter, R))
+    check(cv.GenericAttention(model), _row(adapter, R, pool))
     # GradSAM, both queries
     total = sum((a * g.clamp(min=0)).mean(1) for a, g in zip(attns, grads)) / len(attns)
-    check(cv.GradSAM(model), _row(adapter, total))
+    check(cv.GradSAM(model), _row(adapter, total, pool))
     npre = adapter.num_prefix_tokens
     check(cv.GradSAM(model, query="all"), total.mean(1)[:, npre:])
     # AttentionFlow: the dense network of today
     caps = cv.AttentionFlow(model).capacities(attns).numpy()
-    w = adapter.pool_weights(N, dtype=torch.float64).numpy()
-    flows = np.stack([max_flows_to_inputs(c, w, 1e-12)[0] for c in caps])
+    w = _pool(adapter, pool, N).numpy()
+    flows = np.stack([max_flows_to_inputs(c, wb, 1e-12)[0] for c, wb in zip(caps, w)])
     flows = flows / flows.sum(1, keepdims=True)
     check(cv.AttentionFlow(model, rtol=1e-12), torch.from_numpy(flows[:, npre:]))
 
 
-def test_transformer_lrp_combination_is_todays():
+@pytest.mark.parametrize("family", ["timm", "timm_map"])
+def test_transformer_lrp_combination_is_todays(family):
     """TransformerLRP's product over the graph equals today's dense
-    ``(cam + I)`` product of the same relevances and gradients."""
+    ``(cam + I)`` product of the same relevances and gradients, read with
+    the pooling row (recorded for attention pooling)."""
     from captum_vit.attr._lrp import RuleSet, relevance_pass
 
-    model = timm_vit().double()
+    model = PLAIN[family]()
     x = images(3).double()
     adapter = cv.adapters.get(model)
+    pool = cv.GenericAttention(model)._trace(x, TARGET, ())[0].pool_row()
     L = adapter.num_layers
     _, _, rel, grads = relevance_pass(
         adapter, RuleSet(), x, TARGET, (), False, range(L), True
@@ -172,7 +191,7 @@ def test_transformer_lrp_combination_is_todays():
         )
         J = M if J is None else M @ J
     got = cv.TransformerLRP(model).attribute(x, target=TARGET, output="tokens")
-    assert _rel(got.flatten(1), _row(adapter, J)) < 1e-12
+    assert _rel(got.flatten(1), _row(adapter, J, pool)) < 1e-12
 
 
 # ------------------------------------------------------ memory of rollout

@@ -10,6 +10,7 @@ from torchvision import transforms
 
 import captum_vit as cv
 from tests.models import images, timm_vit
+from tests.tolerance import assert_close_to_scale
 
 
 def naive_complete_linkage(dist, threshold):
@@ -86,11 +87,11 @@ def test_equals_naive_per_image(threshold, layer):
     )
     got = method.attribute(x, target=target)
     assert got.shape == x.shape
-    torch.testing.assert_close(got[:, 0], expected, rtol=1e-4, atol=1e-6)
+    assert_close_to_scale(got[:, 0], expected, 1e-3)
     assert 1 < K < model.embed_dim  # the clustering merged some masks
     tokens = method.attribute(x, target=target, output="tokens")
     pooled = expected.reshape(2, 4, 8, 4, 8).mean((2, 4))
-    torch.testing.assert_close(tokens, pooled, rtol=1e-4, atol=1e-6)
+    assert_close_to_scale(tokens, pooled, 1e-3)
 
 
 def test_seeded_and_threshold_changes_masks():

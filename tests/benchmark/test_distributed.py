@@ -59,8 +59,14 @@ def test_torchrun_two_processes_prints_the_single_process_table(
 
     assert "| raw_attention |" in table(single)
     assert table(dist) == table(single)
-    assert dist.count("| rollout |") == 1  # printed by rank 0 only
-    for name in ("table.md", "table.csv", "per_sample.csv"):
+    assert dist.count("| rollout |") == 2  # table and leaderboard, by rank 0 only
+    for name in (
+        "table.md",
+        "table.csv",
+        "per_sample.csv",
+        "leaderboard.md",
+        "leaderboard.csv",
+    ):
         one = (tmp_path / "one" / name).read_bytes()
         two = (tmp_path / "two" / name).read_bytes()
         assert one == two, name

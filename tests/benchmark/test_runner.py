@@ -57,7 +57,12 @@ def test_save_writes_table_and_one_bar_chart_per_column(tmp_path):
     files = _result().save(str(tmp_path))
     assert (tmp_path / "table.md").read_text() == _result().to_markdown()
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["x.png", "y.png"]
+    board = sorted(p.name for p in (tmp_path / "leaderboard").iterdir())
+    assert board == ["heatmap.png", "ranks.png"]
     assert files["csv"].endswith("table.csv")
+    assert (tmp_path / "leaderboard.md").read_text() == (
+        _result().leaderboard().to_markdown()
+    )
 
 
 def test_metric_registry():

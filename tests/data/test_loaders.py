@@ -12,11 +12,14 @@ from torch.utils.data import DataLoader
 
 from captum_vit.data import (
     CIFAR10,
+    IMAGENET_S_IGNORE,
     ClassificationSample,
     COVIDQUEx,
     ImageNetFolder,
+    ImageNetS,
     ImageNetSegmentation,
     Sample,
+    decode_imagenet_s,
 )
 
 
@@ -218,3 +221,107 @@ def test_covid_qu_ex(tmp_path):
         COVIDQUEx(str(root), split="Test")
     with pytest.raises(ValueError):
         COVIDQUEx(str(root), mask="ribs")
+
+
+# ImageNet-S: masks as RGB PNG, class id = R + 256 * G ------------------------
+
+
+def _imagenet_s_png(ids):
+    """The published encoding: R = id % 256, G = id // 256, B = 0."""
+    rgb = np.zeros(ids.shape + (3,), dtype=np.uint8)
+    rgb[..., 0] = ids % 256
+    rgb[..., 1] = ids // 256
+    return rgb
+
+
+@pytest.fixture
+def imagenet_s_dir(tmp_path):
+    # 300 classes as in ImageNetS300, of which the test holds three folders;
+    # ids above 255 exercise the green channel.
+    rng = np.random.default_rng(0)
+    categories = [f"n{10000000 + 7 * k:08d}" for k in range(300)]
+    root = tmp_path / "ImageNetS300"
+    truth = {}
+    for wnid, shape in [(categories[4], (12, 16)), (categories[299], (10, 10))]:
+        cid = categories.index(wnid) + 1
+        for i in range(2):
+            name = f"ILSVRC2012_val_{cid:05d}{i}"
+            os.makedirs(root / "validation" / wnid, exist_ok=True)
+            os.makedirs(root / "validation-segmentation" / wnid, exist_ok=True)
+            image = _rgb(rng, *shape)
+            Image.fromarray(image).save(root / "validation" / wnid / f"{name}.png")
+            ids = np.zeros(shape, dtype=np.int64)
+            ids[2:6, 3:9] = cid
+            ids[0, :] = IMAGENET_S_IGNORE  # boundary pixels left out
+            ids[-1, -1] = 17  # another class elsewhere in the image
+            Image.fromarray(_imagenet_s_png(ids)).save(
+                root / "validation-segmentation" / wnid / f"{name}.png"
+            )
+            truth[(wnid, i)] = (image, ids, cid)
+    return root, categories, truth
+
+
+def test_decode_imagenet_s_red_plus_256_green():
+    ids = np.array([[0, 1, 255], [256, 919, IMAGENET_S_IGNORE]])
+    rgb = _imagenet_s_png(ids)
+    assert rgb[1, 2].tolist() == [232, 3, 0]  # 1000 = 232 + 3 * 256
+    assert np.array_equal(decode_imagenet_s(rgb), ids)
+    rgba = np.concatenate([rgb, np.full(ids.shape + (1,), 255, np.uint8)], -1)
+    assert np.array_equal(decode_imagenet_s(rgba), ids)
+    with pytest.raises(ValueError):
+        decode_imagenet_s(np.zeros((2, 2), dtype=np.uint8))
+
+
+def test_imagenet_s(imagenet_s_dir):
+    root, categories, truth = imagenet_s_dir
+    ds = ImageNetS(str(root), categories=categories)
+    assert len(ds) == 4 and ds.classes == sorted(categories)
+    wnid = categories[299]
+    s = ds[2]
+    image, ids, cid = truth[(wnid, 0)]
+    assert cid == 300 and isinstance(s, Sample) and s.label == 299
+    assert ds.classes[s.label] == wnid
+    assert torch.equal(s.image, torch.from_numpy(image).permute(2, 0, 1) / 255)
+    # the mask is the image's own class: not "other", not ignored, not class 17
+    assert torch.equal(s.mask, torch.from_numpy(ids == 300))
+    assert s.box.tolist() == [3.0, 2.0, 9.0, 6.0]
+    assert torch.equal(ds.segmentation(2), torch.from_numpy(ids))
+    assert ds[0].label == 4 and ds[0].mask.sum() == 24
+
+    # a model's own indices; resizing keeps image, mask and ids aligned
+    mapping = {w: 1000 + i for i, w in enumerate(categories)}
+    sized = ImageNetS(str(root), categories=categories, class_to_idx=mapping, size=20)
+    s = sized[2]
+    assert s.label == 1299 and s.image.shape == (3, 20, 20)
+    assert s.mask.shape == (20, 20) and s.box.tolist() == [6.0, 4.0, 18.0, 12.0]
+    seg = sized.segmentation(2)
+    assert seg.dtype == torch.int64 and seg.shape == (20, 20)
+    assert set(seg.unique().tolist()) == {0, 17, 300, IMAGENET_S_IGNORE}
+    assert torch.equal(s.mask, seg == 300)
+    batch = next(iter(DataLoader(sized, batch_size=4)))
+    assert batch.image.shape == (4, 3, 20, 20) and batch.label.tolist() == [
+        1004,
+        1004,
+        1299,
+        1299,
+    ]
+
+
+def test_imagenet_s_default_categories_and_errors(imagenet_s_dir):
+    root, categories, _ = imagenet_s_dir
+    # without the category list, ids count the folders present: here the
+    # second folder would be id 2, so its class-300 pixels are no mask
+    ds = ImageNetS(str(root))
+    assert ds.classes == sorted([categories[4], categories[299]])
+    assert ds[2].label == 1 and not ds[2].mask.any()
+    with pytest.raises(KeyError):
+        ImageNetS(str(root), categories=categories[:10])
+    with pytest.raises(KeyError):
+        ImageNetS(str(root), categories=categories, class_to_idx={})
+    with pytest.raises(ValueError):
+        ImageNetS(str(root), split="test")
+    with pytest.raises(FileNotFoundError):
+        ImageNetS(str(root), split="train-semi")
+    os.remove(next((root / "validation" / categories[4]).iterdir()))
+    with pytest.raises(FileNotFoundError):
+        ImageNetS(str(root), categories=categories)

@@ -41,6 +41,9 @@ def make_visualizer(**kwargs) -> AttributionVisualizer:
         max_upload_pixels=1024 * 1024,
     )
     defaults.update(kwargs)
+    for key in ("max_upload_bytes", "max_upload_pixels"):
+        if defaults[key] is None:  # the visualiser's own default
+            del defaults[key]
     return AttributionVisualizer(**defaults)
 
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from captum_vit.attr import list_methods
-from captum_vit.insights import METRICS, AttributionVisualizer
+from captum_vit.insights import AttributionVisualizer
+from captum_vit.insights._scores import PAGE_METRICS as METRICS
 
 from .conftest import CLASS_NAMES, make_visualizer, png_bytes
 
@@ -82,7 +83,7 @@ def test_predict_top_k(client, vis):
     preds = data["predictions"]
     assert len(preds) == 5 and data["label"] == 1
     with torch.no_grad():
-        x = vis._model_input(vis.image("d1")[0])
+        x = vis.model_input("d1")
         probs = vis.models[0](x).softmax(-1)[0]
     assert preds[0]["index"] == int(probs.argmax())
     assert preds[0]["score"] == pytest.approx(float(probs.max()), abs=1e-5)
@@ -180,7 +181,7 @@ def test_scores_job_reports_progress_and_result(client, vis):
     from captum_vit import metrics
     from captum_vit.attr import create_method
 
-    x = vis._model_input(vis.image("d2")[0])
+    x = vis.model_input("d2")
     t = res["target"]
     attr = create_method("rollout", vis.models[0]).attribute(x, target=t)
     direct = metrics.deletion_auc(
@@ -324,7 +325,7 @@ def test_foreign_host_header_is_refused(client):
     assert_error(
         client.get("/api/config", headers={"Host": "evil.example:8050"}),
         400,
-        "loopback",
+        "host names",
     )
     assert (
         client.get("/api/config", headers={"Host": "127.0.0.1:8050"}).status_code == 200
@@ -455,7 +456,7 @@ def test_constructor_accepts_insights_style_and_map_style_datasets():
         features=ImageFeature("Photo", input_transforms=[norm]),
     )
     assert vis.mean == pytest.approx([0.5] * 3) and vis.std == pytest.approx([0.25] * 3)
-    x = vis._model_input(vis.image("d0")[0])
+    x = vis.model_input("d0")
     assert torch.allclose(x[0], norm(tiny_images(3)[0]))
     with pytest.raises(ValueError, match="image_size"):
         make_visualizer(dataset=None)
@@ -470,7 +471,7 @@ def test_serve_binds_loopback_by_default_and_stops():
     vis = make_visualizer()
     port = vis.serve(port=0, blocking=False, quiet=True)
     try:
-        assert vis._server.socket.getsockname()[0] == "127.0.0.1"
+        assert vis._server.socket_name()[0] == "127.0.0.1"
         assert vis.url == f"http://127.0.0.1:{port}/"
         with pytest.raises(RuntimeError, match="already serving"):
             vis.serve(port=0, blocking=False)

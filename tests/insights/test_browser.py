@@ -90,6 +90,21 @@ def test_pick_image_explain_two_methods_in_chromium(browser, live, tmp_path):
     assert "target" in rows[0].get_attribute("class")
     assert "class 3" in d.find_element(By.ID, "true-label").text
 
+    # the fast methods are ticked when the page opens, never ATMAN or flow
+    ticked = [
+        cb.get_attribute("value")
+        for cb in d.find_elements(
+            By.CSS_SELECTOR, "#methods .method > input[type=checkbox]"
+        )
+        if cb.is_selected()
+    ]
+    assert ticked == ["grad_sam", "rollout"]
+    # integer fields carry their bounds
+    steps = d.find_element(By.ID, "param-tam-steps")
+    assert (steps.get_attribute("min"), steps.get_attribute("max")) == ("1", "100")
+    status = d.find_element(By.ID, "status").text
+    assert status == "sample 3 (class 3): ready", status
+
     # choose exactly two methods, one with a parameter, and a target class
     for cb in d.find_elements(
         By.CSS_SELECTOR, "#methods .method > input[type=checkbox]"
@@ -128,6 +143,9 @@ def test_pick_image_explain_two_methods_in_chromium(browser, live, tmp_path):
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr"))
     assert len(d.find_elements(By.CSS_SELECTOR, "#scores-table tbody tr")) == 2
     assert d.find_element(By.ID, "job-progress").get_attribute("value") == "1"
+    assert (
+        d.find_element(By.ID, "job-message").text == "finished (10/10 steps)"
+    )  # 2 x (1 + 4)
     assert not d.find_element(By.ID, "job").get_attribute("hidden")
 
     d.execute_script("window.scrollTo(0, 0)")
@@ -154,6 +172,10 @@ def test_upload_in_chromium(browser, live, tmp_path):
     assert "/api/images/u" in d.find_element(By.ID, "selected-image").get_attribute(
         "src"
     )
+    # the status line names the file, not the server's internal id
+    wait.until(lambda d: "ready" in d.find_element(By.ID, "status").text)
+    status = d.find_element(By.ID, "status").text
+    assert status == 'uploaded image "upload.png": ready', status
     # a corrupt file: the page shows the server's message, nothing breaks
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")

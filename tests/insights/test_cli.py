@@ -82,3 +82,30 @@ def test_command_serves_the_default_model_and_benchmark():
         stderr = proc.stderr.read()
         proc.stderr.close()
     assert "Traceback" not in stderr, stderr
+
+
+def test_insights_flags_reach_the_visualiser_and_the_server(monkeypatch):
+    import captum_vit.insights as insights_pkg
+
+    seen = {}
+
+    class FakeVis:
+        def serve(self, **kwargs):
+            seen["serve"] = kwargs
+
+    def fake_default(**kwargs):
+        seen["vis"] = kwargs
+        return FakeVis()
+
+    monkeypatch.setattr(insights_pkg, "default_visualizer", fake_default)
+    argv = ["insights", "--host", "0.0.0.0", "--max-upload-mb", "32"]
+    argv += ["--allowed-host", "lab.lan", "--allowed-host", "10.0.0.5"]
+    argv += ["--time-budget", "5", "--port", "0"]
+    args = build_parser().parse_args(argv)
+    assert insights(args) == 0
+    assert seen["vis"]["max_upload_bytes"] == 32 * 1024 * 1024
+    assert seen["vis"]["time_budget"] == 5.0
+    assert seen["serve"]["host"] == "0.0.0.0"
+    assert seen["serve"]["allowed_hosts"] == ["lab.lan", "10.0.0.5"]
+    defaults = build_parser().parse_args(["insights"])
+    assert defaults.max_upload_mb == 20.0 and defaults.allowed_host is None

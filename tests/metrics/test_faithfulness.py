@@ -11,6 +11,7 @@ from captum_vit.metrics import (
     sensitivity_n,
 )
 from tests.metrics._metric_models import RegionModel, SumModel
+from tests.tolerance import assert_close_to_scale
 
 
 def _sum_model():
@@ -117,7 +118,7 @@ def test_perturbation_test_reproduces_chefer_protocol(mode):
     assert torch.equal(res.curve, ref)
     x_axis = [0.0] + steps
     expected = np.trapezoid(ref.numpy(), x_axis, axis=1)
-    np.testing.assert_allclose(res.auc.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(res.auc.numpy(), expected, rtol=1e-5)
     assert res.fractions.tolist() == pytest.approx(x_axis)
     # predicted class: the 0% point is 1 by definition
     pred = perturbation_test(model, x, grid, mode=mode, mean=[0.5] * 3, std=[0.5] * 3)
@@ -203,7 +204,7 @@ def test_faithfulness_correlation_seeded_and_batch_independent():
     full = faithfulness_correlation(model, x, a, **kw)
     assert torch.equal(full, faithfulness_correlation(model, x, a, **kw))
     alone = faithfulness_correlation(model, x[1:2], a[1:2], **kw)
-    assert torch.allclose(full[1:2], alone)
+    assert_close_to_scale(full[1:2], alone, 1e-4)
     g = torch.Generator().manual_seed(7)
     assert torch.equal(
         full,
@@ -291,7 +292,8 @@ def test_progress_bar_and_predicted_target(capsys):
         internal_batch_size=2,
     )
     assert "deletion" in capsys.readouterr().err
-    assert torch.allclose(quiet.curve, loud.curve)
+    assert_close_to_scale(quiet.curve, loud.curve, 1e-5)
     explicit = deletion_auc(model, x, a, target=pred, n_steps=4, apply_softmax=False)
     assert torch.equal(quiet.curve, explicit.curve)
-    assert torch.allclose(quiet.curve[:, 0], model(x).gather(1, pred[:, None])[:, 0])
+    first = model(x).gather(1, pred[:, None])[:, 0]
+    assert_close_to_scale(quiet.curve[:, 0], first, 1e-5)

@@ -30,6 +30,7 @@ from captum_vit.metrics import (
     faithfulness_correlation,
     pointing_game,
 )
+from tests.tolerance import assert_close_to_scale
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "quantus_reference.npz")
 
@@ -78,7 +79,7 @@ def test_faithfulness_correlation_matches_quantus_with_fixed_subsets(ref):
         baseline=0.0,
         apply_softmax=False,
     )
-    np.testing.assert_allclose(ours.numpy(), ref["faith"], rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(ours, ref["faith"], 1e-4)
 
 
 def test_pixel_flipping_equals_deletion_curve(ref):
@@ -86,12 +87,10 @@ def test_pixel_flipping_equals_deletion_curve(ref):
         ref["model"], ref["x"], ref["a"], target=ref["y"], baseline=0.0, step_size=4
     )
     # Quantus' curve omits the unperturbed point; ours starts with it.
-    np.testing.assert_allclose(
-        res.curve[:, 1:].numpy(), ref["pixel_flipping"], rtol=1e-5, atol=1e-7
-    )
+    assert_close_to_scale(res.curve[:, 1:], ref["pixel_flipping"], 1e-4)
     # Quantus' AUC: trapezoid with dx=1 over those points (ours: over fractions).
     quantus_style = np.trapezoid(res.curve[:, 1:].double().numpy(), dx=1.0, axis=1)
-    np.testing.assert_allclose(quantus_style, ref["pixel_flipping_auc"], rtol=1e-5)
+    np.testing.assert_allclose(quantus_style, ref["pixel_flipping_auc"], rtol=1e-4)
 
 
 def test_region_perturbation_equals_patch_deletion(ref):
@@ -105,4 +104,4 @@ def test_region_perturbation_equals_patch_deletion(ref):
         step_size=1,
     )
     deltas = res.curve[:, :1] - res.curve[:, 1:]
-    np.testing.assert_allclose(deltas.numpy(), ref["region"], rtol=1e-4, atol=1e-6)
+    assert_close_to_scale(deltas, ref["region"], 1e-4)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ... import adapters
 from ...adapters import Tracer
+from ._surrogate import check_shapley_model
 
 
 class ShapleyExplainer(nn.Module):
@@ -38,24 +39,27 @@ class ShapleyExplainer(nn.Module):
         num_mlp_layers: int = 3,
     ) -> None:
         super().__init__()
-        adapter = adapters.get(model)
+        adapter = check_shapley_model(adapters.get(model))
         self.backbone = adapter.model
-        dim = adapter.head_parts().classifiers[0].in_features
-        num_classes = adapter.num_classes if num_classes is None else num_classes
-        hidden_dim = 2 * dim if hidden_dim is None else hidden_dim
+        # one token's width (the last attention's output projection); heads
+        # that concatenate the class token and the patch mean (DINOv2) or
+        # project into an embedding (CLIP) are not read
+        dim = adapter.block_parts(adapter.num_layers - 1).proj.weight.shape[0]
+        classes = adapter.num_classes if num_classes is None else int(num_classes)
+        hidden = 2 * dim if hidden_dim is None else int(hidden_dim)
         if num_mlp_layers < 1:
             raise ValueError(f"num_mlp_layers must be >= 1, got {num_mlp_layers}")
         layers: List[nn.Module] = []
         width = dim
         for _ in range(num_mlp_layers - 1):
-            layers += [nn.Linear(width, hidden_dim), nn.GELU()]
-            width = hidden_dim
-        layers.append(nn.Linear(width, num_classes))
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        layers.append(nn.Linear(width, classes))
         self.head = nn.Sequential(*layers)
         #: the head's configuration, saved by :meth:`ViTShapley.save`
         self.config = {
-            "num_classes": int(num_classes),
-            "hidden_dim": int(hidden_dim),
+            "num_classes": classes,
+            "hidden_dim": hidden,
             "num_mlp_layers": int(num_mlp_layers),
         }
 

@@ -25,16 +25,24 @@ class MaskTracer(Tracer):
         patch_weights (Tensor, optional): ``(B, N)`` pooling weights of an
             average-pooled model (zero on prefix and held-out tokens), or
             None for class-token models. Default: None
+        num_prefix_tokens (int, optional): class, distillation and register
+            tokens in front of the patches; a pooling that reads none of the
+            patches (the class-token half of DINOv2's head) is left as is.
+            Default: 0
     """
 
     def __init__(
-        self, keep_tokens: Tensor, patch_weights: Optional[Tensor] = None
+        self,
+        keep_tokens: Tensor,
+        patch_weights: Optional[Tensor] = None,
+        num_prefix_tokens: int = 0,
     ) -> None:
         super().__init__(keep_attention=False, score_hook=self._hook)
         N = keep_tokens.shape[-1]
         eye = torch.eye(N, dtype=torch.bool, device=keep_tokens.device)
         self.allowed = (keep_tokens[:, None, :] | eye)[:, None]  # (B, 1, N, N)
         self.patch_weights = patch_weights
+        self.num_prefix_tokens = num_prefix_tokens
         self.trace_ends = patch_weights is not None
 
     def _hook(self, layer: int, scores: Tensor) -> Tensor:
@@ -64,6 +72,8 @@ class MaskTracer(Tracer):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
 
     def pool(self, x: Tensor, weights: Tensor) -> Tensor:
-        if self.patch_weights is None:  # pragma: no cover - trace_ends is off
+        """The patch mean over the kept patches only; a class-token read
+        (weights zero on every patch, DINOv2's first half) is unchanged."""
+        if self.patch_weights is None or not weights[self.num_prefix_tokens :].any():
             return super().pool(x, weights)
         return torch.einsum("bn,bnd->bd", self.patch_weights.to(x.dtype), x)

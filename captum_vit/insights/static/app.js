@@ -1,7 +1,14 @@
 // captum_vit insights: the page. Plain JavaScript, no build step.
 "use strict";
 
-const state = { config: null, image: null, model: 0, target: null, job: null };
+const state = { config: null, image: null, imageTitle: "", model: 0, target: null, job: null,
+                prompts: null };
+
+// The prompts of a vision-language model, sent with every request.
+function withPrompts(body) {
+  if (state.config && state.config.text) body.prompts = state.prompts;
+  return body;
+}
 
 function $(id) { return document.getElementById(id); }
 
@@ -45,6 +52,8 @@ function paramInput(method, p) {
     input = el("input", { id, type: "checkbox", checked: !!p.default });
   } else if (p.type === "int" || p.type === "float") {
     input = el("input", { id, type: "number", step: p.type === "int" ? "1" : "any" });
+    if (p.min !== undefined) input.min = String(p.min);
+    if (p.max !== undefined) input.max = String(p.max);
     input.value = p.default === null ? "" : String(p.default);
     if (p.nullable) input.placeholder = "none";
   } else {
@@ -58,9 +67,11 @@ function paramInput(method, p) {
 function buildMethods() {
   const box = $("methods");
   box.replaceChildren();
-  state.config.methods.forEach((m, i) => {
+  const preselected = new Set(state.config.preselected || []);
+  state.config.methods.forEach((m) => {
     const cb = el("input", { type: "checkbox", id: `method-${m.name}`, value: m.name,
-                              checked: i < 2 && m.available, disabled: !m.available });
+                              checked: preselected.has(m.name) && m.available,
+                              disabled: !m.available });
     const label = el("label", { htmlFor: cb.id, title: m.doc || m.reason },
                      [` ${m.title} `, el("code", { textContent: m.name })]);
     const div = el("div", { className: "method" }, [cb, label]);
@@ -102,13 +113,15 @@ async function loadSamples() {
     const img = el("img", { className: "sample", src: `/api/images/${s.id}.png`,
                             alt: s.label_name || s.id, title: `${s.id}: ${s.label_name || ""}` });
     img.dataset.image = s.id;
-    img.addEventListener("click", () => selectImage(s.id));
+    const title = s.label_name ? `sample ${s.id.slice(1)} (${s.label_name})` : `sample ${s.id.slice(1)}`;
+    img.addEventListener("click", () => selectImage(s.id, title));
     box.append(img);
   }
 }
 
-async function selectImage(id) {
+async function selectImage(id, title) {
   state.image = id;
+  state.imageTitle = title;
   for (const img of document.querySelectorAll(".sample")) {
     img.classList.toggle("selected", img.dataset.image === id);
   }
@@ -124,7 +137,7 @@ async function selectImage(id) {
 async function predict() {
   setStatus("predicting…");
   try {
-    const data = await api("/api/predict", { image: state.image, model: state.model });
+    const data = await api("/api/predict", withPrompts({ image: state.image, model: state.model }));
     $("true-label").textContent = data.label_name ? `true class: ${data.label_name}` : "";
     const body = $("predictions").querySelector("tbody");
     body.replaceChildren();
@@ -137,7 +150,7 @@ async function predict() {
     }
     setTarget(data.predictions[0].index);
     for (const b of ["explain-btn", "scores-btn", "attention-btn"]) $(b).disabled = false;
-    setStatus(`image ${state.image} ready`);
+    setStatus(`${state.imageTitle}: ready`);
   } catch (e) {
     setStatus(`prediction failed: ${e.message}`, true);
   }
@@ -159,7 +172,7 @@ async function upload(file) {
     const resp = await fetch("/api/upload", { method: "POST", body: form });
     const data = await resp.json();
     if (!resp.ok) throw new Error(data.message);
-    await selectImage(data.image);
+    await selectImage(data.image, `uploaded image "${file.name}"`);
   } catch (e) {
     setStatus(`upload refused: ${e.message}`, true);
   }
@@ -173,8 +186,8 @@ async function explain() {
   btn.disabled = true;
   setStatus(`explaining with ${methods.length} method(s)…`);
   try {
-    const data = await api("/api/explain", {
-      image: state.image, model: state.model, target: state.target, methods });
+    const data = await api("/api/explain", withPrompts({
+      image: state.image, model: state.model, target: state.target, methods }));
     const box = $("overlays");
     box.replaceChildren();
     for (const o of data.overlays) {
@@ -185,7 +198,7 @@ async function explain() {
       fig.dataset.method = o.method;
       box.append(fig);
     }
-    setStatus(`explained class "${data.target_name}"`);
+    setStatus(`explained ${state.config.text ? "prompt" : "class"} "${data.target_name}"`);
   } catch (e) {
     setStatus(`explanation failed: ${e.message}`, true);
   } finally {
@@ -194,13 +207,32 @@ async function explain() {
 }
 
 // ------------------------------------------------------------------- scores
+function cancelJob(id, keepalive) {
+  if (!id) return;
+  fetch(`/api/jobs/${id}`, { method: "DELETE", keepalive: !!keepalive }).catch(() => {});
+}
+
+// What the progress line says about a job.
+function jobLabel(job) {
+  const count = `${job.done}/${job.total} steps`;
+  switch (job.state) {
+    case "queued": return "waiting for a free model…";
+    case "running": return `${job.message} (${count})`;
+    case "done": return `finished (${count})`;
+    case "cancelled": return `cancelled (${count})`;
+    default: return `failed: ${job.error}`;
+  }
+}
+
 async function scores() {
   const methods = selectedMethods();
   if (!methods.length) { setStatus("choose at least one method", true); return; }
+  cancelJob(state.job);
+  state.job = null;
   try {
-    const job = await api("/api/scores", {
+    const job = await api("/api/scores", withPrompts({
       image: state.image, model: state.model, target: state.target, methods,
-      n_steps: Number($("n-steps").value) });
+      n_steps: Number($("n-steps").value) }));
     state.job = job.id;
     $("job").hidden = false;
     $("scores").replaceChildren();
@@ -217,9 +249,12 @@ async function pollJob(id) {
     setStatus(`job lost: ${e.message}`, true); return;
   }
   $("job-progress").value = job.progress;
-  $("job-message").textContent = `${job.state}: ${job.message} (${job.done}/${job.total})`;
+  $("job-message").textContent = jobLabel(job);
   if (job.state === "done") { showScores(job.result); setStatus("scores ready"); return; }
-  if (job.state === "error") { setStatus(`scores failed: ${job.error}`, true); return; }
+  if (job.state === "error" || job.state === "cancelled") {
+    setStatus(`scores ${job.state === "error" ? "failed" : "cancelled"}: ${job.error}`, true);
+    return;
+  }
   setTimeout(() => pollJob(id), 300);
 }
 
@@ -244,7 +279,8 @@ function showScores(result) {
   }
   table.append(body);
   $("scores").replaceChildren(
-    el("div", { textContent: `class "${result.target_name}"` }), table);
+    el("div", { textContent: `${state.config.text ? "prompt" : "class"} "${result.target_name}"` }),
+    table);
 }
 
 // ---------------------------------------------------------------- attention
@@ -264,6 +300,27 @@ async function attention() {
   } catch (e) {
     setStatus(`attention failed: ${e.message}`, true);
   }
+}
+
+function fillTargets(names) {
+  const ts = $("target-select");
+  ts.replaceChildren();
+  names.forEach((c, i) => ts.append(
+    el("option", { value: String(i), textContent: `${i}: ${c}` })));
+}
+
+async function usePrompts() {
+  const prompts = $("prompts-input").value.split("\n").map((p) => p.trim()).filter((p) => p);
+  if (!prompts.length) { setStatus("write at least one prompt", true); return; }
+  if (prompts.length > state.config.max_prompts) {
+    setStatus(`at most ${state.config.max_prompts} prompts`, true); return;
+  }
+  state.prompts = prompts;
+  fillTargets(prompts);
+  $("overlays").replaceChildren();
+  $("scores").replaceChildren();
+  if (state.image) await predict();
+  else setStatus(`${prompts.length} prompt(s); pick an image`);
 }
 
 function buildModelControls() {
@@ -293,9 +350,17 @@ async function init() {
     if (state.image) predict();
   });
   const ts = $("target-select");
-  state.config.classes.forEach((c, i) => ts.append(
-    el("option", { value: String(i), textContent: `${i}: ${c}` })));
+  fillTargets(state.config.classes);
   ts.addEventListener("change", () => setTarget(Number(ts.value)));
+  if (state.config.text) {
+    // a vision-language model: the targets are prompts the user writes
+    state.prompts = state.config.classes.slice();
+    $("prompts-box").hidden = false;
+    $("prompts-input").value = state.prompts.join("\n");
+    $("target-label").firstChild.textContent = "Target prompt ";
+    $("predictions").querySelector("th").textContent = "prompt";
+    $("prompts-btn").addEventListener("click", usePrompts);
+  }
   buildModelControls();
   buildMethods();
   $("explain-btn").addEventListener("click", explain);
@@ -304,6 +369,7 @@ async function init() {
   $("upload-input").addEventListener("change", (ev) => {
     if (ev.target.files.length) upload(ev.target.files[0]);
   });
+  window.addEventListener("pagehide", () => cancelJob(state.job, true));
   await loadSamples();
   setStatus("pick an image");
   document.body.dataset.ready = "1";

@@ -1,0 +1,168 @@
+"""Adapter for Hugging Face ``transformers``' ``BeitForImageClassification``.
+
+The same model as timm's ``Beit`` (see :mod:`._timm_beit`): relative position
+bias per layer (``use_relative_position_bias``) and/or shared by all layers
+(``use_shared_relative_position_bias``), optional absolute position embedding,
+layer scale (``layer_scale_init_value``), and the head on the mean of the
+patch tokens followed by the pooler's LayerNorm (``use_mean_pooling``, the
+default) or on the class token after the final LayerNorm.
+
+The explicit forward reproduces ``BeitLayer.forward`` (which adds its own bias
+to the ``attention_mask`` it passes on, the shared one arriving from
+``BeitModel``) and ``BeitAttention.forward`` with any attention
+implementation (``eager``, ``sdpa``): the bias reaches
+:meth:`Tracer.attention` as its additive ``mask``. Images of any size
+divisible by the patch size are accepted, as the model interpolates its
+position embedding and bias tables itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._hf import HFViTAdapter
+from ._parts import (
+    check_divisible,
+    check_positions,
+    hf_embeddings_forward,
+    scale_views,
+)
+
+
+class HFBeitAdapter(HFViTAdapter):
+    """Adapter for ``transformers`` ``BeitForImageClassification``.
+
+    The relative position bias (per layer and/or shared) reaches
+    :meth:`Tracer.attention` as its additive ``mask``; the pooling row is
+    uniform over the patch tokens (``use_mean_pooling``, followed by the
+    pooler's LayerNorm) or the class token. Any image size divisible by the
+    patch size is accepted, as the model interpolates its tables.
+
+    Args:
+        model (torch.nn.Module): a ``BeitForImageClassification`` of
+            ``transformers>=5`` (sdpa or eager attention).
+    """
+
+    family = "transformers BeitForImageClassification (relative position bias)"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return (
+            type(model).__module__.startswith("transformers.")
+            and type(model).__name__ == "BeitForImageClassification"
+        )
+
+    def __init__(self, model: nn.Module) -> None:
+        ViTAdapter.__init__(self, model)
+        self._encoder = model.beit
+        self._heads = [model.classifier]
+        self._prefix = 1
+        self._config = model.config
+        if self._encoder.pooler is None or not all(
+            hasattr(layer.attention, "q_proj") for layer in self._encoder.layers
+        ):
+            raise UnsupportedModelError(
+                "this BEiT is laid out differently; captum_vit supports "
+                "transformers>=5 BeitForImageClassification (layers[i].attention."
+                "q_proj, a pooler)"
+            )
+        self._ls = scale_views(self._encoder.layers, ("lambda_1", "lambda_2"))
+
+    # ------------------------------------------------------------ description
+    @property
+    def pooling(self) -> str:
+        return "avg" if self._encoder.pooler.layernorm is not None else "token"
+
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
+        return ViTAdapter.pool_weights(self, num_tokens, device, dtype)
+
+    def block_parts(self, layer: int) -> BlockParts:
+        parts = super().block_parts(layer)
+        parts.scales = [s for s in self._ls[layer] if s is not None]
+        return parts
+
+    def head_parts(self) -> HeadParts:
+        norm = self._encoder.layernorm
+        return HeadParts(
+            None if isinstance(norm, nn.Identity) else norm,
+            self._heads,
+            fc_norm=self._encoder.pooler.layernorm,
+        )
+
+    def check_image_size(self, image_size: Tuple[int, int]) -> None:
+        check_divisible(image_size, self.patch_size)
+
+    # ----------------------------------------------------------------- tracing
+    def _block_forward(
+        self, layer: int, blk: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        scale1, scale2 = self._ls[layer]
+
+        def forward(
+            hidden_states: Tensor,
+            attention_mask: Optional[Tensor] = None,
+            interpolate_pos_encoding: bool = False,
+            resolution: Optional[Tuple[int, int]] = None,
+            **kwargs: Any,
+        ) -> Tensor:
+            x = tracer.block_input(layer, hidden_states)
+            if blk.relative_position_bias is not None:
+                if resolution is None:  # BeitModel always passes it
+                    raise TypeError("BeitLayer needs the input resolution")
+                height, width = resolution
+                window = (height // blk.patch_size, width // blk.patch_size)
+                bias = blk.relative_position_bias(
+                    window, interpolate_pos_encoding, dim_size=x.shape[1]
+                )
+                if attention_mask is not None:
+                    bias = bias + attention_mask
+                attention_mask = bias
+            if attention_mask is not None:
+                check_positions(
+                    attention_mask.shape[-1], x.shape[1], "relative position bias"
+                )
+            h, _ = blk.attention(
+                tracer.attention_input(layer, blk.layernorm_before(x)),
+                attention_mask=attention_mask,
+                **kwargs,
+            )
+            h = blk.dropout(h)
+            if scale1 is not None:
+                h = scale1(h)
+            x = tracer.residual(layer, 0, x, blk.drop_path(h))
+            h = blk.dropout(blk.mlp(blk.layernorm_after(x)))
+            if scale2 is not None:
+                h = scale2(h)
+            x = tracer.residual(layer, 1, x, blk.drop_path(h))
+            return tracer.block_output(layer, x)
+
+        return forward
+
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        emb = self._encoder.embeddings
+        pooler = self._encoder.pooler
+        adapter = self
+
+        def pooler_forward(hidden_states: Tensor) -> Tensor:
+            # BeitPooler.forward: mean of the patch tokens + LayerNorm, or the
+            # class token, with the pooling routed
+            N = hidden_states.shape[1]
+            w = adapter.pool_weights(N, hidden_states.device, hidden_states.dtype)
+            pooled = tracer.pool(hidden_states, w)
+            return pooled if pooler.layernorm is None else pooler.layernorm(pooled)
+
+        return [
+            (emb, "forward", hf_embeddings_forward(emb, tracer)),
+            (pooler, "forward", pooler_forward),
+        ]

@@ -1,0 +1,220 @@
+"""Pieces shared by the adapters of the BEiT, EVA and DINOv2 families.
+
+Some operations of these models are not modules: timm's BEiT/EVA keep the
+``q``/``v`` biases of the fused ``qkv`` projection apart from the linear layer
+(``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))``) and multiply the
+residual branches by bare layer-scale parameters (``gamma_1 * h``). The LRP
+engine gives its rules to *modules* (those :meth:`ViTAdapter.block_parts`
+lists), so the adapters make these operations small modules of their own,
+:class:`FusedQKV` and :class:`Scale`, which compute exactly what the model
+computes and which their explicit forwards call. They belong to the adapter,
+not to the model (the model is never changed), and hold no parameter of
+their own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import Tracer
+
+__all__ = [
+    "FusedQKV",
+    "Scale",
+    "scale_views",
+    "mlp_parts",
+    "check_positions",
+    "timm_gaps",
+    "GATE_GAP",
+    "check_divisible",
+    "hf_embeddings_forward",
+]
+
+
+class FusedQKV(nn.Module):
+    r"""The fused ``qkv`` projection of timm's BEiT/EVA attention with its
+    separate biases, :math:`y = x W^\top + [b_q, 0, b_v]`, as one linear
+    layer (``weight``, ``bias`` are read from the attention module on every
+    call).
+
+    Args:
+        attention (torch.nn.Module): a timm ``beit.Attention`` or
+            ``eva.EvaAttention`` with a fused ``qkv`` linear.
+    """
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        # a plain attribute (not a submodule): the view owns nothing
+        object.__setattr__(self, "_attention", attention)
+
+    @property
+    def weight(self) -> Tensor:
+        return self._attention.qkv.weight
+
+    @property
+    def bias(self) -> Optional[Tensor]:
+        a = self._attention
+        if a.q_bias is None:
+            return a.qkv.bias
+        return torch.cat((a.q_bias, a.k_bias, a.v_bias))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self._attention
+        if a.q_bias is not None and getattr(a, "qkv_bias_separate", False):
+            return a.qkv(x) + self.bias  # timm: qkv = self.qkv(x); qkv += bias
+        return F.linear(x, self.weight, self.bias)
+
+
+class Scale(nn.Module):
+    """Multiplication of a residual branch by a bare layer-scale parameter
+    (``gamma * x``, timm's BEiT/EVA ``gamma_1``/``gamma_2``, Hugging Face
+    BEiT's ``lambda_1``/``lambda_2``), the same as timm's ``LayerScale``.
+
+    Args:
+        owner (torch.nn.Module): the block that holds the parameter.
+        name (str): the parameter's attribute name on ``owner``.
+    """
+
+    def __init__(self, owner: nn.Module, name: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "_owner", owner)
+        self._name = name
+
+    @property
+    def gamma(self) -> Tensor:
+        return getattr(self._owner, self._name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gamma * x
+
+    def extra_repr(self) -> str:
+        return self._name
+
+
+def scale_views(
+    blocks: Sequence[nn.Module], names: Sequence[str]
+) -> List[List[Optional[Scale]]]:
+    """Per block, a :class:`Scale` for each layer-scale parameter ``names``
+    (None where the block has none: ``None`` in timm, the float ``1.0`` in
+    Hugging Face BEiT). Made once, when the adapter is made, so that every
+    thread and the LRP rules see the same objects."""
+    return [
+        [
+            Scale(b, n) if isinstance(getattr(b, n, None), Tensor) else None
+            for n in names
+        ]
+        for b in blocks
+    ]
+
+
+#: the relevance gap of a gated MLP
+GATE_GAP = (
+    "the gated product of the MLP (SwiGLU: act(x W_g) * (x W_x), an elementwise "
+    "product of two linear branches; AttnLRP gives each factor half of the "
+    "relevance, a rule the rule set does not have yet)"
+)
+
+
+def mlp_parts(mlp: nn.Module) -> Tuple[List[nn.Module], bool]:
+    """``(modules in call order, gated)`` of a timm or Hugging Face MLP.
+
+    Plain MLPs (timm ``Mlp``; Hugging Face ``BeitMLP``, ``Dinov2MLP``) give
+    ``fc1, act, [norm,] fc2``; the SwiGLU variants (timm ``SwiGLU`` and
+    ``GluMlp``, Hugging Face ``Dinov2SwiGLUFFN``) their two input linears (or
+    the packed one), activation, norm and output linear, with ``gated`` set:
+    their elementwise product of two branches has no LRP rule (see
+    :data:`GATE_GAP`).
+
+    Raises:
+        TypeError: an MLP of another layout.
+    """
+    names = [
+        ("fc1_g", "fc1_x", "act", "norm", "fc2"),  # timm SwiGLU
+        ("gate_proj", "up_proj", "act_fn", "down_proj"),  # HF Dinov2SwiGLUFFN
+        ("fc1", "act", "norm", "fc2"),  # timm Mlp / GluMlp
+        ("fc1", "activation_fn", "fc2"),  # HF BeitMLP / Dinov2MLP
+    ]
+    for layout in names:
+        if all(hasattr(mlp, n) for n in layout if n != "norm"):
+            parts = [getattr(mlp, n, None) for n in layout]
+            gated = layout[0] != "fc1" or hasattr(mlp, "chunk_dim")  # GluMlp
+            return [p for p in parts if isinstance(p, nn.Module)], gated
+    raise TypeError(f"unknown MLP layout {type(mlp).__name__}")
+
+
+def check_positions(expected: int, got: int, what: str) -> None:
+    """Raise ``NotImplementedError`` when a position-dependent term made for
+    ``expected`` tokens meets a sequence of ``got`` tokens (a method that
+    drops tokens mid-forward, such as EViT's pruning or TIS's sampling)."""
+    if expected != got:
+        raise NotImplementedError(
+            f"the {what} is defined for the model's {expected} tokens but the "
+            f"attention sees {got}: a method that drops tokens (EViT, TIS) would have "
+            "to say which positions it kept, which it does not yet"
+        )
+
+
+def _real(module: Optional[nn.Module]) -> bool:
+    return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
+
+
+def timm_gaps(model: nn.Module) -> List[str]:
+    """The relevance gaps (:meth:`ViTAdapter.relevance_gaps`) of a timm ViT,
+    BEiT or EVA: a gated (SwiGLU) MLP, norms inside the attention
+    (``qk_norm``, ``scale_attn_norm``/``scale_attn_inner``) and the norm
+    before the first block (``norm_pre``), which the explicit forward
+    computes but no block part lists."""
+    gaps = []
+    if any(mlp_parts(b.mlp)[1] for b in model.blocks):
+        gaps.append(GATE_GAP)
+    attns = [b.attn for b in model.blocks]
+    if any(
+        _real(getattr(a, n, None)) for a in attns for n in ("q_norm", "k_norm", "norm")
+    ):
+        gaps.append("the norms inside the attention (qk_norm, scale_attn_norm)")
+    if _real(getattr(model, "norm_pre", None)):
+        gaps.append("the norm before the first block (norm_pre)")
+    return gaps
+
+
+def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:
+    """Raise ``ValueError`` unless the image tiles into whole patches."""
+    (h, w), (ph, pw) = image_size, patch_size
+    if h < ph or w < pw or h % ph or w % pw:
+        raise ValueError(
+            f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; "
+            "crop or resize the images"
+        )
+
+
+def hf_embeddings_forward(
+    emb: nn.Module, tracer: Tracer, registers: int = 0
+) -> Callable[..., Tensor]:
+    """``BeitEmbeddings.forward`` / ``Dinov2(WithRegisters)Embeddings.forward``
+    of ``transformers`` with the positional sum routed through
+    :meth:`Tracer.embed_add`: the class token joined, the position table
+    (resized by the model's own ``interpolate_pos_encoding``) added, then the
+    ``registers`` register tokens inserted after the class token."""
+
+    def forward(
+        pixel_values: Tensor, bool_masked_pos: Optional[Tensor] = None
+    ) -> Tensor:
+        if bool_masked_pos is not None:
+            raise NotImplementedError(
+                "bool_masked_pos is not supported by this explanation method"
+            )
+        B, _, height, width = pixel_values.shape
+        x = emb.patch_embeddings(pixel_values)
+        x = torch.cat((emb.cls_token.expand(B, -1, -1), x), dim=1)
+        if emb.position_embeddings is not None:
+            x = tracer.embed_add(x, emb.interpolate_pos_encoding(x, height, width))
+        if registers:
+            reg = emb.register_tokens.expand(B, -1, -1)
+            x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
+        return emb.dropout(x)
+
+    return forward
