@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
+from ._parts import mlp_parts
 from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward, pair
 
 
@@ -116,7 +117,7 @@ class TimmSwinAdapter(SwinAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._blocks[layer]
-        mlp = [blk.mlp.fc1, blk.mlp.act, blk.mlp.norm, blk.mlp.fc2]
+        mlp, _ = mlp_parts(blk.mlp)
         return BlockParts(
             blk,
             blk.attn,
