@@ -86,9 +86,12 @@ def _check_methods(names: Optional[List[str]]) -> None:
         )
 
 
-def _expand_methods(names: Optional[List[str]]) -> Optional[List[str]]:
+def _expand_methods(
+    names: Optional[List[str]], model: Optional[torch.nn.Module] = None
+) -> Optional[List[str]]:
     """``all`` and fnmatch patterns (``*lrp*``) -> the registered names they
-    match, in registry order; other names are kept as given."""
+    match (that apply to ``model``, if given), in registry order; other names
+    are kept as given."""
     from .attr import list_methods
 
     if names is None:
@@ -96,7 +99,7 @@ def _expand_methods(names: Optional[List[str]]) -> Optional[List[str]]:
     out: List[str] = []
     for name in names:
         if name == "all" or any(c in name for c in "*?["):
-            matched = list_methods("*" if name == "all" else name)
+            matched = list_methods("*" if name == "all" else name, model=model)
             if not matched:
                 raise UsageError(
                     f"no method matches {name!r}; available: "
@@ -164,7 +167,8 @@ def explain(args: argparse.Namespace) -> int:
     from .data import SyntheticObjects
     from .viz import is_signed, method_grid
 
-    methods = _expand_methods(_split([args.methods] if args.methods else None))
+    requested = _split([args.methods] if args.methods else None)
+    methods = _expand_methods(requested)
     _check_methods(methods)
     if args.text is not None:
         if not [t for t in args.text if t.strip()]:
@@ -175,6 +179,7 @@ def explain(args: argparse.Namespace) -> int:
             )
     pictures = _read_images(args.images) if args.images else None
     lm = _load_model(args)
+    methods = _expand_methods(requested, lm.model)  # patterns: what applies
     if args.text is not None or lm.tokenizer is not None:
         return _explain_text(args, lm, methods, pictures)
     num_classes = len(lm.classes)
@@ -200,7 +205,7 @@ def explain(args: argparse.Namespace) -> int:
     images = lm.transform(raw)
     if pictures is None:
         shown = images
-    methods = methods or default_methods()
+    methods = methods or default_methods(lm.model)
     res = explain_images(lm, images, methods, args.target, masks)
     probs = res["logits"].softmax(-1)
     out = Path(args.out)
@@ -333,7 +338,7 @@ def _explain_text(
         raw = torch.stack([s.image for s in samples])
         sources = [f"synthetic scene {i}: {s.caption}" for i, s in enumerate(samples)]
     images = lm.transform(raw)
-    methods = methods or default_methods(text=True)
+    methods = methods or default_methods(lm.model, text=True)
     res = explain_prompts(lm, images, prompts, methods)
     P = len(prompts)
     probs = res["logits"].softmax(-1)
@@ -435,7 +440,8 @@ def benchmark(args: argparse.Namespace) -> int:
     res = run_benchmark(
         lm.model,
         ds,
-        (methods or list_methods()) + [b for b in baselines if b != "none"],
+        (methods or list_methods(model=lm.model))
+        + [b for b in baselines if b != "none"],
         _split(args.metrics),
         lm.mean,
         lm.std,

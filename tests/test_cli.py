@@ -58,6 +58,18 @@ def test_explain_without_arguments_uses_the_embedded_model(tmp_path, capsys):
     assert set(hits) <= {0.0, 1.0}
 
 
+def test_explain_synthetic_swin_with_the_methods_that_apply(tmp_path):
+    """``--model synthetic_swin`` without ``--methods``: the default methods
+    that apply to a windowed, hierarchical model."""
+    out = tmp_path / "swin"
+    argv = ["explain", "--model", "synthetic_swin", "--out", str(out)]
+    assert main([*argv, "--samples", "2"]) == 0
+    expected = ["raw_attention", "rollout", "grad_sam", "generic_attention"]
+    expected.append("transformer_lrp")
+    summary = _check_explain_outputs(out, 2, expected, with_mask=True)
+    assert "embedded model 'synthetic_swin' (6 blocks" in summary["model"]
+
+
 def test_explain_timm_state_dict_checkpoint_on_image_files(tmp_path):
     model = _timm_tiny()
     ckpt = tmp_path / "tiny_vit.pth"  # timm-style: the state_dict under a key

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._graph import TokenGraph, plain_graph
 from ._surgery import patching
 
 if TYPE_CHECKING:
@@ -321,7 +322,11 @@ class BlockParts:
     ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
     (Hugging Face). ``mlp`` lists the MLP's modules in call order. ``scales``
     lists elementwise per-channel scalings on the residual branches (timm's
-    ``LayerScale``), empty where the model has none.
+    ``LayerScale``), empty where the model has none. ``attention_norms``
+    lists normalisations inside the attention, applied to queries and keys
+    (Swin v2's cosine attention), empty where there is none. ``post_norm`` is True
+    for residual post-norm blocks (Swin v2: ``x + norm1(attn(x))``), where
+    ``norm1``/``norm2`` follow the attention/MLP instead of preceding them.
     """
 
     def __init__(
@@ -334,6 +339,8 @@ class BlockParts:
         proj: nn.Module,
         mlp: Sequence[nn.Module],
         scales: Sequence[nn.Module] = (),
+        post_norm: bool = False,
+        attention_norms: Sequence[nn.Module] = (),
     ) -> None:
         self.block = block
         self.attention = attention
@@ -343,6 +350,8 @@ class BlockParts:
         self.proj = proj
         self.mlp = list(mlp)
         self.scales = list(scales)
+        self.post_norm = post_norm
+        self.attention_norms = list(attention_norms)
 
 
 class EmbeddingParts:
@@ -460,6 +469,12 @@ class ViTAdapter:
         """The final norm, pooled-vector norm and classifier(s)."""
         raise NotImplementedError
 
+    def between_parts(self) -> List[nn.Module]:
+        """Modules that run between blocks, in call order: the norm and the
+        linear reduction of each patch merging of a hierarchical model (Swin);
+        empty for a plain ViT."""
+        return []
+
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
@@ -490,10 +505,43 @@ class ViTAdapter:
 
     @property
     def num_heads(self) -> int:
+        """Attention heads of the first layer (see :meth:`layer_heads`)."""
         raise NotImplementedError
 
+    def layer_heads(self, layer: int) -> int:
+        """Attention heads of ``layer`` (hierarchical models have more heads
+        in later stages)."""
+        return self.num_heads
+
+    @property
+    def plain(self) -> bool:
+        """Whether every input size gives a plain :class:`TokenGraph`: one
+        token set, one dense attention over all of it in every layer (ViT,
+        DeiT). False for windowed or hierarchical models (Swin)."""
+        return True
+
+    def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
+        """The :class:`~captum_vit.adapters.TokenGraph` of the model for
+        images of ``image_size``: the stages, each layer's windows, the merges
+        and the pooling row that methods compose (``docs/token_graph.rst``).
+
+        The default is the plain graph: one stage of the prefix tokens and
+        the patch grid, dense attention in every layer, the pooling row
+        :meth:`pool_weights` (None for attention pooling, whose row a traced
+        forward records: :meth:`Tracer.pool_row`,
+        :meth:`TokenGraph.with_pool`).
+        """
+        gh, gw = self.grid_size((int(image_size[0]), int(image_size[1])))
+        grid = (int(gh), int(gw))
+        npre = self.num_prefix_tokens
+        N = npre + grid[0] * grid[1]
+        pool = None if self.pooling == "attention" else self.pool_weights(N)
+        return plain_graph(grid, npre, self.num_layers, pool)
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``."""
+        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``
+        (for hierarchical models, the first stage's grid: that of the patch
+        embedding)."""
         raise NotImplementedError
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:

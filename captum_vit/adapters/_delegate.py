@@ -25,6 +25,7 @@ from ._base import (
     Tracer,
     ViTAdapter,
 )
+from ._graph import TokenGraph
 from ._surgery import patching
 
 __all__ = ["DelegatingAdapter"]
@@ -107,6 +108,19 @@ class DelegatingAdapter(ViTAdapter):
             ),
             pooler=h.pooler,
         )
+
+    def layer_heads(self, layer: int) -> int:
+        return self.inner.layer_heads(layer)
+
+    def between_parts(self) -> List[nn.Module]:
+        return self.inner.between_parts()
+
+    @property
+    def plain(self) -> bool:
+        return self.inner.plain
+
+    def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
+        return self.inner.token_graph(image_size)
 
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         return self.inner.grid_size(image_size)

@@ -30,7 +30,7 @@ from .. import adapters
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import TokenGraph, Tracer, ViTAdapter
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
 
@@ -98,6 +98,16 @@ class ViTAttribution(Attribution):
     #: how ``output="tokens"`` pools a pixel-native map onto the patch grid:
     #: ``"sum"`` or ``"mean"`` over the channels and pixels of each patch
     _token_reduce: str = "sum"
+    #: whether the method is defined on every token graph (windowed,
+    #: hierarchical models such as Swin) or only on plain ViTs
+    _any_graph: bool = False
+    #: why a plain-only method does not apply to a windowed or hierarchical
+    #: model (the end of the error message)
+    _plain_only: str = (
+        "it is defined on plain Vision Transformers, whose every layer attends "
+        "over one set of tokens; this model attends within windows and merges "
+        "tokens between stages"
+    )
     #: whether the method drops tokens from the sequence mid-forward (EViT's
     #: pruning, TIS's sampling): models whose attention depends on token
     #: positions (relative position bias, RoPE) then refuse it
@@ -106,6 +116,13 @@ class ViTAttribution(Attribution):
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
         self.model = self.adapter.model
+        if not (self._any_graph or self.adapter.plain):
+            raise adapters.UnsupportedModelError(
+                f"{type(self).__name__} does not apply to "
+                f"{type(self.model).__name__}: {self._plain_only}. "
+                "captum_vit.attr.list_methods(model=model) lists the methods that "
+                "do (those written over the token graph, docs/token_graph.rst)."
+            )
         self.interpolate_mode = interpolate_mode
         super().__init__(self.adapter.forward)
 
@@ -331,6 +348,21 @@ class ViTAttribution(Attribution):
                 score = logits.gather(1, target[:, None]).sum()
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
+
+    def _graph(self, inputs: Tensor, tracer: Optional[Tracer] = None) -> TokenGraph:
+        """The model's token graph for the size of ``inputs``.
+
+        On an attention-pooled model (:attr:`ViTAdapter.pooling`
+        ``"attention"``) the graph's pooling row is the one ``tracer``
+        recorded in the forward of ``inputs``
+        (:meth:`~captum_vit.adapters.Tracer.pool_row`, one row per sample):
+        the row :meth:`_patch_row` and :meth:`_pool_rows` read. Without a
+        tracer that recorded one, such a graph has no pooling row yet
+        (``pool`` None).
+        """
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        graph = self.adapter.token_graph(size)
+        return graph.with_pool(None if tracer is None else tracer.pool_row())
 
     def _patch_row(self, matrix: Tensor, tracer: Optional[Tracer] = None) -> Tensor:
         """Read the explained row of token maps ``(B, N, N)`` at patch columns.

@@ -262,8 +262,11 @@ def _module_rules(
         for m in parts.qkv:
             bind("linear", m)
         bind("linear", parts.proj)
-        for m in list(parts.mlp) + list(getattr(parts, "scales", [])):
+        norms = list(getattr(parts, "attention_norms", []))  # Swin v2's cosine
+        for m in list(parts.mlp) + list(getattr(parts, "scales", [])) + norms:
             by_type(m)
+    for m in adapter.between_parts():  # Swin's patch merging
+        by_type(m)
     emb = adapter.embedding_parts()
     bind("patch_conv", emb.patch)
     by_type(emb.norm)
@@ -360,4 +363,5 @@ class _PixelLRPAttribution(ViTAttribution):
     _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
+    _any_graph = True  # relevance through windows, shifts and merging
 

@@ -109,6 +109,13 @@ class AGCAM(ViTAttribution):
         >>> attr = cv.AGCAM(model).attribute(torch.randn(1, 3, 224, 224), target=3)
     """
 
+    _plain_only = (
+        "AGCAM sums, over heads and layers, the sigmoid of the explained row of "
+        "each layer's pre-softmax scores over one token set; this model's "
+        "layers score only within windows, over token sets that change at "
+        "every patch merging"
+    )
+
     _needs_grad = True
 
     def __init__(

@@ -113,6 +113,14 @@ class ATMAN(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
+    _plain_only = (
+        "ATMAN suppresses one input token inside the attention of every layer, "
+        "and this model merges 2x2 tokens between stages: after a merging the "
+        "token no longer exists on its own (it is a quarter of a merged token, "
+        "mixed by a linear layer), so suppressing it alone has no definition in "
+        "the later stages (ViTCX or the attention methods explain such models)"
+    )
+
     def __init__(
         self,
         model: nn.Module,

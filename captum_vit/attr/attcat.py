@@ -70,6 +70,13 @@ class AttCAT(ViTAttribution):
         >>> attr = cv.AttCAT(model).attribute(torch.randn(1, 3, 224, 224), target=3)
     """
 
+    _plain_only = (
+        "AttCAT sums, over the blocks, each token's gradient x activation "
+        "weighted by the attention it receives from every query of one token "
+        "set; this model's blocks work on different token sets (stages joined "
+        "by patch merging) and attend within windows only"
+    )
+
     _needs_grad = True
 
     def __init__(

@@ -107,6 +107,13 @@ class GradECLIP(ViTAttribution):
         >>> maps = cv.GradECLIP(sim).attribute(transform(images), target=1)
     """
 
+    _plain_only = (
+        "Grad-ECLIP weighs the values of the last attention by the cosine of the "
+        "pooled queries with every patch key; this model's attention is "
+        "windowed (a query sees its window's keys only) over a grid made by "
+        "patch merging"
+    )
+
     _needs_grad = True
 
     def __init__(

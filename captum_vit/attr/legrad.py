@@ -102,6 +102,12 @@ class LeGrad(ViTAttribution):
         >>> classifier_maps = cv.LeGrad(vit, start_layer=0).attribute(x, target=3)
     """
 
+    _plain_only = (
+        "LeGrad reads every layer's tokens through the model's head as if the "
+        "layer were the last; this model's earlier stages have other token sets "
+        "and widths (patch merging changes both), which its head cannot take"
+    )
+
     _needs_grad = True
 
     def __init__(

@@ -37,12 +37,15 @@ EXPLAIN_TEXT_METHODS = (
 )
 
 
-def default_methods(text: bool = False) -> List[str]:
+def default_methods(
+    model: Optional[torch.nn.Module] = None, text: bool = False
+) -> List[str]:
     """The registered methods among :data:`EXPLAIN_METHODS` (``text``:
-    :data:`EXPLAIN_TEXT_METHODS`)."""
+    :data:`EXPLAIN_TEXT_METHODS`) that apply to ``model``, if given
+    (:func:`captum_vit.attr.list_methods`)."""
     from ..attr import list_methods
 
-    available = set(list_methods())
+    available = set(list_methods(model=model))
     wanted = EXPLAIN_TEXT_METHODS if text else EXPLAIN_METHODS
     return [m for m in wanted if m in available]
 

@@ -319,6 +319,8 @@ def load_model(
         return _load_clip(spec, img_size, num_classes)
     classifiers = zoo.list_models(kind="classifier")
     if spec is None or (spec in classifiers and not os.path.exists(spec)):
+        from ..attr import describe
+
         name = spec or DEFAULT_MODEL
         zm = zoo.load(name)
         assert isinstance(zm, zoo.ZooModel)  # a classifier: its kind says so
@@ -326,7 +328,7 @@ def load_model(
         if img_size is not None and int(img_size) != size:
             raise ModelLoadError(
                 f"--img-size {img_size}: the embedded model {name!r} takes {size} px "
-                "images (its position embeddings were trained at that size); leave "
+                "images (it was built and trained for that size); leave "
                 "--img-size out (pictures are letterboxed to its size)"
             )
         if num_classes is not None and int(num_classes) != len(zm.classes):
@@ -340,7 +342,7 @@ def load_model(
             zm.meta["mean"],
             zm.meta["std"],
             size,
-            f"embedded model {name!r} ({zm.meta['config']['depth']}"
+            f"embedded model {name!r} ({describe(zm.model).num_layers}"
             f" blocks, trained on the synthetic benchmark)",
             embedded=True,
         )
@@ -427,7 +429,7 @@ def _load_checkpoint(
 
         with open(meta_path) as f:
             meta = json.load(f)
-        vit = _build.build_vit(meta["config"])
+        vit = _build.build_model(meta["config"])
         _load_fitting(vit, state, path, f"(zoo metadata {meta_path})")
         return _finish(
             vit,

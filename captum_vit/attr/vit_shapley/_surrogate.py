@@ -16,7 +16,8 @@ def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
     """Refuse what ViT Shapley does not handle (issue 14): a model explained
     through a function of its output (a similarity: the surrogate and the
     explainer are trained on the model itself), an attention-pooled model
-    (with every patch held out, its pooling attends to nothing)."""
+    (with every patch held out, its pooling attends to nothing), a windowed,
+    hierarchical model (issue 15: Swin)."""
     if isinstance(adapter, adapters.DelegatingAdapter):
         raise NotImplementedError(
             f"ViT Shapley trains its surrogate and explainer on the model itself; "
@@ -27,6 +28,13 @@ def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
         raise NotImplementedError(
             "ViT Shapley holds patches out of every attention; an attention-pooled "
             "model's pooling would attend to nothing for the empty coalition"
+        )
+    if not adapter.plain:
+        raise adapters.UnsupportedModelError(
+            f"ViT Shapley does not apply to {type(adapter.model).__name__}: it holds "
+            "patches out of every attention over one token set; this model "
+            "attends within windows and merges 2x2 tokens between stages, so a "
+            "held-out patch is mixed into a merged token that stays in the game"
         )
     return adapter
 
