@@ -31,14 +31,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from collections import Counter
 from typing import Callable, Dict, Tuple
 
 import torch
-from _timing import interleaved, peak_extra_mib  # benchmarks/_timing.py
+from _timing import (  # benchmarks/_timing.py
+    baseline_fns,
+    fresh_process_env,
+    interleaved,
+    peak_extra_mib,
+)
 
 #: (workload, baseline it is compared with, goal) — issue 17 / issue 18
 GOALS = [
@@ -67,15 +71,7 @@ def workloads(model, x, target) -> Dict[str, Callable[[], object]]:
     import captum_vit as cv
 
     rows = torch.arange(x.shape[0])
-
-    def forward():
-        with torch.no_grad():
-            model(x)
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x)[rows, target].sum().backward()
-        model.zero_grad(set_to_none=True)
+    base = baseline_fns(model, x, target)
 
     def frozen():
         params = [p for p in model.parameters() if p.requires_grad]
@@ -98,8 +94,8 @@ def workloads(model, x, target) -> Dict[str, Callable[[], object]]:
         "GradSAM": cv.GradSAM(model),
     }
     fns: Dict[str, Callable[[], object]] = {
-        "forward": forward,
-        "forward+backward": forward_backward,
+        "forward": base["forward"],
+        "forward+backward": base["forward_backward"],
         "fwd+bwd frozen": frozen,
     }
     for name, method in methods.items():
@@ -154,8 +150,7 @@ def main() -> None:
     if args.only:
         keep = {"forward", "forward+backward", "fwd+bwd frozen", *args.only}
         fns = {k: v for k, v in fns.items() if k in keep}
-    times = interleaved(fns, args.repeats)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = interleaved(fns, args.repeats)
     mem = {}
     for name in fns:
         out = subprocess.run(
@@ -164,6 +159,7 @@ def main() -> None:
             capture_output=True,
             text=True,
             check=True,
+            env=fresh_process_env(),
         )
         mem[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
     print(

@@ -46,7 +46,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import types
@@ -55,7 +54,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from _timing import interleaved, peak_extra_mib  # benchmarks/_timing.py
+from _timing import (  # benchmarks/_timing.py
+    baseline_fns,
+    fresh_process_env,
+    interleaved,
+    peak_extra_mib,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 Workload = Callable[[], object]
@@ -76,20 +80,15 @@ def build(batch: int):
 def ours(model, x, target) -> Dict[str, Workload]:
     import captum_vit as cv
 
-    rows = torch.arange(x.shape[0])
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x)[rows, target].sum().backward()
-        model.zero_grad(set_to_none=True)
-
     methods = {
         "captum_vit AttnLRP": (cv.AttnLRP(model), "input"),
         "captum_vit TransformerLRP": (cv.TransformerLRP(model), "tokens"),
         "captum_vit AttentionRollout": (cv.AttentionRollout(model), "tokens"),
         "captum_vit ViTGradCam": (cv.ViTGradCam(model), "input"),
     }
-    fns: Dict[str, Workload] = {"forward+backward": forward_backward}
+    fns: Dict[str, Workload] = {
+        "forward+backward": baseline_fns(model, x, target)["forward_backward"]
+    }
     for name, (m, out) in methods.items():
         fns[name] = lambda m=m, out=out: m.attribute(x, target=target, output=out)
     return fns
@@ -353,8 +352,7 @@ def main() -> None:
         print(json.dumps({"peak_extra_mib": peak_extra_mib(fns[args.memory])}))
         return
     maps = {name: _as_maps(fn(), args.batch) for name, fn in fns.items()}
-    times = interleaved(fns, args.repeats)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = interleaved(fns, args.repeats)
     mem: Dict[str, float] = {}
     if not args.no_memory:
         passed = ["--batch", str(args.batch), "--threads", str(args.threads)]
@@ -370,6 +368,7 @@ def main() -> None:
                 capture_output=True,
                 text=True,
                 check=True,
+                env=fresh_process_env(),
             )
             last = out.stdout.strip().splitlines()[-1]
             mem[name] = json.loads(last)["peak_extra_mib"]

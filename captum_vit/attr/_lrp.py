@@ -292,11 +292,12 @@ def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _conv_kwargs(m: nn.Module) -> dict:
-    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+    # issue 14: SigLIP's patch convolution says padding="valid" (none)
+    kernel = cast(Tuple[int, ...], m.kernel_size)
+    padding = (0,) * len(kernel) if m.padding == "valid" else m.padding
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(padding, str):
         raise NotImplementedError("only zero-padded convolutions are supported")
-    return dict(
-        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
-    )
+    return dict(stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups)
 
 
 # ------------------------------------------------------------------- tracer
@@ -458,15 +459,20 @@ def _module_rules(
         for m in parts.qkv:
             bind("linear", m)
         bind("linear", parts.proj)
-        for m in list(parts.mlp) + list(getattr(parts, "scales", [])):
+        norms = list(getattr(parts, "attention_norms", []))  # Swin v2's cosine
+        for m in list(parts.mlp) + list(getattr(parts, "scales", [])) + norms:
             by_type(m)
+    for m in adapter.between_parts():  # Swin's patch merging
+        by_type(m)
     emb = adapter.embedding_parts()
     bind("patch_conv", emb.patch)
     by_type(emb.norm)
+    by_type(emb.post_norm)  # issue 14: CLIP's ln_pre
     head = adapter.head_parts()
     by_type(head.norm)
     by_type(head.fc_norm)
-    for m in list(head.pre_logits) + list(head.classifiers):
+    # issue 14: the modules of an attention-pooling head, by role
+    for m in list(head.pooler) + list(head.pre_logits) + list(head.classifiers):
         by_type(m)
     return out
 
@@ -612,6 +618,7 @@ class _PixelLRPAttribution(ViTAttribution):
     _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
+    _any_graph = True  # relevance through windows, shifts and merging
 
     #: the rule set, chosen by the subclass's constructor
     rules: RuleSet

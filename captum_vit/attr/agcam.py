@@ -109,6 +109,13 @@ class AGCAM(ViTAttribution):
         >>> attr = cv.AGCAM(model).attribute(torch.randn(1, 3, 224, 224), target=3)
     """
 
+    _plain_only = (
+        "AGCAM sums, over heads and layers, the sigmoid of the explained row of "
+        "each layer's pre-softmax scores over one token set; this model's "
+        "layers score only within windows, over token sets that change at "
+        "every patch merging"
+    )
+
     _needs_grad = True
 
     def __init__(
@@ -142,6 +149,6 @@ class AGCAM(ViTAttribution):
         for i, g in zip(layers, grads):
             cam = g.clamp(min=0) * tracer.scores[i].detach().sigmoid()  # (B, H, N, N)
             B, H, N, _ = cam.shape
-            row = self._patch_row(cam.reshape(B * H, N, N)).reshape(B, H, -1)
+            row = self._patch_row(cam.reshape(B * H, N, N), tracer).reshape(B, H, -1)
             maps.append(_REDUCTIONS[self.head_reduction](row, dim=1))
         return _REDUCTIONS[self.layer_reduction](torch.stack(maps), dim=0)

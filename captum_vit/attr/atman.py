@@ -113,6 +113,14 @@ class ATMAN(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
+    _plain_only = (
+        "ATMAN suppresses one input token inside the attention of every layer, "
+        "and this model merges 2x2 tokens between stages: after a merging the "
+        "token no longer exists on its own (it is a quarter of a merged token, "
+        "mixed by a linear layer), so suppressing it alone has no definition in "
+        "the later stages (ViTCX or the attention methods explain such models)"
+    )
+
     def __init__(
         self,
         model: nn.Module,
@@ -135,6 +143,12 @@ class ATMAN(ViTAttribution):
         if int(internal_batch_size) < 1:
             raise ValueError(
                 f"internal_batch_size must be >= 1, got {internal_batch_size}"
+            )
+        if self.adapter.num_classes == 1:
+            raise ValueError(
+                "ATMAN scores the target's cross-entropy over the model's outputs, "
+                "constant for a model with one output (a similarity to one prompt): "
+                "give several prompts or references"
             )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)

@@ -79,7 +79,7 @@ class PartialLRP(ViTAttribution):
             layers=[self.layer],
             reduce=_positive_head_mean,
         ).attention[self.layer]
-        return self._patch_row(rel)
+        return self._patch_row(rel, self._pooling_tracer(inputs, args))
 
 
 def _positive_head_mean(rel: Tensor, grad: Optional[Tensor]) -> Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
 
@@ -48,9 +48,18 @@ class TransformerLRP(ViTAttribution):
     residual Add renormalisation is taken per sample (their code sums over
     the batch), so batches give each image's batch-1 result.
 
+    On windowed and hierarchical models (Swin; ``docs/token_graph.rst``) the
+    relevance pass runs through the window partition, the cyclic shift and
+    the padding (index operations: relevance is moved, never changed) and
+    through patch merging (the linear rule on the reduction of the
+    concatenated 2x2 neighbours, the norm rule on its norm); :math:`\bar
+    A^{(l)}` is block-diagonal over the layer's windows, the merge maps enter
+    the product and the explained row is the pooling row, read down to the
+    first stage's grid. On a plain ViT this is the formula above.
+
     Args:
         model (torch.nn.Module): a stock timm, Hugging Face or torchvision
-            Vision Transformer, or an adapter wrapping one.
+            Vision Transformer or Swin, or an adapter wrapping one.
         start_layer (int, optional): first layer of the product. Default: 0
         method (str, optional): ``"transformer_attribution"`` (the paper's
             method) or ``"lrp_rollout"``. Default: ``"transformer_attribution"``
@@ -70,6 +79,7 @@ class TransformerLRP(ViTAttribution):
     """
 
     _needs_grad = True
+    _any_graph = True
 
     def __init__(
         self,
@@ -89,7 +99,7 @@ class TransformerLRP(ViTAttribution):
     ) -> Tensor:
         layers = range(self.start_layer, self.adapter.num_layers)
         # one forward: a gradient pass to the attention, then the LRP pass;
-        # each layer's (B, H, N, N) relevance is reduced to its map at once
+        # each layer's (B, H, n, n) relevance is reduced to its map at once
         maps = relevance_pass(
             self.adapter,
             RuleSet(),
@@ -101,12 +111,17 @@ class TransformerLRP(ViTAttribution):
             gradients=self.method == "transformer_attribution",
             reduce=_layer_map,
         ).attention
-        J = maps[self.start_layer]
-        eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
-        J = J + eye
-        for layer in layers[1:]:
-            J = (maps[layer] + eye) @ J
-        return self._patch_row(J)
+        # attention pooling: the row of a forward of the same inputs
+        graph = self._graph(inputs, self._pooling_tracer(inputs, args))
+        ops = {}
+        for layer in layers:
+            lw = graph.layers[layer]
+            cam = blocks(maps[layer], lw)  # (B, nW, n, n)
+            ops[layer] = cam + window_eye(lw, cam)
+        v = pool_row(
+            graph, len(graph.stages) - 1, inputs.shape[0], cam.dtype, cam.device
+        )
+        return patch_scores(graph, compose(graph, ops, v))
 
 
 def _layer_map(rel: Tensor, grad: Optional[Tensor]) -> Tensor:
