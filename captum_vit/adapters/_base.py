@@ -74,6 +74,32 @@ def _random_in_training(module: nn.Module) -> bool:
     return False
 
 
+def _talking_heads(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    mask: Optional[Tensor],
+    dropout: Optional[Callable[[Tensor], Tensor]],
+    heads: Tuple[HeadMix, HeadMix],
+) -> Tensor:
+    """Talking-heads attention without any hook (see :meth:`Tracer.attention`)."""
+    scores = heads[0]((q * scale) @ k.transpose(-2, -1))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        attn = scores.float().softmax(dim=-1).to(scores.dtype)
+    else:
+        attn = scores.softmax(dim=-1)
+    attn = heads[1](attn)
+    if dropout is not None:
+        attn = dropout(attn)
+    return attn @ v
+
+
 class Tracer:
     r"""Hooks that an adapter's explicit forward calls; records what methods need.
 
@@ -179,13 +205,20 @@ class Tracer:
         ``talking_heads`` (CaiT's self-attention, Shazeer et al. 2020): the
         two linear maps across heads ``(pre, post)``, applied to the scaled
         scores before the softmax and to the probabilities after it,
-        :math:`A = P_w(\mathrm{softmax}(P_l(s\,QK^\top)))`; such a layer is
-        always explicit. The attention that :meth:`probabilities` receives,
-        that is recorded and that multiplies :math:`V` is the mixed
-        :math:`A`; ``keep_scores`` records the scores after :math:`P_l`.
+        :math:`A = P_w(\mathrm{softmax}(P_l(s\,QK^\top)))`. The attention
+        that :meth:`probabilities` receives, that is recorded and that
+        multiplies :math:`V` is the mixed :math:`A`; ``keep_scores`` records
+        the scores after :math:`P_l`. Outside :attr:`layers` such a layer
+        runs the same function without the hooks (torch has no fused kernel
+        for it).
         """
-        if dropout is None and talking_heads is None and not self.explicit(layer):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        if not self.explicit(layer):
+            if talking_heads is not None:
+                return _talking_heads(q, k, v, scale, mask, dropout, talking_heads)
+            if dropout is None:
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=scale
+                )
         scores = self.qk(layer, q, k, scale)
         if talking_heads is not None:
             scores = talking_heads[0](scores)

@@ -298,3 +298,44 @@ def test_swin_threads_get_sequential_results(family):
     errors = run_threads([plain] + [explain(i) for i in range(3)])
     assert not errors, errors
     assert_same_state(before, model)
+
+
+def test_cait_threads_get_sequential_results():
+    """The CaiT adapter's temporary forwards (both phases' blocks and
+    attention, the talking-heads maps and layer scales of the LRP engine) are
+    serialised and routed the same way: concurrent explanations of one CaiT
+    give the sequential maps, a plain forward beside them the stock logits."""
+    from tests.models import timm_cait
+
+    model = timm_cait().double()
+    get_adapter(model).blocks()[-1].register_forward_hook(_yield)
+    x = images(4).double()
+    names = ("grad_sam", "transformer_lrp", "attn_lrp", "rollout", "lrp")
+    factories = dict(METHODS)
+    expected = {
+        n: factories[n](model).attribute(x, target=TARGET, output="tokens")
+        for n in names
+    }
+    forward = cv.forward_func(model)
+    with torch.no_grad():
+        logits = forward(x)
+    before = state(model)
+
+    def plain() -> None:
+        for _ in range(10):
+            with torch.no_grad():
+                assert torch.equal(forward(x), logits)
+
+    def explain(offset: int) -> Callable[[], None]:
+        def run() -> None:
+            for name in names[offset:] + names[:offset]:
+                got = factories[name](model).attribute(
+                    x, target=TARGET, output="tokens"
+                )
+                _check(got, expected[name], name)
+
+        return run
+
+    errors = run_threads([plain] + [explain(i) for i in range(3)])
+    assert not errors, errors
+    assert_same_state(before, model)
