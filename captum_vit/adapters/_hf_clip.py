@@ -27,7 +27,18 @@ explicit forward.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +51,46 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._mha import check_mha
+from ._mha import InProj, check_mha
+from ._parts import hf_attention_forward, pair
 from ._pooling import mha_views, read_queries, siglip_head_forward
 from ._text import TextTower
+
+if TYPE_CHECKING:
+    from transformers.models.clip.configuration_clip import CLIPTextConfig
+    from transformers.models.clip.modeling_clip import (
+        CLIPAttention,
+        CLIPEncoderLayer,
+        CLIPModel,
+        CLIPVisionEmbeddings,
+        CLIPVisionModel,
+    )
+    from transformers.models.siglip.configuration_siglip import SiglipTextConfig
+    from transformers.models.siglip.modeling_siglip import (
+        SiglipAttention,
+        SiglipEncoderLayer,
+        SiglipModel,
+        SiglipVisionModel,
+    )
+    from transformers.models.siglip2.configuration_siglip2 import (
+        Siglip2TextConfig,
+        Siglip2VisionConfig,
+    )
+    from transformers.models.siglip2.modeling_siglip2 import (
+        Siglip2Attention,
+        Siglip2EncoderLayer,
+        Siglip2Model,
+        Siglip2VisionModel,
+    )
+
+    from ._pooling import SiglipHead
+
+    #: the models with a text tower
+    CLIPLike = Union[CLIPModel, SiglipModel, Siglip2Model]
+    #: the vision model of every class in ``_MODELS``
+    VisionModel = Union[CLIPVisionModel, SiglipVisionModel, Siglip2VisionModel]
+    EncoderLayer = Union[CLIPEncoderLayer, SiglipEncoderLayer, Siglip2EncoderLayer]
+    Attention = Union[CLIPAttention, SiglipAttention, Siglip2Attention]
 
 __all__ = ["HFCLIPAdapter"]
 
@@ -50,7 +98,11 @@ __all__ = ["HFCLIPAdapter"]
 # attribute or "", what the forward output holds)
 _MODELS: Dict[str, Tuple[str, str, str]] = {
     "CLIPModel": ("vision_model", "visual_projection", "features"),
-    "CLIPVisionModelWithProjection": ("vision_model", "visual_projection", "image_embeds"),
+    "CLIPVisionModelWithProjection": (
+        "vision_model",
+        "visual_projection",
+        "image_embeds",
+    ),
     "CLIPVisionModel": ("", "", "pooler_output"),
     "SiglipModel": ("vision_model", "", "features"),
     "SiglipVisionModel": ("", "", "pooler_output"),
@@ -69,10 +121,15 @@ def _tensor(out: Any, field: str) -> Tensor:
 class HFText(TextTower):
     """The text tower of a ``CLIPModel`` / ``SiglipModel`` / ``Siglip2Model``."""
 
-    def __init__(self, model: nn.Module, siglip: bool) -> None:
+    def __init__(self, model: CLIPLike, siglip: bool) -> None:
         self.model = model
         self.siglip = siglip
-        cfg = model.config.text_config
+        # transformers types it as what __init__ accepts (dict, None); the
+        # config makes it a config object
+        cfg = cast(
+            "Union[CLIPTextConfig, SiglipTextConfig, Siglip2TextConfig]",
+            model.config.text_config,
+        )
         self.vocab_size = int(cfg.vocab_size)
         self.context_length = int(cfg.max_position_embeddings)
 
@@ -140,30 +197,33 @@ class HFCLIPAdapter(ViTAdapter):
         super().__init__(model)
         name = type(model).__name__
         vision, proj, self._field = _MODELS[name]
-        self.vm = getattr(model, vision) if vision else model
-        self._proj = getattr(model, proj) if proj else None
+        # the classes of _MODELS
+        self.vm = cast("VisionModel", getattr(model, vision) if vision else model)
+        self._proj: Optional[nn.Linear] = getattr(model, proj) if proj else None
         self.siglip = name in _SIGLIP
         self.siglip2 = name.startswith("Siglip2")
         self._config = self.vm.config
-        layers = self.vm.encoder.layers
-        if not all(hasattr(b.self_attn, "q_proj") for b in layers):
+        if not all(hasattr(b.self_attn, "q_proj") for b in self._layers()):
             raise UnsupportedModelError(
                 "this transformers version lays out CLIP layers differently; "
                 "captum_vit supports transformers>=5"
             )
-        self._head = getattr(self.vm, "head", None) if self.siglip else None
+        self._head: Optional[SiglipHead] = (
+            getattr(self.vm, "head", None) if self.siglip else None
+        )
         if self.siglip and self._head is None:
             raise UnsupportedModelError(
                 f"this {name} has no attention-pooling head (vision_use_head=False): "
                 "there is no pooled embedding to explain"
             )
-        self._views = None
+        self._views: List[InProj] = []
         if self._head is not None:
             check_mha(self._head.attention, f"{name} pooling head")
             self._views = mha_views(self._head.attention)
         self.text = None
         if hasattr(model, "text_model"):
-            self.text = HFText(model, self.siglip)
+            # a model with a text tower (the classes of _MODELS)
+            self.text = HFText(cast("CLIPLike", model), self.siglip)
 
     # ------------------------------------------------------------ description
     @property
@@ -180,8 +240,7 @@ class HFCLIPAdapter(ViTAdapter):
 
     @property
     def patch_size(self) -> Tuple[int, int]:
-        p = self._config.patch_size
-        return (p, p) if isinstance(p, int) else tuple(p)
+        return pair(self._config.patch_size)
 
     @property
     def num_classes(self) -> int:
@@ -193,11 +252,16 @@ class HFCLIPAdapter(ViTAdapter):
     def num_heads(self) -> int:
         return int(self._config.num_attention_heads)
 
+    def _layers(self) -> List[EncoderLayer]:
+        """The encoder's layers, typed (``nn.ModuleList`` types its items as
+        ``Module``)."""
+        return cast("List[EncoderLayer]", list(self.vm.encoder.layers))
+
     def blocks(self) -> List[nn.Module]:
-        return list(self.vm.encoder.layers)
+        return list(self._layers())
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self.vm.encoder.layers[layer]
+        blk = self._layers()[layer]
         at = blk.self_attn
         return BlockParts(
             blk,
@@ -215,9 +279,9 @@ class HFCLIPAdapter(ViTAdapter):
 
     def head_parts(self) -> HeadParts:
         proj = [self._proj] if self._proj is not None else [nn.Identity()]
-        if self.siglip:
+        if self._head is not None:  # SigLIP
             h = self._head
-            pooler = [*self._views, h.attention.out_proj, h.layernorm]
+            pooler: List[nn.Module] = [*self._views, h.attention.out_proj, h.layernorm]
             pooler += [h.mlp.fc1, h.mlp.activation_fn, h.mlp.fc2]
             return HeadParts(self.vm.post_layernorm, proj, pooler=pooler)
         return HeadParts(None, proj, fc_norm=self.vm.post_layernorm)
@@ -238,15 +302,14 @@ class HFCLIPAdapter(ViTAdapter):
         h, w = image_size
         ph, pw = self.patch_size
         if self.siglip2:
-            n = self._config.num_patches
+            n = cast("Siglip2VisionConfig", self._config).num_patches
             if h % ph or w % pw or (h // ph) * (w // pw) > n:
                 raise ValueError(
                     f"SigLIP 2 takes images whose {ph}x{pw} patches tile them, at "
                     f"most {n} patches; got {h}x{w}"
                 )
             return
-        s = self._config.image_size
-        s = (s, s) if isinstance(s, int) else tuple(s)
+        s = pair(self._config.image_size)
         if tuple(image_size) != s:
             raise ValueError(
                 f"this transformers model takes {s[0]}x{s[1]} images, got {h}x{w}"
@@ -275,19 +338,22 @@ class HFCLIPAdapter(ViTAdapter):
     def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         kw = self._patchify(inputs) if self.siglip2 else {"pixel_values": inputs}
         if self._field == "features":
-            out = self.model.get_image_features(*args, **kw, **kwargs)
+            model = cast("CLIPLike", self.model)  # "features": a model with text
+            out = model.get_image_features(*args, **kw, **kwargs)
             return _tensor(out, "pooler_output")
         return _tensor(self.model(*args, **kw, **kwargs), self._field)
 
     def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
-        if not self.siglip:
+        if self._head is None:  # CLIP
             return super()._pool_tokens(tokens, tracer)
         return [siglip_head_forward(self._head, self._views, tracer)(tokens)]
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk = cast("EncoderLayer", block)  # a layer of self._layers()
+
         def forward(
             hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kw: Any
         ) -> Tensor:
@@ -301,31 +367,18 @@ class HFCLIPAdapter(ViTAdapter):
         return forward
 
     def _attention_forward(
-        self, layer: int, at: nn.Module, tracer: Tracer
+        self, layer: int, module: nn.Module, tracer: Tracer
     ) -> Callable[..., Tuple[Tensor, None]]:
-        def dropout(a: Tensor) -> Tensor:
-            return nn.functional.dropout(a, p=at.dropout, training=at.training)
-
-        def forward(
-            hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kw: Any
-        ) -> Tuple[Tensor, None]:
-            shape = (*hidden_states.shape[:-1], -1, at.head_dim)
-            q = at.q_proj(hidden_states).view(shape).transpose(1, 2)
-            k = at.k_proj(hidden_states).view(shape).transpose(1, 2)
-            v = at.v_proj(hidden_states).view(shape).transpose(1, 2)
-            o = tracer.attention(
-                layer,
-                q,
-                k,
-                v,
-                at.scale,
-                mask=attention_mask,
-                dropout=dropout if at.training and at.dropout > 0 else None,
-            )
-            o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
-            return at.out_proj(o), None
-
-        return forward
+        at = cast("Attention", module)  # the self_attn of a layer of self._layers()
+        return hf_attention_forward(
+            at,
+            layer,
+            tracer,
+            (at.q_proj, at.k_proj, at.v_proj, at.out_proj),
+            at.head_dim,
+            at.scale,
+            at.dropout or 0.0,  # transformers types it Optional
+        )
 
     def _pooling_forwards(
         self, tracer: Tracer
@@ -347,7 +400,7 @@ class HFCLIPAdapter(ViTAdapter):
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
         if self.siglip2:
             raise NotImplementedError(self.relevance_gaps()[0])
-        emb, vm = self.vm.embeddings, self.vm
+        emb, vm, head = self.vm.embeddings, self.vm, self._head
 
         def embeddings_forward(
             pixel_values: Tensor, interpolate_pos_encoding: bool = False
@@ -357,9 +410,9 @@ class HFCLIPAdapter(ViTAdapter):
                 raise NotImplementedError("interpolate_pos_encoding while tracing")
             x = emb.patch_embedding(pixel_values.to(emb.patch_embedding.weight.dtype))
             x = x.flatten(2).transpose(1, 2)
-            if not self.siglip:
-                cls = emb.class_embedding.expand(x.shape[0], 1, -1)
-                x = torch.cat([cls, x], dim=1)
+            if head is None:  # CLIP's class token
+                cls = cast("CLIPVisionEmbeddings", emb).class_embedding
+                x = torch.cat([cls.expand(x.shape[0], 1, -1), x], dim=1)
             return tracer.embed_add(x, emb.position_embedding(emb.position_ids))
 
         def vision_forward(
@@ -369,12 +422,12 @@ class HFCLIPAdapter(ViTAdapter):
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
             x = emb(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-            if not self.siglip:
-                x = vm.pre_layrnorm(x)
+            if head is None:  # CLIP
+                x = cast("CLIPVisionModel", vm).pre_layrnorm(x)
             x = vm.encoder(inputs_embeds=x).last_hidden_state
-            if self.siglip:
+            if head is not None:  # SigLIP
                 x = vm.post_layernorm(x)
-                pooled = vm.head(x)
+                pooled = head(x)
             else:
                 pooled = vm.post_layernorm(read_queries(tracer, x, [0]))
             return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)

@@ -41,30 +41,32 @@ class InProj(nn.Module):
             Default: None
     """
 
+    _mha: nn.MultiheadAttention
+
     def __init__(self, mha: nn.MultiheadAttention, part: Optional[str] = None) -> None:
         super().__init__()
         object.__setattr__(self, "_mha", mha)  # a plain attribute: owns nothing
         self._part = part
 
-    def _rows(self) -> slice:
-        i, E = _PARTS[self._part], self._mha.embed_dim
+    def _rows(self, part: str) -> slice:
+        i, E = _PARTS[part], self._mha.embed_dim
         return slice(i * E, (i + 1) * E)
 
     @property
     def weight(self) -> Tensor:
-        mha = self._mha
-        if self._part is None:
+        mha, part = self._mha, self._part
+        if part is None:
             return mha.in_proj_weight
         if mha.in_proj_weight is None:
-            return getattr(mha, f"{self._part}_proj_weight")
-        return mha.in_proj_weight[self._rows()]
+            return getattr(mha, f"{part}_proj_weight")
+        return mha.in_proj_weight[self._rows(part)]
 
     @property
     def bias(self) -> Optional[Tensor]:
         b = self._mha.in_proj_bias
         if b is None or self._part is None:
             return b
-        return b[self._rows()]
+        return b[self._rows(self._part)]
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -73,7 +75,7 @@ class InProj(nn.Module):
         return "qkv" if self._part is None else self._part
 
 
-def check_mha(mha: nn.Module, where: str) -> None:
+def check_mha(mha: nn.MultiheadAttention, where: str) -> None:
     """Raise :class:`UnsupportedModelError` for the ``nn.MultiheadAttention``
     options the explicit forward does not compute (``bias_k``/``bias_v``,
     ``add_zero_attn``)."""

@@ -20,7 +20,17 @@ tower, :meth:`encode_text` embeds prompts, and
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +48,14 @@ from ._mha import InProj, check_mha, self_attention_forward
 from ._parts import check_divisible, mlp_parts
 from ._pooling import AttentionalPoolerForward, read_queries
 from ._text import TextTower
+
+if TYPE_CHECKING:  # open_clip has no type information: these are Any
+    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+    #: an open_clip model with a text tower
+    OpenCLIP = Union[CLIP, CustomTextCLIP]
 
 __all__ = ["OpenCLIPAdapter", "OpenCLIPTimmAdapter", "ProjectionView"]
 
@@ -57,6 +75,17 @@ def _tower(model: nn.Module) -> Optional[nn.Module]:
     return model
 
 
+def _check_tower(model: nn.Module) -> Union[VisionTransformer, TimmModel]:
+    """:func:`_tower`, or :class:`UnsupportedModelError` where there is none
+    (an adapter made directly for a model that is not open_clip's)."""
+    tower = _tower(model)
+    if tower is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not an open_clip model with an image tower"
+        )
+    return tower
+
+
 def _real(module: Optional[nn.Module]) -> bool:
     return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
 
@@ -71,6 +100,8 @@ class ProjectionView(nn.Module):
         owner (torch.nn.Module): the module holding the matrix.
         name (str): its attribute name.
     """
+
+    _owner: nn.Module
 
     def __init__(self, owner: nn.Module, name: str) -> None:
         super().__init__()
@@ -103,7 +134,7 @@ class ProjectionView(nn.Module):
 class OpenCLIPText(TextTower):
     """The text tower of an open_clip ``CLIP`` / ``CustomTextCLIP``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: OpenCLIP) -> None:
         self.model = model
         text = getattr(model, "text", model)  # CustomTextCLIP keeps it apart
         self.context_length = int(getattr(text, "context_length", 0) or 0)
@@ -153,6 +184,9 @@ class OpenCLIPAdapter(ViTAdapter):
         "class-token, average or attentional pooling)"
     )
 
+    model: Union[OpenCLIP, VisionTransformer]
+    visual: VisionTransformer
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         tower = _tower(model)
@@ -162,7 +196,7 @@ class OpenCLIPAdapter(ViTAdapter):
         super().__init__(model)
         from open_clip.transformer import ResidualAttentionBlock
 
-        v = self.visual = _tower(model)
+        v = self.visual = _check_tower(model)
         self.text = OpenCLIPText(model) if v is not model else None
         if not v.transformer.batch_first:
             raise UnsupportedModelError(
@@ -189,7 +223,7 @@ class OpenCLIPAdapter(ViTAdapter):
             )
         self._in_proj = [InProj(b.attn) for b in v.transformer.resblocks]
         self._proj = ProjectionView(v, "proj") if v.proj is not None else None
-        self._pooler = None
+        self._pooler: Optional[AttentionalPoolerForward] = None
         if v.attn_pool is not None:
             Q = v.attn_pool.query.shape[0]
             queries = [0] if v.pool_type == "tok" else list(range(1, Q))
@@ -309,8 +343,10 @@ class OpenCLIPAdapter(ViTAdapter):
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk: ResidualAttentionBlock = block
+
         def forward(
             q_x: Tensor,
             k_x: Optional[Tensor] = None,
@@ -332,7 +368,8 @@ class OpenCLIPAdapter(ViTAdapter):
     def _attention_forward(
         self, layer: int, attn: nn.Module, tracer: Tracer
     ) -> Callable[..., object]:
-        return self_attention_forward(attn, layer, tracer, self._in_proj[layer])
+        mha = cast(nn.MultiheadAttention, attn)  # ResidualAttentionBlock.attn
+        return self_attention_forward(mha, layer, tracer, self._in_proj[layer])
 
     def _pooling_forwards(
         self, tracer: Tracer
@@ -387,8 +424,9 @@ class OpenCLIPAdapter(ViTAdapter):
 
 def mlp_parts_of(mlp: nn.Module) -> List[nn.Module]:
     """open_clip's block MLP (``c_fc``, activation, ``c_proj``), in order."""
-    if all(hasattr(mlp, n) for n in ("c_fc", "gelu", "c_proj")):
-        return [mlp.c_fc, mlp.gelu, mlp.c_proj]
+    names = ("c_fc", "gelu", "c_proj")
+    if all(hasattr(mlp, n) for n in names):
+        return [getattr(mlp, n) for n in names]
     return mlp_parts(mlp)[0]
 
 
@@ -408,6 +446,8 @@ class OpenCLIPTimmAdapter(DelegatingAdapter):
         "timm adapter of the trunk, then open_clip's projection head)"
     )
 
+    visual: TimmModel
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         tower = _tower(model)
@@ -416,7 +456,7 @@ class OpenCLIPTimmAdapter(DelegatingAdapter):
     def __init__(self, model: nn.Module) -> None:
         from . import get
 
-        tower = _tower(model)
+        tower = _check_tower(model)
         super().__init__(model, get(tower.trunk))
         self.visual = tower
         self.text = OpenCLIPText(model) if tower is not model else None
@@ -436,7 +476,9 @@ class OpenCLIPTimmAdapter(DelegatingAdapter):
     @property
     def num_classes(self) -> int:
         if self._after:
-            return int(self._after[-1].weight.shape[0])
+            weight = self._after[-1].weight
+            assert isinstance(weight, Tensor)  # a linear layer (proj, or MLP fc2)
+            return int(weight.shape[0])
         return int(self.inner.num_classes or self.visual.trunk.num_features)
 
     def after(self, output: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ uses it.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,20 @@ from torch import Tensor, nn
 from ._base import Tracer, UnsupportedModelError
 from ._mha import InProj, check_mha, probe_attention
 from ._parts import mlp_parts
+
+if TYPE_CHECKING:
+    from open_clip.transformer import AttentionalPooler
+    from timm.layers import AttentionPoolLatent
+    from transformers.models.siglip.modeling_siglip import (
+        SiglipMultiheadAttentionPoolingHead,
+    )
+    from transformers.models.siglip2.modeling_siglip2 import (
+        Siglip2MultiheadAttentionPoolingHead,
+    )
+
+    SiglipHead = Union[
+        SiglipMultiheadAttentionPoolingHead, Siglip2MultiheadAttentionPoolingHead
+    ]
 
 __all__ = [
     "check_attention_pool",
@@ -89,7 +103,7 @@ def check_attention_pool(model: nn.Module) -> None:
         )
 
 
-def attention_pool_parts(ap: Optional[nn.Module]) -> List[nn.Module]:
+def attention_pool_parts(ap: Optional[AttentionPoolLatent]) -> List[nn.Module]:
     """The modules of a timm ``AttentionPoolLatent`` (for
     :attr:`HeadParts.pooler`), in call order; empty for None."""
     if ap is None:
@@ -100,7 +114,7 @@ def attention_pool_parts(ap: Optional[nn.Module]) -> List[nn.Module]:
     return [m for m in mods if _real(m)]
 
 
-def attention_pool_gaps(ap: Optional[nn.Module]) -> List[str]:
+def attention_pool_gaps(ap: Optional[AttentionPoolLatent]) -> List[str]:
     """Relevance gaps of a timm ``AttentionPoolLatent`` (its query/key
     norms)."""
     if ap is not None and (_real(ap.q_norm) or _real(ap.k_norm)):
@@ -109,7 +123,7 @@ def attention_pool_gaps(ap: Optional[nn.Module]) -> List[str]:
 
 
 def attention_pool_forward(
-    ap: nn.Module, tracer: Tracer, first_key: int
+    ap: AttentionPoolLatent, tracer: Tracer, first_key: int
 ) -> Callable[..., Tensor]:
     """``AttentionPoolLatent.forward`` with the cross-attention routed
     through :meth:`Tracer.pool_attention`, the residual around its MLP
@@ -149,7 +163,7 @@ class AttentionalPoolerForward:
         queries (sequence of int): the probes the tower's pooled vector reads.
     """
 
-    def __init__(self, pooler: nn.Module, queries: Sequence[int]) -> None:
+    def __init__(self, pooler: AttentionalPooler, queries: Sequence[int]) -> None:
         check_mha(pooler.attn, "open_clip AttentionalPooler")
         self.pooler = pooler
         self.queries = list(queries)
@@ -174,7 +188,7 @@ class AttentionalPoolerForward:
 
 # ------------------------------------------------------------ Hugging Face
 def siglip_head_forward(
-    head: nn.Module, views: Sequence[InProj], tracer: Tracer
+    head: SiglipHead, views: Sequence[InProj], tracer: Tracer
 ) -> Callable[[Tensor], Tensor]:
     """``SiglipMultiheadAttentionPoolingHead.forward`` (the probe attends
     over the tokens, then ``o + MLP(LN(o))``) with the cross-attention and

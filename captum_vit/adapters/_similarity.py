@@ -57,6 +57,9 @@ class FixedLinear(nn.Module):
         bias (Tensor, optional): ``(out,)``. Default: None
     """
 
+    _weight: Tensor
+    _bias: Optional[Tensor]
+
     def __init__(self, weight: Tensor, bias: Optional[Tensor] = None) -> None:
         super().__init__()
         self.register_buffer("_weight", weight.detach().clone())

@@ -8,7 +8,7 @@ function from ``in_proj_weight`` / ``out_proj`` and exposes them.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +23,17 @@ from ._base import (
 )
 from ._mha import InProj, self_attention_forward
 
+if TYPE_CHECKING:  # torchvision has no type information: these are Any
+    from torchvision.models import VisionTransformer
+    from torchvision.models.vision_transformer import EncoderBlock
+
 
 class TorchvisionViTAdapter(ViTAdapter):
     """Adapter for ``torchvision.models.VisionTransformer``."""
 
     family = "torchvision VisionTransformer"
+
+    model: VisionTransformer
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -39,14 +45,14 @@ class TorchvisionViTAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        for i, blk in enumerate(model.encoder.layers):
+        for i, blk in enumerate(self.model.encoder.layers):
             mha = blk.self_attention
             if not mha._qkv_same_embed_dim or not mha.batch_first:
                 raise UnsupportedModelError(
                     f"torchvision block {i}: only batch_first attention with a packed "
                     "in_proj_weight is supported"
                 )
-        self._in_proj = [InProj(blk.self_attention) for blk in model.encoder.layers]
+        self._in_proj = [InProj(b.self_attention) for b in self.model.encoder.layers]
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -108,7 +114,11 @@ class TorchvisionViTAdapter(ViTAdapter):
                 f"{image_size[0]}x{image_size[1]}"
             )
 
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, block: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        blk: EncoderBlock = block
+
         def forward(input: Tensor) -> Tensor:
             x = tracer.block_input(layer, input)
             h = tracer.attention_input(layer, blk.ln_1(x))
@@ -119,10 +129,15 @@ class TorchvisionViTAdapter(ViTAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, mha: nn.Module, tracer: Tracer):
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tuple[Tensor, None]]:
+        mha = cast(nn.MultiheadAttention, attn)  # EncoderBlock.self_attention
         return self_attention_forward(mha, layer, tracer, self._in_proj[layer])
 
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         model, encoder = self.model, self.model.encoder
 
         def encoder_forward(input: Tensor) -> Tensor:

@@ -188,7 +188,9 @@ def embedding_similarity(
             f"the references are {embeddings.shape[1]}-dimensional, the model's "
             f"output is {width}-dimensional"
         )
-    device = adapter.embedding_parts().patch.weight.device
+    weight = adapter.embedding_parts().patch.weight
+    assert isinstance(weight, Tensor)  # the patch embedding: a conv or linear layer
+    device = weight.device
     return SimilarityAdapter(
         adapter,
         embeddings.to(device=device, dtype=adapter.dtype),

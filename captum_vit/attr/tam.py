@@ -34,7 +34,7 @@ def integrated_attention_gradient(
     """
     last = method.adapter.num_layers - 1
     x = inputs.detach()
-    total = None
+    total: Optional[Tensor] = None
     for alpha in np.linspace(0.0, 1.0, steps):
         tracer = Tracer(layers=[last])  # other layers run fused attention
         with torch.enable_grad():
@@ -44,6 +44,7 @@ def integrated_attention_gradient(
             score = logits.gather(1, target[:, None].to(logits.device)).sum()
             (grad,) = torch.autograd.grad(score, tracer.attentions[last])
         total = grad if total is None else total + grad
+    assert total is not None  # steps >= 1
     return total / steps
 
 
@@ -132,7 +133,9 @@ class TAM(ViTAttribution):
         )
         self.steps = check_steps(steps)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         L = self.adapter.num_layers
         tracer = Tracer(layers=range(self.start_layer, L))
         tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)

@@ -86,11 +86,14 @@ def explain_prompts(
     rows = images.repeat_interleave(P, 0)
     target = torch.arange(P).repeat(images.shape[0])
     specs = [get_metric(n) for n in ("similarity_deletion", "similarity_insertion")]
-    patch_size = model_patch_size(sim, strict=False)
+    # the similarity adapter stands in for the model (adapters.get takes an
+    # adapter) but these signatures, outside this module, say nn.Module
+    patch_size = model_patch_size(sim, strict=False)  # type: ignore[arg-type]
     maps: Dict[str, Tensor] = {}
     scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(rows))]
     for name in methods:
-        a = create_method(name, sim).attribute(rows, target=target).detach()
+        method = create_method(name, sim)  # type: ignore[arg-type]  # (see above)
+        a = method.attribute(rows, target=target).detach()
         maps[name] = a
         ctx = MetricContext(
             forward_func=sim,

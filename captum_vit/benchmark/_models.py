@@ -369,6 +369,9 @@ def _load_clip(
     from .. import zoo
 
     zm = zoo.load(name)
+    assert isinstance(zm, zoo.ZooCLIP)  # a vision-language model: its kind says so
+    # zoo types the transform as a callable; it is a zoo.Normalize module
+    assert isinstance(zm.transform, torch.nn.Module)
     size = int(zm.meta["config"]["vision_cfg"]["image_size"])
     if img_size is not None and int(img_size) != size:
         raise ModelLoadError(

@@ -243,8 +243,13 @@ class AttributionVisualizer(Serving):
         self.time_budget = float(time_budget)
         self.job_time_budget = float(job_time_budget)
         self.int_limits = dict(int_limits or {})
-        available = set(_core_api.list_methods())
-        self.preselected = [m for m in preselected if m in available]
+        # the methods that apply to every served model (a Swin has fewer)
+        self.methods = [
+            n
+            for n in _core_api.list_methods()
+            if all(n in _core_api.list_methods(model=m) for m in models)
+        ]
+        self.preselected = [m for m in preselected if m in self.methods]
         self._store = ImageStore(
             samples,
             self.image_size,
@@ -277,7 +282,7 @@ class AttributionVisualizer(Serving):
             "max_prompts": MAX_PROMPTS,
             "methods": [
                 _methods.method_spec(n, self.int_limits)
-                for n in _core_api.list_methods()
+                for n in self.methods
             ],
             "preselected": self.preselected,
             "metrics": metric_table(),

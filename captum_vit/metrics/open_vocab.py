@@ -53,7 +53,8 @@ class ObjectPairs(NamedTuple):
     images: Tensor
     target: Tensor
     masks: Tensor
-    index: Tensor
+    # the public field shadows tuple.index, which mypy reports as an override
+    index: Tensor  # type: ignore[assignment]
     slot: Tensor
 
 

@@ -44,7 +44,9 @@ class ShapleyExplainer(nn.Module):
         # one token's width (the last attention's output projection); heads
         # that concatenate the class token and the patch mean (DINOv2) or
         # project into an embedding (CLIP) are not read
-        dim = adapter.block_parts(adapter.num_layers - 1).proj.weight.shape[0]
+        weight = adapter.block_parts(adapter.num_layers - 1).proj.weight
+        assert isinstance(weight, Tensor)  # the projection: a linear layer
+        dim = weight.shape[0]
         classes = adapter.num_classes if num_classes is None else int(num_classes)
         hidden = 2 * dim if hidden_dim is None else int(hidden_dim)
         if num_mlp_layers < 1:
