@@ -18,6 +18,7 @@ from torch import nn
 from ._base import (
     BlockParts,
     EmbeddingParts,
+    HeadMix,
     HeadParts,
     Tracer,
     UnsupportedModelError,
@@ -57,6 +58,7 @@ __all__ = [
     "supported_families",
     "ViTAdapter",
     "Tracer",
+    "HeadMix",
     "BlockParts",
     "EmbeddingParts",
     "HeadParts",

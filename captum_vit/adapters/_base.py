@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Tracer",
+    "HeadMix",
     "ViTAdapter",
     "BlockParts",
     "EmbeddingParts",

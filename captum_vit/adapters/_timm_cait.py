@@ -85,8 +85,9 @@ class TimmCaitAdapter(TimmViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
-        cait = _cait()
-        for i, blk in enumerate(model.blocks):
+        cait: Any = _cait()
+        m: Any = model
+        for i, blk in enumerate(m.blocks):
             if type(blk) is not cait.LayerScaleBlock or not isinstance(
                 blk.attn, cait.TalkingHeadAttn
             ):
@@ -95,8 +96,8 @@ class TimmCaitAdapter(TimmViTAdapter):
                     f"{type(blk.attn).__name__}; captum_vit supports CaiT's "
                     "LayerScaleBlock with TalkingHeadAttn."
                 )
-        token_only = model.blocks_token_only
-        if token_only is None or len(token_only) == 0 or model.cls_token is None:
+        token_only = m.blocks_token_only
+        if token_only is None or len(token_only) == 0 or m.cls_token is None:
             raise UnsupportedModelError(
                 "this timm Cait has no class-attention blocks or no class token "
                 "(pruned for features): there is no classifier to explain"
@@ -109,15 +110,15 @@ class TimmCaitAdapter(TimmViTAdapter):
                     f"timm Cait class-attention block {i} is {type(blk).__name__}; "
                     "captum_vit supports LayerScaleBlockClassAttn with ClassAttn."
                 )
-        if model.global_pool != "token":
+        if m.global_pool != "token":
             raise UnsupportedModelError(
-                f"timm Cait global_pool={model.global_pool!r} is not supported: "
+                f"timm Cait global_pool={m.global_pool!r} is not supported: "
                 "only 'token' reads the class token, the output of the "
                 "class-attention layers ('avg' pools the patch tokens, which those "
                 "layers never change)"
             )
-        self._depth = len(model.blocks)
-        blocks = self.blocks()
+        self._depth = len(m.blocks)
+        blocks: List[Any] = self.blocks()
         for blk in blocks:
             mlp_parts(blk.mlp)  # refuses an unknown MLP layout
         self._ls = scale_views(blocks, ("gamma_1", "gamma_2"))
@@ -140,7 +141,7 @@ class TimmCaitAdapter(TimmViTAdapter):
         return list(self.model.blocks) + list(self.model.blocks_token_only)
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self.blocks()[layer]
+        blk: Any = self.blocks()[layer]
         attn = blk.attn
         mlp, _ = mlp_parts(blk.mlp)
         scales = [s for s in self._ls[layer] if s is not None]
@@ -161,7 +162,8 @@ class TimmCaitAdapter(TimmViTAdapter):
         )
 
     def relevance_gaps(self) -> List[str]:
-        if any(mlp_parts(b.mlp)[1] for b in self.blocks()):
+        blocks: List[Any] = self.blocks()
+        if any(mlp_parts(b.mlp)[1] for b in blocks):
             return [GATE_GAP]
         return []
 
@@ -199,8 +201,9 @@ class TimmCaitAdapter(TimmViTAdapter):
         return h if scale is None else scale(h)
 
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk: Any = block
         if layer < self._depth:
 
             def forward(x: Tensor) -> Tensor:
@@ -236,8 +239,9 @@ class TimmCaitAdapter(TimmViTAdapter):
         return forward_cls
 
     def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
+        self, layer: int, module: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        attn: Any = module
         if layer < self._depth:
             heads = (_across_heads(attn.proj_l), _across_heads(attn.proj_w))
 
