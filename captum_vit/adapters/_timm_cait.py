@@ -196,9 +196,20 @@ class TimmCaitAdapter(TimmViTAdapter):
         )
 
     # ----------------------------------------------------------------- tracing
-    def _scaled(self, layer: int, index: int, h: Tensor) -> Tensor:
-        scale = self._ls[layer][index]
-        return h if scale is None else scale(h)
+    def _branches(
+        self, layer: int, blk: Any, tracer: Tracer, x: Tensor, h: Tensor
+    ) -> Tensor:
+        """The rest of a block of either phase once its attention gave ``h``:
+        ``x + drop_path(gamma_1 * h)``, then the MLP branch, routed."""
+        scale1, scale2 = self._ls[layer]
+        if scale1 is not None:
+            h = scale1(h)
+        x = tracer.residual(layer, 0, x, blk.drop_path(h))
+        h = blk.mlp(blk.norm2(x))
+        if scale2 is not None:
+            h = scale2(h)
+        x = tracer.residual(layer, 1, x, blk.drop_path(h))
+        return tracer.block_output(layer, x)
 
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
@@ -210,14 +221,7 @@ class TimmCaitAdapter(TimmViTAdapter):
                 # LayerScaleBlock.forward
                 x = tracer.block_input(layer, x)
                 h = blk.attn(tracer.attention_input(layer, blk.norm1(x)))
-                x = tracer.residual(
-                    layer, 0, x, blk.drop_path(self._scaled(layer, 0, h))
-                )
-                h = blk.mlp(blk.norm2(x))
-                x = tracer.residual(
-                    layer, 1, x, blk.drop_path(self._scaled(layer, 1, h))
-                )
-                return tracer.block_output(layer, x)
+                return self._branches(layer, blk, tracer, x, h)
 
             return forward
 
@@ -227,14 +231,7 @@ class TimmCaitAdapter(TimmViTAdapter):
             x_cls = tracer.block_input(layer, x_cls)
             u = torch.cat((x_cls, x), dim=1)
             h = blk.attn(tracer.attention_input(layer, blk.norm1(u)))
-            x_cls = tracer.residual(
-                layer, 0, x_cls, blk.drop_path(self._scaled(layer, 0, h))
-            )
-            h = blk.mlp(blk.norm2(x_cls))
-            x_cls = tracer.residual(
-                layer, 1, x_cls, blk.drop_path(self._scaled(layer, 1, h))
-            )
-            return tracer.block_output(layer, x_cls)
+            return self._branches(layer, blk, tracer, x_cls, h)
 
         return forward_cls
 
