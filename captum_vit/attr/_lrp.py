@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adapters import Tracer, ViTAdapter, patching
+from ..adapters import HeadMix, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
@@ -373,19 +373,21 @@ class LRPTracer(Tracer):
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
         tap = self.taps.get(layer)
         if tap is not None:
             self.qkv[layer] = (q, k, v)
         if (
             dropout is None
+            and talking_heads is None
             and self.score_hook is None
             and not (self.keep_attention or self.keep_scores or self.keep_values)
         ):
             out = self.rules.fused_attention(q, k, v, scale, mask, self.mode, tap)
             if out is not None:
                 return out
-        return super().attention(layer, q, k, v, scale, mask, dropout)
+        return super().attention(layer, q, k, v, scale, mask, dropout, talking_heads)
 
     def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
         return self.rules.qk(q, k, scale, self.mode)

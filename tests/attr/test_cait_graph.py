@@ -208,11 +208,19 @@ def test_transformer_lrp_combination(cait64, x64):
 
     ad = adapters.get(cait64)
     L, D = ad.num_layers, _depth(cait64)
-    _, _, rel, grads = relevance_pass(
-        ad, RuleSet(), x64, TARGET, (), False, range(L), True
-    )
+    products = relevance_pass(
+        ad,
+        RuleSet(),
+        x64,
+        TARGET,
+        wrt_input=False,
+        layers=range(L),
+        gradients=True,
+        reduce=lambda rel, grad: torch.stack((grad * rel, rel)),
+    ).attention
+    rel = {i: p[1] for i, p in products.items()}
     P = rel[0].shape[-1]
-    cams = [(grads[i] * rel[i]).clamp(min=0).mean(1) for i in range(L)]
+    cams = [products[i][0].clamp(min=0).mean(1) for i in range(L)]
     sa = [c + torch.eye(P, dtype=torch.float64) for c in cams[:D]]
     ca = [_e0(c[:, 0]) for c in cams[D:]]
     got = cv.TransformerLRP(cait64).attribute(x64, target=TARGET, output="tokens")
