@@ -665,3 +665,37 @@ def hf_dinov2_from_timm(
             new[h + f"layer_scale{j}.lambda1"] = gamma
     hf.load_state_dict(new, strict=True)
     return hf.to(pos.dtype).eval()
+
+
+# ------------------------------------------------------------------- CaiT
+def timm_cait(seed: int = 0, **kwargs):
+    """A tiny timm CaiT (two talking-heads self-attention layers, one
+    class-attention layer), seeded, sharpened and randomised; the
+    talking-heads maps get weights near the identity, so that heads are mixed
+    (with some negative weights) but the mixed attention is not near zero."""
+    from timm.models.cait import Cait
+
+    torch.manual_seed(seed)
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        embed_dim=DIM,
+        depth=DEPTH,
+        depth_token_only=1,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+        init_values=0.1,
+    )
+    cfg.update(kwargs)
+    model = randomize_(sharpen_(Cait(**cfg), seed), seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("proj_l.weight", "proj_w.weight")):
+                eye = torch.eye(p.shape[0], dtype=p.dtype)
+                p.copy_(eye + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("proj_l.bias", "proj_w.bias")):
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("attn.q.weight", "attn.k.weight")):
+                p.mul_(6.0)
+    return model.eval()

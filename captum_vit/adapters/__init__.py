@@ -18,6 +18,7 @@ from torch import nn
 from ._base import (
     BlockParts,
     EmbeddingParts,
+    HeadMix,
     HeadParts,
     Tracer,
     UnsupportedModelError,
@@ -44,6 +45,7 @@ from ._swin import SwinAdapter
 from ._text import TextTower, TokenizerMismatchError
 from ._timm import TimmViTAdapter
 from ._timm_beit import TimmBeitAdapter
+from ._timm_cait import TimmCaitAdapter
 from ._timm_eva import TimmEvaAdapter
 from ._timm_swin import TimmSwinAdapter
 from ._torchvision import TorchvisionViTAdapter
@@ -56,6 +58,7 @@ __all__ = [
     "supported_families",
     "ViTAdapter",
     "Tracer",
+    "HeadMix",
     "BlockParts",
     "EmbeddingParts",
     "HeadParts",
@@ -77,6 +80,7 @@ __all__ = [
     "HFSwinAdapter",
     "TorchvisionSwinAdapter",
     "TimmBeitAdapter",
+    "TimmCaitAdapter",
     "TimmEvaAdapter",
     "HFBeitAdapter",
     "HFDinov2Adapter",
@@ -96,6 +100,7 @@ _REGISTRY: List[Type[ViTAdapter]] = [
     TorchvisionViTAdapter,
     TimmBeitAdapter,
     TimmEvaAdapter,
+    TimmCaitAdapter,
     HFBeitAdapter,
     HFDinov2Adapter,
     OpenCLIPAdapter,

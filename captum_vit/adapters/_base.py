@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Tracer",
+    "HeadMix",
     "ViTAdapter",
     "BlockParts",
     "EmbeddingParts",
@@ -60,6 +61,8 @@ class UnsupportedModelError(TypeError):
 
 
 ScoreHook = Callable[[int, Tensor], Tensor]
+#: a linear map across the heads of ``(B, H, nq, N)`` scores or probabilities
+HeadMix = Callable[[Tensor], Tensor]
 
 
 def _random_in_training(module: nn.Module) -> bool:
@@ -70,6 +73,32 @@ def _random_in_training(module: nn.Module) -> bool:
         if isinstance(p, float) and p > 0:
             return True
     return False
+
+
+def _talking_heads(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    mask: Optional[Tensor],
+    dropout: Optional[Callable[[Tensor], Tensor]],
+    heads: Tuple[HeadMix, HeadMix],
+) -> Tensor:
+    """Talking-heads attention without any hook (see :meth:`Tracer.attention`)."""
+    scores = heads[0]((q * scale) @ k.transpose(-2, -1))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        attn = scores.float().softmax(dim=-1).to(scores.dtype)
+    else:
+        attn = scores.softmax(dim=-1)
+    attn = heads[1](attn)
+    if dropout is not None:
+        attn = dropout(attn)
+    return attn @ v
 
 
 class Tracer:
@@ -166,16 +195,34 @@ class Tracer:
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
-        """The whole attention core; adapters call this once per layer.
+        r"""The whole attention core; adapters call this once per layer.
 
         ``dropout`` is None when attention dropout is inactive (eval mode or
         p = 0). A layer outside :attr:`layers` that nothing customises runs
         torch's fused ``scaled_dot_product_attention`` and records nothing.
+
+        ``talking_heads`` (CaiT's self-attention, Shazeer et al. 2020): the
+        two linear maps across heads ``(pre, post)``, applied to the scaled
+        scores before the softmax and to the probabilities after it,
+        :math:`A = P_w(\mathrm{softmax}(P_l(s\,QK^\top)))`. The attention
+        that :meth:`probabilities` receives, that is recorded and that
+        multiplies :math:`V` is the mixed :math:`A`; ``keep_scores`` records
+        the scores after :math:`P_l`. Outside :attr:`layers` such a layer
+        runs the same function without the hooks (torch has no fused kernel
+        for it).
         """
-        if dropout is None and not self.explicit(layer):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        if not self.explicit(layer):
+            if talking_heads is not None:
+                return _talking_heads(q, k, v, scale, mask, dropout, talking_heads)
+            if dropout is None:
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=scale
+                )
         scores = self.qk(layer, q, k, scale)
+        if talking_heads is not None:
+            scores = talking_heads[0](scores)
         if mask is not None:
             if mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, float("-inf"))
@@ -186,13 +233,23 @@ class Tracer:
         if self.keep_scores:
             self.scores[layer] = scores
         attn = self.softmax(layer, scores)
-        if self.keep_attention:
-            self.attentions[layer] = attn
+        if talking_heads is not None:
+            attn = talking_heads[1](attn)
+        attn = self.probabilities(layer, attn)
         if self.keep_values:
             self.values[layer] = v
         if dropout is not None:
             attn = dropout(attn)
         return self.av(layer, attn, v)
+
+    def probabilities(self, layer: int, attn: Tensor) -> Tensor:
+        """The attention that multiplies the values, ``(B, H, nq, N)``: the
+        softmax's output (after the head mixing of talking heads), before
+        dropout. Records it (``keep_attention``) and returns it; a tracer
+        that reads each layer's attention as it is computed overrides this."""
+        if self.keep_attention:
+            self.attentions[layer] = attn
+        return attn
 
     def explicit(self, layer: int) -> bool:
         """Whether ``layer`` runs the explicit attention (:meth:`qk`,
@@ -327,6 +384,9 @@ class BlockParts:
     (Swin v2's cosine attention), empty where there is none. ``post_norm`` is True
     for residual post-norm blocks (Swin v2: ``x + norm1(attn(x))``), where
     ``norm1``/``norm2`` follow the attention/MLP instead of preceding them.
+    ``head_mixing`` lists the linear maps across heads of talking-heads
+    attention (CaiT's ``proj_l`` before the softmax and ``proj_w`` after
+    it), empty where there are none.
     """
 
     def __init__(
@@ -341,6 +401,7 @@ class BlockParts:
         scales: Sequence[nn.Module] = (),
         post_norm: bool = False,
         attention_norms: Sequence[nn.Module] = (),
+        head_mixing: Sequence[nn.Module] = (),
     ) -> None:
         self.block = block
         self.attention = attention
@@ -352,6 +413,7 @@ class BlockParts:
         self.scales = list(scales)
         self.post_norm = post_norm
         self.attention_norms = list(attention_norms)
+        self.head_mixing = list(head_mixing)
 
 
 class EmbeddingParts:
@@ -519,6 +581,16 @@ class ViTAdapter:
         token set, one dense attention over all of it in every layer (ViT,
         DeiT). False for windowed or hierarchical models (Swin)."""
         return True
+
+    @property
+    def class_attention(self) -> bool:
+        """Whether some layers attend from a subset of the tokens only, over
+        a token set that changes between phases (CaiT: self-attention over
+        the patches, then class-attention layers whose one query is the
+        class token, joined after the self-attention phase). Methods defined
+        on one token set through the whole depth do not apply
+        (``docs/token_graph.rst``, "CaiT: two phases")."""
+        return False
 
     def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
         """The :class:`~captum_vit.adapters.TokenGraph` of the model for

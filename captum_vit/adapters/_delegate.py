@@ -119,6 +119,10 @@ class DelegatingAdapter(ViTAdapter):
     def plain(self) -> bool:
         return self.inner.plain
 
+    @property
+    def class_attention(self) -> bool:
+        return self.inner.class_attention
+
     def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
         return self.inner.token_graph(image_size)
 

@@ -28,11 +28,18 @@ attention method is written once:
 
 Tokens of a stage are its prefix tokens (class, distillation, registers)
 followed by its grid in row-major order.
+
+A layer may have fewer queries than keys (CaiT's class attention: only the
+class token queries, :attr:`LayerWindows.queries`): the other tokens pass it
+unchanged. CaiT's graph has two stages, the patches of the self-attention
+phase and ``[class token, patches]`` of the class-attention phase, joined by
+a merge under which the class token comes from no earlier token
+(``docs/token_graph.rst``, "CaiT: two phases").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 import torch
@@ -57,6 +64,11 @@ class Stage:
 
     grid: Tuple[int, int]
     num_prefix_tokens: int = 0
+    #: the row a single layer's map reads on this stage when the pooling row
+    #: does not reach it (CaiT's self-attention phase, before the class
+    #: token joins: the uniform mean over the patches) ``(N_s,)``; None: the
+    #: pooling row pulled back through the merges
+    query_row: Optional[Tensor] = field(default=None, compare=False)
 
     @property
     def num_tokens(self) -> int:
@@ -72,10 +84,17 @@ class LayerWindows:
         index (Tensor): ``(nW, n)`` long; ``index[k, p]`` is the stage token
             at position ``p`` of window ``k`` (``-1``: padding). Every token
             of the stage appears exactly once.
+        queries (Tensor or None): for a layer whose attention has fewer
+            queries than keys (CaiT's class attention), the stage tokens of
+            its query rows ``(nq,)``, in the order of the recorded rows; the
+            other tokens pass the layer unchanged. The recorded attention is
+            then ``(B * nW, heads, nq, n)``. None: every window position is a
+            query.
     """
 
     stage: int
     index: Tensor
+    queries: Optional[Tensor] = field(default=None, compare=False)
 
     @property
     def num_windows(self) -> int:
@@ -126,7 +145,8 @@ class TokenGraph:
         N = self.stages[0].num_tokens
         ref = torch.arange(N)
         return all(
-            lw.num_windows == 1
+            lw.queries is None
+            and lw.num_windows == 1
             and lw.window_tokens == N
             and torch.equal(lw.index[0], ref)
             for lw in self.layers

@@ -113,13 +113,37 @@ class ViTAttribution(Attribution):
     #: positions (relative position bias, RoPE) then refuse it
     _drops_tokens: bool = False
 
+    #: whether the method is defined on models with class-attention layers
+    #: (CaiT: self-attention over the patches, then layers where only the
+    #: class token queries; ``docs/token_graph.rst``, "CaiT: two phases")
+    _class_attention: bool = False
+    #: why a method does not apply to such a model (the end of the error)
+    _no_class_attention: str = (
+        "it is defined on one set of tokens that every layer attends over; in "
+        "this model the class token joins only after the self-attention layers "
+        "and is the only query of the class-attention layers, so no layer "
+        "of the first phase has a class-token row and the later ones have no "
+        "patch rows"
+    )
+
+    @classmethod
+    def _refusal(cls, adapter: ViTAdapter) -> Optional[str]:
+        """Why the method does not apply to the model ``adapter`` wraps
+        (the end of the error message), or None when it applies."""
+        if adapter.class_attention and not cls._class_attention:
+            return cls._no_class_attention
+        if not (cls._any_graph or adapter.plain):
+            return cls._plain_only
+        return None
+
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
         self.model = self.adapter.model
-        if not (self._any_graph or self.adapter.plain):
+        reason = self._refusal(self.adapter)
+        if reason is not None:
             raise adapters.UnsupportedModelError(
                 f"{type(self).__name__} does not apply to "
-                f"{type(self.model).__name__}: {self._plain_only}. "
+                f"{type(self.model).__name__}: {reason}. "
                 "captum_vit.attr.list_methods(model=model) lists the methods that "
                 "do (those written over the token graph, docs/token_graph.rst)."
             )

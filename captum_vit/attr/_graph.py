@@ -41,6 +41,7 @@ __all__ = [
     "to_stage",
     "pool_row",
     "compose",
+    "all_queries_row",
     "patch_scores",
     "discard_smallest",
     "MixingTracer",
@@ -53,22 +54,39 @@ def blocks(attn: Tensor, lw: LayerWindows) -> Tensor:
 
 
 def window_eye(lw: LayerWindows, like: Tensor) -> Tensor:
-    """The identity on the layer's window positions ``(n, n)``."""
+    """The identity on the layer's window positions ``(nq, n)``: ones where a
+    query row and a key column are the same token (``(n, n)`` unless the
+    layer has a query subset, :attr:`LayerWindows.queries`)."""
     n = lw.window_tokens
-    return torch.eye(n, dtype=like.dtype, device=like.device)
+    if lw.queries is None:
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+    keys = lw.index[0].to(like.device)
+    return (lw.queries.to(like.device)[:, None] == keys[None, :]).to(like.dtype)
 
 
-def through_layer(v: Tensor, M: Tensor, lw: LayerWindows) -> Tensor:
+def through_layer(
+    v: Tensor, M: Tensor, lw: LayerWindows, passthrough: bool = True
+) -> Tensor:
     """``v M`` for row vectors ``v`` ``(R, N_s)`` and a block-diagonal
-    mixing matrix given by its windows' blocks ``M`` ``(R, nW, n, n)``.
+    mixing matrix given by its windows' blocks ``M`` ``(R, nW, nq, n)``.
 
-    Padding positions read zero and what lands on them is dropped.
+    Padding positions read zero and what lands on them is dropped. For a
+    layer with a query subset (:attr:`LayerWindows.queries`, one window) the
+    other tokens pass unchanged (their rows are the identity) if
+    ``passthrough``, else they contribute nothing (the map of the attention
+    alone, as a single layer's map reads it).
     """
     index = lw.index.to(v.device)
     real = index >= 0
     safe = index.clamp(min=0)
-    rows = v[:, safe] * real  # (R, nW, n)
-    out = v.new_zeros(v.shape)
+    if lw.queries is None:
+        rows = v[:, safe] * real  # (R, nW, n)
+        out = v.new_zeros(v.shape)
+    else:
+        q = lw.queries.to(v.device)
+        rows = v[:, q][:, None]  # (R, 1, nq)
+        out = v.clone() if passthrough else v.new_zeros(v.shape)
+        out[:, q] = 0
     mixed = torch.einsum("rwq,rwqk->rwk", rows, M.to(v.dtype))
     return out.index_add_(1, safe[real], mixed[:, real])
 
@@ -97,7 +115,9 @@ def pool_row(
     dtype: torch.dtype,
     device: Optional[torch.device] = None,
 ) -> Tensor:
-    """The pooling row pulled back to ``stage``: ``(rows, N_stage)``.
+    """The pooling row pulled back to ``stage``: ``(rows, N_stage)``; the
+    stage's own :attr:`~captum_vit.adapters.Stage.query_row` where it has one
+    (CaiT's self-attention phase, which the class token never attends in).
 
     A static row is repeated ``rows`` times; a per-sample row (attention
     pooling, ``(B, N_S)``) is repeated ``rows // B`` times per sample,
@@ -112,6 +132,9 @@ def pool_row(
             "the model pools by attention: its pooling row is read from the "
             "traced forward (ViTAttribution._graph(inputs, tracer))"
         )
+    own = graph.stages[stage].query_row
+    if own is not None:  # a stage the pooling row does not reach (CaiT)
+        return own.to(device=device, dtype=dtype)[None].expand(rows, -1)
     w = graph.pool.to(device=device, dtype=dtype)
     w = to_stage(graph, w[None] if w.dim() == 1 else w, len(graph.stages) - 1, stage)
     if w.shape[0] == 1:
@@ -134,6 +157,20 @@ def compose(graph: TokenGraph, ops: Mapping[int, Tensor], v: Tensor) -> Tensor:
     return to_stage(graph, v, stage, 0)
 
 
+def all_queries_row(
+    graph: TokenGraph, lw: LayerWindows, rows: int, like: Tensor
+) -> Tensor:
+    """The uniform mean over the layer's query rows ``(rows, N_s)``: every
+    token of its stage, or its query subset (:attr:`LayerWindows.queries`:
+    CaiT's class-attention rows are the class token's alone)."""
+    N = graph.stages[lw.stage].num_tokens
+    if lw.queries is None:
+        return like.new_full((rows, N), 1.0 / N)
+    row = like.new_zeros(rows, N)
+    row[:, lw.queries.to(like.device)] = 1.0 / len(lw.queries)
+    return row
+
+
 def patch_scores(graph: TokenGraph, v: Tensor) -> Tensor:
     """Scores over the first stage's tokens ``(..., N_0)`` without the
     prefix tokens: the patch-grid map ``(..., gh * gw)``."""
@@ -142,7 +179,7 @@ def patch_scores(graph: TokenGraph, v: Tensor) -> Tensor:
 
 def discard_smallest(fused: Tensor, lw: LayerWindows, ratio: float) -> Tensor:
     """Zero the fraction ``ratio`` of the smallest entries of each sample's
-    fused attention ``(B, nW, n, n)`` (the entries the layer computes, all
+    fused attention ``(B, nW, nq, n)`` (the entries the layer computes, all
     windows together), never the entry of stage token 0 with itself (the
     class token's, as vit-explain keeps it)."""
     B = fused.shape[0]
@@ -151,9 +188,11 @@ def discard_smallest(fused: Tensor, lw: LayerWindows, ratio: float) -> Tensor:
     if k == 0:
         return fused
     flat = flat.clone()
-    n = lw.window_tokens
-    win, pos = (lw.index == 0).nonzero()[0].tolist()
-    keep = (win * n + pos) * n + pos
+    index = lw.index
+    rows = index if lw.queries is None else lw.queries[None]
+    win, pos = (rows == 0).nonzero()[0].tolist()
+    col = int((index[win] == 0).nonzero()[0])
+    keep = (win * rows.shape[1] + pos) * index.shape[1] + col
     kept = flat[:, keep].clone()
     idx = flat.topk(k, dim=-1, largest=False).indices
     flat.scatter_(1, idx, 0.0)
@@ -208,10 +247,9 @@ class MixingTracer(Tracer):
         self.ops: Dict[int, Tensor] = {}
         self.joint: Optional[Tensor] = None
 
-    def softmax(self, layer: int, scores: Tensor) -> Tensor:
-        attn = super().softmax(layer, scores)
-        if layer != self.POOL:  # the pooling attention is the pooling row
-            self._mix(layer, attn.detach())
+    def probabilities(self, layer: int, attn: Tensor) -> Tensor:
+        attn = super().probabilities(layer, attn)
+        self._mix(layer, attn.detach())
         return attn
 
     def _mix(self, layer: int, attn: Tensor) -> None:

@@ -265,6 +265,8 @@ def _module_rules(
         norms = list(getattr(parts, "attention_norms", []))  # Swin v2's cosine
         for m in list(parts.mlp) + list(getattr(parts, "scales", [])) + norms:
             by_type(m)
+        for m in getattr(parts, "head_mixing", []):  # CaiT's talking heads
+            bind("linear", m)
     for m in adapter.between_parts():  # Swin's patch merging
         by_type(m)
     emb = adapter.embedding_parts()
@@ -364,4 +366,5 @@ class _PixelLRPAttribution(ViTAttribution):
     _attribute_returns = "pixels"
     _token_reduce = "sum"
     _any_graph = True  # relevance through windows, shifts and merging
+    _class_attention = True  # and through both phases of CaiT
 

@@ -53,14 +53,15 @@ def list_methods(pattern: str = "*", model: Optional[nn.Module] = None) -> List[
         pattern (str, optional): fnmatch pattern. Default: ``"*"``
         model (torch.nn.Module, optional): keep only the methods that apply to
             this model (on a windowed, hierarchical model such as Swin, those
-            written over the token graph; ``docs/token_graph.rst``).
+            written over the token graph; on CaiT, those of them defined
+            across its two phases; ``docs/token_graph.rst``).
             Default: None (all)
     """
     names = sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))
     if model is None:
         return names
-    plain = adapters.get(model).plain
-    return [n for n in names if plain or _METHODS[n]._any_graph]
+    adapter = adapters.get(model)
+    return [n for n in names if _METHODS[n]._refusal(adapter) is None]
 
 
 def get_method(name: str) -> Type[ViTAttribution]:

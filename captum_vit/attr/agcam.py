@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..adapters import Tracer
+from ..adapters import HeadMix, Tracer
 from ._base import ViTAttribution
 from ._registry import register_method
 
@@ -37,9 +37,17 @@ class _DetachedAttentionInput(Tracer):
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
         return super().attention(
-            layer, q.detach(), k.detach(), v.detach(), scale, mask, dropout
+            layer,
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            scale,
+            mask,
+            dropout,
+            talking_heads,
         )
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:

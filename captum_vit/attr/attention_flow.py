@@ -208,10 +208,13 @@ def graph_edges(
     """The edge sets and level sizes of one sample's flow network on a token
     graph, from the last layer's output down to the input tokens.
 
-    ``mats[l]`` ``(nW, n, n)`` are layer ``l``'s residual-adjusted
+    ``mats[l]`` ``(nW, nq, n)`` are layer ``l``'s residual-adjusted
     capacities per window; edges join tokens of the same window (padding
-    positions have no node) and a merge map joins each new token to the
-    tokens it is made from with capacity :math:`P_{ij}`.
+    positions have no node), a merge map joins each new token to the
+    tokens it is made from with capacity :math:`P_{ij}` (a token made from
+    none, CaiT's class token, has no edge down) and a layer with a query
+    subset (CaiT's class attention) passes the other tokens on with
+    capacity one.
     """
     stage = len(graph.stages) - 1
     sizes = [graph.stages[stage].num_tokens]
@@ -232,10 +235,16 @@ def graph_edges(
         while stage > lw.stage:
             merge_down()
         index = lw.index.numpy()
-        rows = np.broadcast_to(index[:, :, None], mats[layer].shape)
+        queries = index if lw.queries is None else lw.queries.numpy()[None]
+        rows = np.broadcast_to(queries[:, :, None], mats[layer].shape)
         cols = np.broadcast_to(index[:, None, :], mats[layer].shape)
         real = (rows >= 0) & (cols >= 0)
-        edges.append((rows[real], cols[real], mats[layer][real]))
+        r, c, cap = rows[real], cols[real], mats[layer][real]
+        if lw.queries is not None:  # the other tokens pass unchanged
+            rest = np.setdiff1d(np.arange(sizes[-1]), queries)
+            r, c = np.concatenate([r, rest]), np.concatenate([c, rest])
+            cap = np.concatenate([cap, np.ones(len(rest))])
+        edges.append((r, c, cap))
         sizes.append(sizes[-1])
     while stage > 0:
         merge_down()
@@ -333,6 +342,7 @@ class AttentionFlow(ViTAttribution):
     """
 
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,
@@ -368,7 +378,9 @@ class AttentionFlow(ViTAttribution):
             graph, self.head_fusion, range(L), accumulate=False, dtype=torch.float64
         )
         self._trace(inputs, target, args, tracer)
-        ops = {layer: m.cpu().numpy() for layer, m in tracer.ops.items()}
+        # talking heads (CaiT) may mix heads with negative weights: a flow
+        # network has no negative capacity (a no-op for softmax attention)
+        ops = {layer: m.clamp(min=0).cpu().numpy() for layer, m in tracer.ops.items()}
         B = inputs.shape[0]
         graph = graph.with_pool(tracer.pool_row())  # attention pooling: per sample
         w = pool_row(graph, len(graph.stages) - 1, B, torch.float64).cpu().numpy()

@@ -50,6 +50,7 @@ class GenericAttention(ViTAttribution):
 
     _needs_grad = True
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self, model: nn.Module, start_layer: int = 0, interpolate_mode: str = "bilinear"

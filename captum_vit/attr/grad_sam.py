@@ -6,7 +6,14 @@ import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
-from ._graph import blocks, patch_scores, pool_row, through_layer, to_stage
+from ._graph import (
+    all_queries_row,
+    blocks,
+    patch_scores,
+    pool_row,
+    through_layer,
+    to_stage,
+)
 from ._registry import register_method
 
 _QUERIES = ("class", "all")
@@ -62,6 +69,7 @@ class GradSAM(ViTAttribution):
 
     _needs_grad = True
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"
@@ -80,10 +88,9 @@ class GradSAM(ViTAttribution):
             lw = graph.layers[layer]
             m = blocks(a.detach() * g.clamp(min=0), lw).mean(dim=2)
             if self.query == "all":
-                N = graph.stages[lw.stage].num_tokens
-                row = m.new_full((B, N), 1.0 / N)
+                row = all_queries_row(graph, lw, B, m)
             else:
                 row = pool_row(graph, lw.stage, B, m.dtype, m.device)
-            row = through_layer(row, m, lw)
+            row = through_layer(row, m, lw, passthrough=False)
             maps.append(to_stage(graph, row, lw.stage))
         return patch_scores(graph, torch.stack(maps).mean(dim=0))

@@ -71,6 +71,7 @@ class RawAttention(ViTAttribution):
     """
 
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,
@@ -135,6 +136,6 @@ class RawAttention(ViTAttribution):
         else:  # one map per head: heads join the batch of rows
             mats = attn.transpose(1, 2).reshape(B * H, nW, *attn.shape[3:])
         row = pool_row(graph, lw.stage, mats.shape[0], mats.dtype, mats.device)
-        row = through_layer(row, mats, lw)
+        row = through_layer(row, mats, lw, passthrough=False)
         scores = patch_scores(graph, to_stage(graph, row, lw.stage))
         return scores.reshape(B, H, -1) if per_head else scores

@@ -77,6 +77,7 @@ class AttentionRollout(ViTAttribution):
     """
 
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,

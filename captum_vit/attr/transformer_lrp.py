@@ -78,6 +78,7 @@ class TransformerLRP(ViTAttribution):
 
     _needs_grad = True
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from tests.models import (
     hf_dinov2_from_timm,
     images,
     timm_beit,
+    timm_cait,
     timm_dinov2,
     timm_eva,
 )
@@ -394,6 +395,7 @@ class _AttentionInputTracer(Tracer):
 ATTENTION_INPUT_FAMILIES = {
     **FAMILIES,
     **{name: (factory, 32) for name, factory in SWIN_FAMILIES.items()},
+    "timm_cait": (timm_cait, 32),  # class-attention blocks: norm1([cls; patches])
 }
 
 

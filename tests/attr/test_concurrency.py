@@ -268,8 +268,14 @@ def test_swin_threads_get_sequential_results(family):
         "torchvision": lambda: torchvision_swin_from_timm(base),
     }[family]().double()
     get_adapter(model).blocks()[0].register_forward_hook(_yield)
-    x = images(4).double()
     names = ("grad_sam", "generic_attention", "transformer_lrp", "attn_lrp", "rollout")
+    _check_threads_match_sequential(model, names)
+
+
+def _check_threads_match_sequential(model, names) -> None:
+    """Three threads explaining ``model`` with ``names`` (rotated) get the
+    sequential maps; a fourth thread's plain forwards the stock logits."""
+    x = images(4).double()
     factories = dict(METHODS)
     expected = {
         n: factories[n](model).attribute(x, target=TARGET, output="tokens")
@@ -298,3 +304,16 @@ def test_swin_threads_get_sequential_results(family):
     errors = run_threads([plain] + [explain(i) for i in range(3)])
     assert not errors, errors
     assert_same_state(before, model)
+
+
+def test_cait_threads_get_sequential_results():
+    """The CaiT adapter's temporary forwards (both phases' blocks and
+    attention, the talking-heads maps and layer scales of the LRP engine) are
+    serialised and routed the same way: concurrent explanations of one CaiT
+    give the sequential maps, a plain forward beside them the stock logits."""
+    from tests.models import timm_cait
+
+    model = timm_cait().double()
+    get_adapter(model).blocks()[-1].register_forward_hook(_yield)
+    names = ("grad_sam", "transformer_lrp", "attn_lrp", "rollout", "lrp")
+    _check_threads_match_sequential(model, names)

@@ -23,6 +23,7 @@ from tests.models import (
     SWIN_FAMILIES,
     hf_vit_from_timm,
     images,
+    timm_cait,
     timm_eva,
     timm_swin,
     timm_vit,
@@ -497,7 +498,12 @@ def test_swin_output_contract_and_batch_independence(name, factory, tol, swin, x
 @pytest.mark.parametrize("name,factory,tol", GRAPH_METHODS, ids=GRAPH_IDS)
 @pytest.mark.parametrize("family", list(SWIN_FAMILIES))
 def test_swin_state_restored(name, factory, tol, family, x):
-    model = SWIN_FAMILIES[family]()
+    _check_state_restored(SWIN_FAMILIES[family](), factory, x)
+
+
+def _check_state_restored(model, factory, x):
+    """The model exactly as it was after an explanation and after one that
+    raised in the last block (no forward, no rule, no flag left)."""
     adapter = cv.adapters.get(model)
     adapter.blocks()[0].train()
     params = list(model.parameters())
@@ -553,3 +559,67 @@ def test_list_methods_keeps_those_that_apply(model, swin):
     assert "rollout" in on_swin and "atman" not in on_swin
     for name in on_swin:
         cv.attr.create_method(name, swin)  # none refuses
+
+
+# ------------------------------------------------------ CaiT's two phases
+# The methods defined across CaiT's self-attention and class-attention
+# phases (docs/token_graph.rst, "CaiT: two phases") keep the contract on it;
+# every other method refuses it with an error that says why.
+CAIT_METHODS = [m for m in GRAPH_METHODS if type(m[1](timm_vit()))._class_attention]
+CAIT_IDS = [m[0] for m in CAIT_METHODS]
+
+
+@pytest.fixture(scope="module")
+def cait():
+    return timm_cait()
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_output_contract_and_batch_independence(name, factory, tol, cait, x):
+    method = factory(cait)
+    attr = method.attribute(x, target=TARGET)
+    assert attr.shape == x.shape and attr.dtype == x.dtype
+    assert torch.isfinite(attr).all() and not attr.requires_grad
+    tokens = method.attribute(x, target=TARGET, output="tokens")
+    assert tokens.shape == (4, 4, 4)
+    if name != "attention_flow":
+        # attention flow on CaiT is uniform over the patches: the class
+        # token's edges into the patches are the minimum cut of every flow
+        # (docs/token_graph.rst, "CaiT: two phases")
+        assert tokens.flatten(1).std(1).min() > 0
+    for i in range(x.shape[0]):
+        single = method.attribute(
+            x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
+        )
+        scale = tokens[i].abs().max()
+        torch.testing.assert_close(
+            single[0] / scale, tokens[i] / scale, rtol=0, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_state_restored(name, factory, tol, x):
+    """After success and after an exception inside the class-attention
+    phase, the model is exactly as it was (no forward, no rule left)."""
+    _check_state_restored(timm_cait(), factory, x)
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_bad_input(name, factory, tol, cait, x):
+    method = factory(cait)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        method.attribute(x[0])
+    with pytest.raises(ValueError, match="out of range"):
+        method.attribute(x, target=CLASSES)
+    with pytest.raises(ValueError, match="takes 32x32 images"):
+        method.attribute(images(2, size=48))
+
+
+@pytest.mark.parametrize(
+    "name,factory,tol",
+    [m for m in METHODS if m not in CAIT_METHODS],
+    ids=[m[0] for m in METHODS if m not in CAIT_METHODS],
+)
+def test_other_methods_refuse_cait(name, factory, tol, cait):
+    with pytest.raises(UnsupportedModelError, match="class token joins only after"):
+        factory(cait)

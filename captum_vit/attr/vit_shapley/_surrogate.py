@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ... import adapters
 from ...adapters import ViTAdapter
+from .._base import ViTAttribution
 from ._masking import MaskTracer
 
 
@@ -17,7 +18,8 @@ def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
     through a function of its output (a similarity: the surrogate and the
     explainer are trained on the model itself), an attention-pooled model
     (with every patch held out, its pooling attends to nothing), a windowed,
-    hierarchical model (issue 15: Swin)."""
+    hierarchical model (issue 15: Swin) or a model with class-attention
+    layers (CaiT)."""
     if isinstance(adapter, adapters.DelegatingAdapter):
         raise NotImplementedError(
             f"ViT Shapley trains its surrogate and explainer on the model itself; "
@@ -28,6 +30,11 @@ def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
         raise NotImplementedError(
             "ViT Shapley holds patches out of every attention; an attention-pooled "
             "model's pooling would attend to nothing for the empty coalition"
+        )
+    if adapter.class_attention:  # CaiT
+        raise adapters.UnsupportedModelError(
+            f"ViT Shapley does not apply to {type(adapter.model).__name__}: "
+            f"{ViTAttribution._no_class_attention}"
         )
     if not adapter.plain:
         raise adapters.UnsupportedModelError(
