@@ -3,11 +3,11 @@ baseline)."""
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
-from torch import Tensor, nn
+from torch import nn
 
-from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set, relevance_pass
+from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set
 from ._registry import register_method
 
 
@@ -72,9 +72,3 @@ class LRP(_PixelLRPAttribution):
                 "(AttnLRP is the class cv.AttnLRP)"
             )
         self.rules = get_rule_set(rules)
-
-    def _attribute(
-        self, inputs: Tensor, target: Optional[Tensor], args: tuple
-    ) -> Tensor:
-        _, rel, _, _ = relevance_pass(self.adapter, self.rules, inputs, target, args)
-        return rel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from torch import Tensor, nn
 
@@ -66,9 +66,21 @@ class PartialLRP(ViTAttribution):
         self.rules = get_rule_set(rules)
         self.layer = self._layer_index(layer)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        _, _, rel, _ = relevance_pass(
-            self.adapter, self.rules, inputs, target, args, False, [self.layer]
-        )
-        row = self._pooling_tracer(inputs, args)
-        return self._patch_row(rel[self.layer].clamp(min=0).mean(dim=1), row)
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
+        rel = relevance_pass(
+            self.adapter,
+            self.rules,
+            inputs,
+            target,
+            args=args,
+            wrt_input=False,
+            layers=[self.layer],
+            reduce=_positive_head_mean,
+        ).attention[self.layer]
+        return self._patch_row(rel, self._pooling_tracer(inputs, args))
+
+
+def _positive_head_mean(rel: Tensor, grad: Optional[Tensor]) -> Tensor:
+    return rel.clamp(min=0).mean(dim=1)

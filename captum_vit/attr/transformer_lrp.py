@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
@@ -93,24 +95,37 @@ class TransformerLRP(ViTAttribution):
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         self.method = method
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         layers = range(self.start_layer, self.adapter.num_layers)
-        with_grad = self.method == "transformer_attribution"
-        # one forward: a gradient pass to the attention, then the LRP pass
-        _, _, rel, grads = relevance_pass(
-            self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
-        )
+        # one forward: a gradient pass to the attention, then the LRP pass;
+        # each layer's (B, H, n, n) relevance is reduced to its map at once
+        maps = relevance_pass(
+            self.adapter,
+            RuleSet(),
+            inputs,
+            target,
+            args=args,
+            wrt_input=False,
+            layers=layers,
+            gradients=self.method == "transformer_attribution",
+            reduce=_layer_map,
+        ).attention
         # attention pooling: the row of a forward of the same inputs
         graph = self._graph(inputs, self._pooling_tracer(inputs, args))
         ops = {}
         for layer in layers:
             lw = graph.layers[layer]
-            cam = rel[layer]
-            if with_grad:
-                cam = grads[layer] * cam
-            cam = blocks(cam, lw).clamp(min=0).mean(dim=2)
+            cam = blocks(maps[layer], lw)  # (B, nW, n, n)
             ops[layer] = cam + window_eye(lw, cam)
         v = pool_row(
             graph, len(graph.stages) - 1, inputs.shape[0], cam.dtype, cam.device
         )
         return patch_scores(graph, compose(graph, ops, v))
+
+
+def _layer_map(rel: Tensor, grad: Optional[Tensor]) -> Tensor:
+    """``mean_h((grad * rel)+)``, or ``mean_h(rel+)`` without a gradient."""
+    cam = rel if grad is None else grad * rel
+    return cam.clamp(min=0).mean(dim=1)

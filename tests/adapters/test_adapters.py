@@ -305,7 +305,9 @@ def test_hf_deit_with_teacher_random_init():
     x = images(2)
     out = model(x)
     torch.testing.assert_close(a.forward(x), out.logits)
-    for tracer in (Tracer(), cv.attr._lrp.LRPTracer(cv.attr._lrp.RuleSet())):
+    lrp_tracer = cv.attr._lrp.LRPTracer(cv.attr._lrp.RuleSet())
+    lrp_tracer.keep_attention = True  # it records nothing by default
+    for tracer in (Tracer(), lrp_tracer):
         with a.trace(tracer):
             traced = a.forward(x)
         torch.testing.assert_close(traced, out.logits, rtol=1e-5, atol=1e-6)

@@ -1,23 +1,25 @@
 """AttnLRP (Achtibat et al., ICML 2024): conservation as the paper states it,
 and equality with the Gradient x Input formulation of the LXT project.
 
-``AttnLRP``'s rules are written as explicit relevance rules; the LXT project
-computes the same rules as input x (modified) gradient: the LayerNorm's
-standard deviation detached, the GELU's gradient replaced by ``out / in``
-(identity rule), the gradients at q and k halved twice and at v once (the
-uniform rule of both attention matmuls), everything else a plain gradient.
-``naive_gxi`` below writes that formulation out on a timm state dict.
+The LXT project computes AttnLRP's rules as input x (modified) gradient: the
+LayerNorm's standard deviation detached, the GELU's gradient replaced by
+``out / in`` (identity rule), the gradients at q and k halved twice and at v
+once (the uniform rule of both attention matmuls), everything else a plain
+gradient. ``naive_gxi`` below writes that formulation out on a timm state
+dict, without captum_vit's adapters or rules; each of captum_vit's rules is
+checked against its explicit relevance equation in ``test_lrp_rules.py``.
 """
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 import captum_vit as cv
-from captum_vit.attr._lrp import AttnLRPRules, lrp_context
+from captum_vit.attr._lrp import AttnLRPRules, lrp_context, relevance_pass
 from tests.models import hf_vit_from_timm, images, timm_vit
 from tests.tolerance import assert_close_to_scale
 
@@ -78,20 +80,26 @@ def naive_gxi(model, x, target, cp=False):
     return x.detach() * g
 
 
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
 def test_equals_lxt_gradient_times_input_formulation():
     model = timm_vit().double()
     x = images(3).double()
     target = torch.tensor([0, 2, 4])
-    ours = cv.AttnLRP(model, epsilon=1e-12).attribute(x, target=target)
     expected = naive_gxi(model, x, target)
-    err = (ours - expected).abs().max() / expected.abs().max()
-    assert err < 1e-8, err
-    cp = cv.AttnLRP(model, epsilon=1e-12, attention="cp").attribute(x, target=target)
     expected_cp = naive_gxi(model, x, target, cp=True)
-    assert (cp - expected_cp).abs().max() / expected_cp.abs().max() < 1e-8
-    # the default epsilon changes little
-    default = cv.AttnLRP(model).attribute(x, target=target)
-    assert (default - expected).abs().max() / expected.abs().max() < 1e-2
+    for epsilon in (0.0, 1e-12):  # the fused attention; op by op with gates
+        ours = cv.AttnLRP(model, epsilon=epsilon).attribute(x, target=target)
+        assert _rel(ours, expected) < 1e-8, epsilon
+        cp = cv.AttnLRP(model, epsilon=epsilon, attention="cp")
+        assert _rel(cp.attribute(x, target=target), expected_cp) < 1e-8, epsilon
+    # the paper's epsilon changes little
+    stabilised = cv.AttnLRP(model, epsilon=1e-6).attribute(x, target=target)
+    assert 0 < _rel(stabilised, expected) < 1e-2
+    with pytest.raises(ValueError, match="epsilon must be >= 0"):
+        cv.AttnLRP(model, epsilon=-1.0)
 
 
 def _conservation_terms(model, x, target, epsilon):
@@ -99,18 +107,19 @@ def _conservation_terms(model, x, target, epsilon):
     relevance the softmax rules absorb, for one image."""
     adapter = cv.adapters.get(model)
     with torch.enable_grad(), lrp_context(adapter, AttnLRPRules(epsilon)) as tr:
-        tr.keep_scores = True
+        tr.keep_attention = tr.keep_scores = True
         xr = x.clone().requires_grad_(True)
         logits = model(xr)
         L = adapter.num_layers
         attn = [tr.attentions[i] for i in range(L)]
         scores = [tr.scores[i] for i in range(L)]
         start = torch.zeros_like(logits)
-        start[0, target] = logits[0, target].detach()
+        start[0, target] = 1.0  # gradient x input: R = logit * 1 at the target
         wrt = [xr, model.pos_embed, model.cls_token] + attn + scores
         g = torch.autograd.grad(logits, wrt, grad_outputs=start)
-    inputs = sum(t.sum() for t in g[:3])
-    absorbed = sum(ga.sum() - gs.sum() for ga, gs in zip(g[3 : 3 + L], g[3 + L :]))
+    rel = [t.detach() * gt for t, gt in zip(wrt, g)]
+    inputs = sum(r.sum() for r in rel[:3])
+    absorbed = sum(ra.sum() - rs.sum() for ra, rs in zip(rel[3 : 3 + L], rel[3 + L :]))
     return logits[0, target].item(), inputs.item(), absorbed.item()
 
 
@@ -152,3 +161,26 @@ def test_batch_and_hf_agree():
         x, target=target, output="tokens"
     )
     assert (hf - batched).abs().max() / batched.abs().max() < 1e-4
+
+
+def test_relevance_at_attention_is_attention_times_gradient():
+    """Asked for the relevance at the attention probabilities, the pass runs
+    the attention op by op and returns ``A * g`` (gradient x input there)."""
+    model = timm_vit().double()
+    x = images(2).double()
+    target = torch.tensor([1, 3])
+    adapter = cv.adapters.get(model)
+    got = relevance_pass(adapter, AttnLRPRules(), x, target, layers=[0, 1])
+    with torch.enable_grad(), lrp_context(adapter, AttnLRPRules()) as tr:
+        tr.keep_attention = True
+        xr = x.clone().requires_grad_(True)
+        logits = model(xr)
+        start = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+        attn = [tr.attentions[0], tr.attentions[1]]
+        g = torch.autograd.grad(logits, [xr] + attn, grad_outputs=start)
+    torch.testing.assert_close(got.inputs, xr.detach() * g[0])
+    for i in (0, 1):
+        torch.testing.assert_close(got.attention[i], attn[i].detach() * g[1 + i])
+    # and the input relevance does not depend on asking for it
+    alone = cv.AttnLRP(model).attribute(x, target=target)
+    torch.testing.assert_close(got.inputs, alone)

@@ -16,7 +16,7 @@ from captum_vit import adapters
 from captum_vit.adapters import Tracer, UnsupportedModelError
 from captum_vit.attr._lrp import RuleSet, lrp_context
 from tests import naive_cait
-from tests.attr.test_swin_graph import _networkx_flows
+from tests.attr.test_swin_graph import _networkx_flows, attention_relevance
 from tests.models import HEADS, images, timm_cait
 
 TARGET = torch.tensor([0, 3, 1])
@@ -204,15 +204,12 @@ def test_generic_attention_and_grad_sam(cait64, x64, dense):
 def test_transformer_lrp_combination(cait64, x64):
     """TransformerLRP's product over the two phases, with the relevance and
     gradients the LRP engine gives at each layer's attention."""
-    from captum_vit.attr._lrp import relevance_pass
-
     ad = adapters.get(cait64)
     L, D = ad.num_layers, _depth(cait64)
-    _, _, rel, grads = relevance_pass(
-        ad, RuleSet(), x64, TARGET, (), False, range(L), True
-    )
+    pairs = attention_relevance(ad, x64, TARGET)
+    rel = {i: pair[0] for i, pair in pairs.items()}
     P = rel[0].shape[-1]
-    cams = [(grads[i] * rel[i]).clamp(min=0).mean(1) for i in range(L)]
+    cams = [(pairs[i][1] * rel[i]).clamp(min=0).mean(1) for i in range(L)]
     sa = [c + torch.eye(P, dtype=torch.float64) for c in cams[:D]]
     ca = [_e0(c[:, 0]) for c in cams[D:]]
     got = cv.TransformerLRP(cait64).attribute(x64, target=TARGET, output="tokens")

@@ -509,32 +509,33 @@ def test_attn_lrp_conserves_through_the_projection_and_normalisation():
     v = model.visual
     x = images(1).double()
     with torch.enable_grad(), lrp_context(sim, AttnLRPRules(1e-12)) as tr:
-        tr.keep_scores = True
+        tr.keep_attention = tr.keep_scores = True
         xr = x.clone().requires_grad_(True)
         out = sim(xr)
         L = sim.num_layers
         attn = [tr.attentions[i] for i in range(L)]
         scores = [tr.scores[i] for i in range(L)]
         start = torch.zeros_like(out)
-        start[0, 1] = out[0, 1].detach()
+        start[0, 1] = 1.0  # gradient x input: R = score * 1 at the target
         wrt = [xr, v.positional_embedding, v.class_embedding] + attn + scores
         g = torch.autograd.grad(out, wrt, grad_outputs=start)
-    inputs = sum(t.sum() for t in g[:3])
-    absorbed = sum(ga.sum() - gs.sum() for ga, gs in zip(g[3 : 3 + L], g[3 + L :]))
+    rel = [t.detach() * gt for t, gt in zip(wrt, g)]
+    inputs = sum(r.sum() for r in rel[:3])
+    absorbed = sum(ra.sum() - rs.sum() for ra, rs in zip(rel[3 : 3 + L], rel[3 + L :]))
     score = out[0, 1].item()
     assert abs(inputs.item() + absorbed.item() - score) < 1e-8 * abs(score)
-    rel = cv.AttnLRP(sim, epsilon=1e-12).attribute(x, target=1)
-    assert abs(rel.sum().item() - g[0].sum().item()) < 1e-10
+    ours = cv.AttnLRP(sim, epsilon=1e-12).attribute(x, target=1)
+    assert abs(ours.sum().item() - rel[0].sum().item()) < 1e-10
 
 
 def test_lrp_rules_reach_every_head_module():
     """The LRP engine gives a rule to ln_pre, the projection, the embedding
     normalisation, the similarity and the attention pooler's modules."""
-    from captum_vit.attr._lrp import AttnLRPRules, _module_rules
+    from captum_vit.attr._lrp import AttnLRPRules, Mode, _module_rules
 
     for model in (open_clip_attnpool(), hf_siglip()):
         sim = cv.embedding_similarity(model, torch.randn(2, sim_width(model)))
-        bound = {id(m) for m, _ in _module_rules(sim, AttnLRPRules())}
+        bound = {id(m) for m, _ in _module_rules(sim, AttnLRPRules(), Mode())}
         head = sim.head_parts()
         wanted = list(head.pooler) + list(head.pre_logits) + list(head.classifiers)
         post = sim.embedding_parts().post_norm

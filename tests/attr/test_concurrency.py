@@ -238,18 +238,25 @@ def test_plain_forward_beside_explanations(family, x):
     assert_same_state(before, model)
 
 
-def test_lrp_never_writes_the_shared_rule_set(x):
-    """The pass's Mode lives on a per-call copy of the rule set, so threads
-    sharing one method instance cannot switch each other's rules."""
+@pytest.mark.parametrize("make", [cv.LRP, cv.AttnLRP])
+def test_lrp_never_writes_the_shared_rule_set(x, make):
+    """The pass's Mode is created per call (it lives on the call's tracer and
+    in the rules' closures, never on the rule set), so threads sharing one
+    method instance cannot switch each other's rules."""
     from captum_vit.attr._lrp import lrp_context
 
-    model = timm_vit()
-    method = cv.AttnLRP(model)
+    model, other = timm_vit(), timm_vit()
+    method = make(model)
     rules = method.rules
     before = dict(rules.__dict__)
-    with lrp_context(method.adapter, rules) as tracer:
-        assert tracer.rules is not rules and tracer.rules.mode is not None
-        assert rules.mode is None
+    with (
+        lrp_context(method.adapter, rules, gradients=True) as tracer,
+        lrp_context(get_adapter(other), rules) as second,
+    ):
+        assert tracer.mode is not second.mode
+        with tracer.mode.gradient():
+            assert tracer.mode.is_gradient and not second.mode.is_gradient
+            assert rules.__dict__ == before
     assert rules.__dict__ == before
 
 

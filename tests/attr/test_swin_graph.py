@@ -355,6 +355,25 @@ def test_family_twins_give_the_same_maps(name, factory, v2):
 
 
 # --------------------------------------------------------------------- LRP
+def attention_relevance(adapter, x, target):
+    """Per layer, ``(relevance, gradient)`` of the target logit at the
+    attention probabilities, from the LRP engine's one forward with a
+    gradient pass and Chefer et al.'s relevance pass (TransformerLRP's
+    inputs), stacked ``(2, B * nW, H, n, n)``."""
+    from captum_vit.attr._lrp import RuleSet, relevance_pass
+
+    return relevance_pass(
+        adapter,
+        RuleSet(),
+        x,
+        target,
+        wrt_input=False,
+        layers=range(adapter.num_layers),
+        gradients=True,
+        reduce=lambda rel, grad: torch.stack((rel, grad)),
+    ).attention
+
+
 def _dense_blocks(blocks, lw, N):
     """Windowed blocks ``(B, nW, H, n, n)`` as dense ``(B, H, N, N)``."""
     B, nW, H, n, _ = blocks.shape
@@ -370,19 +389,14 @@ def _dense_blocks(blocks, lw, N):
 def test_transformer_lrp_product_dense_equals_windowed(swin64, x64):
     """The graph's product of TransformerLRP's (gradient x relevance) blocks
     equals the dense product with dense merge maps."""
-    from captum_vit.attr._lrp import RuleSet, relevance_pass
-
     adapter = cv.adapters.get(swin64)
     graph = adapter.token_graph((32, 32))
-    L = adapter.num_layers
-    _, _, rel, grads = relevance_pass(
-        adapter, RuleSet(), x64, TARGET, (), False, range(L), True
-    )
+    rel = attention_relevance(adapter, x64, TARGET)
     stages = _stages(swin64)
     mats = []
     for layer, lw in enumerate(graph.layers):
         N = graph.stages[lw.stage].num_tokens
-        cam = grads[layer] * rel[layer]
+        cam = rel[layer][1] * rel[layer][0]
         dense = _dense_blocks(cam.reshape(3, lw.num_windows, *cam.shape[1:]), lw, N)
         mats.append(dense.clamp(min=0).mean(1) + torch.eye(N, dtype=torch.float64))
     merges = [naive_swin.merge_map(s.grid) for s in graph.stages[:-1]]

@@ -173,22 +173,18 @@ def test_transformer_lrp_combination_is_todays(family):
     """TransformerLRP's product over the graph equals today's dense
     ``(cam + I)`` product of the same relevances and gradients, read with
     the pooling row (recorded for attention pooling)."""
-    from captum_vit.attr._lrp import RuleSet, relevance_pass
+    from tests.attr.test_swin_graph import attention_relevance
 
     model = PLAIN[family]()
     x = images(3).double()
     adapter = cv.adapters.get(model)
     pool = cv.GenericAttention(model)._trace(x, TARGET, ())[0].pool_row()
-    L = adapter.num_layers
-    _, _, rel, grads = relevance_pass(
-        adapter, RuleSet(), x, TARGET, (), False, range(L), True
-    )
+    rel = attention_relevance(adapter, x, TARGET)
     N = rel[0].shape[-1]
     J = None
-    for layer in range(L):
-        M = (grads[layer] * rel[layer]).clamp(min=0).mean(1) + torch.eye(
-            N, dtype=torch.float64
-        )
+    for layer in range(adapter.num_layers):
+        cam = rel[layer][1] * rel[layer][0]
+        M = cam.clamp(min=0).mean(1) + torch.eye(N, dtype=torch.float64)
         J = M if J is None else M @ J
     got = cv.TransformerLRP(model).attribute(x, target=TARGET, output="tokens")
     assert _rel(got.flatten(1), _row(adapter, J, pool)) < 1e-12

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import captum_vit as cv
-from captum_vit.attr._lrp import RuleSet, relevance_pass
+from captum_vit.attr._lrp import AttentionTap, RuleSet, lrp_context, relevance_pass
+from captum_vit.attr.transformer_lrp import _layer_map
 from tests.attr.reference import model_in, reference, rel_err
 from tests.models import hf_vit_from_timm, images, timm_vit, torchvision_vit_from_timm
 from tests.tolerance import assert_close_to_scale
@@ -49,9 +50,14 @@ def test_reference_attn_cam_per_layer():
     _, _, ref32, _, targets = reference()
     model, x = model_in(torch.float32)
     adapter = cv.adapters.get(model)
-    _, _, rel, _ = relevance_pass(
-        adapter, RuleSet(), x[:1], targets["argmax"][:1], (), False, [0, 1, 2]
-    )
+    rel = relevance_pass(
+        adapter,
+        RuleSet(),
+        x[:1],
+        targets["argmax"][:1],
+        wrt_input=False,
+        layers=[0, 1, 2],
+    ).attention
     expected = ref32["debug_img0_target_argmax__attn_cam"]
     for layer, tol in zip(range(3), (5e-3, 1e-3, 1e-4)):
         ours = rel[layer][0].numpy()
@@ -108,3 +114,38 @@ def test_start_layer_and_options():
         cv.LRP(model, rules="attnlrp")
     with pytest.raises(ValueError, match="rules must be"):
         cv.PartialLRP(model, rules="zplus")
+
+
+def _layer_maps(model, x, target, op_by_op):
+    adapter = cv.adapters.get(model)
+    taps = {i: AttentionTap(_layer_map) for i in range(adapter.num_layers)}
+    with (
+        torch.enable_grad(),
+        lrp_context(adapter, RuleSet(), gradients=True, taps=taps) as tracer,
+    ):
+        tracer.keep_attention = op_by_op  # recorded probabilities: op by op
+        xx = x.clone().requires_grad_(True)
+        logits = model(xx)
+        one_hot = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+        with tracer.mode.gradient():
+            torch.autograd.grad(logits, xx, one_hot, retain_graph=True)
+        torch.autograd.grad(logits, xx, one_hot)
+    assert bool(tracer.attentions) == op_by_op
+    return torch.stack([taps[i].result for i in sorted(taps)])
+
+
+def test_fused_attention_core_equals_op_by_op():
+    """The fused attention core (A recomputed in backward, the gradient kept
+    at A V) and the op-by-op rules (A recorded, tapped) give the same
+    per-layer maps, and TransformerLRP's are those maps."""
+    model = timm_vit().double()
+    x = images(3).double()
+    target = torch.tensor([0, 3, 1])
+    fused = _layer_maps(model, x, target, op_by_op=False)
+    op_by_op = _layer_maps(model, x, target, op_by_op=True)
+    torch.testing.assert_close(fused, op_by_op, rtol=1e-10, atol=1e-14)
+    eye = torch.eye(fused.shape[-1], dtype=fused.dtype)
+    J = (fused[1] + eye) @ (fused[0] + eye)
+    expected = J[:, 0, 1:].reshape(3, 4, 4)
+    got = cv.TransformerLRP(model).attribute(x, target=target, output="tokens")
+    torch.testing.assert_close(got, expected)
