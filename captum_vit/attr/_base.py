@@ -4,7 +4,9 @@
 the contract of the package:
 
 * ``attribute(inputs, target=None, additional_forward_args=None,
-  output="input")`` with Captum's argument names;
+  output="input", internal_batch_size=None)`` with Captum's argument names
+  (``internal_batch_size``: at most that many images, or perturbed copies
+  of an image, per forward pass; the maps do not depend on it);
 * the default output has the input's shape ``(B, C, H, W)`` (the patch map is
   upsampled bilinearly, as Chefer et al.'s evaluation does, and repeated over
   channels) so :func:`captum.metrics.infidelity`,
@@ -27,6 +29,7 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
+from .._batching import check_internal_batch_size, select_rows
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
@@ -102,6 +105,12 @@ class ViTAttribution(Attribution):
     #: pruning, TIS's sampling): models whose attention depends on token
     #: positions (relative position bias, RoPE) then refuse it
     _drops_tokens: bool = False
+    #: whether the method runs perturbed copies of each image (ATMAN, ViT-CX,
+    #: TIS, ViT-ReciproCAM) or extra rows (ViT Shapley's empty coalition) in
+    #: its forward passes: its :meth:`_attribute` then takes the
+    #: keyword ``internal_batch_size`` (copies per forward pass, None for the
+    #: method's own default) besides the chunking of the batch into images
+    _batches_copies: bool = False
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
@@ -124,6 +133,7 @@ class ViTAttribution(Attribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         output: str = "input",
+        internal_batch_size: Optional[int] = None,
     ) -> Union[Tensor, Tuple[Tensor]]:
         r"""Explain ``target`` for every image of ``inputs``.
 
@@ -136,10 +146,22 @@ class ViTAttribution(Attribution):
                 sample as a 1-D tensor or list. ``None`` explains the predicted
                 class. Default: None
             additional_forward_args (Any, optional): extra positional
-                arguments passed to the model after ``inputs``. Default: None
+                arguments passed to the model after ``inputs``; a tensor whose
+                first dimension is the batch is split with ``inputs`` when
+                the batch is explained in chunks. Default: None
             output (str, optional): ``"input"`` for a map with the input's
                 shape ``(B, C, H, W)``; ``"tokens"`` for the patch grid
                 ``(B, gh, gw)``. Default: ``"input"``
+            internal_batch_size (int, optional): the most images (or, for
+                methods that run perturbed copies of each image: ATMAN,
+                ViT-CX, TIS, ViT-ReciproCAM, the most copies) evaluated in
+                one forward pass, as in Captum. A larger batch is explained
+                in chunks of ``internal_batch_size`` images, one after the
+                other, which bounds the memory; the maps are those of the
+                whole batch (to float rounding: a sample's map never depends
+                on its batch). ``None`` explains the batch at once (and runs
+                copies in the method's own passes, see its constructor).
+                Default: None
 
         For methods that score tokens, ``output="input"`` is the patch map
         upsampled to the pixels (bilinearly by default, as Chefer et al.'s
@@ -168,12 +190,40 @@ class ViTAttribution(Attribution):
         inputs, is_tuple, target, args = self._prepare(
             inputs, target, additional_forward_args, output
         )
-        scores = self._attribute(inputs, target, args).detach()
+        scores = self._attribute_chunks(
+            inputs, target, args, check_internal_batch_size(internal_batch_size)
+        )
         if self._attribute_returns == "pixels":
             out = self._format_pixels(scores, inputs, output)
         else:
             out = self._format_tokens(scores, inputs, output)
         return (out,) if is_tuple and output == "input" else out
+
+    def _attribute_chunks(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int],
+    ) -> Tensor:
+        """:meth:`_attribute` on chunks of at most ``internal_batch_size``
+        images (all at once for None), concatenated along the batch."""
+        B = int(inputs.shape[0])
+        step = B if internal_batch_size is None else min(internal_batch_size, B)
+        extra = (
+            {"internal_batch_size": internal_batch_size} if self._batches_copies else {}
+        )
+        parts = []
+        for start in range(0, B, step):
+            rows = slice(start, min(start + step, B))
+            part = self._attribute(
+                inputs[rows],
+                None if target is None else target[rows],
+                args if step == B else select_rows(args, rows, B),
+                **extra,
+            )
+            parts.append(part.detach())
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _format_tokens(self, scores: Tensor, inputs: Tensor, output: str) -> Tensor:
         """Token scores ``(B, [K,] gh * gw)`` as the grid or upsampled."""
@@ -241,7 +291,9 @@ class ViTAttribution(Attribution):
         """Return patch-token scores ``(B, gh * gw)`` (or pixel scores, see
         :attr:`_attribute_returns`) for the validated ``inputs``, ``target``
         (LongTensor ``(B,)`` or None for the predicted class) and extra
-        forward arguments ``args``."""
+        forward arguments ``args``. Methods with :attr:`_batches_copies` also
+        take the keyword ``internal_batch_size`` (copies per forward pass;
+        None for their own default)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- checking
