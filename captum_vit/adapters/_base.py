@@ -400,10 +400,16 @@ class ViTAdapter:
     def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
         """Run the model and return the logits tensor ``(B, classes)``.
 
+        Modules compiled in place (``module.compile()``) run eagerly here, as
+        a model wrapped by ``torch.compile`` is unwrapped (:func:`unwrap`):
+        explanations trace, hook and differentiate the eager modules (see
+        :meth:`eager`).
+
         Raises:
             ValueError: the model's output is not a ``(B, classes)`` tensor.
         """
-        logits = self._call_model(inputs, *args, **kwargs)
+        with self.eager():
+            logits = self._call_model(inputs, *args, **kwargs)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
             raise ValueError(
@@ -411,6 +417,30 @@ class ViTAdapter:
                 "expected logits (B, classes)"
             )
         return logits
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """Run the modules of the model that were compiled in place
+        (``module.compile()``, which sets ``module._compiled_call_impl``)
+        eagerly in this thread for the duration of the context.
+
+        Calls from other threads keep the compiled code (the change is a
+        routed instance attribute of :func:`~captum_vit.adapters.patching`,
+        removed on exit). Nothing is changed for a model without such
+        modules.
+        """
+        compiled = [
+            m
+            for m in self.model.modules()
+            if m.__dict__.get("_compiled_call_impl") is not None
+        ]
+        if not compiled:
+            yield
+            return
+        with patching(self.model) as patch:
+            for m in compiled:
+                patch.set(m, "_compiled_call_impl", m._call_impl)
+            yield
 
     def _call_model(self, inputs: Tensor, *args, **kwargs):
         """The model's own call; families whose output is not a tensor unwrap it."""

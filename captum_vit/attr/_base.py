@@ -279,6 +279,9 @@ class ViTAttribution(Attribution):
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
         self._check_inputs(inputs)
         inputs = self._check_mode(inputs)
+        # channels_last (or any strided) images are explained as their
+        # contiguous copy: the same maps as the contiguous images, bit for bit
+        inputs = inputs.contiguous()
         target = self._check_target(target, inputs.shape[0])
         args = _format_additional_forward_args(additional_forward_args)
         args = () if args is None else tuple(args)
