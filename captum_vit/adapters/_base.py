@@ -121,14 +121,22 @@ class Tracer:
         return (q * scale) @ k.transpose(-2, -1)
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
-        """Softmax over keys, computed in float32 at least (as HF does)."""
+        """Softmax over keys, computed in float32 at least (as HF does).
+
+        Half-precision scores (float16, bfloat16) give float32
+        probabilities: methods record, differentiate and multiply the
+        probabilities the softmax computed (rollout products, gradient
+        weightings, in float32), and :meth:`av` casts them to the values'
+        dtype for the model's own product ``A V``.
+        """
         if scores.dtype in (torch.float16, torch.bfloat16):
-            return scores.float().softmax(dim=-1).to(scores.dtype)
+            return scores.float().softmax(dim=-1)
         return scores.softmax(dim=-1)
 
     def av(self, layer: int, attn: Tensor, v: Tensor) -> Tensor:
-        """Attention output ``attn @ v`` of shape ``(B, H, N, d)``."""
-        return attn @ v
+        """Attention output ``attn @ v`` of shape ``(B, H, N, d)``, in the
+        values' dtype."""
+        return attn.to(v.dtype) @ v
 
     def attention(
         self,

@@ -15,6 +15,12 @@ the contract of the package:
 * ``output="tokens"`` returns the patch grid ``(B, gh, gw)``; prefix tokens
   (class, distillation, register) never appear in a map;
 * ``target=None`` explains the predicted class;
+* maps have the input's dtype, except for half-precision inputs (float16,
+  bfloat16), whose maps are float32: the methods accumulate softmax,
+  relevance and rollout products in float32, and a half-precision map would
+  round that away (bfloat16 keeps 8 significant bits); methods that cannot
+  meet the documented tolerance in half precision refuse it
+  (:attr:`ViTAttribution._half_dtypes`, ``docs/performance.rst``);
 * a sample's result never depends on the rest of its batch;
 * the model is left exactly as it was (see :meth:`ViTAdapter.trace`).
 """
@@ -36,6 +42,23 @@ from .._targets import TargetType, format_target
 from ..adapters import Tracer, ViTAdapter
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+#: why the LRP-rule methods refuse half precision (their ``_half_refusal``)
+RELEVANCE_IN_HALF = (
+    "its relevance rules divide by every layer's outputs, which float16 and "
+    "bfloat16 keep to 11 or 8 significant bits: the map then loses its "
+    "correlation with the float32 map, or flips sign (docs/performance.rst, "
+    "Half precision)"
+)
+#: why the perturbation methods refuse half precision
+OUTPUTS_IN_HALF = (
+    "its map is made of differences of the model's outputs on perturbed "
+    "inputs, and a float16 or bfloat16 model's outputs keep 11 or 8 "
+    "significant bits: differences below that are lost (docs/performance.rst, "
+    "Half precision)"
+)
 
 _OUTPUTS = ("input", "tokens")
 _HEAD_FUSIONS = ("mean", "max", "min")
@@ -87,8 +110,10 @@ class ViTAttribution(Attribution):
         model (torch.nn.Module): a stock timm, Hugging Face ``transformers`` or
             torchvision Vision Transformer (``DataParallel``,
             ``DistributedDataParallel`` and ``torch.compile`` wrappers are
-            unwrapped), or a :class:`~captum_vit.adapters.ViTAdapter`
-            wrapping one.
+            unwrapped; modules compiled in place run eagerly), in float32,
+            float64 or a half-precision dtype the method accepts
+            (:attr:`_half_dtypes`), or a
+            :class:`~captum_vit.adapters.ViTAdapter` wrapping one.
         interpolate_mode (str, optional): how token maps are upsampled to the
             input's pixels. Default: ``"bilinear"``
     """
@@ -111,6 +136,12 @@ class ViTAttribution(Attribution):
     #: keyword ``internal_batch_size`` (copies per forward pass, None for the
     #: method's own default) besides the chunking of the batch into images
     _batches_copies: bool = False
+    #: the half-precision dtypes whose models the method explains: those in
+    #: which its maps stay within the documented tolerance of the float32
+    #: maps (``docs/performance.rst``, Half precision)
+    _half_dtypes: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+    #: why it refuses the other half-precision dtypes (the error's reason)
+    _half_refusal: str = ""
 
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
@@ -174,7 +205,9 @@ class ViTAttribution(Attribution):
 
         Returns:
             Tensor: the attribution map (detached), ``(B, C, H, W)`` (a
-            1-tuple if ``inputs`` was one) or ``(B, gh, gw)``.
+            1-tuple if ``inputs`` was one) or ``(B, gh, gw)``, in the
+            input's dtype (float32 for float16 and bfloat16 inputs: see
+            ``docs/performance.rst``, Half precision).
 
         Examples::
 
@@ -186,6 +219,10 @@ class ViTAttribution(Attribution):
             torch.Size([2, 3, 224, 224])
             >>> cv.AttnLRP(model).attribute(images, output="tokens").shape
             torch.Size([2, 14, 14])
+            >>> # at most one image per forward pass: the same maps
+            >>> ga = cv.GenericAttention(model)
+            >>> ga.attribute(images, internal_batch_size=1).shape
+            torch.Size([2, 3, 224, 224])
         """
         inputs, is_tuple, target, args = self._prepare(
             inputs, target, additional_forward_args, output
@@ -225,12 +262,17 @@ class ViTAttribution(Attribution):
             parts.append(part.detach())
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    @staticmethod
+    def _map_dtype(inputs: Tensor) -> torch.dtype:
+        """The dtype of the maps: the input's, float32 for half inputs."""
+        return torch.promote_types(inputs.dtype, torch.float32)
+
     def _format_tokens(self, scores: Tensor, inputs: Tensor, output: str) -> Tensor:
         """Token scores ``(B, [K,] gh * gw)`` as the grid or upsampled."""
         size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         gh, gw = self.adapter.grid_size(size)
         B = inputs.shape[0]
-        grid = scores.reshape(B, -1, gh, gw)
+        grid = scores.to(self._map_dtype(inputs)).reshape(B, -1, gh, gw)
         K = grid.shape[1]
         if output == "tokens":
             return grid[:, 0] if scores.dim() == 2 else grid
@@ -240,12 +282,12 @@ class ViTAttribution(Attribution):
             self.adapter.patch_size,
             channels=inputs.shape[1] if scores.dim() == 2 else 1,
             mode=self.interpolate_mode,
-        ).to(inputs.dtype)
+        )
         return out if scores.dim() == 2 else out.reshape(B, K, *size)
 
     def _format_pixels(self, pixels: Tensor, inputs: Tensor, output: str) -> Tensor:
         """A pixel map ``(B, C or 1, H, W)`` as is or pooled per patch."""
-        pixels = pixels.to(inputs.dtype)
+        pixels = pixels.to(self._map_dtype(inputs))
         if output == "tokens":
             size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
             return pixels_to_tokens(
@@ -318,12 +360,32 @@ class ViTAttribution(Attribution):
             raise ValueError("inputs contain NaN or Inf")
         self.adapter.check_image_size((int(inputs.shape[-2]), int(inputs.shape[-1])))
         dtype = self.adapter.dtype
-        if inputs.dtype != dtype and not torch.is_autocast_enabled(inputs.device.type):
+        autocast = torch.is_autocast_enabled(inputs.device.type)
+        if inputs.dtype != dtype and not autocast:
             raise TypeError(
                 f"inputs are {inputs.dtype} but the model takes {dtype} (the dtype of "
                 f"its patch embedding): cast the inputs (inputs.to({dtype})) or the "
                 f"model (model.to({inputs.dtype})) so that both match"
             )
+        self._check_half(dtype, autocast, inputs.device.type)
+
+    def _check_half(self, dtype: torch.dtype, autocast: bool, device: str) -> None:
+        """Refuse a half-precision model (or autocast region) whose dtype is
+        not in :attr:`_half_dtypes`, saying what to pass instead."""
+        half = dtype if dtype in _HALF else None
+        if autocast and torch.get_autocast_dtype(device) in _HALF:
+            half = torch.get_autocast_dtype(device)
+        if half is None or half in self._half_dtypes:
+            return
+        instead = "a float32 copy" + (
+            " (or a float16 one)" if torch.float16 in self._half_dtypes else ""
+        )
+        raise TypeError(
+            f"{type(self).__name__} does not explain {half} models or autocast "
+            f"regions: {self._half_refusal}. Explain {instead} instead: "
+            "copy.deepcopy(model).float() with inputs.float(), outside "
+            "torch.autocast"
+        )
 
     def _check_mode(self, inputs: Tensor) -> Tensor:
         """Refuse gradients under inference mode, warn about active dropout;

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -117,6 +117,8 @@ class ATMAN(ViTAttribution):
     """
 
     _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
 
     def __init__(
         self,

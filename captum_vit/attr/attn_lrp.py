@@ -6,6 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from ._base import RELEVANCE_IN_HALF
 from ._lrp import AttnLRPRules, _PixelLRPAttribution, relevance_pass
 from ._registry import register_method
 
@@ -63,6 +64,9 @@ class AttnLRP(_PixelLRPAttribution):
         >>> rel.shape
         torch.Size([2, 3, 224, 224])
     """
+
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self, model: nn.Module, epsilon: float = 1e-6, attention: str = "attnlrp"

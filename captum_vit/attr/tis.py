@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -143,6 +143,8 @@ class TIS(ViTAttribution):
 
     _drops_tokens = True
     _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import RELEVANCE_IN_HALF, ViTAttribution
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
 
@@ -68,6 +68,8 @@ class TransformerLRP(ViTAttribution):
     """
 
     _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self,

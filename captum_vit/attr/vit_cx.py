@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .._batching import check_internal_batch_size, select_rows
 from .._maps import min_max
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -126,6 +126,8 @@ class ViTCX(ViTAttribution):
     _attribute_returns = "pixels"
     _token_reduce = "mean"
     _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
 
     def __init__(
         self,

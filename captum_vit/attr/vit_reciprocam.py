@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 #: the paper's 3x3 Gaussian neighbourhood (centre 1/4, edges 1/8, corners 1/16)
@@ -147,6 +147,8 @@ class ViTReciproCAM(ViTAttribution):
     """
 
     _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
 
     def __init__(
         self,

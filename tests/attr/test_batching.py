@@ -44,7 +44,7 @@ class _HeadRows:
             lambda _m, a: self.rows.append(int(a[0].shape[0]))
         )
 
-    def __enter__(self) -> "_HeadRows":
+    def __enter__(self) -> _HeadRows:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,7 +83,7 @@ def test_every_target_form_is_split_with_the_batch(name, factory, tol, model, x)
         "tensor": (TARGET, TARGET),
         "numpy": (np.array([1, 1, 0, 3, 4]), torch.tensor([1, 1, 0, 3, 4])),
     }
-    for form, (target, classes) in forms.items():
+    for target, classes in forms.values():
         got = method.attribute(x, target=target, output="tokens", internal_batch_size=2)
         for i in range(5):  # each sample explained alone for its own class
             alone = method.attribute(
@@ -131,7 +131,9 @@ def test_per_sample_forward_arguments_follow_their_image(name, factory, tol, x):
     assert_close_to_scale(got, full, TOL)
     for i in range(5):  # predicted class and scores with the image's own bias
         alone = method.attribute(
-            x[i : i + 1], additional_forward_args=(bias[i : i + 1], 0.5), output="tokens"
+            x[i : i + 1],
+            additional_forward_args=(bias[i : i + 1], 0.5),
+            output="tokens",
         )
         assert_close_to_scale(got[i : i + 1], alone, TOL)
 

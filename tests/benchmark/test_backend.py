@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from captum_vit.benchmark import BACKENDS, check_backend
-from captum_vit.benchmark import _runner
+from captum_vit.benchmark import BACKENDS, _runner, check_backend
 from captum_vit.cli import main
 
 
