@@ -108,7 +108,7 @@ def bench_flow_vs_networkx(model, nx_sinks: int, algorithm: str) -> None:
     w[0] = 1.0
 
     t0 = time.perf_counter()
-    graph = _LayeredGraph(mats, w)
+    graph = _LayeredGraph.dense(mats, w)
     ours = np.array([graph.max_flow(v, 1e-6)[0] for v in range(N)])
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()

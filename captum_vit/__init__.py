@@ -18,7 +18,9 @@ from .attr import (  # noqa: E402
     BeyondIntuition,
     EViT,
     GenericAttention,
+    GradECLIP,
     GradSAM,
+    LeGrad,
     PartialLRP,
     RawAttention,
     ShapleyExplainer,
@@ -29,9 +31,12 @@ from .attr import (  # noqa: E402
     ViTGradCam,
     ViTReciproCAM,
     ViTShapley,
+    embedding_similarity,
     forward_func,
+    image_similarity,
     patch_feature_mask,
     patch_window,
+    text_similarity,
     to_tokens,
 )
 
@@ -66,4 +71,9 @@ __all__ = [
     "TIS",
     "AttCAT",
     "AGCAM",
+    "LeGrad",
+    "GradECLIP",
+    "text_similarity",
+    "image_similarity",
+    "embedding_similarity",
 ]

@@ -94,6 +94,7 @@ def format_target(
     batch_size: int,
     num_classes: Optional[int] = None,
     device: Union[str, torch.device, None] = None,
+    outputs: str = "classes",
 ) -> Optional[Tensor]:
     """Normalise ``target`` to a LongTensor ``(B,)``, or None.
 
@@ -104,6 +105,9 @@ def format_target(
             ``[0, num_classes)``. Default: None
         device (str or torch.device, optional): device of the result; None keeps
             a tensor target's device (CPU for the other forms). Default: None
+        outputs (str, optional): what the outputs are, in the out-of-range
+            message (``"prompts"`` for a similarity model). Default:
+            ``"classes"``
 
     Returns:
         Tensor or None: one class per sample, or None for ``target=None``.
@@ -136,14 +140,16 @@ def format_target(
     if t.numel() != batch_size:
         raise ValueError(f"target has {t.numel()} entries for a batch of {batch_size}")
     if num_classes is not None:
-        check_target_range(t, num_classes)
+        check_target_range(t, num_classes, outputs)
     return t if device is None else t.to(device)
 
 
-def check_target_range(target: Tensor, num_classes: int) -> None:
+def check_target_range(
+    target: Tensor, num_classes: int, outputs: str = "classes"
+) -> None:
     """Raise ``ValueError`` unless every class of ``target`` is in
-    ``[0, num_classes)``."""
+    ``[0, num_classes)`` (``outputs`` names them in the message)."""
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
         raise ValueError(
-            f"target {target.tolist()} out of range for {num_classes} classes"
+            f"target {target.tolist()} out of range for {num_classes} {outputs}"
         )

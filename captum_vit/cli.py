@@ -2,7 +2,9 @@
 
 ``captum-vit explain`` explains images (default: the embedded model on bundled
 synthetic samples) with several methods and writes a PNG grid of overlays
-(image, then one column per method) and a JSON of the scores.
+(image, then one column per method) and a JSON of the scores; with
+``--model synthetic_clip --text PROMPT --text PROMPT ...`` it explains the
+image-text similarity of a vision-language model, one row per image and prompt.
 ``captum-vit benchmark`` runs methods x metrics over a dataset, single process
 or under ``torchrun``, and writes the table (Markdown, CSV) and bar charts.
 ``captum-vit insights`` serves the web visualiser.
@@ -84,9 +86,12 @@ def _check_methods(names: Optional[List[str]]) -> None:
         )
 
 
-def _expand_methods(names: Optional[List[str]]) -> Optional[List[str]]:
+def _expand_methods(
+    names: Optional[List[str]], model: Optional[torch.nn.Module] = None
+) -> Optional[List[str]]:
     """``all`` and fnmatch patterns (``*lrp*``) -> the registered names they
-    match, in registry order; other names are kept as given."""
+    match (that apply to ``model``, if given), in registry order; other names
+    are kept as given."""
     from .attr import list_methods
 
     if names is None:
@@ -94,7 +99,7 @@ def _expand_methods(names: Optional[List[str]]) -> Optional[List[str]]:
     out: List[str] = []
     for name in names:
         if name == "all" or any(c in name for c in "*?["):
-            matched = list_methods("*" if name == "all" else name)
+            matched = list_methods("*" if name == "all" else name, model=model)
             if not matched:
                 raise UsageError(
                     f"no method matches {name!r}; available: "
@@ -162,10 +167,21 @@ def explain(args: argparse.Namespace) -> int:
     from .data import SyntheticObjects
     from .viz import is_signed, method_grid
 
-    methods = _expand_methods(_split([args.methods] if args.methods else None))
+    requested = _split([args.methods] if args.methods else None)
+    methods = _expand_methods(requested)
     _check_methods(methods)
+    if args.text is not None:
+        if not [t for t in args.text if t.strip()]:
+            raise UsageError("--text needs a non-empty prompt")
+        if args.target is not None:
+            raise UsageError(
+                "--target names a class; with --text every prompt is explained"
+            )
     pictures = _read_images(args.images) if args.images else None
     lm = _load_model(args)
+    methods = _expand_methods(requested, lm.model)  # patterns: what applies
+    if args.text is not None or lm.tokenizer is not None:
+        return _explain_text(args, lm, methods, pictures)
     num_classes = len(lm.classes)
     if args.target is not None and num_classes and args.target >= num_classes:
         raise UsageError(
@@ -189,7 +205,7 @@ def explain(args: argparse.Namespace) -> int:
     images = lm.transform(raw)
     if pictures is None:
         shown = images
-    methods = methods or default_methods()
+    methods = methods or default_methods(lm.model)
     res = explain_images(lm, images, methods, args.target, masks)
     probs = res["logits"].softmax(-1)
     out = Path(args.out)
@@ -289,6 +305,97 @@ def _dumps(obj: Any) -> str:
     )
 
 
+def _explain_text(
+    args: argparse.Namespace,
+    lm: LoadedModel,
+    methods: Optional[List[str]],
+    pictures: Optional[List[Any]],
+) -> int:
+    """``explain --text``: a vision-language model's image-text similarity,
+    one grid row per image and prompt, one column per method."""
+    from .benchmark import default_methods, explain_prompts, mean_scores
+    from .data import SyntheticScenes
+    from .viz import method_grid
+
+    if lm.tokenizer is None:
+        raise UsageError(
+            f"--text needs a vision-language model (--model synthetic_clip); "
+            f"{lm.source} is an image classifier without a text tower"
+        )
+    if args.text is None:
+        raise UsageError(
+            f"{lm.source} explains prompts: give --text PROMPT (repeatable), e.g. "
+            '--text "a red disk" --text "a blue square"'
+        )
+    prompts = [t.strip() for t in args.text if t.strip()]
+    boxes: Optional[List[Any]] = None
+    if pictures is not None:
+        raw, boxes = _letterboxed(pictures, lm.image_size, lm.mean)
+        sources = [str(p) for p in args.images]
+    else:
+        ds = SyntheticScenes(args.samples, seed=args.seed, image_size=lm.image_size)
+        samples = [ds[i] for i in range(len(ds))]
+        raw = torch.stack([s.image for s in samples])
+        sources = [f"synthetic scene {i}: {s.caption}" for i, s in enumerate(samples)]
+    images = lm.transform(raw)
+    methods = methods or default_methods(lm.model, text=True)
+    res = explain_prompts(lm, images, prompts, methods)
+    P = len(prompts)
+    probs = res["logits"].softmax(-1)
+    shown: Any = (
+        [p for p in pictures for _ in range(P)] if pictures is not None else res["images"]
+    )
+    titles, rows = [], []
+    for r in range(len(res["targets"])):
+        i, p = divmod(r, P)
+        logit, prob = float(res["logits"][i, p]), float(probs[i, p])
+        titles.append(f"{sources[i][:40]}\n'{prompts[p]}': {logit:.1f} (p={prob:.2f})")
+        rows.append(
+            {
+                "source": sources[i],
+                "prompt": prompts[p],
+                "logit": logit,
+                "probability": prob,
+                "scores": res["scores"][r],
+            }
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "explanations.png"
+    method_grid(
+        shown,
+        res["maps"],
+        str(png),
+        titles=titles,
+        mean=lm.mean,
+        std=lm.std,
+        boxes=None if boxes is None else [b for b in boxes for _ in range(P)],
+    )
+    summary = {
+        "model": lm.source,
+        "methods": methods,
+        "prompts": prompts,
+        "image": str(png),
+        "score": "the model's image-text logit (logit scale times cosine); p: "
+        "softmax over the prompts",
+        "scores_help": {
+            "sim_deletion_auc": _metric_direction("similarity_deletion"),
+            "sim_insertion_auc": _metric_direction("similarity_insertion"),
+        },
+        "mean_scores": mean_scores(res["scores"]),
+        "rows": rows,
+    }
+    js = out / "explanations.json"
+    js.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"model: {lm.source}")
+    print(
+        f"wrote {png} ({len(methods)} methods x {len(sources)} images x "
+        f"{P} prompts)"
+    )
+    print(f"wrote {js}")
+    return 0
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Run methods x metrics over a dataset; print and save the table."""
     from .benchmark import check_backend, make_dataset, run_benchmark
@@ -313,6 +420,12 @@ def benchmark(args: argparse.Namespace) -> int:
     _check_methods(methods)
     limits = _metric_limits(args.metric_limit or [])
     lm = _load_model(args)
+    if lm.tokenizer is not None:
+        raise UsageError(
+            f"{lm.source} scores prompts, not classes: the benchmark's datasets "
+            "are classification datasets (explain it with `captum-vit explain "
+            "--text`; its localisation table: benchmarks/clip_localisation.py)"
+        )
     ds = make_dataset(
         kind,
         rest[0] if rest else None,
@@ -331,7 +444,8 @@ def benchmark(args: argparse.Namespace) -> int:
     res = run_benchmark(
         lm.model,
         ds,
-        (methods or list_methods()) + [b for b in baselines if b != "none"],
+        (methods or list_methods(model=lm.model))
+        + [b for b in baselines if b != "none"],
         _split(args.metrics),
         lm.mean,
         lm.std,
@@ -366,6 +480,7 @@ def insights(args: argparse.Namespace) -> int:
     vis = default_visualizer(
         samples=args.samples,
         seed=args.seed,
+        model=args.model,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         time_budget=args.time_budget,
     )
@@ -426,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least(0),
         default=None,
         help="class to explain (default: the predicted one)",
+    )
+    p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        metavar="PROMPT",
+        help="a prompt to explain (repeatable) with a vision-language model "
+        "(--model synthetic_clip): one row per image and prompt",
     )
     p.add_argument(
         "--samples", type=_int_at_least(1), default=4, help="bundled samples shown"
@@ -509,6 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--samples", type=_int_at_least(1), default=32, help="benchmark images shown"
+    )
+    p.add_argument(
+        "--model",
+        default="synthetic_vit",
+        help="embedded model: synthetic_vit, or synthetic_clip (a prompt box: "
+        "explains image-text similarities)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the benchmark")
     p.add_argument(

@@ -186,6 +186,243 @@ def images(n: int = 4, seed: int = 1, size: int = IMG) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=g)
 
 
+# ------------------------------------------------------------------ Swin
+#: the tiny Swin: 32x32 images, 4x4 patches, 4x4 windows; stage grids 8x8
+#: (four windows, the second block shifted by 2) and 4x4 (one window)
+SWIN = dict(
+    img_size=IMG,
+    patch_size=4,
+    window_size=4,
+    embed_dim=16,
+    depths=(2, 2),
+    num_heads=(2, 4),
+    num_classes=CLASSES,
+    drop_path_rate=0.0,
+)
+
+
+def sharpen_swin_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-uniform attention for a random-init timm Swin: larger query/key
+    weights and position biases, noisy biases and norms (v2's residual
+    post-norms start at zero in timm; here they are around one)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("qkv.weight"):
+                p.mul_(4.0)
+            elif name.endswith("relative_position_bias_table"):
+                p.mul_(60.0)
+            elif name.endswith("cpb_mlp.2.weight"):
+                p.mul_(20.0)
+            elif name.endswith("logit_scale"):
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("proj.weight", "fc1.weight", "fc2.weight")):
+                p.mul_(2.0)
+            elif name == "head.fc.weight":
+                p.mul_(10.0)
+            if name.endswith("bias") and "cpb" not in name and "table" not in name:
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def timm_swin(v2: bool = False, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """The tiny timm Swin (``v2``: ``SwinTransformerV2``), seeded, sharpened."""
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    torch.manual_seed(seed)
+    cfg = dict(SWIN)
+    cfg.update(kwargs)
+    cls = SwinTransformerV2 if v2 else SwinTransformer
+    return sharpen_swin_(cls(**cfg), seed).eval()
+
+
+def _swin_blocks(model):
+    return [
+        (s, i, blk)
+        for s, stage in enumerate(model.layers)
+        for i, blk in enumerate(stage.blocks)
+    ]
+
+
+def hf_swin_from_timm(model: torch.nn.Module, attn_implementation: str = "sdpa"):
+    """The same weights in Hugging Face's ``SwinForImageClassification``
+    (``Swinv2ForImageClassification`` for a timm ``SwinTransformerV2``)."""
+    from transformers import (
+        SwinConfig,
+        SwinForImageClassification,
+        Swinv2Config,
+        Swinv2ForImageClassification,
+    )
+
+    v2 = type(model).__name__ == "SwinTransformerV2"
+    depths = [len(stage.blocks) for stage in model.layers]
+    heads = [stage.blocks[0].attn.num_heads for stage in model.layers]
+    kwargs = dict(
+        image_size=model.patch_embed.img_size[0],
+        patch_size=model.patch_embed.patch_size[0],
+        embed_dim=model.embed_dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=model.layers[0].blocks[0].attn.window_size[0],
+        num_labels=model.num_classes,
+        drop_path_rate=0.0,
+        hidden_act="gelu",
+    )
+    if v2:
+        hf, e = Swinv2ForImageClassification(Swinv2Config(**kwargs)), "swinv2."
+    else:
+        cfg = SwinConfig(**kwargs, attn_implementation=attn_implementation)
+        hf, e = SwinForImageClassification(cfg), "swin."
+    sd = model.state_dict()
+    new = {
+        e + "embeddings.patch_embeddings.projection.weight": sd[
+            "patch_embed.proj.weight"
+        ],
+        e + "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+        e + "embeddings.norm.weight": sd["patch_embed.norm.weight"],
+        e + "embeddings.norm.bias": sd["patch_embed.norm.bias"],
+        e + "layernorm.weight": sd["norm.weight"],
+        e + "layernorm.bias": sd["norm.bias"],
+        "classifier.weight": sd["head.fc.weight"],
+        "classifier.bias": sd["head.fc.bias"],
+    }
+    for s in range(1, len(depths)):  # timm merges at the start of stage s
+        for n in ("reduction.weight", "norm.weight", "norm.bias"):
+            new[f"{e}encoder.layers.{s - 1}.downsample.{n}"] = sd[
+                f"layers.{s}.downsample.{n}"
+            ]
+    for s, i, blk in _swin_blocks(model):
+        b, h = f"layers.{s}.blocks.{i}.", f"{e}encoder.layers.{s}.blocks.{i}."
+        D = blk.attn.qkv.in_features
+        wq, wk, wv = sd[b + "attn.qkv.weight"].split(D)
+        pairs = {
+            "layernorm_before": "norm1",
+            "layernorm_after": "norm2",
+        }
+        if v2:
+            a = h + "attention.self."
+            new[a + "query.weight"], new[a + "key.weight"] = wq, wk
+            new[a + "value.weight"] = wv
+            new[a + "query.bias"] = sd[b + "attn.q_bias"]
+            new[a + "value.bias"] = sd[b + "attn.v_bias"]
+            new[a + "logit_scale"] = sd[b + "attn.logit_scale"]
+            for n in ("0.weight", "0.bias", "2.weight"):
+                new[a + "continuous_position_bias_mlp." + n] = sd[
+                    b + "attn.cpb_mlp." + n
+                ]
+            pairs.update(
+                {
+                    "attention.output.dense": "attn.proj",
+                    "intermediate.dense": "mlp.fc1",
+                    "output.dense": "mlp.fc2",
+                }
+            )
+        else:
+            a = h + "attention."
+            bq, bk, bv = sd[b + "attn.qkv.bias"].split(D)
+            for n, w, bias in (("q", wq, bq), ("k", wk, bk), ("v", wv, bv)):
+                new[a + f"{n}_proj.weight"], new[a + f"{n}_proj.bias"] = w, bias
+            new[a + "relative_position_bias.relative_position_bias_table"] = sd[
+                b + "attn.relative_position_bias_table"
+            ]
+            pairs.update(
+                {
+                    "attention.o_proj": "attn.proj",
+                    "mlp.fc1": "mlp.fc1",
+                    "mlp.fc2": "mlp.fc2",
+                }
+            )
+        for hn, tn in pairs.items():
+            for x in ("weight", "bias"):
+                new[h + f"{hn}.{x}"] = sd[b + f"{tn}.{x}"]
+    hf.load_state_dict(new, strict=True)
+    return hf.eval()
+
+
+def torchvision_swin_from_timm(model: torch.nn.Module):
+    """The same weights in torchvision's ``SwinTransformer`` (v2 blocks and
+    patch merging for a timm ``SwinTransformerV2``)."""
+    from torchvision.models import SwinTransformer as TVSwin
+    from torchvision.models.swin_transformer import (
+        PatchMergingV2,
+        SwinTransformerBlockV2,
+    )
+
+    v2 = type(model).__name__ == "SwinTransformerV2"
+    depths = [len(stage.blocks) for stage in model.layers]
+    heads = [stage.blocks[0].attn.num_heads for stage in model.layers]
+    window = list(model.layers[0].blocks[0].attn.window_size)
+    extra = dict(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
+    tv = TVSwin(
+        patch_size=list(model.patch_embed.patch_size),
+        embed_dim=model.embed_dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        stochastic_depth_prob=0.0,
+        num_classes=model.num_classes,
+        **(extra if v2 else {}),
+    )
+    sd = model.state_dict()
+    new = dict(tv.state_dict())  # keeps torchvision's buffers
+    new.update(
+        {
+            "features.0.0.weight": sd["patch_embed.proj.weight"],
+            "features.0.0.bias": sd["patch_embed.proj.bias"],
+            "features.0.2.weight": sd["patch_embed.norm.weight"],
+            "features.0.2.bias": sd["patch_embed.norm.bias"],
+            "norm.weight": sd["norm.weight"],
+            "norm.bias": sd["norm.bias"],
+            "head.weight": sd["head.fc.weight"],
+            "head.bias": sd["head.fc.bias"],
+        }
+    )
+    for s in range(1, len(depths)):
+        for n in ("reduction.weight", "norm.weight", "norm.bias"):
+            new[f"features.{2 * s}.{n}"] = sd[f"layers.{s}.downsample.{n}"]
+    for s, i, blk in _swin_blocks(model):
+        b, t = f"layers.{s}.blocks.{i}.", f"features.{1 + 2 * s}.{i}."
+        new[t + "attn.qkv.weight"] = sd[b + "attn.qkv.weight"]
+        if v2:
+            new[t + "attn.qkv.bias"] = torch.cat(
+                [sd[b + "attn.q_bias"], blk.attn.k_bias, sd[b + "attn.v_bias"]]
+            )
+            new[t + "attn.logit_scale"] = sd[b + "attn.logit_scale"]
+            for n in ("0.weight", "0.bias", "2.weight"):
+                new[t + "attn.cpb_mlp." + n] = sd[b + "attn.cpb_mlp." + n]
+        else:
+            new[t + "attn.qkv.bias"] = sd[b + "attn.qkv.bias"]
+            new[t + "attn.relative_position_bias_table"] = sd[
+                b + "attn.relative_position_bias_table"
+            ]
+        pairs = {
+            "attn.proj.": "attn.proj.",
+            "norm1.": "norm1.",
+            "norm2.": "norm2.",
+            "mlp.0.": "mlp.fc1.",
+            "mlp.3.": "mlp.fc2.",
+        }
+        for tn, mn in pairs.items():
+            for x in ("weight", "bias"):
+                new[t + tn + x] = sd[b + mn + x]
+    tv.load_state_dict(new, strict=True)
+    return tv.eval()
+
+
+#: the six tiny Swin families (same weights): name -> factory
+SWIN_FAMILIES = {
+    "timm_swin": lambda: timm_swin(),
+    "timm_swinv2": lambda: timm_swin(v2=True),
+    "hf_swin": lambda: hf_swin_from_timm(timm_swin()),
+    "hf_swinv2": lambda: hf_swin_from_timm(timm_swin(v2=True)),
+    "torchvision_swin": lambda: torchvision_swin_from_timm(timm_swin()),
+    "torchvision_swinv2": lambda: torchvision_swin_from_timm(timm_swin(v2=True)),
+}
+
+
 # ------------------------------------------------ BEiT, EVA, DINOv2 families
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give random values to the parameters these families initialise to
@@ -428,3 +665,37 @@ def hf_dinov2_from_timm(
             new[h + f"layer_scale{j}.lambda1"] = gamma
     hf.load_state_dict(new, strict=True)
     return hf.to(pos.dtype).eval()
+
+
+# ------------------------------------------------------------------- CaiT
+def timm_cait(seed: int = 0, **kwargs):
+    """A tiny timm CaiT (two talking-heads self-attention layers, one
+    class-attention layer), seeded, sharpened and randomised; the
+    talking-heads maps get weights near the identity, so that heads are mixed
+    (with some negative weights) but the mixed attention is not near zero."""
+    from timm.models.cait import Cait
+
+    torch.manual_seed(seed)
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        embed_dim=DIM,
+        depth=DEPTH,
+        depth_token_only=1,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+        init_values=0.1,
+    )
+    cfg.update(kwargs)
+    model = randomize_(sharpen_(Cait(**cfg), seed), seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("proj_l.weight", "proj_w.weight")):
+                eye = torch.eye(p.shape[0], dtype=p.dtype)
+                p.copy_(eye + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("proj_l.bias", "proj_w.bias")):
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("attn.q.weight", "attn.k.weight")):
+                p.mul_(6.0)
+    return model.eval()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-def forward(model, x, score_bias=None):
+def forward(model, x, score_bias=None, tokens=None):
     """Return ``(logits, attentions)`` with attentions in the autograd graph.
 
     Args:
@@ -18,6 +18,7 @@ def forward(model, x, score_bias=None):
             or average pooling; prefix tokens as timm defines them).
         x: images (B, C, H, W).
         score_bias: optional callable ``(layer, scores) -> scores``.
+        tokens: optional list that receives each block's output tokens.
     """
     sd = dict(model.named_parameters())
     p = model.patch_embed.patch_size[0]
@@ -63,6 +64,8 @@ def forward(model, x, score_bias=None):
         if b + "ls2.gamma" in sd:
             y = y * sd[b + "ls2.gamma"]
         h = h + y
+        if tokens is not None:
+            tokens.append(h)
     if "norm.weight" in sd:
         h = F.layer_norm(h, (D,), sd["norm.weight"], sd["norm.bias"], eps)
     npre = model.num_prefix_tokens

@@ -58,6 +58,18 @@ def test_explain_without_arguments_uses_the_embedded_model(tmp_path, capsys):
     assert set(hits) <= {0.0, 1.0}
 
 
+def test_explain_synthetic_swin_with_the_methods_that_apply(tmp_path):
+    """``--model synthetic_swin`` without ``--methods``: the default methods
+    that apply to a windowed, hierarchical model."""
+    out = tmp_path / "swin"
+    argv = ["explain", "--model", "synthetic_swin", "--out", str(out)]
+    assert main([*argv, "--samples", "2"]) == 0
+    expected = ["raw_attention", "rollout", "grad_sam", "generic_attention"]
+    expected.append("transformer_lrp")
+    summary = _check_explain_outputs(out, 2, expected, with_mask=True)
+    assert "embedded model 'synthetic_swin' (6 blocks" in summary["model"]
+
+
 def test_explain_timm_state_dict_checkpoint_on_image_files(tmp_path):
     model = _timm_tiny()
     ckpt = tmp_path / "tiny_vit.pth"  # timm-style: the state_dict under a key
@@ -413,3 +425,67 @@ def test_explain_draws_signed_methods_on_their_own_colour_bar(tmp_path, monkeypa
     assert np.asarray(maps["rollout"]).shape == (8, 8)
     assert np.abs(maps["lrp"]).max() == 1.0 and np.min(maps["lrp"]) < 0
     assert np.min(maps["rollout"]) >= 0
+
+
+# ------------------------------------------------- vision-language (issue 14)
+def test_explain_prompts_with_the_embedded_clip(tmp_path, capsys):
+    """``explain --model synthetic_clip --text A --text B``: one grid row per
+    image and prompt, one column per method; the JSON holds the model's
+    logit and probability of each prompt and the similarity scores."""
+    import captum_vit as cv
+    from captum_vit import zoo
+    from captum_vit.data import SyntheticScenes
+
+    out = tmp_path / "clip"
+    argv = ["explain", "--model", "synthetic_clip", "--text", "a red disk"]
+    argv += ["--text", "a blue square", "--samples", "2", "--out", str(out)]
+    assert main(argv + ["--methods", "legrad,rollout"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 methods x 2 images x 2 prompts" in printed
+    summary = json.loads((out / "explanations.json").read_text())
+    assert summary["prompts"] == ["a red disk", "a blue square"]
+    assert len(summary["rows"]) == 4
+    clip, transform, tokenizer, _ = zoo.load("synthetic_clip")
+    sim = cv.text_similarity(clip, summary["prompts"], tokenizer)
+    scene = SyntheticScenes(2, seed=0)[1]
+    with torch.no_grad():
+        logits = sim(transform(scene.image[None]))[0]
+    for p, row in enumerate(summary["rows"][2:]):
+        assert row["prompt"] == summary["prompts"][p]
+        assert abs(row["logit"] - float(logits[p])) < 1e-4
+        assert set(row["scores"]) == {"legrad", "rollout"}
+        assert set(row["scores"]["legrad"]) == {"sim_deletion_auc", "sim_insertion_auc"}
+    assert scene.caption in summary["rows"][2]["source"]
+    from PIL import Image as PILImage
+
+    w, h = PILImage.open(out / "explanations.png").size
+    assert h > w / 3  # four rows of three cells
+
+
+def test_prompt_errors(capsys, tmp_path):
+    out = str(tmp_path)
+    assert "image classifier without a text tower" in usage_error(
+        ["explain", "--text", "a red disk", "--out", out], capsys
+    )
+    assert "give --text PROMPT" in usage_error(
+        ["explain", "--model", "synthetic_clip", "--out", out], capsys
+    )
+    assert "with --text every prompt is explained" in usage_error(
+        ["explain", "--model", "synthetic_clip", "--text", "a", "--target", "1"],
+        capsys,
+    )
+    assert "non-empty prompt" in usage_error(
+        ["explain", "--model", "synthetic_clip", "--text", " "], capsys
+    )
+    assert "scores prompts, not classes" in usage_error(
+        ["benchmark", "--model", "synthetic_clip", "--out", out], capsys
+    )
+
+
+def test_load_model_of_the_embedded_clip():
+    lm = load_model("synthetic_clip")
+    assert lm.tokenizer is not None and lm.classes == [] and lm.image_size == 64
+    assert lm.embedded and "vision-language" in lm.source
+    assert load_model().tokenizer is None
+    with pytest.raises(ModelLoadError, match="without classes"):
+        load_model("synthetic_clip", num_classes=3)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import captum_vit as cv
+import captum_vit.metrics as cvm
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -57,22 +58,29 @@ def _split_args(text: str) -> List[str]:
     return args
 
 
+#: the README's module aliases: ``cv`` is ``captum_vit``, ``cvm`` its metrics
+ALIASES = {"cv": cv, "cvm": cvm}
+
+
 def readme_calls(text: str) -> Iterator[Tuple[str, List[str]]]:
-    """``(dotted name, argument texts)`` of every ``cv.NAME(...)`` call."""
-    for match in re.finditer(r"\bcv\.([A-Za-z_][\w.]*)\(", text):
+    """``(dotted name, argument texts)`` of every ``cv.NAME(...)`` and
+    ``cvm.NAME(...)`` call, the name starting with the alias."""
+    for match in re.finditer(r"\b(?:cvm?)\.[A-Za-z_][\w.]*\(", text):
         depth, i = 1, match.end()
         while depth and i < len(text):
             depth += {"(": 1, ")": -1}.get(text[i], 0)
             i += 1
-        yield match.group(1), _split_args(text[match.end() : i - 1])
+        yield match.group(0)[:-1], _split_args(text[match.end() : i - 1])
 
 
 def test_readme_calls_bind_to_the_api():
     calls = list(readme_calls(README.read_text()))
     assert len(calls) >= 5  # the parser found the examples
+    assert any(name.startswith("cvm.") for name, _ in calls)  # the metrics' table
     for name, args in calls:
-        obj = cv
-        for part in name.split("."):
+        alias, *parts = name.split(".")
+        obj = ALIASES[alias]
+        for part in parts:
             obj = getattr(obj, part)
         positional = [a for a in args if not re.match(r"^\w+\s*=", a)]
         keywords = [a.split("=")[0].strip() for a in args if a not in positional]

@@ -18,41 +18,82 @@ from torch import nn
 from ._base import (
     BlockParts,
     EmbeddingParts,
+    HeadMix,
     HeadParts,
     Tracer,
     UnsupportedModelError,
     ViTAdapter,
+    autocast_model_only,
+)
+from ._delegate import DelegatingAdapter
+from ._graph import (
+    LayerWindows,
+    Merge,
+    Stage,
+    TokenGraph,
+    patch_merge_2x2,
+    window_index,
 )
 from ._hf import HFViTAdapter
 from ._hf_beit import HFBeitAdapter
+from ._hf_clip import HFCLIPAdapter
 from ._hf_dinov2 import HFDinov2Adapter
+from ._hf_swin import HFSwinAdapter
+from ._open_clip import OpenCLIPAdapter, OpenCLIPTimmAdapter
+from ._similarity import SCORES, SimilarityAdapter
 from ._surgery import Patcher, model_lock, patching
+from ._swin import SwinAdapter
+from ._text import TextTower, TokenizerMismatchError
 from ._timm import TimmViTAdapter
 from ._timm_beit import TimmBeitAdapter
+from ._timm_cait import TimmCaitAdapter
 from ._timm_eva import TimmEvaAdapter
+from ._timm_swin import TimmSwinAdapter
 from ._torchvision import TorchvisionViTAdapter
+from ._torchvision_swin import TorchvisionSwinAdapter
 
 __all__ = [
+    "autocast_model_only",
     "get",
     "unwrap",
     "register",
     "supported_families",
     "ViTAdapter",
     "Tracer",
+    "HeadMix",
     "BlockParts",
     "EmbeddingParts",
     "HeadParts",
     "UnsupportedModelError",
+    "TokenGraph",
+    "Stage",
+    "LayerWindows",
+    "Merge",
+    "window_index",
+    "patch_merge_2x2",
     "model_lock",
     "patching",
     "Patcher",
     "TimmViTAdapter",
     "HFViTAdapter",
     "TorchvisionViTAdapter",
+    "SwinAdapter",
+    "TimmSwinAdapter",
+    "HFSwinAdapter",
+    "TorchvisionSwinAdapter",
     "TimmBeitAdapter",
+    "TimmCaitAdapter",
     "TimmEvaAdapter",
     "HFBeitAdapter",
     "HFDinov2Adapter",
+    "OpenCLIPAdapter",
+    "OpenCLIPTimmAdapter",
+    "HFCLIPAdapter",
+    "DelegatingAdapter",
+    "SimilarityAdapter",
+    "SCORES",
+    "TextTower",
+    "TokenizerMismatchError",
 ]
 
 _REGISTRY: List[Type[ViTAdapter]] = [
@@ -61,8 +102,15 @@ _REGISTRY: List[Type[ViTAdapter]] = [
     TorchvisionViTAdapter,
     TimmBeitAdapter,
     TimmEvaAdapter,
+    TimmCaitAdapter,
     HFBeitAdapter,
     HFDinov2Adapter,
+    OpenCLIPAdapter,
+    OpenCLIPTimmAdapter,
+    HFCLIPAdapter,
+    TimmSwinAdapter,
+    HFSwinAdapter,
+    TorchvisionSwinAdapter,
 ]
 
 

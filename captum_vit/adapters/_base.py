@@ -22,16 +22,34 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+import threading
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._graph import TokenGraph, plain_graph
 from ._surgery import patching
 
+if TYPE_CHECKING:
+    from ._text import TextTower
+
 __all__ = [
+    "autocast_model_only",
     "Tracer",
+    "HeadMix",
     "ViTAdapter",
     "BlockParts",
     "EmbeddingParts",
@@ -40,11 +58,42 @@ __all__ = [
 ]
 
 
+#: the autocast that :func:`autocast_model_only` moved to the model's forward
+#: passes in this thread: ``(device_type, dtype)``, or None
+_MODEL_AUTOCAST = threading.local()
+
+
+@contextlib.contextmanager
+def autocast_model_only(device_type: str) -> Iterator[None]:
+    """Inside the context, an enclosing ``torch.autocast`` of ``device_type``
+    applies only to the model's forward passes run by
+    :meth:`ViTAdapter.forward` (and their backward passes); the code between
+    them, the explanation's own products, runs in full precision.
+
+    Nothing changes when autocast is off. The setting is per thread.
+
+    Args:
+        device_type (str): ``"cuda"``, ``"cpu"`` ...: the inputs' device type.
+    """
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    before = getattr(_MODEL_AUTOCAST, "state", None)
+    _MODEL_AUTOCAST.state = (device_type, torch.get_autocast_dtype(device_type))
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        _MODEL_AUTOCAST.state = before
+
+
 class UnsupportedModelError(TypeError):
     """Raised when no adapter knows the model's family."""
 
 
 ScoreHook = Callable[[int, Tensor], Tensor]
+#: a linear map across the heads of ``(B, H, nq, N)`` scores or probabilities
+HeadMix = Callable[[Tensor], Tensor]
 
 
 def _random_in_training(module: nn.Module) -> bool:
@@ -55,6 +104,32 @@ def _random_in_training(module: nn.Module) -> bool:
         if isinstance(p, float) and p > 0:
             return True
     return False
+
+
+def _talking_heads(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    mask: Optional[Tensor],
+    dropout: Optional[Callable[[Tensor], Tensor]],
+    heads: Tuple[HeadMix, HeadMix],
+) -> Tensor:
+    """Talking-heads attention without any hook (see :meth:`Tracer.attention`)."""
+    scores = heads[0]((q * scale) @ k.transpose(-2, -1))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        attn = scores.float().softmax(dim=-1).to(scores.dtype)
+    else:
+        attn = scores.softmax(dim=-1)
+    attn = heads[1](attn)
+    if dropout is not None:
+        attn = dropout(attn)
+    return attn @ v
 
 
 class Tracer:
@@ -94,6 +169,11 @@ class Tracer:
     #: only tracers that need those ends (the LRP engine) switch it on.
     trace_ends: bool = False
 
+    #: the ``layer`` that :meth:`qk`, :meth:`softmax`, :meth:`av` and the
+    #: ``score_hook`` receive inside an attention-pooling head
+    #: (:meth:`pool_attention`), apart from the blocks ``0 .. L-1``
+    POOL: int = -1
+
     def __init__(
         self,
         keep_attention: bool = True,
@@ -114,6 +194,13 @@ class Tracer:
         self.scores: Dict[int, Tensor] = {}
         self.block_inputs: Dict[int, Tensor] = {}
         self.block_outputs: Dict[int, Tensor] = {}
+        #: the attention probabilities of the attention-pooling head
+        #: ``(B, heads, queries, N)`` (in the graph), recorded by
+        #: :meth:`pool_attention` on models with attention pooling, else None
+        self.pool_attention_probs: Optional[Tensor] = None
+        #: the probe queries whose outputs the pooled vector reads
+        self.pool_queries: Tuple[int, ...] = (0,)
+        self.pool_first_key = 0
 
     # ----------------------------------------------------------- attention core
     def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
@@ -147,16 +234,34 @@ class Tracer:
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
-        """The whole attention core; adapters call this once per layer.
+        r"""The whole attention core; adapters call this once per layer.
 
         ``dropout`` is None when attention dropout is inactive (eval mode or
         p = 0). A layer outside :attr:`layers` that nothing customises runs
         torch's fused ``scaled_dot_product_attention`` and records nothing.
+
+        ``talking_heads`` (CaiT's self-attention, Shazeer et al. 2020): the
+        two linear maps across heads ``(pre, post)``, applied to the scaled
+        scores before the softmax and to the probabilities after it,
+        :math:`A = P_w(\mathrm{softmax}(P_l(s\,QK^\top)))`. The attention
+        that :meth:`probabilities` receives, that is recorded and that
+        multiplies :math:`V` is the mixed :math:`A`; ``keep_scores`` records
+        the scores after :math:`P_l`. Outside :attr:`layers` such a layer
+        runs the same function without the hooks (torch has no fused kernel
+        for it).
         """
-        if dropout is None and not self.explicit(layer):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        if not self.explicit(layer):
+            if talking_heads is not None:
+                return _talking_heads(q, k, v, scale, mask, dropout, talking_heads)
+            if dropout is None:
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=scale
+                )
         scores = self.qk(layer, q, k, scale)
+        if talking_heads is not None:
+            scores = talking_heads[0](scores)
         if mask is not None:
             if mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, float("-inf"))
@@ -167,13 +272,25 @@ class Tracer:
         if self.keep_scores:
             self.scores[layer] = scores
         attn = self.softmax(layer, scores)
-        if self.keep_attention:
-            self.attentions[layer] = attn
+        if talking_heads is not None:
+            # the head mix runs in the model's dtype, as in the model; its
+            # output is kept in the softmax's (float32 for half models)
+            attn = talking_heads[1](attn.to(scores.dtype)).to(attn.dtype)
+        attn = self.probabilities(layer, attn)
         if self.keep_values:
             self.values[layer] = v
         if dropout is not None:
             attn = dropout(attn)
         return self.av(layer, attn, v)
+
+    def probabilities(self, layer: int, attn: Tensor) -> Tensor:
+        """The attention that multiplies the values, ``(B, H, nq, N)``: the
+        softmax's output (after the head mixing of talking heads), before
+        dropout. Records it (``keep_attention``) and returns it; a tracer
+        that reads each layer's attention as it is computed overrides this."""
+        if self.keep_attention:
+            self.attentions[layer] = attn
+        return attn
 
     def explicit(self, layer: int) -> bool:
         """Whether ``layer`` runs the explicit attention (:meth:`qk`,
@@ -188,6 +305,66 @@ class Tracer:
         return (
             self.layers is None or layer in self.layers or self.score_hook is not None
         )
+
+    # ------------------------------------------------------ attention pooling
+    def pool_attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        scale: float,
+        queries: Sequence[int] = (0,),
+        dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        first_key: int = 0,
+    ) -> Tensor:
+        r"""The cross-attention of an attention-pooling head: learnt probe
+        queries ``q`` ``(B, H, Q, d)`` over the tokens (keys and values ``k``,
+        ``v`` ``(B, H, N, d)``), :math:`P = \mathrm{softmax}(s\,QK^\top)`,
+        output :math:`PV` ``(B, H, Q, d)``.
+
+        Adapters of attention-pooled models (timm ``global_pool="map"``,
+        open_clip's attentional pooler, Hugging Face SigLIP's head) call it
+        in every traced forward; it runs :meth:`qk`, the ``score_hook``,
+        :meth:`softmax` and :meth:`av` with ``layer =`` :attr:`POOL` (so a
+        mask or a relevance rule applies to the pooling too) and always
+        records :attr:`pool_attention_probs`. ``queries`` names the probe
+        rows the pooled vector reads (the first; or the mean of several);
+        ``first_key`` the position in the sequence of the first key (timm
+        pools the patch tokens only, after the prefix tokens).
+        """
+        scores = self.qk(self.POOL, q, k, scale)
+        if self.score_hook is not None:
+            # the hook sees scores over the whole sequence (zero before the
+            # first key), as in the blocks
+            padded = F.pad(scores, (first_key, 0))
+            scores = self.score_hook(self.POOL, padded)[..., first_key:]
+        attn = self.softmax(self.POOL, scores)
+        self.pool_attention_probs = attn
+        self.pool_queries = tuple(int(i) for i in queries)
+        self.pool_first_key = int(first_key)
+        if dropout is not None:
+            attn = dropout(attn)
+        return self.av(self.POOL, attn, v)
+
+    def pool_row(self) -> Optional[Tensor]:
+        r"""The pooling row of an attention-pooled model, ``(B, N)``.
+
+        The pooling attention recorded by :meth:`pool_attention`, averaged
+        over its heads and over the probe queries the pooled vector reads,
+
+        .. math::
+            w_n = \frac{1}{H\,|Q|} \sum_{h} \sum_{q \in Q} P_{h,q,n},
+
+        detached, over the whole sequence (zero on tokens the pooling does
+        not attend to); a row that sums to one, the data-dependent
+        counterpart of :meth:`ViTAdapter.pool_weights` (one per sample). None
+        when the model has no attention pooling (nothing was recorded).
+        """
+        probs = self.pool_attention_probs
+        if probs is None:
+            return None
+        row = probs.detach()[:, :, list(self.pool_queries)].mean(dim=(1, 2))
+        return F.pad(row, (self.pool_first_key, 0))
 
     # ------------------------------------------------------------ block level
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
@@ -243,7 +420,14 @@ class BlockParts:
     ``qkv`` is a list: one fused linear (timm, torchvision) or three linears
     (Hugging Face). ``mlp`` lists the MLP's modules in call order. ``scales``
     lists elementwise per-channel scalings on the residual branches (timm's
-    ``LayerScale``), empty where the model has none.
+    ``LayerScale``), empty where the model has none. ``attention_norms``
+    lists normalisations inside the attention, applied to queries and keys
+    (Swin v2's cosine attention), empty where there is none. ``post_norm`` is True
+    for residual post-norm blocks (Swin v2: ``x + norm1(attn(x))``), where
+    ``norm1``/``norm2`` follow the attention/MLP instead of preceding them.
+    ``head_mixing`` lists the linear maps across heads of talking-heads
+    attention (CaiT's ``proj_l`` before the softmax and ``proj_w`` after
+    it), empty where there are none.
     """
 
     def __init__(
@@ -256,6 +440,9 @@ class BlockParts:
         proj: nn.Module,
         mlp: Sequence[nn.Module],
         scales: Sequence[nn.Module] = (),
+        post_norm: bool = False,
+        attention_norms: Sequence[nn.Module] = (),
+        head_mixing: Sequence[nn.Module] = (),
     ) -> None:
         self.block = block
         self.attention = attention
@@ -265,6 +452,9 @@ class BlockParts:
         self.proj = proj
         self.mlp = list(mlp)
         self.scales = list(scales)
+        self.post_norm = post_norm
+        self.attention_norms = list(attention_norms)
+        self.head_mixing = list(head_mixing)
 
 
 class EmbeddingParts:
@@ -272,13 +462,22 @@ class EmbeddingParts:
 
     ``patch`` is the patch-embedding convolution (``nn.Conv2d``); ``norm``
     the module applied to its tokens before the prefix tokens are joined
-    (``None`` where there is none). The positional-embedding sum itself is
-    routed through :meth:`Tracer.embed_add`.
+    (``None`` where there is none); ``post_norm`` the norm applied to every
+    token after the positional sum, before the first block (CLIP's
+    ``ln_pre`` / ``pre_layrnorm``; ``None`` where there is none). The
+    positional-embedding sum itself is routed through
+    :meth:`Tracer.embed_add`.
     """
 
-    def __init__(self, patch: nn.Module, norm: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        patch: nn.Module,
+        norm: Optional[nn.Module] = None,
+        post_norm: Optional[nn.Module] = None,
+    ) -> None:
         self.patch = patch
         self.norm = norm
+        self.post_norm = post_norm
 
 
 class HeadParts:
@@ -290,7 +489,11 @@ class HeadParts:
     between pooling and the classifier (torchvision's optional
     ``pre_logits`` linear and its ``tanh``); ``classifiers`` the final
     linear layer(s) (two for timm's distilled DeiT, merged by
-    :meth:`Tracer.merge_heads`).
+    :meth:`Tracer.merge_heads`; the image projection of a CLIP tower).
+    ``pooler`` lists the modules of an attention-pooling head (its
+    query/key/value and output projections, its norms and MLP), whose
+    attention core is routed through :meth:`Tracer.pool_attention`; empty
+    for the static poolings.
     """
 
     def __init__(
@@ -299,11 +502,13 @@ class HeadParts:
         classifiers: Sequence[nn.Module],
         fc_norm: Optional[nn.Module] = None,
         pre_logits: Sequence[nn.Module] = (),
+        pooler: Sequence[nn.Module] = (),
     ) -> None:
         self.norm = norm
         self.classifiers = list(classifiers)
         self.fc_norm = fc_norm
         self.pre_logits = list(pre_logits)
+        self.pooler = list(pooler)
 
 
 class ViTAdapter:
@@ -338,8 +543,11 @@ class ViTAdapter:
 
     @property
     def pooling(self) -> str:
-        """``"token"`` (class token feeds the head), ``"avg"`` (patch mean) or
-        ``"token+avg"`` (both, concatenated: Hugging Face DINOv2)."""
+        """``"token"`` (class token feeds the head), ``"avg"`` (patch mean),
+        ``"token+avg"`` (both, concatenated: Hugging Face DINOv2) or
+        ``"attention"`` (learnt probe queries attend over the tokens: timm's
+        ``global_pool="map"``, open_clip's attentional pooler, SigLIP; the
+        pooling row is then the recorded :meth:`Tracer.pool_row`)."""
         raise NotImplementedError
 
     @property
@@ -364,9 +572,22 @@ class ViTAdapter:
         """The final norm, pooled-vector norm and classifier(s)."""
         raise NotImplementedError
 
+    def between_parts(self) -> List[nn.Module]:
+        """Modules that run between blocks, in call order: the norm and the
+        linear reduction of each patch merging of a hierarchical model (Swin);
+        empty for a plain ViT."""
+        return []
+
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
+
+    @property
+    def half_precision_refusal(self) -> Optional[str]:
+        """Why no method explains this model in float16 or bfloat16 (None:
+        each method's own rule applies; ``docs/performance.rst``, Half
+        precision)."""
+        return None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -394,10 +615,53 @@ class ViTAdapter:
 
     @property
     def num_heads(self) -> int:
+        """Attention heads of the first layer (see :meth:`layer_heads`)."""
         raise NotImplementedError
 
+    def layer_heads(self, layer: int) -> int:
+        """Attention heads of ``layer`` (hierarchical models have more heads
+        in later stages)."""
+        return self.num_heads
+
+    @property
+    def plain(self) -> bool:
+        """Whether every input size gives a plain :class:`TokenGraph`: one
+        token set, one dense attention over all of it in every layer (ViT,
+        DeiT). False for windowed or hierarchical models (Swin)."""
+        return True
+
+    @property
+    def class_attention(self) -> bool:
+        """Whether some layers attend from a subset of the tokens only, over
+        a token set that changes between phases (CaiT: self-attention over
+        the patches, then class-attention layers whose one query is the
+        class token, joined after the self-attention phase). Methods defined
+        on one token set through the whole depth do not apply
+        (``docs/token_graph.rst``, "CaiT: two phases")."""
+        return False
+
+    def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
+        """The :class:`~captum_vit.adapters.TokenGraph` of the model for
+        images of ``image_size``: the stages, each layer's windows, the merges
+        and the pooling row that methods compose (``docs/token_graph.rst``).
+
+        The default is the plain graph: one stage of the prefix tokens and
+        the patch grid, dense attention in every layer, the pooling row
+        :meth:`pool_weights` (None for attention pooling, whose row a traced
+        forward records: :meth:`Tracer.pool_row`,
+        :meth:`TokenGraph.with_pool`).
+        """
+        gh, gw = self.grid_size((int(image_size[0]), int(image_size[1])))
+        grid = (int(gh), int(gw))
+        npre = self.num_prefix_tokens
+        N = npre + grid[0] * grid[1]
+        pool = None if self.pooling == "attention" else self.pool_weights(N)
+        return plain_graph(grid, npre, self.num_layers, pool)
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``."""
+        """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``
+        (for hierarchical models, the first stage's grid: that of the patch
+        embedding)."""
         raise NotImplementedError
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
@@ -411,12 +675,19 @@ class ViTAdapter:
         Modules compiled in place (``module.compile()``) run eagerly here, as
         a model wrapped by ``torch.compile`` is unwrapped (:func:`unwrap`):
         explanations trace, hook and differentiate the eager modules (see
-        :meth:`eager`).
+        :meth:`eager`). Inside :func:`autocast_model_only` the forward runs
+        under the autocast that context set aside.
 
         Raises:
             ValueError: the model's output is not a ``(B, classes)`` tensor.
         """
-        with self.eager():
+        state = getattr(_MODEL_AUTOCAST, "state", None)
+        autocast = (
+            contextlib.nullcontext()
+            if state is None
+            else torch.autocast(state[0], dtype=state[1])
+        )
+        with self.eager(), autocast:
             logits = self._call_model(inputs, *args, **kwargs)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
@@ -460,13 +731,98 @@ class ViTAdapter:
         For class-token pooling it is the one-hot of the class token; for
         average pooling it is uniform over the patch tokens. Methods that take
         "the class-token row" of a token-to-token matrix compute ``w @ M``.
+
+        Raises:
+            NotImplementedError: the model pools by attention
+                (:attr:`pooling` ``"attention"``): its row depends on the
+                input and is read from a traced forward
+                (:meth:`Tracer.pool_row`).
         """
+        if self.pooling == "attention":
+            raise NotImplementedError(
+                f"{type(self.model).__name__} pools its tokens by attention: the "
+                "pooling row depends on the image (Tracer.pool_row of a traced "
+                "forward), there is no static one"
+            )
         w = torch.zeros(num_tokens, device=device, dtype=dtype)
         if self.pooling == "token":
             w[0] = 1.0
         else:
             w[self.num_prefix_tokens :] = 1.0 / (num_tokens - self.num_prefix_tokens)
         return w
+
+    def text_tower(self) -> Optional[TextTower]:
+        """The model's text tower (prompts to embeddings, logit scale and
+        bias), or None for a model without one (a classifier, a bare image
+        tower)."""
+        return None
+
+    # ----------------------------------------------------------------- head
+    def head_forward(
+        self,
+        tokens: Tensor,
+        pool_weights: Optional[Tensor] = None,
+        final_norm: bool = True,
+        tracer: Optional[Tracer] = None,
+    ) -> Tensor:
+        r"""The model's output (what :meth:`forward` returns) computed from
+        ``tokens`` ``(B, N, D)`` taken as the output of the last block: the
+        final norm, the pooling, the pooled-vector norm, the pre-logits and
+        the classifier(s) of :meth:`head_parts`. On the model's own
+        last-block output it is the model's output. LeGrad reads every
+        layer's tokens through it.
+
+        Args:
+            tokens (Tensor): ``(B, N, D)`` tokens, all ``N`` of the sequence.
+            pool_weights (Tensor, optional): ``(N,)`` weights that pool the
+                tokens in place of the model's pooling (an attention pooling
+                is skipped). The tokens are pooled *first* and the final norm
+                applied to the pooled vector (the same for a one-hot
+                ``pool_weights``); every classifier reads that vector.
+                Default: None (the model's pooling)
+            final_norm (bool, optional): apply the model's final norm (on the
+                tokens, or on the pooled vector). Default: True
+            tracer (Tracer, optional): receives the pooling
+                (:meth:`Tracer.pool`, :meth:`Tracer.pool_attention`).
+                Default: a plain :class:`Tracer`
+
+        Returns:
+            Tensor: ``(B, outputs)``.
+        """
+        tracer = Tracer(keep_attention=False) if tracer is None else tracer
+        parts = self.head_parts()
+        norm = parts.norm if final_norm else None
+        if pool_weights is None:
+            tokens = tokens if norm is None else norm(tokens)
+            pooled = self._pool_tokens(tokens, tracer)
+        else:
+            p = tracer.pool(tokens, pool_weights.to(tokens))
+            pooled = self._split_pooled(p if norm is None else norm(p))
+        outs = []
+        for p, classifier in zip(pooled, parts.classifiers):
+            if final_norm and parts.fc_norm is not None:
+                p = parts.fc_norm(p)
+            for module in parts.pre_logits:
+                p = module(p)
+            outs.append(classifier(p))
+        return outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
+
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        """The model's pooling for :meth:`head_forward`: one pooled vector
+        per classifier of :meth:`head_parts` (token ``i`` for classifier
+        ``i`` of several, as distilled DeiT; else :meth:`pool_weights`)."""
+        n_heads = len(self.head_parts().classifiers)
+        N = tokens.shape[1]
+        if n_heads > 1:
+            eye = torch.eye(N, device=tokens.device, dtype=tokens.dtype)
+            return [tracer.pool(tokens, eye[i]) for i in range(n_heads)]
+        w = self.pool_weights(N, tokens.device, tokens.dtype)
+        return [tracer.pool(tokens, w)]
+
+    def _split_pooled(self, pooled: Tensor) -> List[Tensor]:
+        """What each classifier reads when :meth:`head_forward` is given
+        ``pool_weights``: the pooled vector."""
+        return [pooled] * len(self.head_parts().classifiers)
 
     # ------------------------------------------------------------------ tracing
     def _block_forward(
@@ -491,6 +847,14 @@ class ViTAdapter:
         attention) would pass its plain gradient instead of relevance.
         :meth:`trace` refuses a relevance tracer on a model with gaps.
         """
+        return []
+
+    def _pooling_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        """``(object, attribute, function)`` overrides that route an
+        attention-pooling head through :meth:`Tracer.pool_attention`; set by
+        every :meth:`trace` (empty for the static poolings)."""
         return []
 
     def _end_forwards(self, tracer: Tracer) -> List[Tuple[object, str, Callable]]:
@@ -542,6 +906,8 @@ class ViTAdapter:
             if getattr(tracer, "trace_ends", False):
                 for obj, name, fn in self._end_forwards(tracer):
                     patch.set(obj, name, fn)
+            for obj, name, fn in self._pooling_forwards(tracer):
+                patch.set(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
                 attention = self.block_parts(layer).attention
                 patch.set(block, "forward", self._block_forward(layer, block, tracer))

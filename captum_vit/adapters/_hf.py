@@ -11,7 +11,7 @@ explicit forward computes the same function as ``ViTLayer.forward`` /
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,59 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._parts import hf_attention_forward, hf_classifier_forward, pair
+
+if TYPE_CHECKING:
+    from transformers.models.beit.modeling_beit import (
+        BeitAttention,
+        BeitForImageClassification,
+        BeitLayer,
+        BeitModel,
+    )
+    from transformers.models.deit.modeling_deit import (
+        DeiTAttention,
+        DeiTEmbeddings,
+        DeiTForImageClassification,
+        DeiTForImageClassificationWithTeacher,
+        DeiTLayer,
+        DeiTModel,
+    )
+    from transformers.models.dinov2.modeling_dinov2 import (
+        Dinov2Attention,
+        Dinov2ForImageClassification,
+        Dinov2Model,
+    )
+    from transformers.models.dinov2_with_registers import (
+        modeling_dinov2_with_registers as dinov2_reg,
+    )
+    from transformers.models.vit.modeling_vit import (
+        ViTAttention,
+        ViTForImageClassification,
+        ViTLayer,
+        ViTModel,
+    )
+
+    #: the classifiers of :class:`HFViTAdapter` and its subclasses
+    HFClassifier = Union[
+        ViTForImageClassification,
+        DeiTForImageClassification,
+        DeiTForImageClassificationWithTeacher,
+        BeitForImageClassification,
+        Dinov2ForImageClassification,
+        dinov2_reg.Dinov2WithRegistersForImageClassification,
+    ]
+    #: their encoders: ``layers[i]`` are ``*Layer`` (ViT, DeiT, BEiT) ...
+    ViTLayout = Union[ViTModel, DeiTModel, BeitModel]
+    #: ... or ``encoder.layer[i]`` (DINOv2, :class:`HFDinov2Adapter`)
+    HFEncoder = Union[ViTLayout, Dinov2Model, dinov2_reg.Dinov2WithRegistersModel]
+    #: the self-attention of them all
+    HFAttention = Union[
+        ViTAttention,
+        DeiTAttention,
+        BeitAttention,
+        Dinov2Attention,
+        dinov2_reg.Dinov2WithRegistersAttention,
+    ]
 
 # class name -> (encoder attribute, prefix tokens, classifier attributes; one
 # per pooled token: several are averaged, as the model does)
@@ -47,6 +100,10 @@ class HFViTAdapter(ViTAdapter):
         " / DeiTForImageClassificationWithTeacher"
     )
 
+    # what the BEiT and DINOv2 subclasses share with it
+    model: HFClassifier
+    _encoder: HFEncoder
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return (
@@ -58,7 +115,7 @@ class HFViTAdapter(ViTAdapter):
         super().__init__(model)
         attr, self._prefix, heads = _CLASSIFIERS[type(model).__name__]
         self._encoder = getattr(model, attr)
-        self._heads = [getattr(model, h) for h in heads]
+        self._heads: List[nn.Module] = [getattr(model, h) for h in heads]
         layers = getattr(self._encoder, "layers", None)
         if layers is None or not all(
             hasattr(layer, "attention") and hasattr(layer.attention, "q_proj")
@@ -68,7 +125,7 @@ class HFViTAdapter(ViTAdapter):
                 "this transformers version lays out ViT layers differently; "
                 "captum_vit supports transformers>=5 (layers[i].attention.q_proj)."
             )
-        self._config = model.config
+        self._config = self.model.config
 
     # ------------------------------------------------------------ description
     @property
@@ -85,22 +142,31 @@ class HFViTAdapter(ViTAdapter):
 
     @property
     def patch_size(self) -> Tuple[int, int]:
-        p = self._config.patch_size
-        return (p, p) if isinstance(p, int) else tuple(p)
+        return pair(self._config.patch_size)
 
     @property
     def num_classes(self) -> int:
-        return int(self._config.num_labels)
+        n = self._config.num_labels
+        if n is None:
+            raise TypeError("the model's config has no labels (id2label is None)")
+        return n
 
     @property
     def num_heads(self) -> int:
         return int(self._config.num_attention_heads)
 
+    def _layers(self) -> List[Union[ViTLayer, DeiTLayer, BeitLayer]]:
+        """The encoder's layers, typed (``nn.ModuleList`` types its items as
+        ``Module``). :class:`HFDinov2Adapter` keeps its layers elsewhere and
+        overrides every caller."""
+        layers = cast("ViTLayout", self._encoder).layers
+        return cast("List[Union[ViTLayer, DeiTLayer, BeitLayer]]", list(layers))
+
     def blocks(self) -> List[nn.Module]:
-        return list(self._encoder.layers)
+        return list(self._layers())
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self._encoder.layers[layer]
+        blk = self._layers()[layer]
         at = blk.attention
         return BlockParts(
             blk,
@@ -134,21 +200,30 @@ class HFViTAdapter(ViTAdapter):
         return image_size[0] // ph, image_size[1] // pw
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
-        s = self._config.image_size
-        s = (s, s) if isinstance(s, int) else tuple(s)
+        s = pair(self._config.image_size)
         if tuple(image_size) != s:
             raise ValueError(
                 f"this transformers model takes {s[0]}x{s[1]} images, got "
                 f"{image_size[0]}x{image_size[1]}"
             )
 
-    def _call_model(self, inputs: Tensor, *args, **kwargs):
+    def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         out = self.model(inputs, *args, **kwargs)
-        return out.logits if hasattr(out, "logits") else out[0]
+        logits: Tensor = out.logits if hasattr(out, "logits") else out[0]
+        return logits
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
-        def forward(hidden_states: Tensor, attention_mask=None, **kwargs):
+    def _block_forward(
+        self, layer: int, block: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        # checked when the adapter is made; the subclasses have their own
+        blk = cast("Union[ViTLayer, DeiTLayer]", block)
+
+        def forward(
+            hidden_states: Tensor,
+            attention_mask: Optional[Tensor] = None,
+            **kwargs: Any,
+        ) -> Tensor:
             x = tracer.block_input(layer, hidden_states)
             h = tracer.attention_input(layer, blk.layernorm_before(x))
             h, _ = blk.attention(h, attention_mask, **kwargs)
@@ -159,40 +234,32 @@ class HFViTAdapter(ViTAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, at: nn.Module, tracer: Tracer):
-        def dropout(a: Tensor) -> Tensor:
-            return nn.functional.dropout(
-                a, p=at.attention_dropout, training=at.training
-            )
+    def _attention_forward(
+        self, layer: int, module: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tuple[Tensor, None]]:
+        at = cast("HFAttention", module)  # checked when the adapter is made
+        return hf_attention_forward(
+            at,
+            layer,
+            tracer,
+            (at.q_proj, at.k_proj, at.v_proj, at.o_proj),
+            at.head_dim,
+            at.scaling,
+            at.attention_dropout,
+        )
 
-        def forward(
-            hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs
-        ):
-            shape = (*hidden_states.shape[:-1], -1, at.head_dim)
-            q = at.q_proj(hidden_states).view(shape).transpose(1, 2)
-            k = at.k_proj(hidden_states).view(shape).transpose(1, 2)
-            v = at.v_proj(hidden_states).view(shape).transpose(1, 2)
-            o = tracer.attention(
-                layer,
-                q,
-                k,
-                v,
-                at.scaling,
-                mask=attention_mask,
-                dropout=dropout if at.training and at.attention_dropout > 0 else None,
-            )
-            o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
-            return at.o_proj(o), None
-
-        return forward
-
-    def _end_forwards(self, tracer: Tracer):
-        emb = self._encoder.embeddings
-        model, encoder, prefix = self.model, self._encoder, self._prefix
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        # ViT and DeiT; the subclasses have their own
+        encoder = cast("Union[ViTModel, DeiTModel]", self._encoder)
+        emb, model, prefix = encoder.embeddings, self.model, self._prefix
         heads = self._heads
 
         def embeddings_forward(
-            pixel_values: Tensor, bool_masked_pos=None, interpolate_pos_encoding=False
+            pixel_values: Tensor,
+            bool_masked_pos: Optional[Tensor] = None,
+            interpolate_pos_encoding: bool = False,
         ) -> Tensor:
             # ViTEmbeddings / DeiTEmbeddings.forward, with the sum routed
             if bool_masked_pos is not None or interpolate_pos_encoding:
@@ -203,39 +270,31 @@ class HFViTAdapter(ViTAdapter):
             _, _, height, width = pixel_values.shape
             size = emb.image_size if hasattr(emb, "image_size") else None
             if size is not None:
-                size = (size, size) if isinstance(size, int) else tuple(size)
-                if (height, width) != size:
+                h, w = pair(size)
+                if (height, width) != (h, w):
                     raise ValueError(
                         f"Input image size ({height}*{width}) doesn't match model "
-                        f"({size[0]}*{size[1]})."
+                        f"({h}*{w})."
                     )
             x = emb.patch_embeddings(pixel_values)
             B = x.shape[0]
             to_cat = [emb.cls_token.expand(B, -1, -1)]
-            if prefix == 2:
-                to_cat.append(emb.distillation_token.expand(B, -1, -1))
+            if prefix == 2:  # DeiT's distillation token
+                dist = cast("DeiTEmbeddings", emb).distillation_token
+                to_cat.append(dist.expand(B, -1, -1))
             x = torch.cat(to_cat + [x], dim=1)
             x = tracer.embed_add(x, emb.position_embeddings)
             return emb.dropout(x)
 
-        def model_forward(
-            pixel_values: Optional[Tensor] = None,
-            labels: Optional[Tensor] = None,
-            **kwargs: Any,
-        ) -> Any:
-            # the classifier's forward (logits only), with the pooling of each
-            # head's token routed; several heads are averaged (WithTeacher)
-            if labels is not None:
-                raise NotImplementedError("labels are not supported while tracing")
-            from transformers.modeling_outputs import ImageClassifierOutput
-
-            seq = encoder(pixel_values, **kwargs).last_hidden_state
+        def logits(seq: Tensor) -> Tensor:
+            # the pooling of each head's token routed; several heads are
+            # averaged (WithTeacher)
             outs = []
             for i, head in enumerate(heads):
                 w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
                 w[i] = 1.0
                 outs.append(head(tracer.pool(seq, w)))
-            logits = outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
-            return ImageClassifierOutput(logits=logits)
+            return outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
 
+        model_forward = hf_classifier_forward(encoder, logits)
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

@@ -18,7 +18,7 @@ position embedding and bias tables itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,17 @@ from ._parts import (
     check_divisible,
     check_positions,
     hf_embeddings_forward,
+    pair,
     scale_views,
 )
+
+if TYPE_CHECKING:
+    from transformers.models.beit.modeling_beit import (
+        BeitForImageClassification,
+        BeitLayer,
+        BeitModel,
+        BeitPooler,
+    )
 
 
 class HFBeitAdapter(HFViTAdapter):
@@ -49,6 +58,9 @@ class HFBeitAdapter(HFViTAdapter):
 
     family = "transformers BeitForImageClassification (relative position bias)"
 
+    model: BeitForImageClassification
+    _encoder: BeitModel
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return (
@@ -58,24 +70,29 @@ class HFBeitAdapter(HFViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
-        self._encoder = model.beit
-        self._heads = [model.classifier]
+        self._encoder = self.model.beit
+        self._heads = [self.model.classifier]
         self._prefix = 1
-        self._config = model.config
+        self._config = self.model.config
         if self._encoder.pooler is None or not all(
-            hasattr(layer.attention, "q_proj") for layer in self._encoder.layers
+            hasattr(layer.attention, "q_proj") for layer in self._layers()
         ):
             raise UnsupportedModelError(
                 "this BEiT is laid out differently; captum_vit supports "
                 "transformers>=5 BeitForImageClassification (layers[i].attention."
                 "q_proj, a pooler)"
             )
-        self._ls = scale_views(self._encoder.layers, ("lambda_1", "lambda_2"))
+        self._ls = scale_views(self._layers(), ("lambda_1", "lambda_2"))
+
+    def _pooler(self) -> BeitPooler:
+        pooler = self._encoder.pooler
+        assert pooler is not None  # checked when the adapter is made
+        return pooler
 
     # ------------------------------------------------------------ description
     @property
     def pooling(self) -> str:
-        return "avg" if self._encoder.pooler.layernorm is not None else "token"
+        return "avg" if self._pooler().layernorm is not None else "token"
 
     def pool_weights(
         self,
@@ -95,7 +112,7 @@ class HFBeitAdapter(HFViTAdapter):
         return HeadParts(
             None if isinstance(norm, nn.Identity) else norm,
             self._heads,
-            fc_norm=self._encoder.pooler.layernorm,
+            fc_norm=self._pooler().layernorm,
         )
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
@@ -103,8 +120,9 @@ class HFBeitAdapter(HFViTAdapter):
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk = cast("BeitLayer", block)  # checked when the adapter is made
         scale1, scale2 = self._ls[layer]
 
         def forward(
@@ -118,8 +136,8 @@ class HFBeitAdapter(HFViTAdapter):
             if blk.relative_position_bias is not None:
                 if resolution is None:  # BeitModel always passes it
                     raise TypeError("BeitLayer needs the input resolution")
-                height, width = resolution
-                window = (height // blk.patch_size, width // blk.patch_size)
+                (height, width), (ph, pw) = resolution, pair(blk.patch_size)
+                window = (height // ph, width // pw)
                 bias = blk.relative_position_bias(
                     window, interpolate_pos_encoding, dim_size=x.shape[1]
                 )
@@ -151,7 +169,7 @@ class HFBeitAdapter(HFViTAdapter):
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
         emb = self._encoder.embeddings
-        pooler = self._encoder.pooler
+        pooler = self._pooler()
         adapter = self
 
         def pooler_forward(hidden_states: Tensor) -> Tensor:

@@ -24,14 +24,32 @@ of the ends (the LRP engine) the two poolings are routed through
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
-from ._parts import GATE_GAP, check_divisible, hf_embeddings_forward, mlp_parts
+from ._parts import (
+    GATE_GAP,
+    check_divisible,
+    hf_classifier_forward,
+    hf_embeddings_forward,
+    mlp_parts,
+)
+
+if TYPE_CHECKING:
+    from transformers.models.dinov2.modeling_dinov2 import (
+        Dinov2ForImageClassification,
+        Dinov2Layer,
+        Dinov2Model,
+    )
+    from transformers.models.dinov2_with_registers import (
+        modeling_dinov2_with_registers as dinov2_reg,
+    )
+
+    Dinov2Layers = List[Union[Dinov2Layer, dinov2_reg.Dinov2WithRegistersLayer]]
 
 # class name -> encoder attribute
 _CLASSIFIERS = {
@@ -49,8 +67,8 @@ class HFDinov2Adapter(HFViTAdapter):
     ``"token+avg"`` and the pooling row gives both halves equal weight,
 
     .. math::
-        w_{	ext{cls}} = 	frac12, \qquad w_{	ext{reg}} = 0, \qquad
-        w_p = 	frac{1}{2P}.
+        w_{\text{cls}} = \tfrac12, \qquad w_{\text{reg}} = 0, \qquad
+        w_p = \tfrac{1}{2P}.
 
     Args:
         model (torch.nn.Module): a ``Dinov2ForImageClassification`` or
@@ -64,6 +82,12 @@ class HFDinov2Adapter(HFViTAdapter):
         "Dinov2WithRegistersForImageClassification (class token + patch mean head)"
     )
 
+    model: Union[
+        Dinov2ForImageClassification,
+        dinov2_reg.Dinov2WithRegistersForImageClassification,
+    ]
+    _encoder: Union[Dinov2Model, dinov2_reg.Dinov2WithRegistersModel]
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return (
@@ -74,9 +98,9 @@ class HFDinov2Adapter(HFViTAdapter):
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
         self._encoder = getattr(model, _CLASSIFIERS[type(model).__name__])
-        self._heads = [model.classifier]
-        self._config = model.config
-        self._registers = int(getattr(model.config, "num_register_tokens", 0) or 0)
+        self._heads = [self.model.classifier]
+        self._config = self.model.config
+        self._registers = int(getattr(self._config, "num_register_tokens", 0) or 0)
         self._prefix = 1 + self._registers
         layers = getattr(getattr(self._encoder, "encoder", None), "layer", None)
         if layers is None or not all(hasattr(b.attention, "q_proj") for b in layers):
@@ -84,11 +108,16 @@ class HFDinov2Adapter(HFViTAdapter):
                 "this DINOv2 is laid out differently; captum_vit supports "
                 "transformers>=5 (encoder.layer[i].attention.q_proj)"
             )
-        if not isinstance(model.classifier, nn.Linear):
+        if not isinstance(self.model.classifier, nn.Linear):
             raise UnsupportedModelError(
                 "this DINOv2 has no linear classifier (num_labels=0)"
             )
-        self._gated = any(mlp_parts(b.mlp)[1] for b in layers)
+        self._gated = any(mlp_parts(b.mlp)[1] for b in self._dinov2_layers())
+
+    def _dinov2_layers(self) -> Dinov2Layers:
+        """The encoder's layers, typed (``nn.ModuleList`` types its items as
+        ``Module``; their layout is checked when the adapter is made)."""
+        return cast("Dinov2Layers", list(self._encoder.encoder.layer))
 
     # ------------------------------------------------------------ description
     @property
@@ -117,11 +146,22 @@ class HFDinov2Adapter(HFViTAdapter):
         w[0] = 0.5
         return w
 
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        # the two halves of the head: class token and patch mean, concatenated
+        N = tokens.shape[1]
+        cls = torch.zeros(N, device=tokens.device, dtype=tokens.dtype)
+        cls[0] = 1.0
+        mean = self.patch_weights(N, tokens.device, tokens.dtype)
+        return [torch.cat([tracer.pool(tokens, cls), tracer.pool(tokens, mean)], 1)]
+
+    def _split_pooled(self, pooled: Tensor) -> List[Tensor]:
+        return [torch.cat([pooled, pooled], dim=1)]
+
     def blocks(self) -> List[nn.Module]:
-        return list(self._encoder.encoder.layer)
+        return list(self._dinov2_layers())
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self._encoder.encoder.layer[layer]
+        blk = self._dinov2_layers()[layer]
         at = blk.attention
         return BlockParts(
             blk,
@@ -145,8 +185,11 @@ class HFDinov2Adapter(HFViTAdapter):
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        # checked when the adapter is made
+        blk = cast("Union[Dinov2Layer, dinov2_reg.Dinov2WithRegistersLayer]", block)
+
         def forward(
             hidden_states: Tensor,
             attention_mask: Optional[Tensor] = None,
@@ -165,27 +208,12 @@ class HFDinov2Adapter(HFViTAdapter):
     def _end_forwards(
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
-        emb = self._encoder.embeddings
-        model, encoder, adapter = self.model, self._encoder, self
+        emb, model = self._encoder.embeddings, self.model
 
-        def model_forward(
-            pixel_values: Optional[Tensor] = None,
-            labels: Optional[Tensor] = None,
-            **kwargs: Any,
-        ) -> Any:
-            # the classifier's forward (logits only): class token and patch
-            # mean, each pooled through the tracer, concatenated
-            if labels is not None:
-                raise NotImplementedError("labels are not supported while tracing")
-            from transformers.modeling_outputs import ImageClassifierOutput
+        def logits(seq: Tensor) -> Tensor:
+            # class token and patch mean, each pooled through the tracer
+            return model.classifier(self._pool_tokens(seq, tracer)[0])
 
-            seq = encoder(pixel_values, **kwargs).last_hidden_state
-            N = seq.shape[1]
-            cls = torch.zeros(N, device=seq.device, dtype=seq.dtype)
-            cls[0] = 1.0
-            mean = adapter.patch_weights(N, seq.device, seq.dtype)
-            pooled = torch.cat([tracer.pool(seq, cls), tracer.pool(seq, mean)], dim=1)
-            return ImageClassifierOutput(logits=model.classifier(pooled))
-
+        model_forward = hf_classifier_forward(self._encoder, logits)
         embeddings_forward = hf_embeddings_forward(emb, tracer, self._registers)
         return [(emb, "forward", embeddings_forward), (model, "forward", model_forward)]

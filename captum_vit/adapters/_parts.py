@@ -1,4 +1,4 @@
-"""Pieces shared by the adapters of the BEiT, EVA and DINOv2 families.
+"""Pieces shared by the adapters of several families.
 
 Some operations of these models are not modules: timm's BEiT/EVA keep the
 ``q``/``v`` biases of the fused ``qkv`` projection apart from the linear layer
@@ -9,12 +9,23 @@ lists), so the adapters make these operations small modules of their own,
 :class:`FusedQKV` and :class:`Scale`, which compute exactly what the model
 computes and which their explicit forwards call. They belong to the adapter,
 not to the model (the model is never changed), and hold no parameter of
-their own.
+their own. The explicit self-attention of the ``transformers`` families
+(:func:`hf_attention_forward`) lives here too.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +33,37 @@ from torch import Tensor, nn
 
 from ._base import Tracer
 
+if TYPE_CHECKING:
+    from timm.layers import Attention
+    from timm.models.beit import Attention as BeitAttention
+    from timm.models.beit import Beit
+    from timm.models.beit import Block as BeitBlock
+    from timm.models.eva import Eva, EvaAttention, EvaBlock
+    from timm.models.vision_transformer import Block, VisionTransformer
+    from transformers.models.beit.modeling_beit import BeitEmbeddings
+    from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
+    from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (  # noqa: E501
+        Dinov2WithRegistersEmbeddings,
+    )
+
+    TimmBlock = Union[Block, BeitBlock, EvaBlock]
+    TimmAttention = Union[Attention, BeitAttention, EvaAttention]
+
 __all__ = [
     "FusedQKV",
     "Scale",
     "scale_views",
     "mlp_parts",
     "check_positions",
+    "timm_blocks",
+    "timm_attention",
     "timm_gaps",
     "GATE_GAP",
     "check_divisible",
+    "pair",
     "hf_embeddings_forward",
+    "hf_attention_forward",
+    "hf_classifier_forward",
 ]
 
 
@@ -46,7 +78,9 @@ class FusedQKV(nn.Module):
             ``eva.EvaAttention`` with a fused ``qkv`` linear.
     """
 
-    def __init__(self, attention: nn.Module) -> None:
+    _attention: Union[BeitAttention, EvaAttention]
+
+    def __init__(self, attention: Union[BeitAttention, EvaAttention]) -> None:
         super().__init__()
         # a plain attribute (not a submodule): the view owns nothing
         object.__setattr__(self, "_attention", attention)
@@ -60,7 +94,8 @@ class FusedQKV(nn.Module):
         a = self._attention
         if a.q_bias is None:
             return a.qkv.bias
-        return torch.cat((a.q_bias, a.k_bias, a.v_bias))
+        # timm registers k_bias as a buffer, which its inferred type misses
+        return torch.cat((a.q_bias, cast(Tensor, a.k_bias), a.v_bias))
 
     def forward(self, x: Tensor) -> Tensor:
         a = self._attention
@@ -78,6 +113,8 @@ class Scale(nn.Module):
         owner (torch.nn.Module): the block that holds the parameter.
         name (str): the parameter's attribute name on ``owner``.
     """
+
+    _owner: nn.Module
 
     def __init__(self, owner: nn.Module, name: str) -> None:
         super().__init__()
@@ -162,16 +199,31 @@ def _real(module: Optional[nn.Module]) -> bool:
     return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
 
 
-def timm_gaps(model: nn.Module) -> List[str]:
+def timm_blocks(model: Union[VisionTransformer, Beit, Eva]) -> List[TimmBlock]:
+    """The blocks of a timm ViT, BEiT or EVA, typed (``nn.Sequential`` and
+    ``nn.ModuleList`` type their items as ``Module``; each adapter checks the
+    blocks' classes when it is made)."""
+    return cast("List[TimmBlock]", list(model.blocks))
+
+
+def timm_attention(module: nn.Module) -> TimmAttention:
+    """``module`` (a block's ``attn``) as the attention of a timm ViT, BEiT
+    or EVA (timm types ``Block.attn`` as ``Module``, made by a factory; each
+    adapter checks its class when it is made)."""
+    return cast("TimmAttention", module)
+
+
+def timm_gaps(model: Union[VisionTransformer, Beit, Eva]) -> List[str]:
     """The relevance gaps (:meth:`ViTAdapter.relevance_gaps`) of a timm ViT,
     BEiT or EVA: a gated (SwiGLU) MLP, norms inside the attention
     (``qk_norm``, ``scale_attn_norm``/``scale_attn_inner``) and the norm
     before the first block (``norm_pre``), which the explicit forward
     computes but no block part lists."""
     gaps = []
-    if any(mlp_parts(b.mlp)[1] for b in model.blocks):
+    blocks = timm_blocks(model)
+    if any(mlp_parts(b.mlp)[1] for b in blocks):
         gaps.append(GATE_GAP)
-    attns = [b.attn for b in model.blocks]
+    attns = [b.attn for b in blocks]
     if any(
         _real(getattr(a, n, None)) for a in attns for n in ("q_norm", "k_norm", "norm")
     ):
@@ -191,8 +243,25 @@ def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) ->
         )
 
 
+def pair(size: Union[int, Sequence[int], None]) -> Tuple[int, int]:
+    """A size of a model's config (``patch_size``, ``image_size``: an int or
+    a pair) as ``(h, w)``.
+
+    Raises:
+        TypeError: ``size`` is None (a config without it).
+    """
+    if size is None:
+        raise TypeError("the model's config does not give this size")
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return h, w
+
+
 def hf_embeddings_forward(
-    emb: nn.Module, tracer: Tracer, registers: int = 0
+    emb: Union[BeitEmbeddings, Dinov2Embeddings, Dinov2WithRegistersEmbeddings],
+    tracer: Tracer,
+    registers: int = 0,
 ) -> Callable[..., Tensor]:
     """``BeitEmbeddings.forward`` / ``Dinov2(WithRegisters)Embeddings.forward``
     of ``transformers`` with the positional sum routed through
@@ -212,9 +281,74 @@ def hf_embeddings_forward(
         x = torch.cat((emb.cls_token.expand(B, -1, -1), x), dim=1)
         if emb.position_embeddings is not None:
             x = tracer.embed_add(x, emb.interpolate_pos_encoding(x, height, width))
-        if registers:
-            reg = emb.register_tokens.expand(B, -1, -1)
+        if registers:  # only Dinov2WithRegistersEmbeddings has register tokens
+            tokens = cast("Dinov2WithRegistersEmbeddings", emb).register_tokens
+            reg = tokens.expand(B, -1, -1)
             x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)
         return emb.dropout(x)
+
+    return forward
+
+
+def hf_attention_forward(
+    attention: nn.Module,
+    layer: int,
+    tracer: Tracer,
+    projections: Tuple[nn.Module, nn.Module, nn.Module, nn.Module],
+    head_dim: int,
+    scale: float,
+    dropout: float,
+) -> Callable[..., Tuple[Tensor, None]]:
+    """The ``forward`` of a ``transformers`` self-attention with separate
+    query, key, value and output ``projections`` (``ViTAttention``,
+    ``CLIPAttention`` and their kin) with the attention core routed through
+    :meth:`Tracer.attention`; the attention ``dropout`` probability applies
+    while ``attention`` is in training mode. Returns ``(output, None)`` as
+    the module does."""
+    q_proj, k_proj, v_proj, o_proj = projections
+
+    def drop(a: Tensor) -> Tensor:
+        return F.dropout(a, p=dropout, training=attention.training)
+
+    def forward(
+        hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kwargs: Any
+    ) -> Tuple[Tensor, None]:
+        shape = (*hidden_states.shape[:-1], -1, head_dim)
+        q = q_proj(hidden_states).view(shape).transpose(1, 2)
+        k = k_proj(hidden_states).view(shape).transpose(1, 2)
+        v = v_proj(hidden_states).view(shape).transpose(1, 2)
+        o = tracer.attention(
+            layer,
+            q,
+            k,
+            v,
+            scale,
+            mask=attention_mask,
+            dropout=drop if attention.training and dropout > 0 else None,
+        )
+        o = o.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
+        return o_proj(o), None
+
+    return forward
+
+
+def hf_classifier_forward(
+    encoder: nn.Module, logits: Callable[[Tensor], Tensor]
+) -> Callable[..., Any]:
+    """The ``forward`` of a ``transformers`` image classifier, logits only:
+    ``logits`` of the ``encoder``'s last hidden state (the head, with the
+    pooling routed through the tracer), in an ``ImageClassifierOutput``."""
+
+    def forward(
+        pixel_values: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Any:
+        if labels is not None:
+            raise NotImplementedError("labels are not supported while tracing")
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        seq = encoder(pixel_values, **kwargs).last_hidden_state
+        return ImageClassifierOutput(logits=logits(seq))
 
     return forward

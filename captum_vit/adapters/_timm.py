@@ -1,8 +1,9 @@
 """Adapter for timm's ``VisionTransformer`` family.
 
 Covers ViT, DeiT (including the distilled variant with two prefix tokens),
-register tokens, layer scale, ``global_pool="token"|"avg"`` and
-``dynamic_img_size``. The explicit forwards reproduce
+register tokens, layer scale, ``global_pool="token"|"avg"|"map"`` (``"map"``:
+attention pooling by ``AttentionPoolLatent``, as in timm's SigLIP towers; see
+:mod:`captum_vit.adapters._pooling`) and ``dynamic_img_size``. The explicit forwards reproduce
 ``timm.models.vision_transformer.Block.forward`` and
 ``timm.layers.Attention.forward`` (both the fused and the unfused path compute
 the same function) with the attention core and residual sums routed through a
@@ -11,7 +12,17 @@ the same function) with the attention core and residual sums routed through a
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+    cast,
+)
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +35,27 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._parts import mlp_parts, timm_gaps
+from ._parts import mlp_parts, timm_attention, timm_blocks, timm_gaps
+from ._pooling import (
+    attention_pool_forward,
+    attention_pool_gaps,
+    attention_pool_parts,
+    check_attention_pool,
+)
+
+if TYPE_CHECKING:
+    from timm.layers import Attention, AttentionPoolLatent
+    from timm.models.beit import Beit
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import Block, VisionTransformer
+
+    #: the models of the timm adapters (:class:`TimmViTAdapter` and its
+    #: subclasses for BEiT and EVA)
+    TimmModel = Union[VisionTransformer, Beit, Eva]
 
 
-def _timm():
+def _timm() -> Optional[Tuple[Type[VisionTransformer], Type[Block], Type[Attention]]]:
     try:
         import timm  # noqa: F401
         from timm.layers import Attention
@@ -41,7 +69,9 @@ def _active(dropout: nn.Dropout) -> Optional[nn.Dropout]:
     return dropout if dropout.training and dropout.p > 0 else None
 
 
-def routed_pos_embed(m: nn.Module, x: Tensor, tracer: Tracer) -> Tensor:
+def routed_pos_embed(
+    m: Union[VisionTransformer, Eva], x: Tensor, tracer: Tracer
+) -> Tensor:
     """timm's ``VisionTransformer._pos_embed`` (prefix tokens joined, the
     absolute position embedding added, resampled for ``dynamic_img_size``),
     with the positional sum routed through :meth:`Tracer.embed_add`. Also
@@ -49,8 +79,9 @@ def routed_pos_embed(m: nn.Module, x: Tensor, tracer: Tracer) -> Tensor:
     to_cat = []
     if m.cls_token is not None:
         to_cat.append(m.cls_token.expand(x.shape[0], -1, -1))
-    if getattr(m, "dist_token", None) is not None:
-        to_cat.append(m.dist_token.expand(x.shape[0], -1, -1))
+    dist_token: Optional[Tensor] = getattr(m, "dist_token", None)  # distilled DeiT
+    if dist_token is not None:
+        to_cat.append(dist_token.expand(x.shape[0], -1, -1))
     if m.reg_token is not None:
         to_cat.append(m.reg_token.expand(x.shape[0], -1, -1))
     if m.pos_embed is None:
@@ -84,6 +115,9 @@ class TimmViTAdapter(ViTAdapter):
 
     family = "timm VisionTransformer (ViT, DeiT, registers, layer scale)"
 
+    # the description below is shared with the BEiT and EVA subclasses
+    model: TimmModel
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         classes = _timm()
@@ -91,28 +125,33 @@ class TimmViTAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        _, Block, Attention = _timm()
-        for i, blk in enumerate(model.blocks):
-            if type(blk) is not Block or type(blk.attn) is not Attention:
+        from timm.layers import Attention
+        from timm.models.vision_transformer import Block
+
+        for i, blk in enumerate(self.model.blocks):
+            attn = getattr(blk, "attn", None)
+            if type(blk) is not Block or type(attn) is not Attention:
                 raise UnsupportedModelError(
                     f"timm block {i} is {type(blk).__name__} with "
-                    f"{type(getattr(blk, 'attn', None)).__name__} attention; captum_vit "
+                    f"{type(attn).__name__} attention; captum_vit "
                     "supports timm's pre-norm `Block` with the standard `Attention`."
                 )
-            if getattr(blk.attn, "gate", None) is not None:
+            if getattr(attn, "gate", None) is not None:
                 raise UnsupportedModelError("gated timm attention is not supported")
-        if getattr(model, "attn_pool", None) is not None:
+        check_attention_pool(model)
+        if self.model.global_pool not in ("token", "avg", "map"):
             raise UnsupportedModelError(
-                "timm models with attention pooling (global_pool='map') are not "
-                "supported: their prediction does not come from a token of the encoder."
-            )
-        if model.global_pool not in ("token", "avg"):
-            raise UnsupportedModelError(
-                f"timm global_pool={model.global_pool!r} is not supported "
-                "(use 'token' or 'avg')."
+                f"timm global_pool={self.model.global_pool!r} is not supported "
+                "(use 'token', 'avg' or 'map')."
             )
         if getattr(model, "pool_include_prefix", False):
             raise UnsupportedModelError("pool_include_prefix=True is not supported")
+
+    def _attn_pool(self) -> Optional[AttentionPoolLatent]:
+        """The attention-pooling head (``global_pool="map"``), or None (also
+        on a BEiT, which has no such attribute)."""
+        pool: Optional[AttentionPoolLatent] = getattr(self.model, "attn_pool", None)
+        return pool
 
     # ------------------------------------------------------------ description
     @property
@@ -129,6 +168,8 @@ class TimmViTAdapter(ViTAdapter):
 
     @property
     def pooling(self) -> str:
+        if self._attn_pool() is not None:
+            return "attention"
         return "token" if self.model.global_pool == "token" else "avg"
 
     @property
@@ -141,28 +182,22 @@ class TimmViTAdapter(ViTAdapter):
 
     @property
     def num_heads(self) -> int:
-        return int(self.model.blocks[0].attn.num_heads)
+        return int(timm_attention(timm_blocks(self.model)[0].attn).num_heads)
 
     def blocks(self) -> List[nn.Module]:
         return list(self.model.blocks)
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self.model.blocks[layer]
+        blk = _vit_block(self.model.blocks[layer])
+        attn = _attention(blk.attn)
         mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
-            blk,
-            blk.attn,
-            blk.norm1,
-            blk.norm2,
-            [blk.attn.qkv],
-            blk.attn.proj,
-            mlp,
-            scales=scales,
+            blk, attn, blk.norm1, blk.norm2, [attn.qkv], attn.proj, mlp, scales=scales
         )
 
     def relevance_gaps(self) -> List[str]:
-        return timm_gaps(self.model)
+        return timm_gaps(self.model) + attention_pool_gaps(self._attn_pool())
 
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
@@ -171,14 +206,26 @@ class TimmViTAdapter(ViTAdapter):
 
     def head_parts(self) -> HeadParts:
         m = self.model
-        heads = [m.head, m.head_dist] if self.distilled else [m.head]
+        heads: List[nn.Module] = [m.head]
+        if self.distilled:
+            heads.append(cast("VisionTransformerDistilled", m).head_dist)
 
-        def real(mod):
+        def real(mod: Optional[nn.Module]) -> Optional[nn.Module]:
             return None if mod is None or isinstance(mod, nn.Identity) else mod
 
-        return HeadParts(real(m.norm), heads, fc_norm=real(m.fc_norm))
+        return HeadParts(
+            real(m.norm),
+            heads,
+            fc_norm=real(m.fc_norm),
+            pooler=attention_pool_parts(self._attn_pool()),
+        )
 
-    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
         if self.pooling == "token" and self.distilled:
             # VisionTransformerDistilled averages the class and distillation heads
             w = torch.zeros(num_tokens, device=device, dtype=dtype)
@@ -192,8 +239,11 @@ class TimmViTAdapter(ViTAdapter):
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         pe = self.model.patch_embed
         if self._dynamic():
-            return tuple(pe.dynamic_feat_size(tuple(image_size)))
-        return tuple(pe.grid_size)
+            h, w = image_size
+            gh, gw = pe.dynamic_feat_size((h, w))
+        else:
+            gh, gw = pe.grid_size
+        return gh, gw
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         pe = self.model.patch_embed
@@ -218,8 +268,14 @@ class TimmViTAdapter(ViTAdapter):
             )
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
-        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
+    def _block_forward(
+        self, layer: int, block: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        blk = _vit_block(block)
+
+        def forward(
+            x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False
+        ) -> Tensor:
             x = tracer.block_input(layer, x)
             h = tracer.attention_input(layer, blk.norm1(x))
             h = blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
@@ -230,8 +286,14 @@ class TimmViTAdapter(ViTAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, attn: nn.Module, tracer: Tracer):
-        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal=False):
+    def _attention_forward(
+        self, layer: int, module: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        attn = _attention(module)
+
+        def forward(
+            x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False
+        ) -> Tensor:
             if is_causal:
                 raise NotImplementedError("causal attention is not supported")
             B, N, _ = x.shape
@@ -253,29 +315,68 @@ class TimmViTAdapter(ViTAdapter):
 
         return forward
 
-    def _end_forwards(self, tracer: Tracer):
-        m = self.model
+    def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
+        ap = self._attn_pool()
+        if ap is None:
+            return super()._pool_tokens(tokens, tracer)
+        pool = attention_pool_forward(ap, tracer, self.num_prefix_tokens)
+        return [pool(tokens[:, self.num_prefix_tokens :])]
+
+    def _pooling_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        ap = self._attn_pool()
+        if ap is None:
+            return []
+        fn = attention_pool_forward(ap, tracer, self.num_prefix_tokens)
+        return [(ap, "forward", fn)]
+
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        # a VisionTransformer: the BEiT and EVA subclasses have their own
+        m = cast("VisionTransformer", self.model)
         adapter = self
 
         def _pos_embed(x: Tensor) -> Tensor:
             return routed_pos_embed(m, x, tracer)
 
-        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
+        def forward_head(
+            x: Tensor, pre_logits: bool = False
+        ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
             N = x.shape[1]
             if adapter.distilled:
+                d = cast("VisionTransformerDistilled", m)
                 outs = []
                 for i in range(2):
                     w = torch.zeros(N, device=x.device, dtype=x.dtype)
                     w[i] = 1.0
-                    outs.append(m.head_drop(tracer.pool(x, w)))
+                    outs.append(d.head_drop(tracer.pool(x, w)))
                 if pre_logits:
                     return tracer.merge_heads(outs)
-                outs = [m.head(outs[0]), m.head_dist(outs[1])]
-                if m.distilled_training and m.training:
-                    return tuple(outs)
-                return tracer.merge_heads(outs)
-            w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
-            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+                cls, dist = d.head(outs[0]), d.head_dist(outs[1])
+                if d.distilled_training and d.training:
+                    return cls, dist
+                return tracer.merge_heads([cls, dist])
+            if getattr(m, "attn_pool", None) is not None:  # _pooling_forwards
+                x = m.attn_pool(x[:, m.num_prefix_tokens :])
+            else:
+                w = ViTAdapter.pool_weights(adapter, N, x.device, x.dtype)
+                x = tracer.pool(x, w)
+            x = m.head_drop(m.fc_norm(x))
             return x if pre_logits else m.head(x)
 
         return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]
+
+
+def _vit_block(block: nn.Module) -> Block:
+    """``block`` as a timm ``Block`` (the base class passes blocks as
+    ``Module``; :class:`TimmViTAdapter` checks their class when it is made)."""
+    return cast("Block", block)
+
+
+def _attention(module: nn.Module) -> Attention:
+    """``module`` as a timm ``Attention`` (timm types ``Block.attn`` as
+    ``Module``, made by a factory; :class:`TimmViTAdapter` checks its
+    class)."""
+    return cast("Attention", module)

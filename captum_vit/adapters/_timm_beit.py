@@ -25,7 +25,7 @@ arriving at :math:`S` goes to :math:`q k^\\top` (as for any additive mask).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,10 @@ from torch import Tensor, nn
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._parts import FusedQKV, check_positions, mlp_parts, scale_views, timm_gaps
 from ._timm import TimmViTAdapter, _active
+
+if TYPE_CHECKING:
+    from timm.models import beit
+    from timm.models.eva import Eva, EvaAttention, EvaBlock
 
 
 def _beit() -> Optional[ModuleType]:
@@ -43,7 +47,7 @@ def _beit() -> Optional[ModuleType]:
     return beit
 
 
-def check_global_pool(model: nn.Module) -> None:
+def check_global_pool(model: Union[beit.Beit, Eva]) -> None:
     """Refuse a timm model that does not pool by class token or patch mean."""
     if model.global_pool not in ("token", "avg"):
         raise UnsupportedModelError(
@@ -70,6 +74,9 @@ class TimmBeitAdapter(TimmViTAdapter):
 
     family = "timm Beit (BEiT, BEiT v2; relative position bias, shared or per layer)"
 
+    # the views and the block are shared with the EVA subclass
+    model: Union[beit.Beit, Eva]
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         beit = _beit()
@@ -77,35 +84,43 @@ class TimmBeitAdapter(TimmViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
-        beit = _beit()
-        for i, blk in enumerate(model.blocks):
-            if type(blk) is not beit.Block or type(blk.attn) is not beit.Attention:
+        from timm.models import beit
+
+        for i, blk in enumerate(self.model.blocks):
+            attn = getattr(blk, "attn", None)
+            if type(blk) is not beit.Block or type(attn) is not beit.Attention:
                 raise UnsupportedModelError(
                     f"timm Beit block {i} is {type(blk).__name__}; captum_vit "
                     "supports timm.models.beit.Block with its Attention."
                 )
-        check_global_pool(model)
+        check_global_pool(self.model)
         self._make_views()
 
     # ------------------------------------------------------------ description
+    def _blocks(self) -> List[Union[beit.Block, EvaBlock]]:
+        """The model's blocks, typed (``nn.Sequential`` and ``nn.ModuleList``
+        type their items as ``Module``; their class is checked when the
+        adapter is made)."""
+        return cast("List[Union[beit.Block, EvaBlock]]", list(self.model.blocks))
+
     def _make_views(self) -> None:
         """This adapter's :class:`FusedQKV`/:class:`Scale` views (one object
         per layer, made once, so the LRP rules and the forward meet)."""
-        blocks = self.model.blocks
-        self._qkv = [
-            FusedQKV(b.attn) if b.attn.qkv is not None else None for b in blocks
-        ]
+        blocks = self._blocks()
+        attns = [_attn(b.attn) for b in blocks]
+        self._qkv = [FusedQKV(a) if a.qkv is not None else None for a in attns]
         self._ls = scale_views(blocks, ("gamma_1", "gamma_2"))
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self.model.blocks[layer]
+        blk = self._blocks()[layer]
         mlp, _ = mlp_parts(blk.mlp)
+        qkv = self._qkv[layer]
         return BlockParts(
             blk,
             blk.attn,
             blk.norm1,
             blk.norm2,
-            [self._qkv[layer]],
+            [qkv] if qkv is not None else [],  # EVA's separate q, k, v: its own
             blk.attn.proj,
             mlp,
             scales=[s for s in self._ls[layer] if s is not None],
@@ -118,7 +133,7 @@ class TimmBeitAdapter(TimmViTAdapter):
     def _block(
         self,
         layer: int,
-        blk: nn.Module,
+        blk: Union[beit.Block, EvaBlock],
         tracer: Tracer,
         x: Tensor,
         attend: Callable[[Tensor], Tensor],
@@ -138,8 +153,10 @@ class TimmBeitAdapter(TimmViTAdapter):
         return tracer.block_output(layer, x)
 
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk = cast("beit.Block", block)  # checked when the adapter is made
+
         def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
             def attend(y: Tensor) -> Tensor:
                 return blk.attn(y, shared_rel_pos_bias=shared_rel_pos_bias)
@@ -149,9 +166,11 @@ class TimmBeitAdapter(TimmViTAdapter):
         return forward
 
     def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
+        self, layer: int, module: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        attn = cast("beit.Attention", module)  # checked when the adapter is made
         qkv_proj = self._qkv[layer]
+        assert qkv_proj is not None  # a BEiT attention has a fused qkv
 
         def forward(x: Tensor, shared_rel_pos_bias: Optional[Tensor] = None) -> Tensor:
             B, N, _ = x.shape
@@ -171,11 +190,23 @@ class TimmBeitAdapter(TimmViTAdapter):
 
         return forward
 
+    def _forward_head(self, tracer: Tracer) -> Callable[..., Tensor]:
+        """``forward_head`` of BEiT and EVA (the pooling, ``fc_norm``, the
+        classifier) with the pooling routed through :meth:`Tracer.pool`."""
+        m = self.model
+        adapter = self
+
+        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
+            w = ViTAdapter.pool_weights(adapter, x.shape[1], x.device, x.dtype)
+            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
+            return x if pre_logits else m.head(x)
+
+        return forward_head
+
     def _end_forwards(
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
-        m = self.model
-        adapter = self
+        m = cast("beit.Beit", self.model)  # the EVA subclass has its own
 
         def forward_features(x: Tensor) -> Tensor:
             # Beit.forward_features, with the positional sum routed
@@ -189,12 +220,13 @@ class TimmBeitAdapter(TimmViTAdapter):
                 x = blk(x, shared_rel_pos_bias=rel_pos_bias)
             return m.norm(x)
 
-        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
-            w = ViTAdapter.pool_weights(adapter, x.shape[1], x.device, x.dtype)
-            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
-            return x if pre_logits else m.head(x)
-
         return [
             (m, "forward_features", forward_features),
-            (m, "forward_head", forward_head),
+            (m, "forward_head", self._forward_head(tracer)),
         ]
+
+
+def _attn(module: nn.Module) -> Union[beit.Attention, EvaAttention]:
+    """A block's ``attn`` (timm types ``EvaBlock.attn`` as ``AttentionRope``;
+    the adapters check its class when they are made)."""
+    return cast("Union[beit.Attention, EvaAttention]", module)

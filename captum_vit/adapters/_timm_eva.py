@@ -30,7 +30,17 @@ product, attention-internal norms or pre-transformer norm have no LRP rule
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    cast,
+)
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +49,16 @@ from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._parts import check_positions
 from ._timm import _active, routed_pos_embed
 from ._timm_beit import TimmBeitAdapter, check_global_pool
+
+if TYPE_CHECKING:
+    from timm.models.eva import Eva, EvaAttention, EvaBlock
+
+
+class _RotaryEmbedding(Protocol):
+    """What the adapter calls on timm's rotary embeddings
+    (``RotaryEmbeddingCat`` and its kin)."""
+
+    def get_embed(self, shape: Optional[Sequence[int]] = None) -> Tensor: ...
 
 
 def _eva() -> Optional[ModuleType]:
@@ -68,6 +88,8 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
     family = "timm Eva (EVA, EVA-02; rotary embedding, SwiGLU, registers)"
 
+    model: Eva
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         eva = _eva()
@@ -75,29 +97,31 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
-        eva = _eva()
-        for i, blk in enumerate(model.blocks):
-            if type(blk) is not eva.EvaBlock or type(blk.attn) is not eva.EvaAttention:
+        from timm.models import eva
+
+        for i, blk in enumerate(self.model.blocks):
+            attn = getattr(blk, "attn", None)
+            if type(blk) is not eva.EvaBlock or type(attn) is not eva.EvaAttention:
                 raise UnsupportedModelError(
                     f"timm Eva block {i} is {type(blk).__name__} with "
-                    f"{type(getattr(blk, 'attn', None)).__name__} attention; captum_vit "
+                    f"{type(attn).__name__} attention; captum_vit "
                     "supports pre-norm EvaBlock with EvaAttention (not use_post_norm "
                     "or attn_type='rope')."
                 )
-            if blk.attn.gate is not None:
+            if attn.gate is not None:
                 raise UnsupportedModelError("gated Eva attention is not supported")
         if getattr(model, "attn_pool", None) is not None:
             raise UnsupportedModelError(
                 "timm Eva with attention pooling (global_pool='map') is not "
                 "supported: its prediction does not come from a token of the encoder."
             )
-        check_global_pool(model)
+        check_global_pool(self.model)
         self._make_views()
 
     # ------------------------------------------------------------ description
     def block_parts(self, layer: int) -> BlockParts:
         parts = super().block_parts(layer)
-        attn = self.model.blocks[layer].attn
+        attn = _attn(self._blocks()[layer].attn)
         if attn.qkv is None:
             parts.qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
         return parts
@@ -113,8 +137,10 @@ class TimmEvaAdapter(TimmBeitAdapter):
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
-        self, layer: int, blk: nn.Module, tracer: Tracer
+        self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
+        blk = cast("EvaBlock", block)  # checked when the adapter is made
+
         def forward(
             x: Tensor,
             rope: Optional[Tensor] = None,
@@ -129,10 +155,11 @@ class TimmEvaAdapter(TimmBeitAdapter):
         return forward
 
     def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
+        self, layer: int, module: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
         from timm.layers import apply_rot_embed_cat
 
+        attn = _attn(module)
         qkv_proj = self._qkv[layer]
 
         def forward(
@@ -182,7 +209,6 @@ class TimmEvaAdapter(TimmBeitAdapter):
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
         m = self.model
-        adapter = self
         stock_pos_embed = type(m)._pos_embed
 
         def _pos_embed(x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
@@ -195,17 +221,23 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 )
             rot = None
             if m.rope is not None:
+                # timm's create_rope_embed types the embedding as a Module
+                rope = cast(_RotaryEmbedding, m.rope)
                 if m.dynamic_img_size:
-                    rot = m.rope.get_embed(shape=tuple(x.shape[1:3]))
-                elif hasattr(m.rope, "feat_shape"):
-                    rot = m.rope.get_embed()
+                    rot = rope.get_embed(shape=tuple(x.shape[1:3]))
+                elif hasattr(rope, "feat_shape"):
+                    rot = rope.get_embed()
                 else:
-                    rot = m.rope.get_embed(shape=m.patch_embed.grid_size)
+                    rot = rope.get_embed(shape=m.patch_embed.grid_size)
             return routed_pos_embed(m, x, tracer), rot
 
-        def forward_head(x: Tensor, pre_logits: bool = False) -> Tensor:
-            w = ViTAdapter.pool_weights(adapter, x.shape[1], x.device, x.dtype)
-            x = m.head_drop(m.fc_norm(tracer.pool(x, w)))
-            return x if pre_logits else m.head(x)
+        return [
+            (m, "_pos_embed", _pos_embed),
+            (m, "forward_head", self._forward_head(tracer)),
+        ]
 
-        return [(m, "_pos_embed", _pos_embed), (m, "forward_head", forward_head)]
+
+def _attn(module: nn.Module) -> EvaAttention:
+    """A block's ``attn`` (timm types it as ``AttentionRope``; the adapter
+    checks that it is an ``EvaAttention`` when it is made)."""
+    return cast("EvaAttention", module)

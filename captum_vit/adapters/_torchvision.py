@@ -1,17 +1,17 @@
 """Adapter for torchvision's ``VisionTransformer``.
 
 torchvision calls its ``nn.MultiheadAttention`` with ``need_weights=False``,
-so the weights are never materialised; the explicit forward below computes
-the same function from ``in_proj_weight`` / ``out_proj`` and exposes them.
+so the weights are never materialised; the explicit forward
+(:func:`~captum_vit.adapters._mha.self_attention_forward`) computes the same
+function from ``in_proj_weight`` / ``out_proj`` and exposes them.
 """
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple, cast
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ._base import (
     BlockParts,
@@ -21,28 +21,19 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
+from ._mha import InProj, self_attention_forward
 
-
-class _InProj(nn.Module):
-    """View of ``nn.MultiheadAttention``'s packed input projection as a linear.
-
-    Holds references to the parameters (no copy), so rules that read
-    ``weight``/``bias`` of a linear see the real ones.
-    """
-
-    def __init__(self, mha: nn.MultiheadAttention) -> None:
-        super().__init__()
-        self.weight = mha.in_proj_weight
-        self.bias = mha.in_proj_bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+if TYPE_CHECKING:  # torchvision has no type information: these are Any
+    from torchvision.models import VisionTransformer
+    from torchvision.models.vision_transformer import EncoderBlock
 
 
 class TorchvisionViTAdapter(ViTAdapter):
     """Adapter for ``torchvision.models.VisionTransformer``."""
 
     family = "torchvision VisionTransformer"
+
+    model: VisionTransformer
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -54,14 +45,14 @@ class TorchvisionViTAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        for i, blk in enumerate(model.encoder.layers):
+        for i, blk in enumerate(self.model.encoder.layers):
             mha = blk.self_attention
             if not mha._qkv_same_embed_dim or not mha.batch_first:
                 raise UnsupportedModelError(
                     f"torchvision block {i}: only batch_first attention with a packed "
                     "in_proj_weight is supported"
                 )
-        self._in_proj = [_InProj(blk.self_attention) for blk in model.encoder.layers]
+        self._in_proj = [InProj(b.self_attention) for b in self.model.encoder.layers]
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -123,7 +114,11 @@ class TorchvisionViTAdapter(ViTAdapter):
                 f"{image_size[0]}x{image_size[1]}"
             )
 
-    def _block_forward(self, layer: int, blk: nn.Module, tracer: Tracer):
+    def _block_forward(
+        self, layer: int, block: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tensor]:
+        blk: EncoderBlock = block
+
         def forward(input: Tensor) -> Tensor:
             x = tracer.block_input(layer, input)
             h = tracer.attention_input(layer, blk.ln_1(x))
@@ -134,48 +129,15 @@ class TorchvisionViTAdapter(ViTAdapter):
 
         return forward
 
-    def _attention_forward(self, layer: int, mha: nn.Module, tracer: Tracer):
-        in_proj = self._in_proj[layer]
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tuple[Tensor, None]]:
+        mha = cast(nn.MultiheadAttention, attn)  # EncoderBlock.self_attention
+        return self_attention_forward(mha, layer, tracer, self._in_proj[layer])
 
-        def dropout(a: Tensor) -> Tensor:
-            return F.dropout(a, p=mha.dropout, training=mha.training)
-
-        def forward(
-            query,
-            key,
-            value,
-            key_padding_mask=None,
-            need_weights=True,
-            attn_mask=None,
-            average_attn_weights=True,
-            is_causal=False,
-        ):
-            if key is not query or value is not query:
-                raise NotImplementedError("only self-attention is supported")
-            if key_padding_mask is not None or is_causal:
-                raise NotImplementedError("padding and causal masks are not supported")
-            B, N, D = query.shape
-            H = mha.num_heads
-            qkv = in_proj(query).reshape(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)
-            mask = None
-            if attn_mask is not None:
-                mask = attn_mask if attn_mask.dtype != bool else ~attn_mask
-            o = tracer.attention(
-                layer,
-                q,
-                k,
-                v,
-                (D // H) ** -0.5,
-                mask=mask,
-                dropout=dropout if mha.training and mha.dropout > 0 else None,
-            )
-            o = mha.out_proj(o.transpose(1, 2).reshape(B, N, D))
-            return o, None
-
-        return forward
-
-    def _end_forwards(self, tracer: Tracer):
+    def _end_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
         model, encoder = self.model, self.model.encoder
 
         def encoder_forward(input: Tensor) -> Tensor:

@@ -23,11 +23,14 @@ from .captum_helpers import (
 )
 from .evit import EViT
 from .generic_attention import GenericAttention
+from .grad_eclip import GradECLIP
 from .grad_sam import GradSAM
+from .legrad import LeGrad
 from .lrp import LRP
 from .partial_lrp import PartialLRP
 from .raw_attention import RawAttention
 from .rollout import AttentionRollout
+from .similarity import embedding_similarity, image_similarity, text_similarity
 from .tam import TAM
 from .tis import TIS
 from .transformer_lrp import TransformerLRP
@@ -73,4 +76,9 @@ __all__ = [
     "TIS",
     "AttCAT",
     "AGCAM",
+    "LeGrad",
+    "GradECLIP",
+    "text_similarity",
+    "image_similarity",
+    "embedding_similarity",
 ]

@@ -39,7 +39,7 @@ from .._batching import check_internal_batch_size, select_rows
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
-from ..adapters import Tracer, ViTAdapter
+from ..adapters import TokenGraph, Tracer, ViTAdapter
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
 
@@ -126,6 +126,16 @@ class ViTAttribution(Attribution):
     #: how ``output="tokens"`` pools a pixel-native map onto the patch grid:
     #: ``"sum"`` or ``"mean"`` over the channels and pixels of each patch
     _token_reduce: str = "sum"
+    #: whether the method is defined on every token graph (windowed,
+    #: hierarchical models such as Swin) or only on plain ViTs
+    _any_graph: bool = False
+    #: why a plain-only method does not apply to a windowed or hierarchical
+    #: model (the end of the error message)
+    _plain_only: str = (
+        "it is defined on plain Vision Transformers, whose every layer attends "
+        "over one set of tokens; this model attends within windows and merges "
+        "tokens between stages"
+    )
     #: whether the method drops tokens from the sequence mid-forward (EViT's
     #: pruning, TIS's sampling): models whose attention depends on token
     #: positions (relative position bias, RoPE) then refuse it
@@ -143,9 +153,40 @@ class ViTAttribution(Attribution):
     #: why it refuses the other half-precision dtypes (the error's reason)
     _half_refusal: str = ""
 
+    #: whether the method is defined on models with class-attention layers
+    #: (CaiT: self-attention over the patches, then layers where only the
+    #: class token queries; ``docs/token_graph.rst``, "CaiT: two phases")
+    _class_attention: bool = False
+    #: why a method does not apply to such a model (the end of the error)
+    _no_class_attention: str = (
+        "it is defined on one set of tokens that every layer attends over; in "
+        "this model the class token joins only after the self-attention layers "
+        "and is the only query of the class-attention layers, so no layer "
+        "of the first phase has a class-token row and the later ones have no "
+        "patch rows"
+    )
+
+    @classmethod
+    def _refusal(cls, adapter: ViTAdapter) -> Optional[str]:
+        """Why the method does not apply to the model ``adapter`` wraps
+        (the end of the error message), or None when it applies."""
+        if adapter.class_attention and not cls._class_attention:
+            return cls._no_class_attention
+        if not (cls._any_graph or adapter.plain):
+            return cls._plain_only
+        return None
+
     def __init__(self, model: nn.Module, interpolate_mode: str = "bilinear") -> None:
         self.adapter: ViTAdapter = adapters.get(model)
         self.model = self.adapter.model
+        reason = self._refusal(self.adapter)
+        if reason is not None:
+            raise adapters.UnsupportedModelError(
+                f"{type(self).__name__} does not apply to "
+                f"{type(self.model).__name__}: {reason}. "
+                "captum_vit.attr.list_methods(model=model) lists the methods that "
+                "do (those written over the token graph, docs/token_graph.rst)."
+            )
         self.interpolate_mode = interpolate_mode
         super().__init__(self.adapter.forward)
 
@@ -227,9 +268,11 @@ class ViTAttribution(Attribution):
         inputs, is_tuple, target, args = self._prepare(
             inputs, target, additional_forward_args, output
         )
-        scores = self._attribute_chunks(
-            inputs, target, args, check_internal_batch_size(internal_batch_size)
-        )
+        size = check_internal_batch_size(internal_batch_size)
+        # under torch.autocast, only the model's forward passes are autocast;
+        # the method's products run in full precision (float32 accumulation)
+        with adapters.autocast_model_only(inputs.device.type):
+            scores = self._attribute_chunks(inputs, target, args, size)
         if self._attribute_returns == "pixels":
             out = self._format_pixels(scores, inputs, output)
         else:
@@ -375,14 +418,15 @@ class ViTAttribution(Attribution):
         half = dtype if dtype in _HALF else None
         if autocast and torch.get_autocast_dtype(device) in _HALF:
             half = torch.get_autocast_dtype(device)
-        if half is None or half in self._half_dtypes:
+        model_refusal = self.adapter.half_precision_refusal
+        if half is None or (half in self._half_dtypes and model_refusal is None):
             return
-        instead = "a float32 copy" + (
-            " (or a float16 one)" if torch.float16 in self._half_dtypes else ""
-        )
+        float16 = torch.float16 in self._half_dtypes and model_refusal is None
+        instead = "a float32 copy" + (" (or a float16 one)" if float16 else "")
+        reason = self._half_refusal if model_refusal is None else model_refusal
         raise TypeError(
             f"{type(self).__name__} does not explain {half} models or autocast "
-            f"regions: {self._half_refusal}. Explain {instead} instead: "
+            f"regions: {reason}. Explain {instead} instead: "
             "copy.deepcopy(model).float() with inputs.float(), outside "
             "torch.autocast"
         )
@@ -413,7 +457,10 @@ class ViTAttribution(Attribution):
 
     def _check_target(self, target: TargetType, batch: int) -> Optional[Tensor]:
         """Normalise ``target`` to a LongTensor ``(B,)`` (or None = predicted)."""
-        return format_target(target, batch, self.adapter.num_classes or None)
+        # a similarity model names its outputs (prompts, references)
+        outputs = getattr(self.adapter, "kind", "classes")
+        n = self.adapter.num_classes or None
+        return format_target(target, batch, n, outputs=outputs)
 
     # -------------------------------------------------------------- helpers
     def _trace(
@@ -446,16 +493,65 @@ class ViTAttribution(Attribution):
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
 
-    def _patch_row(self, matrix: Tensor) -> Tensor:
+    def _graph(self, inputs: Tensor, tracer: Optional[Tracer] = None) -> TokenGraph:
+        """The model's token graph for the size of ``inputs``.
+
+        On an attention-pooled model (:attr:`ViTAdapter.pooling`
+        ``"attention"``) the graph's pooling row is the one ``tracer``
+        recorded in the forward of ``inputs``
+        (:meth:`~captum_vit.adapters.Tracer.pool_row`, one row per sample):
+        the row :meth:`_patch_row` and :meth:`_pool_rows` read. Without a
+        tracer that recorded one, such a graph has no pooling row yet
+        (``pool`` None).
+        """
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        graph = self.adapter.token_graph(size)
+        return graph.with_pool(None if tracer is None else tracer.pool_row())
+
+    def _patch_row(self, matrix: Tensor, tracer: Optional[Tracer] = None) -> Tensor:
         """Read the explained row of token maps ``(B, N, N)`` at patch columns.
 
         For class-token models this is the class-token row (row 0; the mean of
         the class and distillation rows for distilled DeiT); for average-pooled
         models, the mean over patch rows. Prefix columns are dropped.
+
+        For attention-pooled models (CLIP's attentional pooler, SigLIP,
+        timm ``global_pool="map"``) the row is the pooling attention that
+        ``tracer`` recorded in the forward the maps come from
+        (:meth:`~captum_vit.adapters.Tracer.pool_row`: heads and pooled probes
+        averaged, one row per sample); ``matrix`` may then hold ``K`` maps per
+        sample, ``(B * K, N, N)``, sample-major.
         """
+        row = None if tracer is None else tracer.pool_row()
+        if row is None:
+            w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
+            out = torch.einsum("n,bnm->bm", w, matrix)
+        else:
+            row = row.to(matrix).repeat_interleave(matrix.shape[0] // row.shape[0], 0)
+            out = torch.einsum("bn,bnm->bm", row, matrix)
+        return out[:, self.adapter.num_prefix_tokens :]
+
+    def _pool_rows(self, tracer: Optional[Tracer], matrix: Tensor) -> Tensor:
+        """The pooling row of every sample, ``(B, N)``, for token maps
+        ``matrix`` ``(B, ..., N)``: the static :meth:`ViTAdapter.pool_weights`
+        repeated, or the attention pooling's row recorded by ``tracer``."""
+        row = None if tracer is None else tracer.pool_row()
+        if row is not None:
+            return row.to(matrix)
         w = self.adapter.pool_weights(matrix.shape[-1], matrix.device, matrix.dtype)
-        row = torch.einsum("n,bnm->bm", w, matrix)
-        return row[:, self.adapter.num_prefix_tokens :]
+        return w.expand(matrix.shape[0], -1)
+
+    def _pooling_tracer(self, inputs: Tensor, args: tuple) -> Optional[Tracer]:
+        """For an attention-pooled model, a tracer holding the pooling row of
+        ``inputs`` (one forward without gradients, fused attention in the
+        blocks), for methods whose maps come from elsewhere (the LRP
+        engine); None for the static poolings."""
+        if self.adapter.pooling != "attention":
+            return None
+        tracer = Tracer(keep_attention=False, layers=())
+        with torch.no_grad(), self.adapter.trace(tracer):
+            self.adapter.forward(inputs, *args)
+        return tracer
 
     def _layer_index(self, layer: int) -> int:
         L = self.adapter.num_layers

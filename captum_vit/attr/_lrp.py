@@ -179,11 +179,11 @@ def _original(module: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _conv_kwargs(m: nn.Module) -> dict:
-    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+    # issue 14: SigLIP's patch convolution says padding="valid" (none)
+    padding = (0,) * len(m.kernel_size) if m.padding == "valid" else m.padding
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(padding, str):
         raise NotImplementedError("only zero-padded convolutions are supported")
-    return dict(
-        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
-    )
+    return dict(stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups)
 
 
 # ------------------------------------------------------------------- tracer
@@ -262,15 +262,22 @@ def _module_rules(
         for m in parts.qkv:
             bind("linear", m)
         bind("linear", parts.proj)
-        for m in list(parts.mlp) + list(getattr(parts, "scales", [])):
+        norms = list(getattr(parts, "attention_norms", []))  # Swin v2's cosine
+        for m in list(parts.mlp) + list(getattr(parts, "scales", [])) + norms:
             by_type(m)
+        for m in getattr(parts, "head_mixing", []):  # CaiT's talking heads
+            bind("linear", m)
+    for m in adapter.between_parts():  # Swin's patch merging
+        by_type(m)
     emb = adapter.embedding_parts()
     bind("patch_conv", emb.patch)
     by_type(emb.norm)
+    by_type(emb.post_norm)  # issue 14: CLIP's ln_pre
     head = adapter.head_parts()
     by_type(head.norm)
     by_type(head.fc_norm)
-    for m in list(head.pre_logits) + list(head.classifiers):
+    # issue 14: the modules of an attention-pooling head, by role
+    for m in list(head.pooler) + list(head.pre_logits) + list(head.classifiers):
         by_type(m)
     return out
 
@@ -358,4 +365,6 @@ class _PixelLRPAttribution(ViTAttribution):
     _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
+    _any_graph = True  # relevance through windows, shifts and merging
+    _class_attention = True  # and through both phases of CaiT
 

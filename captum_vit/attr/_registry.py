@@ -8,10 +8,11 @@ lower-case and ``list_methods`` accepts fnmatch patterns.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Dict, List, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
 
 from torch import nn
 
+from .. import adapters
 from ._base import ViTAttribution
 
 __all__ = ["register_method", "list_methods", "get_method", "create_method"]
@@ -45,9 +46,22 @@ def register_method(name: str) -> Callable[[M], M]:
     return deco
 
 
-def list_methods(pattern: str = "*") -> List[str]:
-    """Registered method names matching the fnmatch ``pattern``, sorted."""
-    return sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))
+def list_methods(pattern: str = "*", model: Optional[nn.Module] = None) -> List[str]:
+    """Registered method names matching the fnmatch ``pattern``, sorted.
+
+    Args:
+        pattern (str, optional): fnmatch pattern. Default: ``"*"``
+        model (torch.nn.Module, optional): keep only the methods that apply to
+            this model (on a windowed, hierarchical model such as Swin, those
+            written over the token graph; on CaiT, those of them defined
+            across its two phases; ``docs/token_graph.rst``).
+            Default: None (all)
+    """
+    names = sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))
+    if model is None:
+        return names
+    adapter = adapters.get(model)
+    return [n for n in names if _METHODS[n]._refusal(adapter) is None]
 
 
 def get_method(name: str) -> Type[ViTAttribution]:

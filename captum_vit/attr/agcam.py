@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..adapters import Tracer
+from ..adapters import HeadMix, Tracer
 from ._base import ViTAttribution
 from ._registry import register_method
 
@@ -37,9 +37,17 @@ class _DetachedAttentionInput(Tracer):
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
         return super().attention(
-            layer, q.detach(), k.detach(), v.detach(), scale, mask, dropout
+            layer,
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            scale,
+            mask,
+            dropout,
+            talking_heads,
         )
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
@@ -109,6 +117,13 @@ class AGCAM(ViTAttribution):
         >>> attr = cv.AGCAM(model).attribute(torch.randn(1, 3, 224, 224), target=3)
     """
 
+    _plain_only = (
+        "AGCAM sums, over heads and layers, the sigmoid of the explained row of "
+        "each layer's pre-softmax scores over one token set; this model's "
+        "layers score only within windows, over token sets that change at "
+        "every patch merging"
+    )
+
     _needs_grad = True
 
     def __init__(
@@ -142,6 +157,6 @@ class AGCAM(ViTAttribution):
         for i, g in zip(layers, grads):
             cam = g.clamp(min=0) * tracer.scores[i].detach().sigmoid()  # (B, H, N, N)
             B, H, N, _ = cam.shape
-            row = self._patch_row(cam.reshape(B * H, N, N)).reshape(B, H, -1)
+            row = self._patch_row(cam.reshape(B * H, N, N), tracer).reshape(B, H, -1)
             maps.append(_REDUCTIONS[self.head_reduction](row, dim=1))
         return _REDUCTIONS[self.layer_reduction](torch.stack(maps), dim=0)

@@ -119,6 +119,13 @@ class ATMAN(ViTAttribution):
     _batches_copies = True
     _half_dtypes = ()
     _half_refusal = OUTPUTS_IN_HALF
+    _plain_only = (
+        "ATMAN suppresses one input token inside the attention of every layer, "
+        "and this model merges 2x2 tokens between stages: after a merging the "
+        "token no longer exists on its own (it is a quarter of a merged token, "
+        "mixed by a linear layer), so suppressing it alone has no definition in "
+        "the later stages (ViTCX or the attention methods explain such models)"
+    )
 
     def __init__(
         self,
@@ -140,6 +147,12 @@ class ATMAN(ViTAttribution):
                 f"conceptual_suppression_threshold must be in [0, 1] or None, got {t}"
             )
         self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
+        if self.adapter.num_classes == 1:
+            raise ValueError(
+                "ATMAN scores the target's cross-entropy over the model's outputs, "
+                "constant for a model with one output (a similarity to one prompt): "
+                "give several prompts or references"
+            )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)
         self.show_progress = show_progress

@@ -70,6 +70,13 @@ class AttCAT(ViTAttribution):
         >>> attr = cv.AttCAT(model).attribute(torch.randn(1, 3, 224, 224), target=3)
     """
 
+    _plain_only = (
+        "AttCAT sums, over the blocks, each token's gradient x activation "
+        "weighted by the attention it receives from every query of one token "
+        "set; this model's blocks work on different token sets (stages joined "
+        "by patch merging) and attend within windows only"
+    )
+
     _needs_grad = True
     _half_dtypes = ()
     _half_refusal = (
@@ -106,7 +113,7 @@ class AttCAT(ViTAttribution):
             if self.query == "all":
                 alpha = attn.mean(dim=1)[:, npre:]
             else:
-                alpha = self._patch_row(attn)
+                alpha = self._patch_row(attn, tracer)
             total = alpha * cat if total is None else total + alpha * cat
         assert total is not None, "a ViT has at least one block"
         return total

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-from scipy.sparse import csr_array
+from scipy.sparse import csc_array, csr_array
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 from torch import Tensor, nn
 
+from ..adapters import TokenGraph
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._graph import MixingTracer, patch_scores, pool_row
 from ._registry import register_method
 
 __all__ = ["AttentionFlow", "max_flows_to_inputs"]
@@ -20,37 +22,55 @@ _INT_SCALE = float(2**30)
 _MAX_STAGES = 6
 
 
+#: one edge set between consecutive node levels: ``(rows, cols, caps)``, the
+#: edge from token ``rows[e]`` of the upper level to token ``cols[e]`` of the
+#: level below with capacity ``caps[e]``
+Edges = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _dense_edges(mat: np.ndarray) -> Edges:
+    n, m = mat.shape
+    r, c = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
+    return r.ravel(), c.ravel(), mat.ravel()
+
+
 class _LayeredGraph:
     """CSR structure of the attention graph of one sample, reverse edges included.
 
-    Nodes: ``0`` the source; ``1 + (L - l) * N + n`` token ``n`` of layer
-    ``l = L, ..., 1`` (layer ``l`` is the output of block ``l``); the sink
-    ``1 + L * N`` stands for the one input token whose flow is computed (the
-    other input tokens have no outgoing edge, so they cannot carry flow to it
-    and are left out). Every edge ``e`` is stored together with its reverse
-    ``e^R`` so that the residual network of any flow lives on the same
-    structure (CSR order, rows then columns); ``forward`` marks the original
-    edges. Only the capacities of the ``N`` edges into the sink depend on the
-    input token.
+    Node levels ``k = 0, ..., K``: level 0 holds the tokens after the last
+    block, level ``K`` the input tokens; ``edges[k]`` joins level ``k`` to
+    level ``k + 1`` (a block's residual-adjusted attention, or a merge map of
+    a hierarchical model) and ``sizes[k]`` counts the tokens of level ``k``.
+    Nodes: ``0`` the source, then the tokens of levels ``0 .. K - 1`` in
+    order; the sink (last node) stands for the one input token whose flow is
+    computed (the other input tokens have no outgoing edge, so they cannot
+    carry flow to it and are left out). Every edge ``e`` is stored together
+    with its reverse ``e^R`` so that the residual network of any flow lives
+    on the same structure (CSR order, rows then columns); ``forward`` marks
+    the original edges. Only the capacities of the edges into the sink (one
+    from every token of level ``K - 1``) depend on the input token.
     """
 
-    def __init__(self, mats: np.ndarray, w: np.ndarray) -> None:
-        L, N, _ = mats.shape
-        self.num_nodes = 2 + L * N
-        self.sink = 1 + L * N
+    def __init__(self, edges: List[Edges], sizes: List[int], w: np.ndarray) -> None:
+        K = len(edges)
+        offsets = 1 + np.concatenate([[0], np.cumsum(sizes[: K - 1])]).astype(np.int64)
+        self.num_nodes = 2 + int(sum(sizes[:K]))
+        self.sink = self.num_nodes - 1
         tokens = np.flatnonzero(w > 0)
-        r, c = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
         rows = [np.zeros(len(tokens), dtype=np.int64)]
-        cols = [1 + tokens]
+        cols = [offsets[0] + tokens]
         caps = [w[tokens]]
-        for k in range(L - 1):  # layer L - k -> layer L - k - 1
-            # last-layer tokens the source does not feed are unreachable
-            keep = tokens if k == 0 else np.arange(N)
-            rows.append(1 + k * N + r[keep].ravel())
-            cols.append(1 + (k + 1) * N + c[keep].ravel())
-            caps.append(mats[L - 1 - k][keep].ravel())
-        rows.append(1 + (L - 1) * N + np.arange(N))
-        cols.append(np.full(N, self.sink))
+        for k in range(K - 1):
+            r, c, cap = edges[k]
+            if k == 0:  # last-layer tokens the source does not feed are unreachable
+                keep = np.isin(r, tokens)
+                r, c, cap = r[keep], c[keep], cap[keep]
+            rows.append(offsets[k] + r)
+            cols.append(offsets[k + 1] + c)
+            caps.append(cap)
+        n_last = sizes[K - 1]
+        rows.append(offsets[K - 1] + np.arange(n_last))
+        cols.append(np.full(n_last, self.sink))
         rows, cols = np.concatenate(rows), np.concatenate(cols)
         E = len(rows)
         all_r = np.concatenate([rows, cols])
@@ -66,16 +86,26 @@ class _LayeredGraph:
         pos[perm] = np.arange(2 * E)
         # capacities of every edge except those into the sink, in CSR order
         self.base = np.zeros(2 * E)
-        self.base[pos[: E - N]] = np.concatenate(caps)
+        self.base[pos[: E - n_last]] = np.concatenate(caps)
         self.upper = float(w.sum())  # the source cut
-        self.sink_pos = pos[E - N : E]
-        self.last = mats[0]
+        self.sink_pos = pos[E - n_last : E]
+        r, c, cap = edges[K - 1]
+        self.last = csc_array((cap, (r, c)), shape=(n_last, sizes[K]))
+        self.num_inputs = sizes[K]
         # stage-0 integer capacities (scale 2^30, all capacities are <= 1),
         # also restricted to the forward edges (what scipy is given)
         self.icap0 = np.floor(self.base * _INT_SCALE).astype(np.int32)
         self.icap0_fw = self.icap0[self.forward]
         fw_pos = np.cumsum(self.forward) - 1
         self.sink_pos_fw = fw_pos[self.sink_pos]
+
+    @classmethod
+    def dense(cls, mats: np.ndarray, w: np.ndarray) -> _LayeredGraph:
+        """The graph of ``(L, N, N)`` capacities, ``mats[l][i, j]`` from token
+        ``i`` after block ``l`` to token ``j`` before it."""
+        L, N, _ = mats.shape
+        edges = [_dense_edges(mats[L - 1 - k]) for k in range(L)]
+        return cls(edges, [N] * (L + 1), w)
 
     def _indptr(self, rows: np.ndarray) -> np.ndarray:
         counts = np.bincount(rows, minlength=self.num_nodes)
@@ -102,7 +132,7 @@ class _LayeredGraph:
             ``(flow, bound)``: the flow value and a certified upper bound on
             ``max_flow - flow``.
         """
-        c_sink = self.last[:, v]
+        c_sink = self.last[:, [v]].toarray().ravel()
         cap = self.base  # the sink entries are set for this token, in place
         cap[self.sink_pos] = c_sink
         total, clip, r = 0.0, 1.0, None
@@ -169,8 +199,60 @@ def max_flows_to_inputs(
         ``(flows, bound)``: ``flows`` ``(N,)`` and the largest certified
         relative error bound over the entries.
     """
-    graph = _LayeredGraph(mats, w)
-    N = mats.shape[-1]
+    return _solve(_LayeredGraph.dense(mats, w), rtol)
+
+
+def graph_edges(
+    graph: TokenGraph, mats: Dict[int, np.ndarray]
+) -> Tuple[List[Edges], List[int]]:
+    """The edge sets and level sizes of one sample's flow network on a token
+    graph, from the last layer's output down to the input tokens.
+
+    ``mats[l]`` ``(nW, nq, n)`` are layer ``l``'s residual-adjusted
+    capacities per window; edges join tokens of the same window (padding
+    positions have no node), a merge map joins each new token to the
+    tokens it is made from with capacity :math:`P_{ij}` (a token made from
+    none, CaiT's class token, has no edge down) and a layer with a query
+    subset (CaiT's class attention) passes the other tokens on with
+    capacity one.
+    """
+    stage = len(graph.stages) - 1
+    sizes = [graph.stages[stage].num_tokens]
+    edges: List[Edges] = []
+
+    def merge_down() -> None:
+        nonlocal stage
+        m = graph.merges[stage - 1]
+        index, weight = m.index.numpy(), m.weight.numpy()
+        real = index >= 0
+        rows = np.broadcast_to(np.arange(index.shape[0])[:, None], index.shape)
+        edges.append((rows[real], index[real], weight[real]))
+        stage -= 1
+        sizes.append(graph.stages[stage].num_tokens)
+
+    for layer in range(len(graph.layers) - 1, -1, -1):
+        lw = graph.layers[layer]
+        while stage > lw.stage:
+            merge_down()
+        index = lw.index.numpy()
+        queries = index if lw.queries is None else lw.queries.numpy()[None]
+        rows = np.broadcast_to(queries[:, :, None], mats[layer].shape)
+        cols = np.broadcast_to(index[:, None, :], mats[layer].shape)
+        real = (rows >= 0) & (cols >= 0)
+        r, c, cap = rows[real], cols[real], mats[layer][real]
+        if lw.queries is not None:  # the other tokens pass unchanged
+            rest = np.setdiff1d(np.arange(sizes[-1]), queries)
+            r, c = np.concatenate([r, rest]), np.concatenate([c, rest])
+            cap = np.concatenate([cap, np.ones(len(rest))])
+        edges.append((r, c, cap))
+        sizes.append(sizes[-1])
+    while stage > 0:
+        merge_down()
+    return edges, sizes
+
+
+def _solve(graph: _LayeredGraph, rtol: float) -> Tuple[np.ndarray, float]:
+    N = graph.num_inputs
     flows = np.zeros(N)
     worst = 0.0
     for v in range(N):
@@ -208,6 +290,16 @@ class AttentionFlow(ViTAttribution):
     last-layer patch token with capacity :math:`1/N_p` (the pooling weights);
     for distilled DeiT, class and distillation tokens get 1/2 each. The
     result is class-agnostic: ``target`` is ignored.
+
+    **Windowed and hierarchical models** (Swin; ``docs/token_graph.rst``):
+    the network is the token graph itself. A windowed layer joins each token
+    to the tokens of its window only (so the network has :math:`O(N w^2)`
+    edges per layer, not :math:`N^2`), padding positions have no node, a
+    patch merging joins each merged token to the tokens it is made from with
+    capacity :math:`P_{ij}` (1/4 for Swin's 2x2 merging), the source feeds
+    the last stage's tokens with the pooling row, and the flows are computed
+    to the first stage's tokens (the map's grid). On a plain ViT this is the
+    network above.
 
     **Exactness.** One maximum-flow problem per input token and sample is
     solved with scipy's compiled Dinic algorithm
@@ -249,6 +341,9 @@ class AttentionFlow(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
+    _any_graph = True
+    _class_attention = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -277,17 +372,26 @@ class AttentionFlow(ViTAttribution):
         return torch.stack(mats, dim=1)
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        tracer, _, _, _ = self._trace(inputs, target, args)
-        caps = self.capacities(tracer.attention_list()).cpu().numpy()
-        B, _, N, _ = caps.shape
-        w = self.adapter.pool_weights(N, dtype=torch.float64).numpy()
-        flows = np.zeros((B, N))
+        graph = self._graph(inputs)
+        L = self.adapter.num_layers
+        tracer = MixingTracer(
+            graph, self.head_fusion, range(L), accumulate=False, dtype=torch.float64
+        )
+        self._trace(inputs, target, args, tracer)
+        # talking heads (CaiT) may mix heads with negative weights: a flow
+        # network has no negative capacity (a no-op for softmax attention)
+        ops = {layer: m.clamp(min=0).cpu().numpy() for layer, m in tracer.ops.items()}
+        B = inputs.shape[0]
+        graph = graph.with_pool(tracer.pool_row())  # attention pooling: per sample
+        w = pool_row(graph, len(graph.stages) - 1, B, torch.float64).cpu().numpy()
+        flows = np.zeros((B, graph.stages[0].num_tokens))
         bound = 0.0
         for b in range(B):
-            flows[b], err = max_flows_to_inputs(caps[b], w, self.rtol)
+            edges, sizes = graph_edges(graph, {i: m[b] for i, m in ops.items()})
+            flows[b], err = _solve(_LayeredGraph(edges, sizes, w[b]), self.rtol)
             bound = max(bound, err)
         self.last_error_bound = bound
         if self.normalize:
             flows = flows / np.maximum(flows.sum(axis=1, keepdims=True), 1e-300)
-        out = torch.from_numpy(flows[:, self.adapter.num_prefix_tokens :])
+        out = patch_scores(graph, torch.from_numpy(flows))
         return out.to(device=inputs.device, dtype=inputs.dtype)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -119,21 +119,26 @@ class BeyondIntuition(ViTAttribution):
         )
         self.steps = check_steps(steps)
 
-    def _perception_head(self, inputs: Tensor, target, args: tuple):
+    def _perception_head(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tuple[List[Tensor], Tensor, Tracer]:
         tracer = Tracer(layers=range(self.start_layer, self.adapter.num_layers))
-        tracer, _, target, grads = self._trace(inputs, target, args, tracer, grad=True)
+        tracer, _, label, grads = self._trace(inputs, target, args, tracer, grad=True)
+        assert grads is not None  # grad=True
         mixes = []
         for attn, grad in zip(tracer.attention_list(), grads):  # start_layer, ...
             attn = attn.detach()
             importance = (attn.transpose(-1, -2) @ grad).abs().mean(dim=(-1, -2))
             importance = importance / importance.sum(dim=-1, keepdim=True)
             mixes.append(torch.einsum("bh,bhij->bij", importance, attn))
-        return mixes, target
+        return mixes, label, tracer
 
-    def _perception_token(self, inputs: Tensor, target, args: tuple):
+    def _perception_token(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tuple[List[Tensor], Tensor, Tracer]:
         layers = range(self.start_layer, self.adapter.num_layers)
         tracer = Tracer(keep_values=True, keep_blocks=True, layers=layers)
-        tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)
+        tracer, _, label, _ = self._trace(inputs, target, args, tracer=tracer)
         mixes = []
         for layer in layers:
             attn = tracer.attentions[layer]
@@ -141,20 +146,26 @@ class BeyondIntuition(ViTAttribution):
             v = tracer.values[layer].detach()
             B, H, N, d = v.shape
             v = v.transpose(1, 2).reshape(B, N, H * d)
-            weight = self.adapter.block_parts(layer).proj.weight.detach()
-            ratio = (v @ weight.T).norm(dim=-1) / z.norm(dim=-1)
+            weight = self.adapter.block_parts(layer).proj.weight
+            assert isinstance(weight, Tensor)  # the projection: a linear layer
+            # values recorded under autocast are half, the weight is not
+            dtype = torch.promote_types(v.dtype, weight.dtype)
+            proj = v.to(dtype) @ weight.detach().T.to(dtype)
+            ratio = proj.norm(dim=-1) / z.norm(dim=-1)
             mixes.append(attn.detach().mean(dim=1) * ratio[:, None, :])
-        return mixes, target
+        return mixes, label, tracer
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         if self.mode == "head":
-            mixes, target = self._perception_head(inputs, target, args)
+            mixes, label, tracer = self._perception_head(inputs, target, args)
         else:
-            mixes, target = self._perception_token(inputs, target, args)
+            mixes, label, tracer = self._perception_token(inputs, target, args)
         B, N, _ = mixes[0].shape
         P = torch.eye(N, dtype=mixes[0].dtype, device=mixes[0].device).expand(B, N, N)
         for mix in mixes:
             P = P + mix @ P
-        grad = integrated_attention_gradient(self, inputs, target, args, self.steps)
+        grad = integrated_attention_gradient(self, inputs, label, args, self.steps)
         feedback = grad.clamp(min=0).mean(dim=1)
-        return self._patch_row(feedback * P)
+        return self._patch_row(feedback * P, tracer)

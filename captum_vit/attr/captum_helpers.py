@@ -24,6 +24,7 @@ from .. import adapters
 from .._maps import pixels_to_tokens
 from ..adapters import Tracer, ViTAdapter
 from ._base import ViTAttribution
+from ._graph import patch_scores, to_stage
 from ._registry import register_method
 
 __all__ = [
@@ -183,6 +184,11 @@ class ViTGradCam(ViTAttribution):
     ``attribute_to_layer_input=False`` uses the block output (meaningful for
     average-pooled models or earlier blocks), as in Captum's argument.
 
+    Hierarchical models (Swin): the tokens are those of the block's stage
+    (its grid, the mean over its tokens) and the map is carried to the first
+    stage's grid by the merge maps (each token's score shared equally by the
+    first-stage tokens it was made from; ``docs/token_graph.rst``).
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
         layer (int, optional): the block whose input (or output) is used;
@@ -204,6 +210,7 @@ class ViTGradCam(ViTAttribution):
     """
 
     _needs_grad = True
+    _any_graph = True
 
     def __init__(
         self,
@@ -233,7 +240,13 @@ class ViTGradCam(ViTAttribution):
                 out = tracer.block_outputs[self.layer]
             score = logits.gather(1, target.to(logits.device)[:, None]).sum()
             (grad,) = torch.autograd.grad(score, out)
-        npre = self.adapter.num_prefix_tokens
+        graph = self._graph(inputs)
+        stage = graph.layers[self.layer].stage
+        npre = graph.stages[stage].num_prefix_tokens
         tokens, grad = out.detach()[:, npre:], grad[:, npre:]
         cam = (grad.mean(dim=1, keepdim=True) * tokens).sum(-1)
-        return F.relu(cam) if self.relu_attributions else cam
+        cam = F.relu(cam) if self.relu_attributions else cam
+        if stage == 0:
+            return cam
+        full = F.pad(cam, (npre, 0))  # zeros for the stage's prefix tokens
+        return patch_scores(graph, to_stage(graph, full, stage))

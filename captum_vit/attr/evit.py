@@ -140,6 +140,12 @@ class EViT(ViTAttribution):
         [4.0, 7.0, 10.0, 12.0]
     """
 
+    _plain_only = (
+        "EViT ranks the tokens of a layer by the class token's attention to them "
+        "and prunes the sequence every later layer attends over; this model has "
+        "no class token attending in every layer, attends within windows and "
+        "merges tokens between stages"
+    )
     _drops_tokens = True
     _half_dtypes = (torch.float16,)
     _half_refusal = (

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._registry import register_method
 
 
@@ -29,6 +29,12 @@ class GenericAttention(ViTAttribution):
     columns. ``start_layer`` skips the first layers, as the authors' ViT code
     allows.
 
+    On windowed and hierarchical models (Swin) :math:`\bar A^{(l)}` is
+    block-diagonal over the layer's windows, patch merging enters the product
+    as its merge map and the explained row is the pooling row; the product is
+    read as a row vector from the pooling row down to the first stage's grid
+    (``docs/token_graph.rst``). On a plain ViT this is the formula above.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
         start_layer (int, optional): first layer accumulated. Default: 0
@@ -43,6 +49,8 @@ class GenericAttention(ViTAttribution):
     """
 
     _needs_grad = True
+    _any_graph = True
+    _class_attention = True
 
     def __init__(
         self, model: nn.Module, start_layer: int = 0, interpolate_mode: str = "bilinear"
@@ -52,10 +60,15 @@ class GenericAttention(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        attns = tracer.attention_list()
-        B, _, N, _ = attns[0].shape
-        R = torch.eye(N, dtype=attns[0].dtype, device=attns[0].device).expand(B, N, N)
-        for a, g in list(zip(attns, grads))[self.start_layer :]:
-            cam = (g * a.detach()).clamp(min=0).mean(dim=1)
-            R = R + cam @ R
-        return self._patch_row(R)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        ops = {}
+        for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
+            if layer < self.start_layer:
+                continue
+            lw = graph.layers[layer]
+            cam = blocks(g * a.detach(), lw).clamp(min=0).mean(dim=2)
+            ops[layer] = cam + window_eye(lw, cam)  # R <- R + cam R
+        v = pool_row(
+            graph, len(graph.stages) - 1, inputs.shape[0], cam.dtype, cam.device
+        )
+        return patch_scores(graph, compose(graph, ops, v))

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
+from ._graph import (
+    all_queries_row,
+    blocks,
+    patch_scores,
+    pool_row,
+    through_layer,
+    to_stage,
+)
 from ._registry import register_method
 
 _QUERIES = ("class", "all")
@@ -36,6 +45,14 @@ class GradSAM(ViTAttribution):
     Barkan et al. use for BERT (a token's score is the gradient-weighted
     attention it receives from every token). Prefix-token columns are dropped.
 
+    **Windowed and hierarchical models** (Swin; ``docs/token_graph.rst``):
+    layers of different stages attend over different tokens, so each layer's
+    :math:`G^{(l)}` (block-diagonal over its windows) is read on its own, with
+    the pooling row pulled back to the layer's stage (``query="class"``) or
+    the mean over the stage's tokens (``query="all"``), carried to the first
+    stage's grid by the merge maps, and the :math:`L` maps are averaged. On a
+    plain ViT this is the formula above.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
         query (str, optional): ``"class"`` or ``"all"``, see above.
@@ -51,6 +68,8 @@ class GradSAM(ViTAttribution):
     """
 
     _needs_grad = True
+    _any_graph = True
+    _class_attention = True
 
     def __init__(
         self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"
@@ -62,12 +81,16 @@ class GradSAM(ViTAttribution):
 
     def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        attns = tracer.attention_list()
-        total = None
-        for a, g in zip(attns, grads):
-            m = (a.detach() * g.clamp(min=0)).mean(dim=1)
-            total = m if total is None else total + m
-        total = total / len(attns)
-        if self.query == "all":
-            return total.mean(dim=1)[:, self.adapter.num_prefix_tokens :]
-        return self._patch_row(total)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        B = inputs.shape[0]
+        maps = []
+        for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
+            lw = graph.layers[layer]
+            m = blocks(a.detach() * g.clamp(min=0), lw).mean(dim=2)
+            if self.query == "all":
+                row = all_queries_row(graph, lw, B, m)
+            else:
+                row = pool_row(graph, lw.stage, B, m.dtype, m.device)
+            row = through_layer(row, m, lw, passthrough=False)
+            maps.append(to_stage(graph, row, lw.stage))
+        return patch_scores(graph, torch.stack(maps).mean(dim=0))

@@ -72,4 +72,5 @@ class PartialLRP(ViTAttribution):
         _, _, rel, _ = relevance_pass(
             self.adapter, self.rules, inputs, target, args, False, [self.layer]
         )
-        return self._patch_row(rel[self.layer].clamp(min=0).mean(dim=1))
+        row = self._pooling_tracer(inputs, args)
+        return self._patch_row(rel[self.layer].clamp(min=0).mean(dim=1), row)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from torch import Tensor, nn
 
 from ..adapters import Tracer
 from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._graph import blocks, patch_scores, pool_row, through_layer, to_stage
 from ._registry import register_method
 
 
@@ -38,6 +39,14 @@ class RawAttention(ViTAttribution):
     metrics do not take it; use ``head`` or a fusion for those).
     :meth:`attention_matrix` returns the whole matrix the row is read from.
 
+    **Windowed and hierarchical models** (Swin; ``docs/token_graph.rst``):
+    the layer's attention is block-diagonal over its windows; the explained
+    row is the pooling row pulled back to the layer's stage through the merge
+    maps (for average pooling, the mean over the stage's tokens) and the
+    row, a map over that stage's tokens, is carried to the first stage's grid
+    by the merge maps (a merged token's score is shared equally by the
+    tokens it was made from). ``head`` counts the heads of the chosen layer.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer (timm, Hugging
             Face ``transformers`` or torchvision) or an adapter.
@@ -61,6 +70,9 @@ class RawAttention(ViTAttribution):
         torch.Size([1, 3, 14, 14])
     """
 
+    _any_graph = True
+    _class_attention = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -73,10 +85,9 @@ class RawAttention(ViTAttribution):
         if head_fusion is not None:
             check_head_fusion(head_fusion)
         self.layer = self._layer_index(layer)
-        if head is not None and not 0 <= head < self.adapter.num_heads:
-            raise ValueError(
-                f"head {head} out of range for {self.adapter.num_heads} heads"
-            )
+        heads = self.adapter.layer_heads(self.layer)
+        if head is not None and not 0 <= head < heads:
+            raise ValueError(f"head {head} out of range for {heads} heads")
         self.head = head
         self.head_fusion = head_fusion
 
@@ -87,7 +98,10 @@ class RawAttention(ViTAttribution):
 
         All ``N`` tokens, prefix tokens included (rows are queries, columns
         keys), detached: the matrix whose explained row :meth:`attribute`
-        reads.
+        reads. For a windowed layer, the blocks of its windows as the model
+        computes them, ``(B, nW, heads, n, n)``; the adapter's
+        :meth:`~captum_vit.adapters.ViTAdapter.token_graph` says which token
+        each window position holds.
 
         Args:
             inputs (Tensor): images ``(B, C, H, W)``, checked as by
@@ -98,19 +112,30 @@ class RawAttention(ViTAttribution):
         inputs, _, _, args = self._prepare(
             inputs, None, additional_forward_args, "tokens"
         )
-        return self._attention(inputs, args)
+        attn, _ = self._attention(inputs, args)
+        attn = blocks(attn, self._graph(inputs).layers[self.layer])
+        return attn[:, 0] if self.adapter.plain else attn
 
-    def _attention(self, inputs: Tensor, args: tuple) -> Tensor:
+    def _attention(self, inputs: Tensor, args: tuple) -> Tuple[Tensor, Tracer]:
         tracer, _, _, _ = self._trace(inputs, None, args, Tracer(layers=[self.layer]))
-        return tracer.attentions[self.layer].detach()
+        return tracer.attentions[self.layer].detach(), tracer
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        attn = self._attention(inputs, args)
+        attn, tracer = self._attention(inputs, args)
+        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        lw = graph.layers[self.layer]
+        attn = blocks(attn, lw)  # (B, nW, H, n, n)
+        B, nW, H = attn.shape[:3]
+        per_head = self.head is None and self.head_fusion is None
         if self.head is not None:
-            return self._patch_row(attn[:, self.head])
-        if self.head_fusion is None:  # (B, heads, P): one map per head
-            B, H, N, _ = attn.shape
-            return self._patch_row(attn.reshape(B * H, N, N)).reshape(B, H, -1)
-        return self._patch_row(fuse_heads(attn, self.head_fusion))
+            mats = attn[:, :, self.head]
+        elif self.head_fusion is not None:
+            mats = fuse_heads(attn, self.head_fusion, dim=2)
+        else:  # one map per head: heads join the batch of rows
+            mats = attn.transpose(1, 2).reshape(B * H, nW, *attn.shape[3:])
+        row = pool_row(graph, lw.stage, mats.shape[0], mats.dtype, mats.device)
+        row = through_layer(row, mats, lw, passthrough=False)
+        scores = patch_scores(graph, to_stage(graph, row, lw.stage))
+        return scores.reshape(B, H, -1) if per_head else scores

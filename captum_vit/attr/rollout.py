@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Optional
+
 from torch import Tensor, nn
 
-from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._base import ViTAttribution, check_head_fusion
+from ._graph import MixingTracer, patch_scores
 from ._registry import register_method
 
 
@@ -35,13 +37,32 @@ class AttentionRollout(ViTAttribution):
     before the identity is added, never the class-token-to-itself entry.
     The result is class-agnostic: ``target`` is ignored.
 
+    **Windowed and hierarchical models** (Swin; ``docs/token_graph.rst``):
+    :math:`\hat A^{(l)}` is block-diagonal over the layer's windows (the
+    identity and the row normalisation act inside each window, the shift is
+    a permutation of the tokens), patch merging enters the product as its
+    row-stochastic merge map :math:`P` (a merged token is the mean of the
+    tokens it is made from), and the explained row is the pooling row (the
+    mean over the last stage's tokens for average pooling). The product is
+    read as a row vector from the pooling row down to the first stage's
+    tokens, so the map has the first stage's grid; no dense matrix over all
+    tokens is formed. ``discard_ratio`` counts the entries the layer
+    computes (inside its windows).
+
+    **Cost.** The layers before ``start_layer`` run torch's fused attention.
+    On a plain ViT the product is accumulated during the forward
+    (:math:`J \leftarrow \hat A^{(l)} J`), so besides the forward only one
+    ``(B, N, N)`` matrix is kept, whatever the depth; on a windowed model
+    each layer's fused blocks ``(B, nW, n, n)`` are kept (memory linear in
+    the number of windows) and read as a row vector after the forward.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
         head_fusion (str, optional): ``"mean"``, ``"max"`` or ``"min"``.
             Default: ``"mean"``
         discard_ratio (float, optional): fraction in ``[0, 1)`` of the
             smallest fused attention weights dropped per layer (with
-            ``discard_ratio > 0``, bfloat16 models are refused: see
+            ``discard_ratio > 0``, half-precision models are refused: see
             ``docs/performance.rst``, Half precision). Default: 0.0
         start_layer (int, optional): first layer of the product. Default: 0
         interpolate_mode (str, optional): upsampling of the token map to
@@ -56,6 +77,9 @@ class AttentionRollout(ViTAttribution):
         >>> attr.shape
         torch.Size([2, 14, 14])
     """
+
+    _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,
@@ -72,38 +96,22 @@ class AttentionRollout(ViTAttribution):
         self.discard_ratio = float(discard_ratio)
         self.start_layer = self._layer_index(start_layer)
         if self.discard_ratio > 0:
-            self._half_dtypes = (torch.float16,)
+            self._half_dtypes = ()
             self._half_refusal = (
                 "discard_ratio > 0 zeroes the smallest attention entries, a "
-                "ranking that bfloat16's 8 significant bits reorder "
-                "(docs/performance.rst, Half precision); discard_ratio=0 "
-                "explains bfloat16 models"
+                "ranking that float16 and bfloat16 reorder (docs/performance.rst, "
+                "Half precision); discard_ratio=0 explains half-precision models"
             )
 
-    def _discard(self, fused: Tensor) -> Tensor:
-        B, N, _ = fused.shape
-        k = int(N * N * self.discard_ratio)
-        if k == 0:
-            return fused
-        flat = fused.reshape(B, N * N).clone()
-        keep0 = flat[:, 0].clone()
-        idx = flat.topk(k, dim=-1, largest=False).indices
-        flat.scatter_(1, idx, 0.0)
-        flat[:, 0] = keep0
-        return flat.reshape(B, N, N)
-
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
-        tracer, _, _, _ = self._trace(inputs, target, args)
-        attns = tracer.attention_list()[self.start_layer :]
-        # (L, B, N, N): fuse heads per layer, then add I and renormalise all
-        # layers at once (few kernels: this runs once per call, on GPU too)
-        fused = torch.stack([fuse_heads(a.detach(), self.head_fusion) for a in attns])
-        if self.discard_ratio > 0:
-            fused = self._discard(fused.flatten(0, 1)).view_as(fused)
-        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-        hat = fused + eye
-        hat = hat / hat.sum(dim=-1, keepdim=True)
-        joint = hat[0]
-        for a in hat[1:]:
-            joint = a @ joint
-        return self._patch_row(joint)
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
+        graph = self._graph(inputs)
+        tracer = MixingTracer(
+            graph,
+            self.head_fusion,
+            range(self.start_layer, self.adapter.num_layers),
+            self.discard_ratio,
+        )
+        self._trace(inputs, target, args, tracer)
+        return patch_scores(graph, tracer.row())

@@ -34,7 +34,7 @@ def integrated_attention_gradient(
     """
     last = method.adapter.num_layers - 1
     x = inputs.detach()
-    total = None
+    total: Optional[Tensor] = None
     for alpha in np.linspace(0.0, 1.0, steps):
         tracer = Tracer(layers=[last])  # other layers run fused attention
         with torch.enable_grad():
@@ -44,6 +44,7 @@ def integrated_attention_gradient(
             score = logits.gather(1, target[:, None].to(logits.device)).sum()
             (grad,) = torch.autograd.grad(score, tracer.attentions[last])
         total = grad if total is None else total + grad
+    assert total is not None  # steps >= 1
     return total / steps
 
 
@@ -132,16 +133,18 @@ class TAM(ViTAttribution):
         )
         self.steps = check_steps(steps)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         L = self.adapter.num_layers
         tracer = Tracer(layers=range(self.start_layer, L))
         tracer, _, target, _ = self._trace(inputs, target, args, tracer=tracer)
         fused = {i: a.detach().mean(dim=1) for i, a in tracer.attentions.items()}
         last = fused[L - 1]
-        w = self.adapter.pool_weights(last.shape[-1], last.device, last.dtype)
-        state = torch.einsum("n,bnm->bm", w, last)
+        w = self._pool_rows(tracer, last)  # (B, N); attention pooling: per sample
+        state = torch.einsum("bn,bnm->bm", w, last)
         for layer in range(L - 2, self.start_layer - 1, -1):
             state = torch.einsum("bn,bnm->bm", state, fused[layer]) + state
         grad = integrated_attention_gradient(self, inputs, target, args, self.steps)
-        weight = torch.einsum("n,bnm->bm", w, grad.clamp(min=0).mean(dim=1))
+        weight = torch.einsum("bn,bnm->bm", w, grad.clamp(min=0).mean(dim=1))
         return (state * weight)[:, self.adapter.num_prefix_tokens :]

@@ -141,6 +141,12 @@ class TIS(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
+    _plain_only = (
+        "TIS drops patch tokens from the sequence the blocks attend over; this "
+        "model partitions its token grid into fixed windows and merges 2x2 "
+        "neighbours between stages, which need every token of the grid"
+    )
+
     _drops_tokens = True
     _batches_copies = True
     _half_dtypes = ()

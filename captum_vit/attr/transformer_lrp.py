@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ._base import RELEVANCE_IN_HALF, ViTAttribution
+from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
 
@@ -46,9 +46,18 @@ class TransformerLRP(ViTAttribution):
     residual Add renormalisation is taken per sample (their code sums over
     the batch), so batches give each image's batch-1 result.
 
+    On windowed and hierarchical models (Swin; ``docs/token_graph.rst``) the
+    relevance pass runs through the window partition, the cyclic shift and
+    the padding (index operations: relevance is moved, never changed) and
+    through patch merging (the linear rule on the reduction of the
+    concatenated 2x2 neighbours, the norm rule on its norm); :math:`\bar
+    A^{(l)}` is block-diagonal over the layer's windows, the merge maps enter
+    the product and the explained row is the pooling row, read down to the
+    first stage's grid. On a plain ViT this is the formula above.
+
     Args:
         model (torch.nn.Module): a stock timm, Hugging Face or torchvision
-            Vision Transformer, or an adapter wrapping one.
+            Vision Transformer or Swin, or an adapter wrapping one.
         start_layer (int, optional): first layer of the product. Default: 0
         method (str, optional): ``"transformer_attribution"`` (the paper's
             method) or ``"lrp_rollout"``. Default: ``"transformer_attribution"``
@@ -70,6 +79,8 @@ class TransformerLRP(ViTAttribution):
     _needs_grad = True
     _half_dtypes = ()
     _half_refusal = RELEVANCE_IN_HALF
+    _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,
@@ -91,14 +102,17 @@ class TransformerLRP(ViTAttribution):
         _, _, rel, grads = relevance_pass(
             self.adapter, RuleSet(), inputs, target, args, False, layers, with_grad
         )
-        N = rel[self.start_layer].shape[-1]
-        first = rel[self.start_layer]
-        eye = torch.eye(N, dtype=first.dtype, device=first.device)
-        J = None
+        # attention pooling: the row of a forward of the same inputs
+        graph = self._graph(inputs, self._pooling_tracer(inputs, args))
+        ops = {}
         for layer in layers:
+            lw = graph.layers[layer]
             cam = rel[layer]
             if with_grad:
                 cam = grads[layer] * cam
-            M = cam.clamp(min=0).mean(dim=1) + eye
-            J = M if J is None else M @ J
-        return self._patch_row(J)
+            cam = blocks(cam, lw).clamp(min=0).mean(dim=2)
+            ops[layer] = cam + window_eye(lw, cam)
+        v = pool_row(
+            graph, len(graph.stages) - 1, inputs.shape[0], cam.dtype, cam.device
+        )
+        return patch_scores(graph, compose(graph, ops, v))

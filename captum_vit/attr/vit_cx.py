@@ -83,8 +83,13 @@ class ViTCX(ViTAttribution):
     Choices: the target layer's tokens are those the authors' default
     ``target_layer=model.blocks[-1].norm1`` produces, i.e. the block's first
     norm applied to its input (the adapter's ``norm1`` on the recorded
-    block input), for any family. The clustering is scipy's complete-linkage
-    hierarchy cut strictly below the threshold (scikit-learn's
+    block input), for any family; for residual post-norm blocks (Swin v2,
+    whose ``norm1`` follows the attention) the block input itself. On a
+    hierarchical model (Swin) the masks are the feature maps of the target
+    block's stage grid (7x7 for the last stage of Swin-T at 224 px),
+    upsampled to the image like the patch grid of a plain ViT. The
+    clustering is scipy's complete-linkage hierarchy cut strictly below the
+    threshold (scikit-learn's
     ``AgglomerativeClustering(distance_threshold=...)`` semantics), clusters
     ordered by their first member. The noise is drawn from a generator
     seeded with ``seed`` for every image, so results are reproducible and
@@ -128,6 +133,7 @@ class ViTCX(ViTAttribution):
     _batches_copies = True
     _half_dtypes = ()
     _half_refusal = OUTPUTS_IN_HALF
+    _any_graph = True
 
     def __init__(
         self,
@@ -173,11 +179,14 @@ class ViTCX(ViTAttribution):
         tracer = Tracer(keep_attention=False, keep_blocks=True, layers=())
         with torch.no_grad(), self.adapter.trace(tracer):
             logits = self.adapter.forward(inputs, *args)
-            norm1 = self.adapter.block_parts(self.target_layer).norm1
-            feats = norm1(tracer.block_inputs[self.target_layer])
-        npre = self.adapter.num_prefix_tokens
+            parts = self.adapter.block_parts(self.target_layer)
+            feats = tracer.block_inputs[self.target_layer]
+            if not parts.post_norm:
+                feats = parts.norm1(feats)
         B, H, W = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
-        gh, gw = self.adapter.grid_size((H, W))
+        graph = self._graph(inputs)
+        stage = graph.stages[graph.layers[self.target_layer].stage]
+        npre, (gh, gw) = stage.num_prefix_tokens, stage.grid
         fmap = feats[:, npre:].transpose(1, 2).reshape(B, -1, gh, gw).float()
         up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)
         masks = min_max(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)

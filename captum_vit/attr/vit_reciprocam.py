@@ -149,6 +149,13 @@ class ViTReciproCAM(ViTAttribution):
     _batches_copies = True
     _half_dtypes = ()
     _half_refusal = OUTPUTS_IN_HALF
+    _plain_only = (
+        "ViT-ReciproCAM masks 3x3 neighbourhoods of one token grid entering a "
+        "block, keeping the class token, and its map is that grid; in this model "
+        "a late block's tokens are a coarser grid made by patch merging (each a "
+        "mix of several image patches), attended within windows, so a mask on "
+        "them is not a mask on image patches"
+    )
 
     def __init__(
         self,

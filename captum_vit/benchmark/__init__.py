@@ -42,7 +42,7 @@ from ._baselines import (
     register_baseline,
 )
 from ._data import DATASETS, BenchmarkDataset, make_dataset
-from ._explain import default_methods, explain_images, mean_scores
+from ._explain import default_methods, explain_images, explain_prompts, mean_scores
 from ._leaderboard import Entry, Leaderboard
 from ._models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from ._runner import BACKENDS, BenchmarkResult, check_backend, run_benchmark
@@ -70,6 +70,7 @@ __all__ = [
     "RandomisedModelMap",
     "bootstrap_mean",
     "create_baseline",
+    "explain_prompts",
     "get_metric",
     "is_baseline",
     "list_baselines",

@@ -1,6 +1,6 @@
 """What ``captum-vit explain`` computes: maps of several methods on a few images,
 with their deletion / insertion AUC and, where a mask is known, the pointing
-game."""
+game; for a vision-language model, one map per image and prompt."""
 
 from __future__ import annotations
 
@@ -24,12 +24,94 @@ EXPLAIN_METHODS = (
 )
 
 
-def default_methods() -> List[str]:
-    """The registered methods among :data:`EXPLAIN_METHODS`."""
+#: Methods ``captum-vit explain --text`` shows for a vision-language model
+#: when ``--methods`` is not given.
+EXPLAIN_TEXT_METHODS = (
+    "raw_attention",
+    "rollout",
+    "grad_sam",
+    "generic_attention",
+    "legrad",
+    "grad_eclip",
+    "attn_lrp",
+)
+
+
+def default_methods(
+    model: Optional[torch.nn.Module] = None, text: bool = False
+) -> List[str]:
+    """The registered methods among :data:`EXPLAIN_METHODS` (``text``:
+    :data:`EXPLAIN_TEXT_METHODS`) that apply to ``model``, if given
+    (:func:`captum_vit.attr.list_methods`)."""
     from ..attr import list_methods
 
-    available = set(list_methods())
-    return [m for m in EXPLAIN_METHODS if m in available]
+    available = set(list_methods(model=model))
+    wanted = EXPLAIN_TEXT_METHODS if text else EXPLAIN_METHODS
+    return [m for m in wanted if m in available]
+
+
+def explain_prompts(
+    lm: LoadedModel,
+    images: Tensor,
+    prompts: Sequence[str],
+    methods: Sequence[str],
+) -> Dict[str, Any]:
+    r"""Explain every image for every prompt with a vision-language model.
+
+    The model's image-text logits (:func:`captum_vit.text_similarity`, the
+    prompts embedded once) are explained for each (image, prompt) row,
+    image-major: row ``i * P + p`` is image ``i`` for prompt ``p``. Scores
+    per row: the registry's ``"similarity_deletion"`` and
+    ``"similarity_insertion"`` (on the prompt's logit itself), patch by patch.
+
+    Args:
+        lm (LoadedModel): the model, with its tokenizer (:func:`load_model`
+            of ``synthetic_clip``).
+        images (Tensor): ``(B, C, H, W)`` normalised images.
+        prompts (sequence of str): the prompts.
+        methods (sequence of str): registry names.
+
+    Returns:
+        dict: ``maps`` (method -> ``(B P, C, H, W)``), ``logits`` ``(B, P)``,
+        ``images`` ``(B P, C, H, W)``, ``targets`` ``(B P,)`` (prompt
+        indices), ``scores`` (one dict per row: method -> score -> value).
+    """
+    from ..attr import create_method, text_similarity
+    from ..metrics import MetricContext, get_metric
+
+    sim = text_similarity(lm.model, list(prompts), lm.tokenizer)
+    P = len(prompts)
+    with torch.no_grad():
+        logits = sim(images)
+    rows = images.repeat_interleave(P, 0)
+    target = torch.arange(P).repeat(images.shape[0])
+    specs = [get_metric(n) for n in ("similarity_deletion", "similarity_insertion")]
+    # the similarity adapter stands in for the model (adapters.get takes an
+    # adapter) but these signatures, outside this module, say nn.Module
+    patch_size = model_patch_size(sim, strict=False)  # type: ignore[arg-type]
+    maps: Dict[str, Tensor] = {}
+    scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(rows))]
+    for name in methods:
+        method = create_method(name, sim)  # type: ignore[arg-type]  # (see above)
+        a = method.attribute(rows, target=target).detach()
+        maps[name] = a
+        ctx = MetricContext(
+            forward_func=sim,
+            inputs=rows,
+            attributions=a,
+            target=target,
+            patch_size=patch_size,
+        )
+        cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
+        for i in range(len(rows)):
+            scores[i][name] = {k: float(v[i]) for k, v in cols.items()}
+    return {
+        "maps": maps,
+        "logits": logits,
+        "images": rows,
+        "targets": target,
+        "scores": scores,
+    }
 
 
 def explain_images(

@@ -51,6 +51,10 @@ class LoadedModel(NamedTuple):
         source (str): what was loaded, in words.
         embedded (bool): ``True`` for an embedded zoo model (trained on the
             synthetic benchmark, whose labels it predicts).
+        tokenizer (Callable, optional): the tokenizer of a vision-language
+            model (``synthetic_clip``: explained through
+            :func:`captum_vit.text_similarity` with prompts; ``classes`` is
+            then empty); None for a classifier.
     """
 
     model: torch.nn.Module
@@ -61,6 +65,7 @@ class LoadedModel(NamedTuple):
     image_size: int
     source: str
     embedded: bool
+    tokenizer: Optional[Any] = None
 
 
 def _state_dict_from_file(path: str) -> Dict[str, torch.Tensor]:
@@ -262,7 +267,8 @@ def load_model(
     ``spec`` is one of:
 
     * ``None`` or the name of an embedded model (:func:`captum_vit.zoo.list_models`):
-      the embedded default, trained on the synthetic benchmark, no download;
+      the embedded default, trained on the synthetic benchmark, no download
+      (the vision-language ``synthetic_clip`` comes with its tokenizer);
     * a local checkpoint file: a ``.safetensors`` file, or a timm-style
       ``state_dict`` file (``.pth``, ``.pt``, ``.bin``; a bare state dict or one
       under ``state_dict`` / ``model`` / ``state_dict_ema``, loaded with
@@ -309,19 +315,20 @@ def load_model(
     """
     from .. import zoo
 
-    if spec is None or (spec in zoo.list_models() and not os.path.exists(spec)):
+    if spec in zoo.list_models(kind="clip") and not os.path.exists(spec):
+        return _load_clip(spec, img_size, num_classes)
+    classifiers = zoo.list_models(kind="classifier")
+    if spec is None or (spec in classifiers and not os.path.exists(spec)):
+        from ..attr import describe
+
         name = spec or DEFAULT_MODEL
         zm = zoo.load(name)
-        if not isinstance(zm, zoo.ZooModel):
-            raise ModelLoadError(
-                f"{name!r} is a vision-language (CLIP) model; the embedded "
-                f"classifiers are {zoo.list_models(kind='classifier')}"
-            )
+        assert isinstance(zm, zoo.ZooModel)  # a classifier: its kind says so
         size = int(zm.meta["config"]["img_size"])
         if img_size is not None and int(img_size) != size:
             raise ModelLoadError(
                 f"--img-size {img_size}: the embedded model {name!r} takes {size} px "
-                "images (its position embeddings were trained at that size); leave "
+                "images (it was built and trained for that size); leave "
                 "--img-size out (pictures are letterboxed to its size)"
             )
         if num_classes is not None and int(num_classes) != len(zm.classes):
@@ -335,7 +342,7 @@ def load_model(
             zm.meta["mean"],
             zm.meta["std"],
             size,
-            f"embedded model {name!r} ({zm.meta['config']['depth']}"
+            f"embedded model {name!r} ({describe(zm.model).num_layers}"
             f" blocks, trained on the synthetic benchmark)",
             embedded=True,
         )
@@ -353,6 +360,42 @@ def load_model(
         kwargs["num_classes"] = num_classes
     model = _create_pretrained(spec, kwargs)
     return _from_timm_cfg(model, f"timm {spec!r} (pretrained)")
+
+
+def _load_clip(
+    name: str, img_size: Optional[int], num_classes: Optional[int]
+) -> LoadedModel:
+    """An embedded vision-language model, with its tokenizer (no classes)."""
+    from .. import zoo
+
+    zm = zoo.load(name)
+    assert isinstance(zm, zoo.ZooCLIP)  # a vision-language model: its kind says so
+    # zoo types the transform as a callable; it is a zoo.Normalize module
+    assert isinstance(zm.transform, torch.nn.Module)
+    size = int(zm.meta["config"]["vision_cfg"]["image_size"])
+    if img_size is not None and int(img_size) != size:
+        raise ModelLoadError(
+            f"--img-size {img_size}: the embedded model {name!r} takes {size} px "
+            "images; leave --img-size out"
+        )
+    if num_classes is not None:
+        raise ModelLoadError(
+            f"--num-classes: the embedded model {name!r} is a vision-language model "
+            "without classes (it scores prompts: --text)"
+        )
+    depth = zm.meta["config"]["vision_cfg"]["layers"]
+    return LoadedModel(
+        zm.model,
+        zm.transform,
+        [],
+        tuple(float(v) for v in zm.meta["mean"]),
+        tuple(float(v) for v in zm.meta["std"]),
+        size,
+        f"embedded vision-language model {name!r} ({depth} blocks, trained on the "
+        "captioned synthetic scenes)",
+        True,
+        zm.tokenizer,
+    )
 
 
 def _from_timm_cfg(model: torch.nn.Module, source: str) -> LoadedModel:
@@ -386,7 +429,7 @@ def _load_checkpoint(
 
         with open(meta_path) as f:
             meta = json.load(f)
-        vit = _build.build_vit(meta["config"])
+        vit = _build.build_model(meta["config"])
         _load_fitting(vit, state, path, f"(zoo metadata {meta_path})")
         return _finish(
             vit,

@@ -370,11 +370,13 @@ class _Row(NamedTuple):
     baseline: bool
 
 
-def _resolve_methods(methods: Optional[MethodsType]) -> Dict[str, _Row]:
+def _resolve_methods(
+    methods: Optional[MethodsType], model: torch.nn.Module
+) -> Dict[str, _Row]:
     from ..attr import list_methods
 
     if methods is None:
-        methods = list_methods()
+        methods = list_methods(model=model)
     if isinstance(methods, Mapping):
         return {
             name: _Row(functools.partial(_from_factory, factory), False)
@@ -478,7 +480,7 @@ def run_benchmark(
             (:func:`captum_vit.attr.list_methods`) and baseline names
             (:func:`list_baselines`), or ``name -> factory`` where
             ``factory(model)`` returns a Captum ``Attribution``.
-            Default: None (every registered method)
+            Default: None (every registered method that applies to the model)
         metrics (list[str], optional): names from
             :func:`captum_vit.metrics.list_metrics`.
             Default: None (every metric the dataset has ground truth for)
@@ -559,7 +561,7 @@ def run_benchmark(
             device = next(model.parameters()).device
     device = torch.device(device)
     home = next(model.parameters()).device
-    rows_spec = _resolve_methods(methods)
+    rows_spec = _resolve_methods(methods, model)
     names = list(rows_spec)
     built: Dict[Tuple[str, int], Any] = {}
 

@@ -1,8 +1,8 @@
 """The visualiser's only way into the core: everything it needs from the
 public API of :mod:`captum_vit.attr` and :mod:`captum_vit.metrics`, in one
 place (``create_method``, ``list_methods``, ``get_method``, ``describe``,
-``forward_func``, ``patch_window``, :class:`~captum_vit.attr.RawAttention`
-and the metric registry).
+``forward_func``, ``patch_window``, ``text_similarity``,
+:class:`~captum_vit.attr.RawAttention` and the metric registry).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..attr import (
     forward_func,
     get_method,
     list_methods,
+    text_similarity,
 )
 from ..attr import patch_size as model_patch_size
 from ..metrics import get_metric
@@ -33,6 +34,7 @@ __all__ = [
     "metric_direction",
     "model_info",
     "patch_size",
+    "text_similarity",
 ]
 
 

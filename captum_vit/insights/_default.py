@@ -23,6 +23,11 @@ def default_visualizer(
     (:class:`captum_vit.data.SyntheticObjects`, ``split="test"``), with the
     softmax as score function: what ``captum-vit insights`` serves.
 
+    For the vision-language ``synthetic_clip`` the images are captioned
+    scenes (:class:`captum_vit.data.SyntheticScenes`) and the page has a
+    prompt box (eight prompts to start with, one per shape); predictions are
+    the softmax over the prompts of the model's image-text logits.
+
     Where the embedded weights are not installed (a source checkout before
     the training script has been run), a random-init timm ViT of the same
     shape is used instead and a warning is written to ``stream``.
@@ -31,7 +36,8 @@ def default_visualizer(
         samples (int, optional): benchmark images offered. Default: 32
         seed (int, optional): seed of the benchmark. Default: 1
         model (str, optional): name of the embedded model
-            (:func:`captum_vit.zoo.list_models`). Default: ``"synthetic_vit"``
+            (:func:`captum_vit.zoo.list_models`: ``"synthetic_vit"`` or
+            ``"synthetic_clip"``). Default: ``"synthetic_vit"``
         replicas (int, optional): see :class:`AttributionVisualizer`.
             Default: 2
         stream (file, optional): where warnings go. Default: ``sys.stderr``
@@ -47,13 +53,11 @@ def default_visualizer(
     from ..data import CLASS_NAMES, SyntheticObjects
 
     stream = sys.stderr if stream is None else stream
-    if model in zoo.list_models():
+    if model in zoo.list_models(kind="clip"):
+        return _clip_visualizer(model, samples, seed, replicas, **kwargs)
+    if model in zoo.list_models(kind="classifier"):
         loaded = zoo.load(model)
-        if not isinstance(loaded, zoo.ZooModel):
-            raise ValueError(
-                f"{model!r} is a vision-language (CLIP) model; the visualiser "
-                f"explains classifiers: {zoo.list_models(kind='classifier')}"
-            )
+        assert isinstance(loaded, zoo.ZooModel)
         net, transform, classes, _ = loaded
         name = model
     else:
@@ -90,5 +94,28 @@ def default_visualizer(
         transform=transform,
         model_names=[name],
         replicas=replicas,
+        **kwargs,
+    )
+
+
+def _clip_visualizer(
+    name: str, samples: int, seed: int, replicas: int, **kwargs: Any
+) -> AttributionVisualizer:
+    """The visualiser of an embedded vision-language model (a prompt box)."""
+    from .. import zoo
+    from ..data import CLASS_NAMES, SyntheticScenes, object_prompt
+
+    net, transform, tokenizer, _ = zoo.load(name)
+    scenes = SyntheticScenes(samples, seed=seed, split="test")
+    prompts = [object_prompt(i, i) for i in range(len(CLASS_NAMES))]
+    return AttributionVisualizer(
+        models=[net],
+        classes=prompts,
+        dataset=[scenes[i].image for i in range(len(scenes))],
+        score_func=lambda out: out.softmax(-1),
+        transform=transform,
+        model_names=[name],
+        replicas=replicas,
+        tokenizer=tokenizer,
         **kwargs,
     )

@@ -251,16 +251,20 @@ def create_app(
 
     @app.post("/api/predict")
     def predict() -> ResponseReturnValue:
-        b = body("image", "model")
+        b = body("image", "model", "prompts")
         model = R.optional_int(b, "model", "a model index")
-        return jsonify(vis.predict(b.get("image"), model, budget()))
+        return jsonify(vis.predict(b.get("image"), model, budget(), b.get("prompts")))
 
     @app.post("/api/explain")
     def explain() -> ResponseReturnValue:
-        b = body("image", "model", "target", "methods")
+        b = body("image", "model", "target", "methods", "prompts")
         model = R.optional_int(b, "model", "a model index")
         target = R.optional_int(b, "target", "a class index")
-        return jsonify(vis.explain(b.get("image"), calls(b), target, model, budget()))
+        return jsonify(
+            vis.explain(
+                b.get("image"), calls(b), target, model, budget(), b.get("prompts")
+            )
+        )
 
     @app.post("/api/attention")
     def attention() -> ResponseReturnValue:
@@ -273,7 +277,7 @@ def create_app(
 
     @app.post("/api/scores")
     def scores() -> ResponseReturnValue:
-        b = body("image", "model", "target", "methods", "metrics", "n_steps")
+        b = body("image", "model", "target", "methods", "metrics", "n_steps", "prompts")
         model = R.optional_int(b, "model", "a model index")
         target = R.optional_int(b, "target", "a class index")
         job = vis.start_scores(
@@ -283,6 +287,7 @@ def create_app(
             target,
             model,
             b.get("n_steps", 16),
+            b.get("prompts"),
         )
         return jsonify(job), 202
 

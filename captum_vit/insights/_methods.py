@@ -37,6 +37,7 @@ _SKIP_ATTRIBUTE = {
 KNOWN_CHOICES: Dict[str, List[str]] = {
     "head_fusion": ["mean", "max", "min"],
     "interpolate_mode": ["bilinear", "nearest", "bicubic"],
+    "pooling": ["mean", "model"],  # LeGrad
 }
 
 #: Bounds ``(low, high)`` of integer parameters, by parameter name: the work a

@@ -44,6 +44,10 @@ __all__ = ["AttributionVisualizer"]
 #: AttentionFlow, which take seconds to minutes on a large model).
 PRESELECTED = ("rollout", "grad_sam")
 
+#: Most prompts, and the longest prompt, a request of a vision-language
+#: model may carry.
+MAX_PROMPTS, MAX_PROMPT_CHARS = 64, 200
+
 
 def _index(value: Any, count: int, field: str, what: str, default: int) -> int:
     """``value`` as an index below ``count`` (None: ``default``)."""
@@ -133,6 +137,13 @@ class AttributionVisualizer(Serving):
             INT_LIMITS` (e.g. ``{"steps": (1, 200)}``). Default: None
         preselected (sequence of str, optional): methods ticked when the page
             opens. Default: ``("rollout", "grad_sam")``
+        tokenizer (callable, optional): the tokenizer of vision-language
+            models (open_clip, Hugging Face CLIP/SigLIP with their text
+            tower). With it the page has a prompt box: the "classes" are the
+            prompts (``classes`` gives the first ones), predictions score the
+            image against them (``score_func`` of the similarity logits, e.g.
+            a softmax over the prompts) and every method explains the chosen
+            prompt, through :func:`captum_vit.text_similarity`. Default: None
 
     Examples::
 
@@ -177,6 +188,7 @@ class AttributionVisualizer(Serving):
         job_time_budget: float = 600.0,
         int_limits: Optional[Mapping[str, Tuple[int, int]]] = None,
         preselected: Sequence[str] = PRESELECTED,
+        tokenizer: Any = None,
     ) -> None:
         if isinstance(models, nn.Module):
             models = [models]
@@ -186,6 +198,11 @@ class AttributionVisualizer(Serving):
         self.models = models
         self._info = [_core_api.model_info(m) for m in models]  # fails early
         self.classes = [str(c) for c in classes]
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.classes = self._prompts(self.classes)
+            for m in models:  # fails early: a model without text tower
+                _core_api.text_similarity(m, self.classes[:1], tokenizer)
         self.score_func = score_func
         self.use_label_for_attr = use_label_for_attr
         if features is not None and not isinstance(features, (list, tuple)):
@@ -226,8 +243,13 @@ class AttributionVisualizer(Serving):
         self.time_budget = float(time_budget)
         self.job_time_budget = float(job_time_budget)
         self.int_limits = dict(int_limits or {})
-        available = set(_core_api.list_methods())
-        self.preselected = [m for m in preselected if m in available]
+        # the methods that apply to every served model (a Swin has fewer)
+        self.methods = [
+            n
+            for n in _core_api.list_methods()
+            if all(n in _core_api.list_methods(model=m) for m in models)
+        ]
+        self.preselected = [m for m in preselected if m in self.methods]
         self._store = ImageStore(
             samples,
             self.image_size,
@@ -256,9 +278,11 @@ class AttributionVisualizer(Serving):
                 for name, info in zip(self.model_names, self._info)
             ],
             "classes": self.classes,
+            "text": self.tokenizer is not None,
+            "max_prompts": MAX_PROMPTS,
             "methods": [
                 _methods.method_spec(n, self.int_limits)
-                for n in _core_api.list_methods()
+                for n in self.methods
             ],
             "preselected": self.preselected,
             "metrics": metric_table(),
@@ -278,12 +302,49 @@ class AttributionVisualizer(Serving):
             for i, (_, label) in enumerate(self._store.samples)
         ]
 
-    def _class_name(self, index: Optional[int]) -> Optional[str]:
+    def _class_name(
+        self, index: Optional[int], names: Optional[Sequence[str]] = None
+    ) -> Optional[str]:
+        names = self.classes if names is None else names
         if index is None:
             return None
-        if 0 <= index < len(self.classes):
-            return self.classes[index]
+        if 0 <= index < len(names):
+            return names[index]
         return str(index)
+
+    def _prompts(self, value: Any) -> List[str]:
+        """The prompts of a request (None: the configured ones), checked."""
+        if value is None:
+            return list(self.classes)
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or len(value) > MAX_PROMPTS
+            or not all(isinstance(p, str) and p.strip() for p in value)
+        ):
+            raise InvalidArgument(
+                f"'prompts' must be a list of 1 to {MAX_PROMPTS} non-empty strings"
+            )
+        if any(len(p) > MAX_PROMPT_CHARS for p in value):
+            raise InvalidArgument(f"a prompt is longer than {MAX_PROMPT_CHARS} chars")
+        return [p.strip() for p in value]
+
+    def _names(self, prompts: Any) -> List[str]:
+        """The output names of a request: its prompts, or the classes."""
+        if self.tokenizer is None:
+            if prompts is not None:
+                raise InvalidArgument("'prompts': this model has no text tower")
+            return self.classes
+        return self._prompts(prompts)
+
+    def _scorer(self, replica: nn.Module, names: List[str]) -> Any:
+        """What is explained: the replica, or its similarity to the prompts."""
+        if self.tokenizer is None:
+            return replica
+        try:
+            return _core_api.text_similarity(replica, names, self.tokenizer)
+        except ValueError as e:
+            raise InvalidArgument(f"prompts: {e}") from None
 
     # ------------------------------------------------------------------ images
     def add_upload(self, data: bytes) -> str:
@@ -328,8 +389,12 @@ class AttributionVisualizer(Serving):
     def _model_index(self, value: Any) -> int:
         return _index(value, len(self.models), "model", "a model index", 0)
 
-    def _target(self, value: Any, default: int) -> int:
-        return _index(value, len(self.classes), "target", "a class index", default)
+    def _target(
+        self, value: Any, default: int, names: Optional[Sequence[str]] = None
+    ) -> int:
+        count = len(self.classes if names is None else names)
+        what = "a class index" if self.tokenizer is None else "a prompt index"
+        return _index(value, count, "target", what, default)
 
     def _calls(self, methods: Any) -> List[MethodCall]:
         if (
@@ -350,13 +415,14 @@ class AttributionVisualizer(Serving):
         ]
 
     # ----------------------------------------------------------- computations
-    def _device(self, model: nn.Module) -> torch.device:
+    def _device(self, model: Any) -> torch.device:
+        model = getattr(model, "model", model)  # a similarity: its model
         try:
             return next(model.parameters()).device
         except StopIteration:
             return torch.device("cpu")
 
-    def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
+    def _logits(self, model: Any, x: Tensor) -> Tensor:
         with torch.no_grad():
             return _core_api.forward_func(model)(x.to(self._device(model)))
 
@@ -368,7 +434,11 @@ class AttributionVisualizer(Serving):
         return self._pools[m].checkout(timeout)
 
     def predict(
-        self, image: Any, model: Any = None, budget: Optional[Budget] = None
+        self,
+        image: Any,
+        model: Any = None,
+        budget: Optional[Budget] = None,
+        prompts: Any = None,
     ) -> Dict[str, Any]:
         """Top-k predictions of a model for an image.
 
@@ -377,36 +447,46 @@ class AttributionVisualizer(Serving):
             model (int, optional): the model index. Default: None (0)
             budget (Budget, optional): when to stop (time, client gone).
                 Default: None
+            prompts (list of str, optional): the prompts of a
+                vision-language model (see ``tokenizer``). Default: None (the
+                configured ones)
 
         Returns:
             dict: ``predictions`` (list of ``index``, ``label``, ``score``),
             ``label`` / ``label_name`` (the true class, if known).
         """
         m = self._model_index(model)
+        names = self._names(prompts)
         picture, label = self.image(image)
         x = self._model_input(picture)
         with self._checkout(m, budget) as replica, running_under(budget):
-            logits = self._logits(replica, x)
+            logits = self._logits(self._scorer(replica, names), x)
         return {
             "image": image,
             "model": m,
-            "predictions": self._top_k(logits),
+            "predictions": self._top_k(logits, names),
             "label": label,
             "label_name": self._class_name(label),
         }
 
-    def _top_k(self, logits: Tensor) -> List[Dict[str, Any]]:
+    def _top_k(
+        self, logits: Tensor, names: Optional[Sequence[str]] = None
+    ) -> List[Dict[str, Any]]:
         scores = logits if self.score_func is None else self.score_func(logits)
         scores = scores.detach().float().cpu()[0]
         k = min(self.top_k, scores.numel())
         vals, idx = scores.topk(k)
         return [
-            {"index": int(i), "label": self._class_name(int(i)), "score": float(v)}
+            {
+                "index": int(i),
+                "label": self._class_name(int(i), names),
+                "score": float(v),
+            }
             for v, i in zip(vals, idx)
         ]
 
     def _attribute(
-        self, replica: nn.Module, call: MethodCall, x: Tensor, target: int
+        self, replica: Any, call: MethodCall, x: Tensor, target: int
     ) -> Tensor:
         try:
             method = _core_api.create_method(call.name, replica, **call.init)
@@ -429,6 +509,7 @@ class AttributionVisualizer(Serving):
         target: Any = None,
         model: Any = None,
         budget: Optional[Budget] = None,
+        prompts: Any = None,
     ) -> Dict[str, Any]:
         """Explain ``target`` with each method; one overlay PNG per method.
 
@@ -439,6 +520,9 @@ class AttributionVisualizer(Serving):
             target (int, optional): the class. Default: None (predicted)
             model (int, optional): the model index. Default: None (0)
             budget (Budget, optional): when to stop. Default: None
+            prompts (list of str, optional): the prompts of a vision-language
+                model; ``target`` indexes them. Default: None (the configured
+                ones)
 
         Returns:
             dict: ``target``, ``target_name``, ``predictions`` and
@@ -448,15 +532,17 @@ class AttributionVisualizer(Serving):
         """
         m = self._model_index(model)
         calls = self._calls(methods)
+        names = self._names(prompts)
         picture, _ = self.image(image)
         x = self._model_input(picture)
         overlays = []
         with self._checkout(m, budget) as replica, running_under(budget):
-            logits = self._logits(replica, x)
-            t = self._target(target, int(logits.argmax(-1)[0]))
+            scorer = self._scorer(replica, names)
+            logits = self._logits(scorer, x)
+            t = self._target(target, int(logits.argmax(-1)[0]), names)
             for call in calls:
                 t0 = time.perf_counter()
-                attr = self._attribute(replica, call, x, t)
+                attr = self._attribute(scorer, call, x, t)
                 seconds = time.perf_counter() - t0
                 arr = _images.overlay_array(
                     picture.display, attr[0].detach().cpu(), box=picture.box
@@ -474,8 +560,8 @@ class AttributionVisualizer(Serving):
             "image": image,
             "model": m,
             "target": t,
-            "target_name": self._class_name(t),
-            "predictions": self._top_k(logits),
+            "target_name": self._class_name(t, names),
+            "predictions": self._top_k(logits, names),
             "overlays": overlays,
         }
 
@@ -550,6 +636,7 @@ class AttributionVisualizer(Serving):
         target: Any = None,
         model: Any = None,
         n_steps: Any = 16,
+        prompts: Any = None,
     ) -> Dict[str, Any]:
         """Queue a job computing each method's scores; returns the job's state.
 
@@ -561,6 +648,7 @@ class AttributionVisualizer(Serving):
         m = self._model_index(model)
         calls = self._calls(methods)
         names = metric_names(metrics)
+        outputs = self._names(prompts)
         if (
             isinstance(n_steps, bool)
             or not isinstance(n_steps, int)
@@ -569,30 +657,34 @@ class AttributionVisualizer(Serving):
             raise InvalidArgument("'n_steps' must be an integer in [2, 256]")
         picture, _ = self.image(image)
         if target is not None:
-            self._target(target, 0)
+            self._target(target, 0, outputs)
         x = self._model_input(picture)
         total = len(calls) * (1 + len(names))
 
         def run(job: Job) -> Dict[str, Any]:
             with self._checkout(m, job.budget) as replica:
-                return self._scores(replica, job, x, calls, names, target, n_steps)
+                scorer = self._scorer(replica, outputs)
+                return self._scores(
+                    scorer, job, x, calls, names, target, n_steps, outputs
+                )
 
         job = self.jobs.submit("scores", total, run, seconds=self.job_time_budget)
         return job.to_dict()
 
     def _scores(
         self,
-        replica: nn.Module,
+        replica: Any,
         job: Job,
         x: Tensor,
         calls: List[MethodCall],
         names: List[str],
         target: Optional[int],
         n_steps: int,
+        outputs: Optional[List[str]] = None,
     ) -> Dict[str, Any]:
         x = x.to(self._device(replica))
         logits = self._logits(replica, x)
-        t = self._target(target, int(logits.argmax(-1)[0]))
+        t = self._target(target, int(logits.argmax(-1)[0]), outputs)
         rows = []
         for call in calls:
             attr = self._attribute(replica, call, x, t)
@@ -607,7 +699,7 @@ class AttributionVisualizer(Serving):
             rows.append({"method": call.name, "label": call.label, **row})
         return {
             "target": t,
-            "target_name": self._class_name(t),
+            "target_name": self._class_name(t, outputs),
             "metrics": metric_table(names),
             "rows": rows,
         }

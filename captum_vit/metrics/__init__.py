@@ -13,6 +13,8 @@ and patch-level perturbation functions for :func:`captum.metrics.infidelity` /
 Complexity: :func:`effective_complexity`.
 Localisation: :func:`iou_test`, :func:`pointing_game`, :func:`grid_pointing_game`
 (with :func:`make_grid_images`), :func:`segmentation_test`.
+Open-vocabulary localisation (one prompt per object of a multi-object image):
+:func:`object_pairs`, :func:`threshold_iou` (:mod:`captum_vit.metrics.open_vocab`).
 
 The registry (:func:`list_metrics`, :func:`get_metric`, :func:`register_metric`) names
 these metrics with their result columns, which direction of each is better and what
@@ -20,7 +22,10 @@ they need; the benchmark, the command line and the web visualiser compute them
 through it (:meth:`MetricSpec.compute` on a :class:`MetricContext`).
 """
 
-from . import _specs  # noqa: F401  (registers the built-in metrics, in table order)
+from . import (
+    _specs,  # noqa: F401  (registers the built-in metrics, in table order)
+    open_vocab,  # noqa: F401  (issue 14: registers the open-vocabulary ones)
+)
 from ._registry import (
     NEEDS,
     MetricContext,
@@ -48,6 +53,7 @@ from .localisation import (
     make_grid_images,
     pointing_game,
 )
+from .open_vocab import ObjectPairs, object_pairs, threshold_iou
 from .perturbations import patch_baseline_perturb_func, patch_noise_perturb_func
 from .randomisation import (
     RandomisationResult,
@@ -94,4 +100,7 @@ __all__ = [
     "spearman",
     "ssim",
     "summarize_segmentation",
+    "ObjectPairs",
+    "object_pairs",
+    "threshold_iou",
 ]

@@ -9,6 +9,12 @@ class token, ``global_pool="token"``) trained by
 :class:`captum_vit.data.SyntheticObjects`; its JSON metadata records the
 config, class names, normalisation, training seed and held-out accuracy.
 
+``synthetic_swin`` is a timm ``SwinTransformer`` (64x64 inputs, 8x8 patches,
+4x4 windows, two stages of 8x8 and 4x4 tokens, average pooling) trained the
+same way by ``python -m captum_vit.zoo.train --arch swin --seed 0 --steps
+2500``: the windowed, hierarchical model of the benchmark (a classifier, as
+``synthetic_vit``).
+
 ``synthetic_clip`` is an ``open_clip.CLIP`` (a ViT image tower with class-token
 pooling, 64x64 inputs, 8x8 patches, and a small text transformer with
 open_clip's tokenizer) trained contrastively by
@@ -34,7 +40,7 @@ from typing import (
 
 import torch
 
-from ._build import build_clip, build_vit, clip_tokenizer, unpack_token_embedding
+from ._build import build_clip, build_model, clip_tokenizer, unpack_token_embedding
 
 _WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
@@ -75,8 +81,8 @@ class ZooModel(NamedTuple):
     r"""What :func:`load` returns.
 
     Attributes:
-        model (torch.nn.Module): the timm ``VisionTransformer``, in eval mode,
-            taking normalised images.
+        model (torch.nn.Module): the timm ``VisionTransformer`` (or
+            ``SwinTransformer``), in eval mode, taking normalised images.
         transform (Callable): the preprocessing (:class:`Normalize`) mapping
             float ``[0, 1]`` images to the model's input.
         classes (list[str]): class names, by output index.
@@ -131,9 +137,9 @@ def list_models(kind: Optional[str] = None) -> List[str]:
     Examples::
 
         >>> list_models()
-        ['synthetic_clip', 'synthetic_vit']
+        ['synthetic_clip', 'synthetic_swin', 'synthetic_vit']
         >>> list_models(kind="classifier")
-        ['synthetic_vit']
+        ['synthetic_swin', 'synthetic_vit']
     """
     if kind not in (None, "classifier", "clip"):
         raise ValueError(f"kind must be None, 'classifier' or 'clip', got {kind!r}")
@@ -230,7 +236,7 @@ def load(
     config = dict(meta["config"])
     if dynamic_img_size:
         config["dynamic_img_size"] = True
-    model = build_vit(config)
+    model = build_model(config)
     model.load_state_dict(load_file(weights_path), strict=True)
     model = model.to(device).eval()
     transform = Normalize(meta["mean"], meta["std"]).to(device)

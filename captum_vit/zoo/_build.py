@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Union, cast
 
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from open_clip import CLIP  # untyped: Any to the type checker
     from timm.layers import Attention
+    from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import Block, VisionTransformer
+
+    #: what :func:`build_model` builds
+    ZooClassifier = Union[VisionTransformer, SwinTransformer]
 
 #: Keys of a model config passed on to timm's ``VisionTransformer``.
 _VIT_KEYS = (
@@ -28,12 +32,47 @@ _VIT_KEYS = (
 )
 
 
+#: Keys of a model config passed on to timm's ``SwinTransformer``.
+_SWIN_KEYS = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "num_classes",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "global_pool",
+    "drop_path_rate",
+)
+VIT = "timm.models.vision_transformer.VisionTransformer"
+SWIN = "timm.models.swin_transformer.SwinTransformer"
+
+
 def build_vit(config: Dict[str, Any]) -> VisionTransformer:
     """A randomly initialised timm ``VisionTransformer`` from a config dict."""
     from timm.models.vision_transformer import VisionTransformer
 
     kwargs = {k: config[k] for k in _VIT_KEYS if k in config}
     return VisionTransformer(**kwargs)
+
+
+def build_model(config: Dict[str, Any]) -> ZooClassifier:
+    """A randomly initialised zoo model of the config's ``architecture``
+    (timm ``VisionTransformer`` when absent, or timm ``SwinTransformer``)."""
+    arch = config.get("architecture", VIT)
+    if arch == VIT:
+        return build_vit(config)
+    if arch == SWIN:
+        from timm.models.swin_transformer import SwinTransformer
+
+        kwargs = {k: config[k] for k in _SWIN_KEYS if k in config}
+        if config.get("dynamic_img_size"):
+            kwargs["strict_img_size"] = False
+        return SwinTransformer(**kwargs)
+    raise ValueError(f"unknown zoo architecture {arch!r}; known: {VIT}, {SWIN}")
 
 
 def _import_open_clip() -> Any:

@@ -145,20 +145,28 @@ def _train_cycle(
 def parse_arguments(
     argv: Optional[Sequence[str]],
     description: str,
-    name: str,
+    name: Optional[str],
     steps: Sequence[int],
     batch_size: int,
     lr: float,
+    architectures: Sequence[str] = (),
 ) -> argparse.Namespace:
     """Parse the command-line options every zoo training script takes (the
     defaults of ``--name``, ``--steps``, ``--batch-size`` and ``--lr`` are the
-    script's)."""
+    script's; ``name`` None: ``synthetic_<arch>``). A script that trains
+    several ``architectures`` also takes ``--arch`` (default: the first)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "weights")
     )
-    parser.add_argument("--name", default=name)
+    if architectures:
+        parser.add_argument(
+            "--arch", choices=list(architectures), default=architectures[0]
+        )
+    parser.add_argument(
+        "--name", default=name, help=None if name else "default: synthetic_<arch>"
+    )
     parser.add_argument(
         "--steps", type=int, nargs="+", default=list(steps), help="steps of each cycle"
     )

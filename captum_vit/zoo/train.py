@@ -5,18 +5,20 @@ Run::
 
     python -m captum_vit.zoo.train --seed 0 --out captum_vit/zoo/weights
 
-writes ``synthetic_vit.safetensors`` and ``synthetic_vit.json`` into ``--out``.
+writes ``synthetic_vit.safetensors`` and ``synthetic_vit.json`` into ``--out``;
+``--arch swin --steps 2500`` trains ``synthetic_swin`` (:data:`SWIN_CONFIG`).
 Every training image is drawn fresh (``SyntheticObjects(..., split="train")``,
 so the model never sees an image twice) by one data-loader worker while the
 main process trains with one thread; the run is reproducible from ``--seed``
 on a given machine and torch build. The held-out accuracy is measured on the
-``"test"`` split drawn with a different seed (``--eval-seed``), and the
-fraction of the last block's class-token attention that lands on the target
-object is recorded next to the object's area fraction.
+``"test"`` split drawn with a different seed (``--eval-seed``), and, for a
+class-token ViT, the fraction of the last block's class-token attention that
+lands on the target object is recorded next to the object's area fraction.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 from ..data.synthetic import CLASS_NAMES, SyntheticObjects
 from . import Normalize
-from ._build import build_vit, last_layer_cls_attention
+from ._build import SWIN, VIT, build_model, last_layer_cls_attention
 from ._training import (
     eval_seed,
     held_out_record,
@@ -36,11 +38,11 @@ from ._training import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from timm.models.vision_transformer import VisionTransformer
+    from ._build import ZooClassifier
 
 #: Architecture of ``synthetic_vit``.
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "architecture": "timm.models.vision_transformer.VisionTransformer",
+    "architecture": VIT,
     "img_size": 64,
     "patch_size": 8,
     "in_chans": 3,
@@ -53,6 +55,27 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "class_token": True,
     "global_pool": "token",
 }
+#: Architecture of ``synthetic_swin``: a timm ``SwinTransformer`` with 8x8
+#: patches (an 8x8 grid, as ``synthetic_vit``), 4x4 windows and two stages:
+#: 8x8 tokens in four windows (the second block shifted by 2), then 4x4
+#: tokens after the patch merging (one window, so unshifted).
+SWIN_CONFIG: Dict[str, Any] = {
+    "architecture": SWIN,
+    "img_size": 64,
+    "patch_size": 8,
+    "in_chans": 3,
+    "num_classes": len(CLASS_NAMES),
+    "embed_dim": 64,
+    "depths": [2, 4],
+    "num_heads": [2, 4],
+    "window_size": 4,
+    "mlp_ratio": 2.0,
+    "qkv_bias": True,
+    "global_pool": "avg",
+    "drop_path_rate": 0.0,
+}
+#: the configs ``--arch`` chooses from
+ARCHITECTURES: Dict[str, Dict[str, Any]] = {"vit": DEFAULT_CONFIG, "swin": SWIN_CONFIG}
 #: Per-channel normalisation applied to ``[0, 1]`` images before the model.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -63,7 +86,7 @@ _normalise = Normalize(MEAN, STD)
 
 @torch.no_grad()
 def evaluate(
-    model: VisionTransformer,
+    model: ZooClassifier,
     n: int = 1000,
     seed: int = 1,
     batch_size: int = 250,
@@ -98,23 +121,30 @@ def evaluate(
         >>> evaluate(zm.model, n=200)["accuracy"] >= 0.95
         True
     """
+    from timm.models.vision_transformer import VisionTransformer
+
     model.eval()
+    # no class token (Swin): accuracy only
+    vit = model if isinstance(model, VisionTransformer) else None
     images, labels, masks, _ = SyntheticObjects(n, seed=seed, split=split).tensors()
-    patch = model.patch_embed.patch_size[0]
     correct, on_obj, area, on_patch, patch_frac = 0, 0.0, 0.0, 0.0, 0.0
     for start in range(0, n, batch_size):
         x = _normalise(images[start : start + batch_size])
         y = labels[start : start + batch_size]
         m = masks[start : start + batch_size].float()[:, None]
         correct += (model(x).argmax(-1) == y).sum().item()
-        attn = last_layer_cls_attention(model, x)
+        if vit is None:
+            continue
+        attn = last_layer_cls_attention(vit, x)
         attn = attn / attn.sum(-1, keepdim=True)
-        cover = F.avg_pool2d(m, patch).flatten(1)
+        cover = F.avg_pool2d(m, vit.patch_embed.patch_size[0]).flatten(1)
         touch = (cover > 0).float()
         on_obj += (attn * cover).sum().item()
         area += cover.mean(-1).sum().item()
         on_patch += (attn * touch).sum().item()
         patch_frac += touch.mean(-1).sum().item()
+    if vit is None:
+        return {"accuracy": correct / n}
     return {
         "accuracy": correct / n,
         "attention_on_object": on_obj / n,
@@ -137,7 +167,7 @@ def train(
     config: Optional[Dict[str, Any]] = None,
     init_state: Optional[Dict[str, torch.Tensor]] = None,
     start_cycle: int = 0,
-) -> VisionTransformer:
+) -> ZooClassifier:
     r"""Train a ViT on fresh synthetic images.
 
     Training runs one or more cycles (warm restarts): each cycle builds a
@@ -176,7 +206,8 @@ def train(
             Default: 0
 
     Returns:
-        timm.models.vision_transformer.VisionTransformer: the trained model, in
+        timm.models.vision_transformer.VisionTransformer (or the
+        ``SwinTransformer`` of ``config``): the trained model, in
         eval mode.
 
     Examples::
@@ -186,7 +217,7 @@ def train(
     """
     config = config or DEFAULT_CONFIG
     return train_cycles(
-        lambda: build_vit(config),
+        functools.partial(build_model, config),
         lambda n: SyntheticObjects(
             n, seed=seed, split="train", image_size=config["img_size"]
         ),
@@ -212,29 +243,40 @@ def _classification_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
     return F.cross_entropy(model(_normalise(batch.image)), batch.label)
 
 
-def _validate(model: VisionTransformer, seed: int) -> str:
+def _validate(model: ZooClassifier, seed: int) -> str:
     acc = evaluate(model, n=256, seed=seed, split="val")
     return f"val acc {acc['accuracy']:.3f}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """The command line: train, evaluate, write the weights and metadata."""
+    """The command line: train, evaluate, write the weights and metadata
+    (``--arch vit``: :data:`DEFAULT_CONFIG`, ``synthetic_vit``; ``--arch
+    swin``: :data:`SWIN_CONFIG`, ``synthetic_swin``)."""
     args = parse_arguments(
-        argv, __doc__.split("\n\n")[0], "synthetic_vit", [2500], 64, 1.5e-3
+        argv,
+        __doc__.split("\n\n")[0],
+        None,
+        [2500],
+        64,
+        1.5e-3,
+        architectures=list(ARCHITECTURES),
     )
-    model, seconds = train_from_args(train, args)
+    config = ARCHITECTURES[args.arch]
+    name = args.name or f"synthetic_{args.arch}"
+    model, seconds = train_from_args(functools.partial(train, config=config), args)
     metrics = evaluate(model, n=args.eval_n, seed=eval_seed(args))
+    script = f"python -m captum_vit.zoo.train --arch {args.arch}"
     meta = {
-        "name": args.name,
-        "config": DEFAULT_CONFIG,
+        "name": name,
+        "config": config,
         "classes": list(CLASS_NAMES),
         "mean": list(MEAN),
         "std": list(STD),
         "input_range": [0.0, 1.0],
-        "training": training_record(args, "python -m captum_vit.zoo.train", seconds),
+        "training": training_record(args, script, seconds),
         "held_out": held_out_record(args, "SyntheticObjects", metrics),
     }
-    save(model.state_dict(), meta, args.out, args.name)
+    save(model.state_dict(), meta, args.out, name)
     return meta
 
 

@@ -131,10 +131,25 @@ def test_residual_hook_is_used(base):
 def test_unsupported_models():
     with pytest.raises(adapters.UnsupportedModelError, match="Supported families"):
         adapters.get(torch.nn.Sequential(torch.nn.Linear(2, 2)))
-    with pytest.raises(adapters.UnsupportedModelError, match="attention pooling"):
-        adapters.get(timm_vit(global_pool="map"))
+    # global_pool="map" is supported (tests/adapters/test_clip.py); "prr" not
+    with pytest.raises(adapters.UnsupportedModelError, match="AttentionPoolPrr"):
+        adapters.get(timm_vit(global_pool="prr"))
     families = adapters.supported_families()
     assert len(families) == len(set(families)) >= 3
+    assert sum("Swin" in f for f in families) == 3
+
+
+def test_swin_models_the_adapters_refuse():
+    from tests.models import hf_swin_from_timm, timm_swin
+
+    with pytest.raises(adapters.UnsupportedModelError, match="global_pool"):
+        adapters.get(timm_swin(global_pool=""))
+    # Hugging Face Swin v1 shrinks its window to a small stage grid; a window
+    # that no longer matches the relative position table is a clear error
+    hf = hf_swin_from_timm(timm_swin())
+    with pytest.raises(ValueError, match="relative position table"):
+        adapters.get(hf).check_image_size((16, 16))
+    adapters.get(hf).check_image_size((40, 40))  # padded: fine
 
 
 def test_recording_only_some_layers_uses_fused_attention(base):

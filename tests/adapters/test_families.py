@@ -13,10 +13,12 @@ from captum_vit.adapters import Tracer
 from tests import naive
 from tests.models import (
     EVA02,
+    SWIN_FAMILIES,
     hf_beit_from_timm,
     hf_dinov2_from_timm,
     images,
     timm_beit,
+    timm_cait,
     timm_dinov2,
     timm_eva,
 )
@@ -388,12 +390,21 @@ class _AttentionInputTracer(Tracer):
         return x * self.factor
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+#: these families and the Swin ones (whose v2 blocks have no norm before
+#: the attention: the block input itself enters it)
+ATTENTION_INPUT_FAMILIES = {
+    **FAMILIES,
+    **{name: (factory, 32) for name, factory in SWIN_FAMILIES.items()},
+    "timm_cait": (timm_cait, 32),  # class-attention blocks: norm1([cls; patches])
+}
+
+
+@pytest.mark.parametrize("name", list(ATTENTION_INPUT_FAMILIES))
 def test_attention_input_feeds_the_attention(name):
     """Every family routes the first norm's output through
     ``Tracer.attention_input`` once per block, into the attention (a method
     that replaces it changes the logits; the identity does not)."""
-    factory, size = FAMILIES[name]
+    factory, size = ATTENTION_INPUT_FAMILIES[name]
     model = factory().double()
     h, w = (size, size) if isinstance(size, int) else size
     x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(5)).double()

@@ -251,3 +251,69 @@ def test_lrp_never_writes_the_shared_rule_set(x):
         assert tracer.rules is not rules and tracer.rules.mode is not None
         assert rules.mode is None
     assert rules.__dict__ == before
+
+
+@pytest.mark.parametrize("family", ["timm", "hf", "torchvision"])
+def test_swin_threads_get_sequential_results(family):
+    """The Swin adapters' temporary forwards (blocks, window attention, the
+    Swin v2 cosine norms and the poolings of the LRP engine) are serialised
+    and routed the same way: concurrent explanations of one Swin v2 give the
+    sequential maps, a plain forward beside them the stock logits."""
+    from tests.models import hf_swin_from_timm, timm_swin, torchvision_swin_from_timm
+
+    base = timm_swin(v2=True)
+    model = {
+        "timm": lambda: base,
+        "hf": lambda: hf_swin_from_timm(base),
+        "torchvision": lambda: torchvision_swin_from_timm(base),
+    }[family]().double()
+    get_adapter(model).blocks()[0].register_forward_hook(_yield)
+    names = ("grad_sam", "generic_attention", "transformer_lrp", "attn_lrp", "rollout")
+    _check_threads_match_sequential(model, names)
+
+
+def _check_threads_match_sequential(model, names) -> None:
+    """Three threads explaining ``model`` with ``names`` (rotated) get the
+    sequential maps; a fourth thread's plain forwards the stock logits."""
+    x = images(4).double()
+    factories = dict(METHODS)
+    expected = {
+        n: factories[n](model).attribute(x, target=TARGET, output="tokens")
+        for n in names
+    }
+    forward = cv.forward_func(model)
+    with torch.no_grad():
+        logits = forward(x)
+    before = state(model)
+
+    def plain() -> None:
+        for _ in range(10):
+            with torch.no_grad():
+                assert torch.equal(forward(x), logits)
+
+    def explain(offset: int) -> Callable[[], None]:
+        def run() -> None:
+            for name in names[offset:] + names[:offset]:
+                got = factories[name](model).attribute(
+                    x, target=TARGET, output="tokens"
+                )
+                _check(got, expected[name], name)
+
+        return run
+
+    errors = run_threads([plain] + [explain(i) for i in range(3)])
+    assert not errors, errors
+    assert_same_state(before, model)
+
+
+def test_cait_threads_get_sequential_results():
+    """The CaiT adapter's temporary forwards (both phases' blocks and
+    attention, the talking-heads maps and layer scales of the LRP engine) are
+    serialised and routed the same way: concurrent explanations of one CaiT
+    give the sequential maps, a plain forward beside them the stock logits."""
+    from tests.models import timm_cait
+
+    model = timm_cait().double()
+    get_adapter(model).blocks()[-1].register_forward_hook(_yield)
+    names = ("grad_sam", "transformer_lrp", "attn_lrp", "rollout", "lrp")
+    _check_threads_match_sequential(model, names)

@@ -20,9 +20,12 @@ import captum_vit as cv
 from captum_vit.adapters import UnsupportedModelError
 from tests.models import (
     CLASSES,
+    SWIN_FAMILIES,
     hf_vit_from_timm,
     images,
+    timm_cait,
     timm_eva,
+    timm_swin,
     timm_vit,
     torchvision_vit_from_timm,
 )
@@ -82,6 +85,9 @@ METHODS = [
     ("attcat", lambda m: cv.AttCAT(m), 1e-4),
     ("attcat_class", lambda m: cv.AttCAT(m, query="class"), 1e-4),
     ("agcam", lambda m: cv.AGCAM(m), 1e-4),
+    ("legrad", lambda m: cv.LeGrad(m), 1e-4),
+    ("legrad_all_model_pooling", lambda m: cv.LeGrad(m, 0, pooling="model"), 1e-4),
+    ("grad_eclip", lambda m: cv.GradECLIP(m), 1e-4),
 ]
 IDS = [m[0] for m in METHODS]
 TARGET = torch.tensor([0, 3, 1, 4])
@@ -459,3 +465,167 @@ def test_registry_matches_the_contract_list(model):
         get_method("no_such_method")
     with pytest.raises(TypeError, match="not a ViTAttribution"):
         register_method("not_a_method")(object)
+
+
+# -------------------------------------------- windowed, hierarchical models
+# The Swin families: every method written over the token graph runs on them
+# (contract, batch independence, state restored, bad input); every other
+# method refuses them with an error that says why.
+def _graph_methods():
+    plain = timm_vit()
+    return [m for m in METHODS if type(m[1](plain))._any_graph]
+
+
+GRAPH_METHODS = _graph_methods()
+GRAPH_IDS = [m[0] for m in GRAPH_METHODS]
+
+
+@pytest.fixture(scope="module")
+def swin():
+    return timm_swin()
+
+
+@pytest.mark.parametrize("name,factory,tol", GRAPH_METHODS, ids=GRAPH_IDS)
+def test_swin_output_contract_and_batch_independence(name, factory, tol, swin, x):
+    method = factory(swin)
+    attr = method.attribute(x, target=TARGET)
+    assert attr.shape == x.shape and attr.dtype == x.dtype
+    assert torch.isfinite(attr).all() and not attr.requires_grad
+    tokens = method.attribute(x, target=TARGET, output="tokens")
+    assert tokens.shape == (4, 8, 8)  # the first stage's grid (4x4 patches)
+    assert tokens.flatten(1).std(1).min() > 0
+    for i in range(x.shape[0]):
+        single = method.attribute(
+            x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
+        )
+        torch.testing.assert_close(single[0], tokens[i], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,factory,tol", GRAPH_METHODS, ids=GRAPH_IDS)
+@pytest.mark.parametrize("family", list(SWIN_FAMILIES))
+def test_swin_state_restored(name, factory, tol, family, x):
+    _check_state_restored(SWIN_FAMILIES[family](), factory, x)
+
+
+def _check_state_restored(model, factory, x):
+    """The model exactly as it was after an explanation and after one that
+    raised in the last block (no forward, no rule, no flag left)."""
+    adapter = cv.adapters.get(model)
+    adapter.blocks()[0].train()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[-1].grad = torch.ones_like(params[-1])
+    method = factory(model)
+    before = snapshot(model)
+    method.attribute(x, target=TARGET)
+    assert_same_state(before, snapshot(model))
+    h = (
+        adapter.block_parts(adapter.num_layers - 1)
+        .mlp[0]
+        .register_forward_pre_hook(_raise)
+    )
+    try:
+        with pytest.raises(Boom):
+            method.attribute(x, target=TARGET)
+    finally:
+        h.remove()
+    assert_same_state(before, snapshot(model))
+
+
+@pytest.mark.parametrize("name,factory,tol", GRAPH_METHODS, ids=GRAPH_IDS)
+def test_swin_bad_input(name, factory, tol, swin, x):
+    method = factory(swin)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        method.attribute(x[0])
+    with pytest.raises(ValueError, match="out of range"):
+        method.attribute(x, target=CLASSES)
+    with pytest.raises(ValueError, match="takes 32x32 images"):
+        method.attribute(images(2, size=48))
+    dynamic = factory(timm_swin(strict_img_size=False))
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        dynamic.attribute(images(1, size=34))
+
+
+@pytest.mark.parametrize(
+    "name,factory,tol",
+    [m for m in METHODS if m not in GRAPH_METHODS],
+    ids=[m[0] for m in METHODS if m not in GRAPH_METHODS],
+)
+def test_plain_only_methods_refuse_swin(name, factory, tol, swin):
+    with pytest.raises(UnsupportedModelError, match="does not apply to Swin"):
+        factory(swin)
+
+
+def test_list_methods_keeps_those_that_apply(model, swin):
+    from captum_vit.attr import list_methods
+
+    assert list_methods(model=model) == list_methods()
+    on_swin = list_methods(model=swin)
+    assert set(on_swin) == {name for name, _, _ in GRAPH_METHODS} & set(list_methods())
+    assert "rollout" in on_swin and "atman" not in on_swin
+    for name in on_swin:
+        cv.attr.create_method(name, swin)  # none refuses
+
+
+# ------------------------------------------------------ CaiT's two phases
+# The methods defined across CaiT's self-attention and class-attention
+# phases (docs/token_graph.rst, "CaiT: two phases") keep the contract on it;
+# every other method refuses it with an error that says why.
+CAIT_METHODS = [m for m in GRAPH_METHODS if type(m[1](timm_vit()))._class_attention]
+CAIT_IDS = [m[0] for m in CAIT_METHODS]
+
+
+@pytest.fixture(scope="module")
+def cait():
+    return timm_cait()
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_output_contract_and_batch_independence(name, factory, tol, cait, x):
+    method = factory(cait)
+    attr = method.attribute(x, target=TARGET)
+    assert attr.shape == x.shape and attr.dtype == x.dtype
+    assert torch.isfinite(attr).all() and not attr.requires_grad
+    tokens = method.attribute(x, target=TARGET, output="tokens")
+    assert tokens.shape == (4, 4, 4)
+    if name != "attention_flow":
+        # attention flow on CaiT is uniform over the patches: the class
+        # token's edges into the patches are the minimum cut of every flow
+        # (docs/token_graph.rst, "CaiT: two phases")
+        assert tokens.flatten(1).std(1).min() > 0
+    for i in range(x.shape[0]):
+        single = method.attribute(
+            x[i : i + 1], target=TARGET[i : i + 1], output="tokens"
+        )
+        scale = tokens[i].abs().max()
+        torch.testing.assert_close(
+            single[0] / scale, tokens[i] / scale, rtol=0, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_state_restored(name, factory, tol, x):
+    """After success and after an exception inside the class-attention
+    phase, the model is exactly as it was (no forward, no rule left)."""
+    _check_state_restored(timm_cait(), factory, x)
+
+
+@pytest.mark.parametrize("name,factory,tol", CAIT_METHODS, ids=CAIT_IDS)
+def test_cait_bad_input(name, factory, tol, cait, x):
+    method = factory(cait)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        method.attribute(x[0])
+    with pytest.raises(ValueError, match="out of range"):
+        method.attribute(x, target=CLASSES)
+    with pytest.raises(ValueError, match="takes 32x32 images"):
+        method.attribute(images(2, size=48))
+
+
+@pytest.mark.parametrize(
+    "name,factory,tol",
+    [m for m in METHODS if m not in CAIT_METHODS],
+    ids=[m[0] for m in METHODS if m not in CAIT_METHODS],
+)
+def test_other_methods_refuse_cait(name, factory, tol, cait):
+    with pytest.raises(UnsupportedModelError, match="class token joins only after"):
+        factory(cait)

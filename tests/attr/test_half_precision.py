@@ -16,7 +16,14 @@ from timm.models.vision_transformer import VisionTransformer
 import captum_vit as cv
 from captum_vit.adapters import Tracer
 from tests.attr.test_contract import IDS, METHODS, TARGET
-from tests.models import images, timm_vit
+from tests.models import (
+    hf_vit_from_timm,
+    images,
+    timm_cait,
+    timm_eva,
+    timm_swin,
+    timm_vit,
+)
 from tests.tolerance import rel_err
 
 #: the documented tolerance, per dtype: (largest scale-relative error
@@ -75,6 +82,45 @@ def test_half_precision_maps(name, factory, tol, dtype, model, x):
     err, corr = rel_err(got, expected), correlation(got, expected)
     assert (err <= max_err).all(), err
     assert (corr >= min_corr).all(), corr
+
+
+FAMILIES = {
+    "hf_vit": lambda: hf_vit_from_timm(timm_vit()),
+    "timm_eva": timm_eva,
+    "timm_swin": timm_swin,
+    "timm_swin_v2": lambda: timm_swin(v2=True),
+    "timm_cait": timm_cait,
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_half_precision_families(family):
+    """The same rule on the other families: within the tolerance, or refused
+    (Swin v2 by the model: its cosine attention's large scale)."""
+    model, x = FAMILIES[family](), images(2)
+    checked = 0
+    for name, factory, _ in METHODS:
+        try:
+            method = factory(model)
+        except (cv.adapters.UnsupportedModelError, NotImplementedError):
+            continue  # the method does not apply to this family (tested there)
+        expected = method.attribute(x, target=[0, 1])
+        for dtype in HALF:
+            half = factory(copy.deepcopy(model).to(dtype))
+            refusal = half.adapter.half_precision_refusal
+            if dtype not in half._half_dtypes or refusal is not None:
+                with pytest.raises(TypeError, match=f"does not explain {dtype}"):
+                    half.attribute(x.to(dtype), target=[0, 1])
+                continue
+            got = half.attribute(x.to(dtype), target=[0, 1])
+            max_err, min_corr = TOLERANCE[dtype]
+            assert (rel_err(got, expected) <= max_err).all(), (name, dtype)
+            assert (correlation(got, expected) >= min_corr).all(), (name, dtype)
+            checked += 1
+    assert checked or family == "timm_swin_v2"
+    assert (family == "timm_swin_v2") == (
+        cv.adapters.get(model).half_precision_refusal is not None
+    )
 
 
 @pytest.mark.parametrize("name,factory,tol", METHODS, ids=IDS)

@@ -521,3 +521,18 @@ def test_fuzzed_fields_never_give_a_500(client, path):
             VALID[path], methods=[{"name": "rollout", "params": {"head_fusion": value}}]
         )
         assert client.post(path, json=body).status_code < 500, (path, value)
+
+
+def test_config_lists_the_methods_that_apply_to_every_model():
+    """A Swin (windowed attention) is explained by the token-graph methods
+    only: the page offers those, also beside a plain ViT."""
+    from tests.models import timm_swin, timm_vit
+
+    swin = timm_swin()
+    vis = make_visualizer(
+        models=[timm_vit(), swin], preselected=["rollout", "atman", "legrad"]
+    )
+    names = [m["name"] for m in vis.config()["methods"]]
+    assert names == list_methods(model=swin) and len(names) < len(list_methods())
+    assert "rollout" in names and "atman" not in names
+    assert vis.preselected == ["rollout"]

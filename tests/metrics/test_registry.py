@@ -1,5 +1,6 @@
 """The metric registry: one table of names, columns, better directions and needs;
-its specs compute exactly what the metric functions compute; the docs list it."""
+its specs compute exactly what the metric functions compute; the docs and the
+README list it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from captum_vit.metrics import (
     register_metric,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.rst"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "metrics.rst"
+README = ROOT / "README.md"
 
 #: the benchmark's table order and names (the names the front-ends will use)
 TABLE = [
@@ -42,6 +45,9 @@ TABLE = [
     "saco",
     "road",
     "model_randomisation",
+    "open_vocab_iou",
+    "similarity_deletion",
+    "similarity_insertion",
 ]
 
 
@@ -200,15 +206,37 @@ def _documented():
     return rows
 
 
+def _in_readme():
+    """``name -> (title, better)`` of the metric table of the README's Evaluation
+    section (rows ``| Title [name] | function | better | paper |``)."""
+    section = README.read_text().split("\n## Evaluation\n")[1].split("\n## ")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = line[2:-2].split(" | ") if line.startswith("| ") else []
+        match = re.fullmatch(r"(.+) \[(\w+)\]", cells[0]) if cells else None
+        if match:
+            rows[match.group(2)] = (match.group(1), cells[2])
+    return rows
+
+
+def _check_row(name, title, better):
+    """A documented row names the registry's title and better direction(s)."""
+    spec = get_metric(name)
+    assert title == spec.title, name
+    betters = [b.strip() for b in better.split(",")]  # one, or one per column
+    if len(betters) == 1:
+        betters = betters * len(spec.columns)
+    assert betters == [spec.better(c) for c in spec.columns], name
+
+
 def test_every_registered_metric_is_documented():
-    docs = _documented()
+    docs, readme = _documented(), _in_readme()
     assert list(docs) == list_metrics()
+    assert list(readme) == list_metrics(), "README.md's Evaluation table"
     for name, (columns, better, needs, title) in docs.items():
+        _check_row(name, title, better)
         spec = get_metric(name)
         assert columns == list(spec.columns), name
-        betters = [b.strip() for b in better.split(",")]  # one, or one per column
-        if len(betters) == 1:
-            betters = betters * len(spec.columns)
-        assert betters == [spec.better(c) for c in spec.columns], name
         assert needs == list(spec.needs), name
-        assert title == spec.title, name
+    for name, (title, better) in readme.items():
+        _check_row(name, title, better)

@@ -115,3 +115,43 @@ def test_dynamic_img_size_same_outputs_and_takes_grids(loaded):
             torch.stack([g.image for g in SyntheticGrid(2, seed=7, image_size=128)])
         )
         assert dyn.model(grid).shape == (2, len(CLASS_NAMES))
+
+
+# ------------------------------------------------------------ synthetic_swin
+def test_synthetic_swin_loads_and_is_accurate():
+    from timm.models.swin_transformer import SwinTransformer
+
+    model, transform, classes, meta = zoo.load("synthetic_swin")
+    assert isinstance(model, SwinTransformer) and not model.training
+    assert "synthetic_swin" in zoo.list_models() and classes == list(CLASS_NAMES)
+    assert meta["config"]["architecture"].endswith("SwinTransformer")
+    assert meta["held_out"]["accuracy"] >= 0.95
+    images, labels, _, _ = SyntheticObjects(200, seed=2024, split="test").tensors()
+    with torch.no_grad():
+        pred = model(transform(images)).argmax(-1)
+    assert (pred == labels).float().mean().item() >= 0.95
+    # windows and merging: two stages, the first one shifted in its second block
+    graph = cv_adapters().get(model).token_graph((64, 64))
+    assert [s.grid for s in graph.stages] == [(8, 8), (4, 4)]
+    assert [lw.num_windows for lw in graph.layers] == [4, 4, 1, 1, 1, 1]
+
+
+def cv_adapters():
+    from captum_vit import adapters
+
+    return adapters
+
+
+def test_train_builds_the_architecture_of_the_config():
+    from captum_vit.zoo.train import ARCHITECTURES, SWIN_CONFIG
+
+    assert ARCHITECTURES["swin"] is SWIN_CONFIG
+    config = dict(SWIN_CONFIG, embed_dim=8, depths=[1, 1])
+    config["num_heads"] = [1, 2]
+    model = train(seed=0, steps=1, batch_size=2, workers=0, log_every=0, config=config)
+    assert type(model).__name__ == "SwinTransformer"
+    assert evaluate(model, n=4, seed=9, batch_size=4).keys() == {"accuracy"}
+    with pytest.raises(ValueError, match="unknown zoo architecture"):
+        from captum_vit.zoo._build import build_model
+
+        build_model({"architecture": "resnet"})

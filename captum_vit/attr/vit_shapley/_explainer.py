@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ... import adapters
 from ...adapters import Tracer
+from ._surrogate import check_shapley_model
 
 
 class ShapleyExplainer(nn.Module):
@@ -38,19 +39,14 @@ class ShapleyExplainer(nn.Module):
         num_mlp_layers: int = 3,
     ) -> None:
         super().__init__()
-        adapter = adapters.get(model)
+        adapter = check_shapley_model(adapters.get(model))
         self.backbone = adapter.model
-        # the classifier reads one token's width, or two for heads that
-        # concatenate the class token and the patch mean (DINOv2)
-        classifier = adapter.head_parts().classifiers[0]
-        if not isinstance(classifier, nn.Linear):
-            raise TypeError(
-                "ViTShapley needs a model with a linear classifier, got "
-                f"{type(classifier).__name__}"
-            )
-        dim = classifier.in_features
-        if adapter.pooling == "token+avg":
-            dim //= 2
+        # one token's width (the last attention's output projection); heads
+        # that concatenate the class token and the patch mean (DINOv2) or
+        # project into an embedding (CLIP) are not read
+        weight = adapter.block_parts(adapter.num_layers - 1).proj.weight
+        assert isinstance(weight, Tensor)  # the projection: a linear layer
+        dim = weight.shape[0]
         classes = adapter.num_classes if num_classes is None else int(num_classes)
         hidden = 2 * dim if hidden_dim is None else int(hidden_dim)
         if num_mlp_layers < 1:

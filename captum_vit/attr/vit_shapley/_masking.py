@@ -3,13 +3,13 @@ partial inputs), through the adapter's :class:`~captum_vit.adapters.Tracer`."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...adapters import Tracer
+from ...adapters import HeadMix, Tracer
 
 
 class MaskTracer(Tracer):
@@ -57,9 +57,13 @@ class MaskTracer(Tracer):
         scale: float,
         mask: Optional[Tensor] = None,
         dropout: Optional[Callable[[Tensor], Tensor]] = None,
+        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
     ) -> Tensor:
-        if dropout is not None:  # explicit softmax, mask through score_hook
-            return super().attention(layer, q, k, v, scale, mask, dropout)
+        if dropout is not None or talking_heads is not None:
+            # explicit softmax, mask through score_hook
+            return super().attention(
+                layer, q, k, v, scale, mask, dropout, talking_heads
+            )
         # the same function through torch's fused kernel: a boolean mask
         # (True = may attend) is the -inf on the held-out keys
         allowed = self.allowed

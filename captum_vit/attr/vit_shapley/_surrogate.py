@@ -9,7 +9,41 @@ from torch import Tensor, nn
 
 from ... import adapters
 from ...adapters import ViTAdapter
+from .._base import ViTAttribution
 from ._masking import MaskTracer
+
+
+def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
+    """Refuse what ViT Shapley does not handle (issue 14): a model explained
+    through a function of its output (a similarity: the surrogate and the
+    explainer are trained on the model itself), an attention-pooled model
+    (with every patch held out, its pooling attends to nothing), a windowed,
+    hierarchical model (issue 15: Swin) or a model with class-attention
+    layers (CaiT)."""
+    if isinstance(adapter, adapters.DelegatingAdapter):
+        raise NotImplementedError(
+            f"ViT Shapley trains its surrogate and explainer on the model itself; "
+            f"{adapter!r} explains a function of its output, which it does not "
+            "support"
+        )
+    if adapter.pooling == "attention":
+        raise NotImplementedError(
+            "ViT Shapley holds patches out of every attention; an attention-pooled "
+            "model's pooling would attend to nothing for the empty coalition"
+        )
+    if adapter.class_attention:  # CaiT
+        raise adapters.UnsupportedModelError(
+            f"ViT Shapley does not apply to {type(adapter.model).__name__}: "
+            f"{ViTAttribution._no_class_attention}"
+        )
+    if not adapter.plain:
+        raise adapters.UnsupportedModelError(
+            f"ViT Shapley does not apply to {type(adapter.model).__name__}: it holds "
+            "patches out of every attention over one token set; this model "
+            "attends within windows and merges 2x2 tokens between stages, so a "
+            "held-out patch is mixed into a merged token that stays in the game"
+        )
+    return adapter
 
 
 class ShapleySurrogate(nn.Module):
@@ -41,7 +75,7 @@ class ShapleySurrogate(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         # unwraps an adapter; raises UnsupportedModelError early
-        self.model = adapters.get(model).model
+        self.model = check_shapley_model(adapters.get(model)).model
 
     @property
     def adapter(self) -> ViTAdapter:

@@ -18,7 +18,7 @@ from ._game import efficient_normalisation, grand_and_null, link_function
 from ._loop import Schedule, fit, training_device
 from ._sampling import sample_shapley_subsets, sample_uniform_subsets
 from ._state import copy_for_training, frozen
-from ._surrogate import ShapleySurrogate, check_surrogate
+from ._surrogate import ShapleySurrogate, check_shapley_model, check_surrogate
 
 
 def train_surrogate(
@@ -72,7 +72,7 @@ def train_surrogate(
     schedule = Schedule(epochs, lr, weight_decay, max_steps, show_progress)
     if masks_per_image < 1:
         raise ValueError(f"masks_per_image must be >= 1, got {masks_per_image}")
-    adapter = adapters.get(model)  # raises for unsupported models
+    adapter = check_shapley_model(adapters.get(model))  # before any copy
     device = training_device(adapter.model, device)
     teacher = adapters.get(copy_for_training(adapter.model, device, train=False))
     student = copy_for_training(adapter.model, device, train=True)

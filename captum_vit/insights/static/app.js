@@ -1,7 +1,14 @@
 // captum_vit insights: the page. Plain JavaScript, no build step.
 "use strict";
 
-const state = { config: null, image: null, imageTitle: "", model: 0, target: null, job: null };
+const state = { config: null, image: null, imageTitle: "", model: 0, target: null, job: null,
+                prompts: null };
+
+// The prompts of a vision-language model, sent with every request.
+function withPrompts(body) {
+  if (state.config && state.config.text) body.prompts = state.prompts;
+  return body;
+}
 
 function $(id) { return document.getElementById(id); }
 
@@ -130,7 +137,7 @@ async function selectImage(id, title) {
 async function predict() {
   setStatus("predicting…");
   try {
-    const data = await api("/api/predict", { image: state.image, model: state.model });
+    const data = await api("/api/predict", withPrompts({ image: state.image, model: state.model }));
     $("true-label").textContent = data.label_name ? `true class: ${data.label_name}` : "";
     const body = $("predictions").querySelector("tbody");
     body.replaceChildren();
@@ -179,8 +186,8 @@ async function explain() {
   btn.disabled = true;
   setStatus(`explaining with ${methods.length} method(s)…`);
   try {
-    const data = await api("/api/explain", {
-      image: state.image, model: state.model, target: state.target, methods });
+    const data = await api("/api/explain", withPrompts({
+      image: state.image, model: state.model, target: state.target, methods }));
     const box = $("overlays");
     box.replaceChildren();
     for (const o of data.overlays) {
@@ -191,7 +198,7 @@ async function explain() {
       fig.dataset.method = o.method;
       box.append(fig);
     }
-    setStatus(`explained class "${data.target_name}"`);
+    setStatus(`explained ${state.config.text ? "prompt" : "class"} "${data.target_name}"`);
   } catch (e) {
     setStatus(`explanation failed: ${e.message}`, true);
   } finally {
@@ -223,9 +230,9 @@ async function scores() {
   cancelJob(state.job);
   state.job = null;
   try {
-    const job = await api("/api/scores", {
+    const job = await api("/api/scores", withPrompts({
       image: state.image, model: state.model, target: state.target, methods,
-      n_steps: Number($("n-steps").value) });
+      n_steps: Number($("n-steps").value) }));
     state.job = job.id;
     $("job").hidden = false;
     $("scores").replaceChildren();
@@ -272,7 +279,8 @@ function showScores(result) {
   }
   table.append(body);
   $("scores").replaceChildren(
-    el("div", { textContent: `class "${result.target_name}"` }), table);
+    el("div", { textContent: `${state.config.text ? "prompt" : "class"} "${result.target_name}"` }),
+    table);
 }
 
 // ---------------------------------------------------------------- attention
@@ -292,6 +300,27 @@ async function attention() {
   } catch (e) {
     setStatus(`attention failed: ${e.message}`, true);
   }
+}
+
+function fillTargets(names) {
+  const ts = $("target-select");
+  ts.replaceChildren();
+  names.forEach((c, i) => ts.append(
+    el("option", { value: String(i), textContent: `${i}: ${c}` })));
+}
+
+async function usePrompts() {
+  const prompts = $("prompts-input").value.split("\n").map((p) => p.trim()).filter((p) => p);
+  if (!prompts.length) { setStatus("write at least one prompt", true); return; }
+  if (prompts.length > state.config.max_prompts) {
+    setStatus(`at most ${state.config.max_prompts} prompts`, true); return;
+  }
+  state.prompts = prompts;
+  fillTargets(prompts);
+  $("overlays").replaceChildren();
+  $("scores").replaceChildren();
+  if (state.image) await predict();
+  else setStatus(`${prompts.length} prompt(s); pick an image`);
 }
 
 function buildModelControls() {
@@ -321,9 +350,17 @@ async function init() {
     if (state.image) predict();
   });
   const ts = $("target-select");
-  state.config.classes.forEach((c, i) => ts.append(
-    el("option", { value: String(i), textContent: `${i}: ${c}` })));
+  fillTargets(state.config.classes);
   ts.addEventListener("change", () => setTarget(Number(ts.value)));
+  if (state.config.text) {
+    // a vision-language model: the targets are prompts the user writes
+    state.prompts = state.config.classes.slice();
+    $("prompts-box").hidden = false;
+    $("prompts-input").value = state.prompts.join("\n");
+    $("target-label").firstChild.textContent = "Target prompt ";
+    $("predictions").querySelector("th").textContent = "prompt";
+    $("prompts-btn").addEventListener("click", usePrompts);
+  }
   buildModelControls();
   buildMethods();
   $("explain-btn").addEventListener("click", explain);

@@ -1,0 +1,198 @@
+"""What the Swin adapters of the three families share.
+
+A Swin Transformer (Liu et al., ICCV 2021, https://arxiv.org/abs/2103.14030;
+v2: Liu et al., CVPR 2022, https://arxiv.org/abs/2111.09883) attends within
+(shifted) windows of a token grid and merges 2x2 neighbouring tokens between
+stages; it has no prefix token and pools by averaging the last stage's
+tokens. :class:`SwinAdapter` turns a family's description of every block
+(its stage, window and shift at a given grid, whether the family pads before
+or after the cyclic shift) into the :class:`~captum_vit.adapters.TokenGraph`;
+the family adapters say how their blocks compute.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import Tracer, ViTAdapter
+from ._graph import (
+    LayerWindows,
+    Stage,
+    TokenGraph,
+    patch_merge_2x2,
+    window_index,
+)
+
+Pair = Tuple[int, int]
+
+
+def pair(v: Union[int, Sequence[int]]) -> Pair:
+    """``(v, v)`` for an int, the first two entries of a sequence."""
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def ceil_half(grid: Pair) -> Pair:
+    """The grid after a 2x2 patch merging (odd sizes padded)."""
+    return ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+
+
+def nhwc_block_forward(
+    layer: int,
+    tracer: Tracer,
+    attend: Callable[[Tensor], Tensor],
+    blk_norms: Tuple[nn.Module, nn.Module],
+    mlp: nn.Module,
+    drops: Tuple[nn.Module, nn.Module],
+    post_norm: bool,
+) -> Callable[[Tensor], Tensor]:
+    """The explicit forward of a Swin block on ``(B, H, W, C)`` grids (timm,
+    torchvision): ``x + drop(attend(norm1(x)))`` then ``x + drop(mlp(norm2(x)))``
+    (v1), or with the norms after the attention and the MLP (v2), the block's
+    tokens, the attention's input (:meth:`Tracer.attention_input`: ``norm1(x)``
+    in v1, ``x`` in v2) and the residual sums routed through ``tracer`` as
+    ``(B, H * W, C)``."""
+    norm1, norm2 = blk_norms
+
+    def forward(x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        x = tracer.block_input(layer, x.reshape(B, H * W, C))
+        a = x if post_norm else norm1(x)
+        h = attend(tracer.attention_input(layer, a).reshape(B, H, W, C))
+        h = norm1(h) if post_norm else h
+        x = tracer.residual(layer, 0, x, drops[0](h).reshape(B, H * W, C))
+        h = norm2(mlp(x)) if post_norm else mlp(norm2(x))
+        x = tracer.residual(layer, 1, x, drops[1](h))
+        return tracer.block_output(layer, x).reshape(B, H, W, C)
+
+    return forward
+
+
+class CosineNorm(nn.Module):
+    r"""Swin v2's normalisation of queries or keys as a module:
+    :math:`x / \lVert x \rVert` per head, times :math:`\exp(\min(s, \log 100))`
+    for the queries (the learnt logit scale :math:`s`, per head), so that the
+    scores are the scaled cosine similarities.
+
+    The adapter holds one per layer (a reference to the model's
+    ``logit_scale``, no copy), calls it in the explicit attention and lists it
+    in :attr:`BlockParts.attention_norms`, so that methods that treat norms
+    by a rule (LRP) find it.
+    """
+
+    def __init__(self, head_dim: int, logit_scale: Optional[Tensor] = None) -> None:
+        super().__init__()
+        self.normalized_shape = (head_dim,)
+        self.logit_scale = logit_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.normalize(x, dim=-1)
+        if self.logit_scale is None:
+            return x
+        return x * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+
+
+class SwinAdapter(ViTAdapter):
+    """Base of the Swin adapters: average pooling, no prefix token, a
+    hierarchical, windowed token graph.
+
+    Subclasses implement :meth:`stage_of` (the stage of each block),
+    :meth:`window_shift` (a block's window and shift at a stage grid) and set
+    :attr:`pad_first` (whether the block pads the grid to whole windows
+    before the cyclic shift, as Hugging Face and torchvision do, or after it,
+    as timm does).
+    """
+
+    #: the model pads the grid to whole windows before the cyclic shift
+    pad_first: bool = True
+    #: the stock Swin (its attributes are the family's own: typed ``Any``)
+    model: Any
+
+    @property
+    def plain(self) -> bool:
+        return False
+
+    @property
+    def half_precision_refusal(self) -> Optional[str]:
+        """Swin v2 refuses half precision: its cosine attention multiplies
+        unit-length query-key products by a learned scale of up to 100,
+        whose float16/bfloat16 scores keep steps of 1/16 and 1/2 there."""
+        if not getattr(self, "v2", False):
+            return None
+        return (
+            "Swin v2's cosine attention scales its scores by a learned factor of "
+            "up to 100, where float16 and bfloat16 keep steps of 1/16 and 1/2: "
+            "the model's own attention then leaves the documented tolerance "
+            "(docs/performance.rst, Half precision)"
+        )
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 0
+
+    @property
+    def has_class_token(self) -> bool:
+        return False
+
+    @property
+    def pooling(self) -> str:
+        return "avg"
+
+    @property
+    def num_heads(self) -> int:
+        return self.layer_heads(0)
+
+    def stage_of(self, layer: int) -> int:
+        raise NotImplementedError
+
+    def window_shift(self, layer: int, grid: Pair) -> Tuple[Pair, Pair]:
+        """``(window, shift)`` of block ``layer`` on a stage grid ``grid``."""
+        raise NotImplementedError
+
+    @property
+    def num_stages(self) -> int:
+        return self.stage_of(self.num_layers - 1) + 1
+
+    def stage_grids(self, image_size: Pair) -> List[Pair]:
+        """The token grid of every stage for images of ``image_size``."""
+        grids = [pair(self.grid_size((int(image_size[0]), int(image_size[1]))))]
+        for _ in range(self.num_stages - 1):
+            grids.append(ceil_half(grids[-1]))
+        return grids
+
+    def token_graph(self, image_size: Pair) -> TokenGraph:
+        grids = self.stage_grids(image_size)
+        layers = []
+        for layer in range(self.num_layers):
+            s = self.stage_of(layer)
+            window, shift = self.window_shift(layer, grids[s])
+            index = window_index(grids[s], window, shift, self.pad_first)
+            layers.append(LayerWindows(s, index))
+        merges = tuple(patch_merge_2x2(g) for g in grids[:-1])
+        last = grids[-1][0] * grids[-1][1]
+        pool = torch.full((last,), 1.0 / last, dtype=torch.float64)
+        stages = tuple(Stage(g) for g in grids)
+        return TokenGraph(stages, tuple(layers), merges, pool)
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def bias_and_mask(
+        bias: Tensor, mask: Optional[Tensor], batch_windows: int, repeat: int = 1
+    ) -> Tensor:
+        """The additive attention mask of a window batch: the relative position
+        bias ``(1, H, n, n)`` plus, if given, the shift mask ``(nW, n, n)``
+        (``repeat`` times, as Hugging Face's Swin v2 adds it) expanded over the
+        ``batch_windows = B * nW`` windows: ``(B * nW, H, n, n)``."""
+        if mask is None:
+            return bias
+        nW, n, _ = mask.shape
+        H = bias.shape[1]
+        mask = mask.view(1, nW, 1, n, n) * repeat
+        full = mask.expand(batch_windows // nW, nW, H, n, n).reshape(-1, H, n, n)
+        return bias + full

@@ -1,0 +1,293 @@
+"""CaiT's two-phase token graph against a naive dense re-implementation
+(``tests/naive_cait.py``): the adapter's traced forward and recorded
+attention against the model's own and the naive ones, every graph method
+against the definitions of docs/token_graph.rst ("CaiT: two phases")
+composed densely in float64, LRP conservation through talking heads and
+layer scale, and the methods that refuse CaiT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import captum_vit as cv
+from captum_vit import adapters
+from captum_vit.adapters import Tracer, UnsupportedModelError
+from captum_vit.attr._lrp import RuleSet, lrp_context
+from tests import naive_cait
+from tests.attr.test_swin_graph import _networkx_flows
+from tests.models import HEADS, images, timm_cait
+
+TARGET = torch.tensor([0, 3, 1])
+FUSE = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+@pytest.fixture(scope="module")
+def cait64():
+    return timm_cait().double()
+
+
+@pytest.fixture(scope="module")
+def x64():
+    return images(3).double()
+
+
+@pytest.fixture(scope="module")
+def dense(cait64, x64):
+    """The naive forward's attentions and their target-logit gradients."""
+    logits, attns = naive_cait.forward(
+        cait64, x64.requires_grad_(False).clone().requires_grad_(True), HEADS
+    )
+    score = logits.gather(1, TARGET[:, None]).sum()
+    grads = torch.autograd.grad(score, attns)
+    return [a.detach() for a in attns], list(grads)
+
+
+def _depth(model):
+    return len(model.blocks)
+
+
+def _compose(sa, ca, P):
+    """``e_0 M_CA^(last) ... M_CA^(0) merge M_SA^(last) ... M_SA^(0)``: the
+    class token's row over the patches, ``(B, P)``; ``sa`` dense ``(B, P, P)``
+    matrices, ``ca`` class rows ``(B, 1 + P)``, first layer first."""
+    B = (sa or ca)[0].shape[0]
+    v = torch.zeros(B, P + 1, dtype=torch.float64)
+    v[:, 0] = 1.0
+    for row in reversed(ca):
+        v = torch.einsum("bn,bnm->bm", v, naive_cait.dense_class_layer(row))
+    v = v @ naive_cait.merge(P)
+    for M in reversed(sa):
+        v = torch.einsum("bn,bnm->bm", v, M)
+    return v
+
+
+def _e0(row):
+    out = row.clone()
+    out[:, 0] += 1.0
+    return out
+
+
+# ------------------------------------------------------------- the reference
+def test_naive_forward_is_the_model(cait64, x64):
+    logits, _ = naive_cait.forward(cait64, x64, HEADS)
+    torch.testing.assert_close(logits, cait64(x64), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_traced_forward_is_the_models(fused, dtype, tol):
+    """The explicit forwards (talking heads, class attention, with and
+    without the ends, some layers only) compute the model's own logits with
+    its default fused class attention, and leave no attribute behind."""
+    model = timm_cait().to(dtype)
+    for blk in model.blocks_token_only:
+        assert blk.attn.fused_attn  # timm's default
+        blk.attn.fused_attn = fused
+    x = images(3).to(dtype)
+    ad = adapters.get(model)
+    expected = model(x)
+
+    class Ends(Tracer):
+        trace_ends = True
+
+    for tracer in (Tracer(keep_scores=True), Ends(), Tracer(layers=[2])):
+        with torch.no_grad(), ad.trace(tracer):
+            got = ad.forward(x)
+        assert _rel(got, expected) < tol
+        for blk in ad.blocks():
+            assert "forward" not in blk.__dict__ and "forward" not in blk.attn.__dict__
+        assert "forward_features" not in model.__dict__
+    assert sorted(tracer.attentions) == [2]  # the talking heads always explicit
+
+
+def test_recorded_attention_is_what_multiplies_v(cait64, x64, dense):
+    """Self-attention layers record the talking-heads attention after
+    ``proj_w`` ``(B, H, P, P)``, class-attention layers the class row
+    ``(B, H, 1, 1 + P)``; both equal the naive forward's."""
+    A, _ = dense
+    tracer = Tracer()
+    with torch.no_grad(), adapters.get(cait64).trace(tracer):
+        cait64(x64)
+    got = tracer.attention_list()
+    assert [tuple(a.shape) for a in got] == [(3, 2, 16, 16)] * 2 + [(3, 2, 1, 17)]
+    for g, a in zip(got, A):
+        assert _rel(g, a) < 1e-12
+    # talking heads: not row-stochastic (the mixing is not a softmax's)
+    assert (got[0].sum(-1) - 1).abs().max() > 1e-2
+
+
+def test_graph_and_description():
+    ad = adapters.get(timm_cait())
+    assert type(ad).__name__ == "TimmCaitAdapter"
+    assert not ad.plain and ad.class_attention and ad.num_layers == 3
+    g = ad.token_graph((32, 32))
+    assert [s.num_tokens for s in g.stages] == [16, 17]
+    assert [lw.stage for lw in g.layers] == [0, 0, 1]
+    assert g.layers[2].queries.tolist() == [0] and g.layers[0].queries is None
+    assert torch.equal(
+        g.merges[0].weight[:, 0], torch.tensor([0.0] + [1.0] * 16).double()
+    )
+    assert g.pool.tolist() == [1.0] + [0.0] * 16
+    assert not g.plain
+
+
+# ------------------------------------------------- dense vs graph, every method
+@pytest.mark.parametrize("fusion", list(FUSE))
+def test_rollout(cait64, x64, dense, fusion):
+    A, _ = dense
+    D, P = _depth(cait64), A[0].shape[-1]
+    op = FUSE[fusion]
+    sa = []
+    for a in A[:D]:
+        f = op(a, dim=1) + torch.eye(P, dtype=torch.float64)
+        sa.append(f / f.sum(-1, keepdim=True))
+    ca = []
+    for a in A[D:]:
+        r = _e0(op(a, dim=1)[:, 0])
+        ca.append(r / r.sum(-1, keepdim=True))
+    expected = _compose(sa, ca, P)
+    got = cv.AttentionRollout(cait64, head_fusion=fusion).attribute(
+        x64, output="tokens"
+    )
+    assert _rel(got.flatten(1), expected) < 1e-10
+    # start_layer in the class-attention phase: the first phase is the identity
+    got = cv.AttentionRollout(cait64, head_fusion=fusion, start_layer=D).attribute(
+        x64, output="tokens"
+    )
+    assert _rel(got.flatten(1), _compose([], ca, P)) < 1e-10
+
+
+def test_raw_attention_of_each_phase(cait64, x64, dense):
+    """A class-attention layer's map is its class row over the patches; a
+    self-attention layer's is the mean over its (patch) query rows."""
+    A, _ = dense
+    D = _depth(cait64)
+    for layer, a in enumerate(A):
+        if layer < D:
+            expected = a.mean(1).mean(1)
+            per_head = a.mean(2)
+        else:
+            expected = a.mean(1)[:, 0, 1:]
+            per_head = a[:, :, 0, 1:]
+        got = cv.RawAttention(cait64, layer=layer).attribute(x64, output="tokens")
+        assert _rel(got.flatten(1), expected) < 1e-10, layer
+        heads = cv.RawAttention(cait64, layer=layer, head_fusion=None)
+        got = heads.attribute(x64, output="tokens")
+        assert _rel(got.flatten(2), per_head) < 1e-10, layer
+
+
+def test_generic_attention_and_grad_sam(cait64, x64, dense):
+    A, G = dense
+    D, P = _depth(cait64), A[0].shape[-1]
+    cams = [(g * a).clamp(min=0).mean(1) for a, g in zip(A, G)]
+    sa = [c + torch.eye(P, dtype=torch.float64) for c in cams[:D]]
+    ca = [_e0(c[:, 0]) for c in cams[D:]]
+    got = cv.GenericAttention(cait64).attribute(x64, target=TARGET, output="tokens")
+    assert _rel(got.flatten(1), _compose(sa, ca, P)) < 1e-10
+
+    sams = [(a * g.clamp(min=0)).mean(1) for a, g in zip(A, G)]
+    rows = [m.mean(1) for m in sams[:D]] + [m[:, 0, 1:] for m in sams[D:]]
+    expected = torch.stack(rows).mean(0)
+    for query in ("class", "all"):  # the same on CaiT: see the docs
+        got = cv.GradSAM(cait64, query=query).attribute(
+            x64, target=TARGET, output="tokens"
+        )
+        assert _rel(got.flatten(1), expected) < 1e-10, query
+
+
+def test_transformer_lrp_combination(cait64, x64):
+    """TransformerLRP's product over the two phases, with the relevance and
+    gradients the LRP engine gives at each layer's attention."""
+    from captum_vit.attr._lrp import relevance_pass
+
+    ad = adapters.get(cait64)
+    L, D = ad.num_layers, _depth(cait64)
+    _, _, rel, grads = relevance_pass(
+        ad, RuleSet(), x64, TARGET, (), False, range(L), True
+    )
+    P = rel[0].shape[-1]
+    cams = [(grads[i] * rel[i]).clamp(min=0).mean(1) for i in range(L)]
+    sa = [c + torch.eye(P, dtype=torch.float64) for c in cams[:D]]
+    ca = [_e0(c[:, 0]) for c in cams[D:]]
+    got = cv.TransformerLRP(cait64).attribute(x64, target=TARGET, output="tokens")
+    assert _rel(got.flatten(1), _compose(sa, ca, P)) < 1e-10
+    assert all(r.abs().sum() > 0 for r in rel.values())
+
+
+def test_attention_flow(cait64, x64, dense):
+    A, _ = dense
+    D, P = _depth(cait64), A[0].shape[-1]
+    mats = []
+    for a in A[:D]:
+        f = a[:1].mean(1)[0] + torch.eye(P, dtype=torch.float64)
+        mats.append((f / f.sum(-1, keepdim=True)).clamp(min=0).numpy())
+    for a in A[D:]:
+        r = _e0(a[:1].mean(1)[:, 0])
+        mats.append(
+            naive_cait.dense_class_layer(r / r.sum(-1, keepdim=True))[0].numpy()
+        )
+    w = np.zeros(P + 1)
+    w[0] = 1.0
+    stages = [0] * D + [1] * (len(A) - D)
+    flows = _networkx_flows(mats, [naive_cait.merge(P)], stages, w)
+    expected = torch.from_numpy(flows / flows.sum())
+    got = cv.AttentionFlow(cait64, rtol=1e-12).attribute(x64[:1], output="tokens")
+    assert _rel(got.flatten(1)[0], expected) < 1e-10
+
+
+# ----------------------------------------------------------------- LRP
+def test_lrp_conserves_through_talking_heads_and_layer_scale(cait64, x64):
+    """Chefer et al.'s rules conserve through talking heads (linear maps
+    across heads) and layer scale: the relevance of the pixels, of the learnt
+    class token (it joins after the first phase) and of the positional
+    embedding sums to one per image."""
+    ad = adapters.get(cait64)
+    for i in range(x64.shape[0]):
+        with torch.enable_grad(), lrp_context(ad, RuleSet()) as tracer:
+            x = x64[i : i + 1].detach().requires_grad_(True)
+            logits = ad.forward(x)
+            start = torch.zeros_like(logits)
+            start[0, int(TARGET[i])] = 1.0
+            rx, rc, rp = torch.autograd.grad(
+                logits, [x, cait64.cls_token, cait64.pos_embed], start
+            )
+        del tracer
+        total = rx.sum() + rc.sum() + rp.sum()
+        assert abs(total.item() - 1.0) < 1e-4  # the rules' 1e-9 stabiliser
+        assert rx.abs().sum() > 1e-3  # the pixels get a share
+    rel = cv.LRP(cait64).attribute(x64, target=TARGET)
+    assert rel.shape == x64.shape and torch.isfinite(rel).all()
+    attn = cv.AttnLRP(cait64).attribute(x64, target=TARGET)
+    assert attn.shape == x64.shape and attn.abs().sum() > 0
+
+
+# --------------------------------------------------------------- refusals
+def test_methods_that_do_not_apply_refuse_with_the_reason():
+    model = timm_cait()
+    on_cait = set(cv.attr.list_methods(model=model))
+    assert on_cait == {
+        "raw_attention",
+        "rollout",
+        "attention_flow",
+        "grad_sam",
+        "generic_attention",
+        "transformer_lrp",
+        "lrp",
+        "attn_lrp",
+    }
+    for name in set(cv.attr.list_methods()) - on_cait:
+        with pytest.raises(UnsupportedModelError, match="class token joins only"):
+            cv.attr.create_method(name, model)
+    for name in on_cait:
+        cv.attr.create_method(name, model)  # none refuses
+
+
+def test_unsupported_pooling_says_why():
+    with pytest.raises(UnsupportedModelError, match="never change"):
+        adapters.get(timm_cait(global_pool="avg"))
