@@ -23,6 +23,7 @@ from ._base import (
     Tracer,
     UnsupportedModelError,
     ViTAdapter,
+    autocast_model_only,
 )
 from ._delegate import DelegatingAdapter
 from ._graph import (
@@ -52,6 +53,7 @@ from ._torchvision import TorchvisionViTAdapter
 from ._torchvision_swin import TorchvisionSwinAdapter
 
 __all__ = [
+    "autocast_model_only",
     "get",
     "unwrap",
     "register",

@@ -68,7 +68,8 @@ class _PruningTracer(Tracer):
         ids = [torch.gather(self.ids, 1, idx)]
         if self.fuse:
             rest = torch.gather(tokens, 1, compl[..., None].expand(B, n - left, D))
-            w = torch.gather(cls_attn, 1, compl)
+            # the model's dtype: half-precision models record float32 attention
+            w = torch.gather(cls_attn, 1, compl).to(rest.dtype)
             parts.append((rest * w[..., None]).sum(dim=1, keepdim=True))
             ids.append(torch.full((B, 1), -1, dtype=self.ids.dtype, device=x.device))
         self.ids = torch.cat(ids, dim=1)
@@ -146,6 +147,13 @@ class EViT(ViTAttribution):
         "merges tokens between stages"
     )
     _drops_tokens = True
+    _half_dtypes = (torch.float16,)
+    _half_refusal = (
+        "its map is the order in which tokens are pruned, ranked by the class "
+        "token's attention; bfloat16's 8 significant bits reorder near-equal "
+        "attentions and the pruned sequences then differ (docs/performance.rst, "
+        "Half precision)"
+    )
 
     def __init__(
         self,
