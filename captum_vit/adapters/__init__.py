@@ -11,7 +11,7 @@ Hugging Face ``transformers`` and torchvision.
 
 from __future__ import annotations
 
-from typing import List, Type, cast
+from typing import List, Type, Union, cast
 
 from torch import nn
 
@@ -174,7 +174,7 @@ def _sharded(model: nn.Module) -> bool:
     )
 
 
-def get(model: nn.Module) -> ViTAdapter:
+def get(model: Union[nn.Module, ViTAdapter]) -> ViTAdapter:
     """Return the adapter for ``model``.
 
     Wrappers are unwrapped first (:func:`unwrap`): the adapter of

@@ -669,7 +669,7 @@ class ViTAdapter:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- forward
-    def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
+    def forward(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """Run the model and return the logits tensor ``(B, classes)``.
 
         Modules compiled in place (``module.compile()``) run eagerly here, as
@@ -721,11 +721,16 @@ class ViTAdapter:
                 patch.set(m, "_compiled_call_impl", m._call_impl)
             yield
 
-    def _call_model(self, inputs: Tensor, *args, **kwargs):
+    def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
         """The model's own call; families whose output is not a tensor unwrap it."""
         return self.model(inputs, *args, **kwargs)
 
-    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
         """Row vector ``w`` (N,) that reads the explained token out of a map.
 
         For class-token pooling it is the one-hot of the class token; for

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +208,7 @@ class ATMAN(ViTAttribution):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=B * R, desc="ATMAN forward passes")
-        current = {}
+        current: Dict[str, Tensor] = {}
 
         def hook(layer: int, scores: Tensor) -> Tensor:
             return scores * current["m"][:, None, None, :]

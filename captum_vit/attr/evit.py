@@ -28,7 +28,14 @@ class _PruningTracer(Tracer):
     the block and every later block then see the shorter sequence.
     """
 
-    def __init__(self, prune_layers, keep_rate, fuse, num_prefix, num_layers):
+    def __init__(
+        self,
+        prune_layers: Iterable[int],
+        keep_rate: float,
+        fuse: bool,
+        num_prefix: int,
+        num_layers: int,
+    ) -> None:
         super().__init__(keep_attention=True, layers=prune_layers)
         self.prune_layers = frozenset(prune_layers)
         self.keep_rate = keep_rate
@@ -50,6 +57,7 @@ class _PruningTracer(Tracer):
             self.depth = torch.full(
                 (B, P), float(self.num_layers), dtype=torch.float32, device=x.device
             )
+        assert self.depth is not None  # set with self.ids
         n = N - npre
         left = math.ceil(self.keep_rate * n)
         if left >= n:
@@ -179,7 +187,9 @@ class EViT(ViTAttribution):
         self.prune_layers = layers
         self.fuse_token = fuse_token
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer = _PruningTracer(
             self.prune_layers,
             self.keep_rate,
@@ -190,7 +200,8 @@ class EViT(ViTAttribution):
         with torch.no_grad(), self.adapter.trace(tracer):
             self.adapter.forward(inputs, *args)
         if tracer.depth is None:  # no pruning layer: everything survives
-            gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
+            size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+            gh, gw = self.adapter.grid_size(size)
             return torch.full(
                 (inputs.shape[0], gh * gw), float(self.adapter.num_layers)
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
         # fcluster keeps merges with distance <= t
         t = np.nextafter(float(distance_threshold), -np.inf)
         labels = fcluster(Z, t=t, criterion="distance")
-    order = {}
+    order: Dict[int, int] = {}
     for lab in labels.tolist():
         order.setdefault(lab, len(order))  # first (smallest) member's order
     idx = torch.tensor([order[lab] for lab in labels.tolist()], device=masks.device)
