@@ -1,8 +1,8 @@
 # captum_vit — the two commands of the README:
 #   make demo   creates .venv if missing, installs the package with the `demo`
 #               extra only, explains images, writes a PNG
-#   make test   creates .venv if missing, installs the `dev` extra, runs the
-#               whole suite (unit tests, executed tutorial notebooks, the wheel
+#   make test   creates .venv if missing, installs the `dev` extra, type-checks
+#               the package (mypy), runs the whole suite (unit tests, executed tutorial notebooks, the wheel
 #               as users get it, sphinx docs build)
 # Other targets: notebooks (re-execute the tutorials, outputs committed),
 # gallery (every registered method on held-out benchmark images, committed
@@ -48,12 +48,13 @@ browser:
 	fi
 
 test: $(DEV_STAMP) browser
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check captum_vit tests benchmarks
 
-# Not part of `make test` yet (the typing pass comes first).
+# Also the first step of `make test`.
 typecheck: $(DEV_STAMP)
 	$(PY) -m mypy
 

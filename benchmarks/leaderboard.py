@@ -471,6 +471,7 @@ def run_model(name: str, args: argparse.Namespace, command: str) -> Optional[str
         seeds=args.seeds,
         limits={k: v for k, v in limits.items() if k != "model_randomisation"},
         metric_options=options,
+        backend=args.backend,
     )
     if res is None:  # a rank other than 0
         return None
@@ -570,6 +571,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--metrics", nargs="+", default=None, help="default: every registered"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="torch.distributed backend under torchrun: nccl or gloo (default: "
+        "nccl when CUDA is available, else gloo)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--include-only",

@@ -398,8 +398,12 @@ def _explain_text(
 
 def benchmark(args: argparse.Namespace) -> int:
     """Run methods x metrics over a dataset; print and save the table."""
-    from .benchmark import make_dataset, run_benchmark
+    from .benchmark import check_backend, make_dataset, run_benchmark
 
+    try:
+        check_backend(args.backend)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -452,6 +456,7 @@ def benchmark(args: argparse.Namespace) -> int:
         model_name=lm.source,
         seeds=seeds,
         limits=limits,
+        backend=args.backend,
     )
     if res is None:  # a rank other than 0
         return 0
@@ -580,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cpu, cuda, cuda:1 ... (default: cpu; cuda:LOCAL_RANK under torchrun "
         "with CUDA)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="torch.distributed backend under torchrun: nccl or gloo (default: "
+        "nccl when CUDA is available, else gloo)",
     )
     p.add_argument(
         "--baselines",

@@ -1,6 +1,7 @@
 """The sphinx documentation builds with warnings as errors."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,20 @@ def test_every_page_is_in_the_toctree():
 
 def test_docs_tutorials_are_the_notebooks():
     assert (ROOT / "docs" / "tutorials").resolve() == (ROOT / "tutorials").resolve()
+
+
+#: a line that is only an upper-case placeholder (``MEMORY_TABLE``, ``PLACEHOLDER``)
+#: left where a measured table or text was to be pasted
+PLACEHOLDER_LINE = re.compile(
+    r"^[ \t]*(?:[A-Z][A-Z0-9_]*_TABLE|PLACEHOLDER)[ \t]*$", re.M
+)
+
+
+def test_no_docs_page_has_a_placeholder_line():
+    left = [
+        f"{page.name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group().strip()}"
+        for page in sorted((ROOT / "docs").glob("*.rst"))
+        for text in [page.read_text()]
+        for m in PLACEHOLDER_LINE.finditer(text)
+    ]
+    assert not left, f"placeholders left in the docs: {left}"

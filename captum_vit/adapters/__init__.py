@@ -11,7 +11,7 @@ Hugging Face ``transformers`` and torchvision.
 
 from __future__ import annotations
 
-from typing import List, Type, cast
+from typing import List, Type, Union, cast
 
 from torch import nn
 
@@ -23,6 +23,7 @@ from ._base import (
     Tracer,
     UnsupportedModelError,
     ViTAdapter,
+    autocast_model_only,
 )
 from ._delegate import DelegatingAdapter
 from ._graph import (
@@ -52,6 +53,7 @@ from ._torchvision import TorchvisionViTAdapter
 from ._torchvision_swin import TorchvisionSwinAdapter
 
 __all__ = [
+    "autocast_model_only",
     "get",
     "unwrap",
     "register",
@@ -172,7 +174,7 @@ def _sharded(model: nn.Module) -> bool:
     )
 
 
-def get(model: nn.Module) -> ViTAdapter:
+def get(model: Union[nn.Module, ViTAdapter]) -> ViTAdapter:
     """Return the adapter for ``model``.
 
     Wrappers are unwrapped first (:func:`unwrap`): the adapter of

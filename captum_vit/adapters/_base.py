@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import threading
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from ._text import TextTower
 
 __all__ = [
+    "autocast_model_only",
     "Tracer",
     "HeadMix",
     "ViTAdapter",
@@ -54,6 +56,35 @@ __all__ = [
     "HeadParts",
     "UnsupportedModelError",
 ]
+
+
+#: the autocast that :func:`autocast_model_only` moved to the model's forward
+#: passes in this thread: ``(device_type, dtype)``, or None
+_MODEL_AUTOCAST = threading.local()
+
+
+@contextlib.contextmanager
+def autocast_model_only(device_type: str) -> Iterator[None]:
+    """Inside the context, an enclosing ``torch.autocast`` of ``device_type``
+    applies only to the model's forward passes run by
+    :meth:`ViTAdapter.forward` (and their backward passes); the code between
+    them, the explanation's own products, runs in full precision.
+
+    Nothing changes when autocast is off. The setting is per thread.
+
+    Args:
+        device_type (str): ``"cuda"``, ``"cpu"`` ...: the inputs' device type.
+    """
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    before = getattr(_MODEL_AUTOCAST, "state", None)
+    _MODEL_AUTOCAST.state = (device_type, torch.get_autocast_dtype(device_type))
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        _MODEL_AUTOCAST.state = before
 
 
 class UnsupportedModelError(TypeError):
@@ -177,14 +208,22 @@ class Tracer:
         return (q * scale) @ k.transpose(-2, -1)
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
-        """Softmax over keys, computed in float32 at least (as HF does)."""
+        """Softmax over keys, computed in float32 at least (as HF does).
+
+        Half-precision scores (float16, bfloat16) give float32
+        probabilities: methods record, differentiate and multiply the
+        probabilities the softmax computed (rollout products, gradient
+        weightings, in float32), and :meth:`av` casts them to the values'
+        dtype for the model's own product ``A V``.
+        """
         if scores.dtype in (torch.float16, torch.bfloat16):
-            return scores.float().softmax(dim=-1).to(scores.dtype)
+            return scores.float().softmax(dim=-1)
         return scores.softmax(dim=-1)
 
     def av(self, layer: int, attn: Tensor, v: Tensor) -> Tensor:
-        """Attention output ``attn @ v`` of shape ``(B, H, N, d)``."""
-        return attn @ v
+        """Attention output ``attn @ v`` of shape ``(B, H, N, d)``, in the
+        values' dtype."""
+        return attn.to(v.dtype) @ v
 
     def attention(
         self,
@@ -234,7 +273,9 @@ class Tracer:
             self.scores[layer] = scores
         attn = self.softmax(layer, scores)
         if talking_heads is not None:
-            attn = talking_heads[1](attn)
+            # the head mix runs in the model's dtype, as in the model; its
+            # output is kept in the softmax's (float32 for half models)
+            attn = talking_heads[1](attn.to(scores.dtype)).to(attn.dtype)
         attn = self.probabilities(layer, attn)
         if self.keep_values:
             self.values[layer] = v
@@ -542,6 +583,13 @@ class ViTAdapter:
         return len(self.blocks())
 
     @property
+    def half_precision_refusal(self) -> Optional[str]:
+        """Why no method explains this model in float16 or bfloat16 (None:
+        each method's own rule applies; ``docs/performance.rst``, Half
+        precision)."""
+        return None
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype the model takes its images in: that of the patch
         embedding's weight."""
@@ -621,13 +669,26 @@ class ViTAdapter:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- forward
-    def forward(self, inputs: Tensor, *args, **kwargs) -> Tensor:
+    def forward(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """Run the model and return the logits tensor ``(B, classes)``.
+
+        Modules compiled in place (``module.compile()``) run eagerly here, as
+        a model wrapped by ``torch.compile`` is unwrapped (:func:`unwrap`):
+        explanations trace, hook and differentiate the eager modules (see
+        :meth:`eager`). Inside :func:`autocast_model_only` the forward runs
+        under the autocast that context set aside.
 
         Raises:
             ValueError: the model's output is not a ``(B, classes)`` tensor.
         """
-        logits = self._call_model(inputs, *args, **kwargs)
+        state = getattr(_MODEL_AUTOCAST, "state", None)
+        autocast = (
+            contextlib.nullcontext()
+            if state is None
+            else torch.autocast(state[0], dtype=state[1])
+        )
+        with self.eager(), autocast:
+            logits = self._call_model(inputs, *args, **kwargs)
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
             raise ValueError(
@@ -636,11 +697,40 @@ class ViTAdapter:
             )
         return logits
 
-    def _call_model(self, inputs: Tensor, *args, **kwargs):
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """Run the modules of the model that were compiled in place
+        (``module.compile()``, which sets ``module._compiled_call_impl``)
+        eagerly in this thread for the duration of the context.
+
+        Calls from other threads keep the compiled code (the change is a
+        routed instance attribute of :func:`~captum_vit.adapters.patching`,
+        removed on exit). Nothing is changed for a model without such
+        modules.
+        """
+        compiled = [
+            m
+            for m in self.model.modules()
+            if m.__dict__.get("_compiled_call_impl") is not None
+        ]
+        if not compiled:
+            yield
+            return
+        with patching(self.model) as patch:
+            for m in compiled:
+                patch.set(m, "_compiled_call_impl", m._call_impl)
+            yield
+
+    def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
         """The model's own call; families whose output is not a tensor unwrap it."""
         return self.model(inputs, *args, **kwargs)
 
-    def pool_weights(self, num_tokens: int, device=None, dtype=None) -> Tensor:
+    def pool_weights(
+        self,
+        num_tokens: int,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> Tensor:
         """Row vector ``w`` (N,) that reads the explained token out of a map.
 
         For class-token pooling it is the one-hot of the class token; for

@@ -119,6 +119,20 @@ class SwinAdapter(ViTAdapter):
         return False
 
     @property
+    def half_precision_refusal(self) -> Optional[str]:
+        """Swin v2 refuses half precision: its cosine attention multiplies
+        unit-length query-key products by a learned scale of up to 100,
+        whose float16/bfloat16 scores keep steps of 1/16 and 1/2 there."""
+        if not getattr(self, "v2", False):
+            return None
+        return (
+            "Swin v2's cosine attention scales its scores by a learned factor of "
+            "up to 100, where float16 and bfloat16 keep steps of 1/16 and 1/2: "
+            "the model's own attention then leaves the documented tolerance "
+            "(docs/performance.rst, Half precision)"
+        )
+
+    @property
     def num_prefix_tokens(self) -> int:
         return 0
 

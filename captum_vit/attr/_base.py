@@ -4,7 +4,9 @@
 the contract of the package:
 
 * ``attribute(inputs, target=None, additional_forward_args=None,
-  output="input")`` with Captum's argument names;
+  output="input", internal_batch_size=None)`` with Captum's argument names
+  (``internal_batch_size``: at most that many images, or perturbed copies
+  of an image, per forward pass; the maps do not depend on it);
 * the default output has the input's shape ``(B, C, H, W)`` (the patch map is
   upsampled bilinearly, as Chefer et al.'s evaluation does, and repeated over
   channels) so :func:`captum.metrics.infidelity`,
@@ -13,6 +15,12 @@ the contract of the package:
 * ``output="tokens"`` returns the patch grid ``(B, gh, gw)``; prefix tokens
   (class, distillation, register) never appear in a map;
 * ``target=None`` explains the predicted class;
+* maps have the input's dtype, except for half-precision inputs (float16,
+  bfloat16), whose maps are float32: the methods accumulate softmax,
+  relevance and rollout products in float32, and a half-precision map would
+  round that away (bfloat16 keeps 8 significant bits); methods that cannot
+  meet the documented tolerance in half precision refuse it
+  (:attr:`ViTAttribution._half_dtypes`, ``docs/performance.rst``);
 * a sample's result never depends on the rest of its batch;
 * the model is left exactly as it was (see :meth:`ViTAdapter.trace`).
 """
@@ -27,12 +35,30 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
+from .._batching import check_internal_batch_size, select_rows
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
 from ..adapters import TokenGraph, Tracer, ViTAdapter
 
 __all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+#: why the LRP-rule methods refuse half precision (their ``_half_refusal``)
+RELEVANCE_IN_HALF = (
+    "its relevance rules divide by every layer's outputs, which float16 and "
+    "bfloat16 keep to 11 or 8 significant bits: the map then loses its "
+    "correlation with the float32 map, or flips sign (docs/performance.rst, "
+    "Half precision)"
+)
+#: why the perturbation methods refuse half precision
+OUTPUTS_IN_HALF = (
+    "its map is made of differences of the model's outputs on perturbed "
+    "inputs, and a float16 or bfloat16 model's outputs keep 11 or 8 "
+    "significant bits: differences below that are lost (docs/performance.rst, "
+    "Half precision)"
+)
 
 _OUTPUTS = ("input", "tokens")
 _HEAD_FUSIONS = ("mean", "max", "min")
@@ -84,8 +110,10 @@ class ViTAttribution(Attribution):
         model (torch.nn.Module): a stock timm, Hugging Face ``transformers`` or
             torchvision Vision Transformer (``DataParallel``,
             ``DistributedDataParallel`` and ``torch.compile`` wrappers are
-            unwrapped), or a :class:`~captum_vit.adapters.ViTAdapter`
-            wrapping one.
+            unwrapped; modules compiled in place run eagerly), in float32,
+            float64 or a half-precision dtype the method accepts
+            (:attr:`_half_dtypes`), or a
+            :class:`~captum_vit.adapters.ViTAdapter` wrapping one.
         interpolate_mode (str, optional): how token maps are upsampled to the
             input's pixels. Default: ``"bilinear"``
     """
@@ -112,6 +140,18 @@ class ViTAttribution(Attribution):
     #: pruning, TIS's sampling): models whose attention depends on token
     #: positions (relative position bias, RoPE) then refuse it
     _drops_tokens: bool = False
+    #: whether the method runs perturbed copies of each image (ATMAN, ViT-CX,
+    #: TIS, ViT-ReciproCAM) or extra rows (ViT Shapley's empty coalition) in
+    #: its forward passes: its :meth:`_attribute` then takes the
+    #: keyword ``internal_batch_size`` (copies per forward pass, None for the
+    #: method's own default) besides the chunking of the batch into images
+    _batches_copies: bool = False
+    #: the half-precision dtypes whose models the method explains: those in
+    #: which its maps stay within the documented tolerance of the float32
+    #: maps (``docs/performance.rst``, Half precision)
+    _half_dtypes: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+    #: why it refuses the other half-precision dtypes (the error's reason)
+    _half_refusal: str = ""
 
     #: whether the method is defined on models with class-attention layers
     #: (CaiT: self-attention over the patches, then layers where only the
@@ -165,6 +205,7 @@ class ViTAttribution(Attribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         output: str = "input",
+        internal_batch_size: Optional[int] = None,
     ) -> Union[Tensor, Tuple[Tensor]]:
         r"""Explain ``target`` for every image of ``inputs``.
 
@@ -177,10 +218,22 @@ class ViTAttribution(Attribution):
                 sample as a 1-D tensor or list. ``None`` explains the predicted
                 class. Default: None
             additional_forward_args (Any, optional): extra positional
-                arguments passed to the model after ``inputs``. Default: None
+                arguments passed to the model after ``inputs``; a tensor whose
+                first dimension is the batch is split with ``inputs`` when
+                the batch is explained in chunks. Default: None
             output (str, optional): ``"input"`` for a map with the input's
                 shape ``(B, C, H, W)``; ``"tokens"`` for the patch grid
                 ``(B, gh, gw)``. Default: ``"input"``
+            internal_batch_size (int, optional): the most images (or, for
+                methods that run perturbed copies of each image: ATMAN,
+                ViT-CX, TIS, ViT-ReciproCAM, the most copies) evaluated in
+                one forward pass, as in Captum. A larger batch is explained
+                in chunks of ``internal_batch_size`` images, one after the
+                other, which bounds the memory; the maps are those of the
+                whole batch (to float rounding: a sample's map never depends
+                on its batch). ``None`` explains the batch at once (and runs
+                copies in the method's own passes, see its constructor).
+                Default: None
 
         For methods that score tokens, ``output="input"`` is the patch map
         upsampled to the pixels (bilinearly by default, as Chefer et al.'s
@@ -193,7 +246,9 @@ class ViTAttribution(Attribution):
 
         Returns:
             Tensor: the attribution map (detached), ``(B, C, H, W)`` (a
-            1-tuple if ``inputs`` was one) or ``(B, gh, gw)``.
+            1-tuple if ``inputs`` was one) or ``(B, gh, gw)``, in the
+            input's dtype (float32 for float16 and bfloat16 inputs: see
+            ``docs/performance.rst``, Half precision).
 
         Examples::
 
@@ -205,23 +260,62 @@ class ViTAttribution(Attribution):
             torch.Size([2, 3, 224, 224])
             >>> cv.AttnLRP(model).attribute(images, output="tokens").shape
             torch.Size([2, 14, 14])
+            >>> # at most one image per forward pass: the same maps
+            >>> ga = cv.GenericAttention(model)
+            >>> ga.attribute(images, internal_batch_size=1).shape
+            torch.Size([2, 3, 224, 224])
         """
         inputs, is_tuple, target, args = self._prepare(
             inputs, target, additional_forward_args, output
         )
-        scores = self._attribute(inputs, target, args).detach()
+        size = check_internal_batch_size(internal_batch_size)
+        # under torch.autocast, only the model's forward passes are autocast;
+        # the method's products run in full precision (float32 accumulation)
+        with adapters.autocast_model_only(inputs.device.type):
+            scores = self._attribute_chunks(inputs, target, args, size)
         if self._attribute_returns == "pixels":
             out = self._format_pixels(scores, inputs, output)
         else:
             out = self._format_tokens(scores, inputs, output)
         return (out,) if is_tuple and output == "input" else out
 
+    def _attribute_chunks(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int],
+    ) -> Tensor:
+        """:meth:`_attribute` on chunks of at most ``internal_batch_size``
+        images (all at once for None), concatenated along the batch."""
+        B = int(inputs.shape[0])
+        step = B if internal_batch_size is None else min(internal_batch_size, B)
+        extra = (
+            {"internal_batch_size": internal_batch_size} if self._batches_copies else {}
+        )
+        parts = []
+        for start in range(0, B, step):
+            rows = slice(start, min(start + step, B))
+            part = self._attribute(
+                inputs[rows],
+                None if target is None else target[rows],
+                args if step == B else select_rows(args, rows, B),
+                **extra,
+            )
+            parts.append(part.detach())
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    @staticmethod
+    def _map_dtype(inputs: Tensor) -> torch.dtype:
+        """The dtype of the maps: the input's, float32 for half inputs."""
+        return torch.promote_types(inputs.dtype, torch.float32)
+
     def _format_tokens(self, scores: Tensor, inputs: Tensor, output: str) -> Tensor:
         """Token scores ``(B, [K,] gh * gw)`` as the grid or upsampled."""
         size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         gh, gw = self.adapter.grid_size(size)
         B = inputs.shape[0]
-        grid = scores.reshape(B, -1, gh, gw)
+        grid = scores.to(self._map_dtype(inputs)).reshape(B, -1, gh, gw)
         K = grid.shape[1]
         if output == "tokens":
             return grid[:, 0] if scores.dim() == 2 else grid
@@ -231,12 +325,12 @@ class ViTAttribution(Attribution):
             self.adapter.patch_size,
             channels=inputs.shape[1] if scores.dim() == 2 else 1,
             mode=self.interpolate_mode,
-        ).to(inputs.dtype)
+        )
         return out if scores.dim() == 2 else out.reshape(B, K, *size)
 
     def _format_pixels(self, pixels: Tensor, inputs: Tensor, output: str) -> Tensor:
         """A pixel map ``(B, C or 1, H, W)`` as is or pooled per patch."""
-        pixels = pixels.to(inputs.dtype)
+        pixels = pixels.to(self._map_dtype(inputs))
         if output == "tokens":
             size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
             return pixels_to_tokens(
@@ -270,6 +364,9 @@ class ViTAttribution(Attribution):
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
         self._check_inputs(inputs)
         inputs = self._check_mode(inputs)
+        # channels_last (or any strided) images are explained as their
+        # contiguous copy: the same maps as the contiguous images, bit for bit
+        inputs = inputs.contiguous()
         target = self._check_target(target, inputs.shape[0])
         args = _format_additional_forward_args(additional_forward_args)
         args = () if args is None else tuple(args)
@@ -282,7 +379,9 @@ class ViTAttribution(Attribution):
         """Return patch-token scores ``(B, gh * gw)`` (or pixel scores, see
         :attr:`_attribute_returns`) for the validated ``inputs``, ``target``
         (LongTensor ``(B,)`` or None for the predicted class) and extra
-        forward arguments ``args``."""
+        forward arguments ``args``. Methods with :attr:`_batches_copies` also
+        take the keyword ``internal_batch_size`` (copies per forward pass;
+        None for their own default)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- checking
@@ -304,12 +403,33 @@ class ViTAttribution(Attribution):
             raise ValueError("inputs contain NaN or Inf")
         self.adapter.check_image_size((int(inputs.shape[-2]), int(inputs.shape[-1])))
         dtype = self.adapter.dtype
-        if inputs.dtype != dtype and not torch.is_autocast_enabled(inputs.device.type):
+        autocast = torch.is_autocast_enabled(inputs.device.type)
+        if inputs.dtype != dtype and not autocast:
             raise TypeError(
                 f"inputs are {inputs.dtype} but the model takes {dtype} (the dtype of "
                 f"its patch embedding): cast the inputs (inputs.to({dtype})) or the "
                 f"model (model.to({inputs.dtype})) so that both match"
             )
+        self._check_half(dtype, autocast, inputs.device.type)
+
+    def _check_half(self, dtype: torch.dtype, autocast: bool, device: str) -> None:
+        """Refuse a half-precision model (or autocast region) whose dtype is
+        not in :attr:`_half_dtypes`, saying what to pass instead."""
+        half = dtype if dtype in _HALF else None
+        if autocast and torch.get_autocast_dtype(device) in _HALF:
+            half = torch.get_autocast_dtype(device)
+        model_refusal = self.adapter.half_precision_refusal
+        if half is None or (half in self._half_dtypes and model_refusal is None):
+            return
+        float16 = torch.float16 in self._half_dtypes and model_refusal is None
+        instead = "a float32 copy" + (" (or a float16 one)" if float16 else "")
+        reason = self._half_refusal if model_refusal is None else model_refusal
+        raise TypeError(
+            f"{type(self).__name__} does not explain {half} models or autocast "
+            f"regions: {reason}. Explain {instead} instead: "
+            "copy.deepcopy(model).float() with inputs.float(), outside "
+            "torch.autocast"
+        )
 
     def _check_mode(self, inputs: Tensor) -> Tensor:
         """Refuse gradients under inference mode, warn about active dropout;

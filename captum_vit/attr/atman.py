@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -83,8 +84,9 @@ class ATMAN(ViTAttribution):
       token; 0.6 is the authors' default.
     * **Batching.** The unsuppressed pass and the :math:`P` suppressed passes
       of one image are stacked into forwards of ``internal_batch_size``
-      copies; the :class:`~captum_vit.adapters.Tracer`'s ``score_hook``
-      applies a different multiplier row to each copy. Images of a batch are
+      copies (``attribute``'s, else the constructor's); the
+      :class:`~captum_vit.adapters.Tracer`'s ``score_hook`` applies a
+      different multiplier row to each copy. Images of a batch are
       processed one after the other, so a sample's result never depends on
       its batch.
 
@@ -97,7 +99,8 @@ class ATMAN(ViTAttribution):
             :math:`\kappa \in [0, 1]`; ``None`` switches conceptual
             suppression off. Default: 0.6
         internal_batch_size (int, optional): copies of the image per forward
-            pass. Default: 64
+            pass when ``attribute`` is called without ``internal_batch_size``
+            (which then wins). Default: 64
         show_progress (bool, optional): show a tqdm progress bar over the
             forward passes. Default: False
         interpolate_mode (str, optional): upsampling of the token map to
@@ -113,6 +116,9 @@ class ATMAN(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
     _plain_only = (
         "ATMAN suppresses one input token inside the attention of every layer, "
         "and this model merges 2x2 tokens between stages: after a merging the "
@@ -140,10 +146,7 @@ class ATMAN(ViTAttribution):
             raise ValueError(
                 f"conceptual_suppression_threshold must be in [0, 1] or None, got {t}"
             )
-        if int(internal_batch_size) < 1:
-            raise ValueError(
-                f"internal_batch_size must be >= 1, got {internal_batch_size}"
-            )
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         if self.adapter.num_classes == 1:
             raise ValueError(
                 "ATMAN scores the target's cross-entropy over the model's outputs, "
@@ -152,7 +155,6 @@ class ATMAN(ViTAttribution):
             )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)
-        self.internal_batch_size = int(internal_batch_size)
         self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
@@ -190,17 +192,23 @@ class ATMAN(ViTAttribution):
         m[:, 1:, npre:] = 1.0 - f * sim
         return m
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
+    ) -> Tensor:
         mult = self.multipliers(self.embeddings(inputs, args)).to(inputs.dtype)
         B, R, _ = mult.shape
-        bs = self.internal_batch_size
+        bs = internal_batch_size or self.internal_batch_size
         chunks = [(b, s) for b in range(B) for s in range(0, R, bs)]
         bar = None
         if self.show_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=B * R, desc="ATMAN forward passes")
-        current = {}
+        current: Dict[str, Tensor] = {}
 
         def hook(layer: int, scores: Tensor) -> Tensor:
             return scores * current["m"][:, None, None, :]
@@ -213,7 +221,8 @@ class ATMAN(ViTAttribution):
                     m = mult[b, s : s + bs]
                     current["m"] = m
                     x = inputs[b : b + 1].expand(m.shape[0], *inputs.shape[1:])
-                    logits = self.adapter.forward(x, *args)
+                    rows = torch.full((m.shape[0],), b)
+                    logits = self.adapter.forward(x, *select_rows(args, rows, B))
                     if target is None and s == 0:
                         t = int(logits[0].argmax())
                     elif target is not None:

@@ -78,6 +78,12 @@ class AttCAT(ViTAttribution):
     )
 
     _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = (
+        "its map sums the block inputs times their gradients over the embedding "
+        "dimension, a sum that cancels, and float16 or bfloat16 keep every term "
+        "to 11 or 8 significant bits (docs/performance.rst, Half precision)"
+    )
 
     def __init__(
         self, model: nn.Module, query: str = "all", interpolate_mode: str = "bilinear"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -71,10 +71,10 @@ class _LayeredGraph:
         n_last = sizes[K - 1]
         rows.append(offsets[K - 1] + np.arange(n_last))
         cols.append(np.full(n_last, self.sink))
-        rows, cols = np.concatenate(rows), np.concatenate(cols)
-        E = len(rows)
-        all_r = np.concatenate([rows, cols])
-        all_c = np.concatenate([cols, rows])
+        row_ids, col_ids = np.concatenate(rows), np.concatenate(cols)
+        E = len(row_ids)
+        all_r = np.concatenate([row_ids, col_ids])
+        all_c = np.concatenate([col_ids, row_ids])
         perm = np.lexsort((all_c, all_r))  # CSR order of the 2E entries
         self.rows, self.cols = all_r[perm], all_c[perm]
         self.indices = self.cols.astype(np.int32)
@@ -111,7 +111,9 @@ class _LayeredGraph:
         counts = np.bincount(rows, minlength=self.num_nodes)
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
 
-    def _csr(self, data, indices, indptr) -> csr_array:
+    def _csr(
+        self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray
+    ) -> csr_array:
         return csr_array((data, indices, indptr), shape=(self.num_nodes,) * 2)
 
     def max_flow(self, v: int, rtol: float) -> Tuple[float, float]:
@@ -145,6 +147,7 @@ class _LayeredGraph:
                 self.icap0_fw[self.sink_pos_fw] = i_sink
                 graph = self._csr(self.icap0_fw, self.fw_indices, self.fw_indptr)
             else:
+                assert r is not None  # set at the end of stage 0
                 icap = np.floor(np.minimum(r, clip) * scale).astype(np.int32)
                 graph = self._csr(icap, self.indices, self.indptr)
             res = maximum_flow(graph, 0, self.sink)
@@ -360,7 +363,7 @@ class AttentionFlow(ViTAttribution):
         self.rtol = float(rtol)
         self.last_error_bound = 0.0
 
-    def capacities(self, attentions) -> Tensor:
+    def capacities(self, attentions: Iterable[Tensor]) -> Tensor:
         """Residual-adjusted capacities ``(B, L, N, N)`` (float64) of the graph."""
         mats = []
         for attn in attentions:
@@ -371,7 +374,9 @@ class AttentionFlow(ViTAttribution):
             mats.append(a / a.sum(dim=-1, keepdim=True))
         return torch.stack(mats, dim=1)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         graph = self._graph(inputs)
         L = self.adapter.num_layers
         tracer = MixingTracer(

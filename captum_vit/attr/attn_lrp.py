@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ._base import RELEVANCE_IN_HALF
 from ._lrp import AttnLRPRules, _PixelLRPAttribution
 from ._registry import register_method
 
@@ -77,6 +78,9 @@ class AttnLRP(_PixelLRPAttribution):
         >>> rel.shape
         torch.Size([2, 3, 224, 224])
     """
+
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self, model: nn.Module, epsilon: float = 0.0, attention: str = "attnlrp"

@@ -148,7 +148,10 @@ class BeyondIntuition(ViTAttribution):
             v = v.transpose(1, 2).reshape(B, N, H * d)
             weight = self.adapter.block_parts(layer).proj.weight
             assert isinstance(weight, Tensor)  # the projection: a linear layer
-            ratio = (v @ weight.detach().T).norm(dim=-1) / z.norm(dim=-1)
+            # values recorded under autocast are half, the weight is not
+            dtype = torch.promote_types(v.dtype, weight.dtype)
+            proj = v.to(dtype) @ weight.detach().T.to(dtype)
+            ratio = proj.norm(dim=-1) / z.norm(dim=-1)
             mixes.append(attn.detach().mean(dim=1) * ratio[:, None, :])
         return mixes, label, tracer
 

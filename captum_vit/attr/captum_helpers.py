@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +148,7 @@ def to_tokens(
     """
     a = _image(attr)
     adapter = _adapter(model)
-    size = tuple(a.shape[-2:])
+    size = (int(a.shape[-2]), int(a.shape[-1]))
     adapter.check_image_size(size)
     return pixels_to_tokens(a, adapter.grid_size(size), adapter.patch_size, reduce)
 
@@ -225,7 +225,9 @@ class ViTGradCam(ViTAttribution):
         self.attribute_to_layer_input = attribute_to_layer_input
         self.relu_attributions = relu_attributions
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer = Tracer(keep_attention=False, keep_blocks=True, layers=())
         # the input requires grad so the block output is in the graph even for
         # a frozen model; only autograd.grad is used: no .grad is written

@@ -28,7 +28,14 @@ class _PruningTracer(Tracer):
     the block and every later block then see the shorter sequence.
     """
 
-    def __init__(self, prune_layers, keep_rate, fuse, num_prefix, num_layers):
+    def __init__(
+        self,
+        prune_layers: Iterable[int],
+        keep_rate: float,
+        fuse: bool,
+        num_prefix: int,
+        num_layers: int,
+    ) -> None:
         super().__init__(keep_attention=True, layers=prune_layers)
         self.prune_layers = frozenset(prune_layers)
         self.keep_rate = keep_rate
@@ -50,6 +57,7 @@ class _PruningTracer(Tracer):
             self.depth = torch.full(
                 (B, P), float(self.num_layers), dtype=torch.float32, device=x.device
             )
+        assert self.depth is not None  # set with self.ids
         n = N - npre
         left = math.ceil(self.keep_rate * n)
         if left >= n:
@@ -68,7 +76,8 @@ class _PruningTracer(Tracer):
         ids = [torch.gather(self.ids, 1, idx)]
         if self.fuse:
             rest = torch.gather(tokens, 1, compl[..., None].expand(B, n - left, D))
-            w = torch.gather(cls_attn, 1, compl)
+            # the model's dtype: half-precision models record float32 attention
+            w = torch.gather(cls_attn, 1, compl).to(rest.dtype)
             parts.append((rest * w[..., None]).sum(dim=1, keepdim=True))
             ids.append(torch.full((B, 1), -1, dtype=self.ids.dtype, device=x.device))
         self.ids = torch.cat(ids, dim=1)
@@ -146,6 +155,13 @@ class EViT(ViTAttribution):
         "merges tokens between stages"
     )
     _drops_tokens = True
+    _half_dtypes = (torch.float16,)
+    _half_refusal = (
+        "its map is the order in which tokens are pruned, ranked by the class "
+        "token's attention; bfloat16's 8 significant bits reorder near-equal "
+        "attentions and the pruned sequences then differ (docs/performance.rst, "
+        "Half precision)"
+    )
 
     def __init__(
         self,
@@ -171,7 +187,9 @@ class EViT(ViTAttribution):
         self.prune_layers = layers
         self.fuse_token = fuse_token
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer = _PruningTracer(
             self.prune_layers,
             self.keep_rate,
@@ -182,7 +200,8 @@ class EViT(ViTAttribution):
         with torch.no_grad(), self.adapter.trace(tracer):
             self.adapter.forward(inputs, *args)
         if tracer.depth is None:  # no pruning layer: everything survives
-            gh, gw = self.adapter.grid_size(tuple(inputs.shape[-2:]))
+            size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+            gh, gw = self.adapter.grid_size(size)
             return torch.full(
                 (inputs.shape[0], gh * gw), float(self.adapter.num_layers)
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from ._base import ViTAttribution
@@ -58,8 +60,11 @@ class GenericAttention(ViTAttribution):
         super().__init__(model, interpolate_mode)
         self.start_layer = self._layer_index(start_layer)
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
+        assert grads is not None  # grad=True
         graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
         ops = {}
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):

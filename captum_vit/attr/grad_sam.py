@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -79,8 +81,11 @@ class GradSAM(ViTAttribution):
             raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
         self.query = query
 
-    def _attribute(self, inputs: Tensor, target, args: tuple) -> Tensor:
+    def _attribute(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tensor:
         tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
+        assert grads is not None  # grad=True
         graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
         B = inputs.shape[0]
         maps = []

@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import RELEVANCE_IN_HALF, ViTAttribution
 from ._lrp import RuleSet, get_rule_set, relevance_pass
 from ._registry import register_method
 
@@ -52,6 +52,8 @@ class PartialLRP(ViTAttribution):
     """
 
     _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self,

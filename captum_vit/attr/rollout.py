@@ -61,7 +61,9 @@ class AttentionRollout(ViTAttribution):
         head_fusion (str, optional): ``"mean"``, ``"max"`` or ``"min"``.
             Default: ``"mean"``
         discard_ratio (float, optional): fraction in ``[0, 1)`` of the
-            smallest fused attention weights dropped per layer. Default: 0.0
+            smallest fused attention weights dropped per layer (with
+            ``discard_ratio > 0``, half-precision models are refused: see
+            ``docs/performance.rst``, Half precision). Default: 0.0
         start_layer (int, optional): first layer of the product. Default: 0
         interpolate_mode (str, optional): upsampling of the token map to
             pixels. Default: ``"bilinear"``
@@ -93,6 +95,13 @@ class AttentionRollout(ViTAttribution):
             raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
         self.discard_ratio = float(discard_ratio)
         self.start_layer = self._layer_index(start_layer)
+        if self.discard_ratio > 0:
+            self._half_dtypes = ()
+            self._half_refusal = (
+                "discard_ratio > 0 zeroes the smallest attention entries, a "
+                "ranking that float16 and bfloat16 reorder (docs/performance.rst, "
+                "Half precision); discard_ratio=0 explains half-precision models"
+            )
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -121,8 +122,9 @@ class TIS(ViTAttribution):
             (0, 1]`, the share of patch tokens each mask keeps. Default: 0.5
         max_iter (int, optional): k-means iterations at most. Default: 100
         tol (float, optional): k-means stopping tolerance. Default: 1e-4
-        internal_batch_size (int, optional): token subsets per forward pass.
-            Default: 128
+        internal_batch_size (int, optional): token subsets per forward pass
+            when ``attribute`` is called without ``internal_batch_size``
+            (which then wins). Default: 128
         seed (int, optional): seed of the k-means initialisation. Default: 0
         show_progress (bool, optional): tqdm progress bar over the passes.
             Default: False
@@ -146,6 +148,9 @@ class TIS(ViTAttribution):
     )
 
     _drops_tokens = True
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
 
     def __init__(
         self,
@@ -170,15 +175,11 @@ class TIS(ViTAttribution):
             raise ValueError(f"tokens_ratio must be in (0, 1], got {tokens_ratio}")
         if int(max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        if int(internal_batch_size) < 1:
-            raise ValueError(
-                f"internal_batch_size must be >= 1, got {internal_batch_size}"
-            )
         self.n_masks = int(n_masks)
         self.tokens_ratio = ratios
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        self.internal_batch_size = int(internal_batch_size)
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 128)
         self.seed = int(seed)
         self.show_progress = show_progress
 
@@ -208,13 +209,19 @@ class TIS(ViTAttribution):
         ]
 
     def scores(
-        self, image: Tensor, target: int, masks: Sequence[Tensor], args: tuple = ()
+        self,
+        image: Tensor,
+        target: int,
+        masks: Sequence[Tensor],
+        args: tuple = (),
+        internal_batch_size: Optional[int] = None,
     ) -> List[Tensor]:
         """Softmax probability of ``target`` for every token subset of
         ``masks`` (as returned by :meth:`masks`), one ``(M,)`` tensor per
-        ratio."""
+        ratio, ``internal_batch_size`` subsets per forward pass (None: the
+        constructor's)."""
         tracer = _TokenSampler(self.adapter.num_prefix_tokens)
-        bs = self.internal_batch_size
+        bs = check_internal_batch_size(internal_batch_size, self.internal_batch_size)
         total = sum(len(m) for m in masks)
         out = []
         bar = tqdm(
@@ -252,15 +259,21 @@ class TIS(ViTAttribution):
         )
 
     def _attribute(
-        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         maps = []
-        for b in range(inputs.shape[0]):
+        B = inputs.shape[0]
+        for b in range(B):
             image = inputs[b : b + 1]
-            logits, z = self.activations(image, args)
+            args_b = select_rows(args, slice(b, b + 1), B)
+            logits, z = self.activations(image, args_b)
             t = int(logits[0].argmax() if target is None else target[b])
             masks = self.masks(z)
-            scores = self.scores(image, t, masks, args)
+            scores = self.scores(image, t, masks, args_b, internal_batch_size)
             sal = self.saliency(scores, masks, z.shape[0])
             maps.append(sal.to(torch.promote_types(inputs.dtype, torch.float32)))
         return torch.stack(maps)

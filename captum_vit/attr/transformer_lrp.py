@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import RELEVANCE_IN_HALF, ViTAttribution
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
@@ -79,6 +79,8 @@ class TransformerLRP(ViTAttribution):
     """
 
     _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
     _any_graph = True
     _class_attention = True
 

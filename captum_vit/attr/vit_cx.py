@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._batching import check_internal_batch_size, select_rows
 from .._maps import min_max
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 
@@ -39,7 +40,7 @@ def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
         # fcluster keeps merges with distance <= t
         t = np.nextafter(float(distance_threshold), -np.inf)
         labels = fcluster(Z, t=t, criterion="distance")
-    order = {}
+    order: Dict[int, int] = {}
     for lab in labels.tolist():
         order.setdefault(lab, len(order))  # first (smallest) member's order
     idx = torch.tensor([order[lab] for lab in labels.tolist()], device=masks.device)
@@ -93,8 +94,8 @@ class ViTCX(ViTAttribution):
     ordered by their first member. The noise is drawn from a generator
     seeded with ``seed`` for every image, so results are reproducible and
     independent of the batch; the :math:`2K` masked forwards of an image are
-    batched ``internal_batch_size`` at a time (the public code runs one
-    image at a time). Constant feature maps give all-zero masks (the
+    batched ``internal_batch_size`` at a time (``attribute``'s, else the
+    constructor's; the public code runs one image at a time). Constant feature maps give all-zero masks (the
     authors' code divides by zero there). The map is pixel-level:
     ``output="input"`` returns it over all channels, ``output="tokens"``
     averages it over each patch.
@@ -108,8 +109,9 @@ class ViTCX(ViTAttribution):
             the clustering, in ``[0, 2]``. Default: 0.1
         noise_std (float, optional): :math:`\sigma` of the noise, in the
             model's input space. Default: 0.1
-        internal_batch_size (int, optional): masked images per forward pass.
-            Default: 64
+        internal_batch_size (int, optional): masked images per forward pass
+            when ``attribute`` is called without ``internal_batch_size``
+            (which then wins). Default: 64
         seed (int, optional): seed of the noise. Default: 0
         show_progress (bool, optional): tqdm progress bar over the forward
             passes. Default: False
@@ -128,6 +130,9 @@ class ViTCX(ViTAttribution):
 
     _attribute_returns = "pixels"
     _token_reduce = "mean"
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
     _any_graph = True
 
     def __init__(
@@ -151,20 +156,21 @@ class ViTCX(ViTAttribution):
             )
         if float(noise_std) < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        if int(internal_batch_size) < 1:
-            raise ValueError(
-                f"internal_batch_size must be >= 1, got {internal_batch_size}"
-            )
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         self.distance_threshold = float(distance_threshold)
         self.noise_std = float(noise_std)
-        self.internal_batch_size = int(internal_batch_size)
         self.seed = int(seed)
         self.show_progress = show_progress
 
     def _attribute(
-        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
     ) -> Tensor:
-        return self.saliency(inputs, target, args)[:, None]  # (B, 1, H, W)
+        saliency = self.saliency(inputs, target, args, internal_batch_size)
+        return saliency[:, None]  # (B, 1, H, W)
 
     # ------------------------------------------------------------- internals
     def masks(self, inputs: Tensor, args: tuple = ()) -> Tuple[Tensor, Tensor]:
@@ -186,8 +192,16 @@ class ViTCX(ViTAttribution):
         masks = min_max(up.flatten(2).flatten(0, 1)).reshape(B, -1, H, W)
         return masks, logits.float().softmax(dim=-1)
 
-    def saliency(self, inputs: Tensor, target: Optional[Tensor], args: tuple) -> Tensor:
-        """Pixel saliency ``(B, H, W)``."""
+    def saliency(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
+    ) -> Tensor:
+        """Pixel saliency ``(B, H, W)``; masked images are evaluated
+        ``internal_batch_size`` at a time (None: the constructor's)."""
+        bs = internal_batch_size or self.internal_batch_size
         masks, probs = self.masks(inputs, args)
         if target is None:
             target = probs.argmax(dim=-1)
@@ -216,8 +230,11 @@ class ViTCX(ViTAttribution):
                 noise = noise * self.noise_std * (1 - M[:, None])
                 x = inputs[b]
                 t = int(target[b])
-                p_masked = self._probs(x * M[:, None] + noise, t, args, bar)
-                p_noisy = self._probs(x + noise, t, args, bar)
+                # a tensor argument with the batch dimension: image b's row,
+                # repeated for every masked copy (Captum's expansion)
+                args_b = select_rows(args, torch.full((K,), b), B)
+                p_masked = self._probs(x * M[:, None] + noise, t, args_b, bs, bar)
+                p_noisy = self._probs(x + noise, t, args_b, bs, bar)
                 s = p_masked - p_noisy + probs[b, t]
                 cover = M.sum(dim=0)
                 share = torch.where(cover > 0, M / cover.clamp_min(1e-30), 0 * M)
@@ -227,12 +244,17 @@ class ViTCX(ViTAttribution):
                 bar.close()
         return torch.stack(out)
 
-    def _probs(self, images: Tensor, t: int, args: tuple, bar) -> Tensor:
+    def _probs(
+        self, images: Tensor, t: int, args: tuple, batch_size: int, bar: Any
+    ) -> Tensor:
         ps = []
         with torch.no_grad():
-            for s in range(0, images.shape[0], self.internal_batch_size):
-                chunk = images[s : s + self.internal_batch_size]
-                logits = self.adapter.forward(chunk, *args)
+            for s in range(0, images.shape[0], batch_size):
+                chunk = images[s : s + batch_size]
+                rows = slice(s, s + batch_size)
+                logits = self.adapter.forward(
+                    chunk, *select_rows(args, rows, images.shape[0])
+                )
                 ps.append(logits.float().softmax(dim=-1)[:, t])
                 if bar is not None:
                     bar.update(chunk.shape[0])

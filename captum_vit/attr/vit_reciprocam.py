@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._batching import check_internal_batch_size, select_rows
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import OUTPUTS_IN_HALF, ViTAttribution
 from ._registry import register_method
 
 #: the paper's 3x3 Gaussian neighbourhood (centre 1/4, edges 1/8, corners 1/16)
@@ -112,8 +113,8 @@ class ViTReciproCAM(ViTAttribution):
 
     Batching: the :math:`P + 1` copies of one image (the unmasked one gives
     the predicted class for ``target=None``) run through block :math:`\ell`
-    and the rest of the model in passes of ``internal_batch_size`` copies; the
-    blocks before :math:`\ell` run once per pass on the single image. Images
+    and the rest of the model in passes of ``internal_batch_size`` copies
+    (``attribute``'s, else the constructor's); the blocks before :math:`\ell` run once per pass on the single image. Images
     of a batch are explained one after the other, so a sample's result never
     depends on its batch.
 
@@ -126,9 +127,10 @@ class ViTReciproCAM(ViTAttribution):
         use_cls_token (bool, optional): keep the prefix tokens (class,
             distillation, register) in every copy; False zeroes them.
             Default: True
-        internal_batch_size (int, optional): masked copies per forward pass;
-            ``None`` runs all :math:`P + 1` copies of an image in one pass.
-            Default: None
+        internal_batch_size (int, optional): masked copies per forward pass
+            when ``attribute`` is called without ``internal_batch_size``
+            (which then wins); ``None`` runs all :math:`P + 1` copies of an
+            image in one pass. Default: None
         show_progress (bool, optional): tqdm progress bar over the passes.
             Default: False
         interpolate_mode (str, optional): upsampling of the token map to
@@ -144,6 +146,9 @@ class ViTReciproCAM(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
     _plain_only = (
         "ViT-ReciproCAM masks 3x3 neighbourhoods of one token grid entering a "
         "block, keeping the class token, and its map is that grid; in this model "
@@ -164,15 +169,9 @@ class ViTReciproCAM(ViTAttribution):
     ) -> None:
         super().__init__(model, interpolate_mode)
         self.layer = self._layer_index(layer)
-        if internal_batch_size is not None and int(internal_batch_size) < 1:
-            raise ValueError(
-                f"internal_batch_size must be >= 1 or None, got {internal_batch_size}"
-            )
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
         self.use_gaussian = bool(use_gaussian)
         self.use_cls_token = bool(use_cls_token)
-        self.internal_batch_size = (
-            None if internal_batch_size is None else int(internal_batch_size)
-        )
         self.show_progress = show_progress
 
     def token_masks(
@@ -189,12 +188,16 @@ class ViTReciproCAM(ViTAttribution):
         return m
 
     def _attribute(
-        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         H, W = inputs.shape[-2:]
         masks = self.token_masks(self.adapter.grid_size((H, W)), inputs.device)
         B, R = inputs.shape[0], masks.shape[0]
-        bs = self.internal_batch_size or R
+        bs = internal_batch_size or self.internal_batch_size or R
         tracer = _MosaicTracer(self.layer)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
         out = torch.empty(B, R, dtype=dtype, device=inputs.device)
@@ -203,9 +206,10 @@ class ViTReciproCAM(ViTAttribution):
         )
         with bar, torch.no_grad(), self.adapter.trace(tracer):
             for b in range(B):
+                args_b = select_rows(args, slice(b, b + 1), B)
                 for s in range(0, R, bs):
                     tracer.masks = masks[s : s + bs]
-                    logits = self.adapter.forward(inputs[b : b + 1], *args)
+                    logits = self.adapter.forward(inputs[b : b + 1], *args_b)
                     if s == 0:
                         t = int(logits[0].argmax() if target is None else target[b])
                     out[b, s : s + logits.shape[0]] = logits[:, t]

@@ -45,10 +45,12 @@ from ._data import DATASETS, BenchmarkDataset, make_dataset
 from ._explain import default_methods, explain_images, explain_prompts, mean_scores
 from ._leaderboard import Entry, Leaderboard
 from ._models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from ._runner import BenchmarkResult, run_benchmark
+from ._runner import BACKENDS, BenchmarkResult, check_backend, run_benchmark
 from ._stats import Comparison, Interval, bootstrap_mean, paired_bootstrap
 
 __all__ = [
+    "BACKENDS",
+    "check_backend",
     "DATASETS",
     "DEFAULT_MODEL",
     "BenchmarkDataset",

@@ -297,9 +297,41 @@ class BenchmarkResult:
         return files
 
 
-def _dist_setup() -> Tuple[int, int, bool]:
+#: the process-group backends the runner can use
+BACKENDS = ("nccl", "gloo")
+
+
+def check_backend(backend: Optional[str]) -> Optional[str]:
+    """Validate a ``torch.distributed`` backend name for :func:`run_benchmark`.
+
+    Args:
+        backend (str or None): ``"nccl"`` (CUDA), ``"gloo"`` (CPU, or CUDA
+            with the gathering through the CPU) or None (the default:
+            ``nccl`` when CUDA is available, else ``gloo``).
+
+    Returns:
+        str or None: ``backend``.
+
+    Raises:
+        ValueError: an unknown name, or ``nccl`` without CUDA.
+    """
+    if backend is None:
+        return None
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError(
+            "backend 'nccl' needs CUDA, which is not available here: use 'gloo' "
+            "(or leave the backend to the default, gloo on CPU)"
+        )
+    return backend
+
+
+def _dist_setup(backend: Optional[str] = None) -> Tuple[int, int, bool]:
     """``(rank, world_size, created)``; initialises torch.distributed when the
-    launcher set ``WORLD_SIZE`` > 1 and nobody did yet."""
+    launcher set ``WORLD_SIZE`` > 1 and nobody did yet, with ``backend``
+    (default: ``nccl`` when CUDA is available, else ``gloo``); with CUDA,
+    each rank takes the GPU ``LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
@@ -309,10 +341,14 @@ def _dist_setup() -> Tuple[int, int, bool]:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl")
-        else:
-            dist.init_process_group("gloo")
+        default = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend or default)
         created = True
+    elif backend is not None and dist.get_backend() != backend:
+        raise ValueError(
+            f"the process group is already initialised with {dist.get_backend()!r}, "
+            f"not the backend {backend!r} asked for"
+        )
     return dist.get_rank(), dist.get_world_size(), created
 
 
@@ -407,6 +443,7 @@ def run_benchmark(
     seeds: Optional[Sequence[int]] = None,
     limits: Optional[Mapping[str, int]] = None,
     metric_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    backend: Optional[str] = None,
 ) -> Optional[BenchmarkResult]:
     r"""Run every method on every metric over a dataset.
 
@@ -428,8 +465,9 @@ def run_benchmark(
     ``methods``; they are explained like methods and marked in the table.
 
     **Distributed**: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group
-    is initialised here if needed (``nccl`` when CUDA is available, each rank on
-    ``cuda:LOCAL_RANK``; else ``gloo``), batch ``k`` goes to rank
+    is initialised here if needed (``backend``; by default ``nccl`` when CUDA
+    is available, each rank on ``cuda:LOCAL_RANK``, else ``gloo``), batch ``k``
+    goes to rank
     ``k % world_size``, and the per-sample results are gathered on rank 0
     (:func:`torch.distributed.gather_object`) and sorted by dataset index.
     Every sample is computed in the same batch as in a single-process run, so
@@ -471,6 +509,9 @@ def run_benchmark(
             options replacing its registered settings
             (:meth:`MetricSpec.compute <captum_vit.metrics.MetricSpec.compute>`),
             e.g. ``{"deletion": {"n_steps": 16}}``. Default: None
+        backend (str, optional): the ``torch.distributed`` backend under
+            ``torchrun``: ``"nccl"`` or ``"gloo"`` (see :func:`check_backend`).
+            Default: None (``nccl`` when CUDA is available, else ``gloo``)
 
     Returns:
         BenchmarkResult or None: the result (None on ranks other than 0).
@@ -512,7 +553,7 @@ def run_benchmark(
     higher = {c: hib for s in specs for c, hib in s.columns.items()}
     correct_columns = [c for s in specs if s.correct_only for c in s.columns]
 
-    rank, world, created = _dist_setup()
+    rank, world, created = _dist_setup(check_backend(backend))
     if device is None:
         if world > 1 and torch.cuda.is_available():
             device = torch.device("cuda", torch.cuda.current_device())

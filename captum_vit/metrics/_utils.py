@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._batching import check_internal_batch_size
 from .._maps import pixels_to_tokens, tokens_to_pixels
 
 BaselineType = Union[str, float, int, Tensor]
@@ -177,23 +178,6 @@ def _generator(
     return generator
 
 
-def _expand_args(additional_forward_args: Any, rows: Tensor, batch_size: int) -> tuple:
-    """Select the rows of tensor arguments that have the batch dimension."""
-    if additional_forward_args is None:
-        return ()
-    args = (
-        additional_forward_args
-        if isinstance(additional_forward_args, tuple)
-        else (additional_forward_args,)
-    )
-    return tuple(
-        a[rows]
-        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch_size
-        else a
-        for a in args
-    )
-
-
 def _forward(forward_func: Callable, x: Tensor, args: tuple) -> Tensor:
     out = forward_func(x, *args)
     if isinstance(out, (tuple, list)):
@@ -217,14 +201,7 @@ def _progress(
 
 
 def _check_batch_size(internal_batch_size: Optional[int], default: int) -> int:
-    if internal_batch_size is None:
-        return max(1, default)
-    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(
-            "internal_batch_size must be a positive int or None, got "
-            f"{internal_batch_size!r}"
-        )
-    return internal_batch_size
+    return check_internal_batch_size(internal_batch_size, max(1, default))
 
 
 def _gaussian_blur(inputs: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:

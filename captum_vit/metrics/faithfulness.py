@@ -16,6 +16,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, U
 import torch
 from torch import Tensor
 
+from .._batching import select_rows
 from .._maps import tokens_to_pixels
 from .._targets import TargetType, check_target_range, format_target
 from ._docs import shared_args
@@ -25,7 +26,6 @@ from ._utils import (
     _check_batch,
     _check_batch_size,
     _check_inputs,
-    _expand_args,
     _forward,
     _generator,
     _infer_patch_size,
@@ -95,7 +95,7 @@ class _Setup(NamedTuple):
                 start, min(start + self.batch_size, n_total), device=device
             )
             rows = rows_of(idx)
-            args = _expand_args(self.additional_forward_args, rows, B)
+            args = select_rows(self.additional_forward_args, rows, B)
             out = _forward(self.forward_func, build(idx), args)
             results.append(reduce(out, rows))
         if not results:

@@ -7,13 +7,13 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._batching import select_rows
 from .._maps import min_max
 from .._targets import TargetType, check_target_range, format_target
 from ._utils import (
     _check_batch,
     _check_inputs,
     _check_mask,
-    _expand_args,
     _forward,
     _to_pixel_map,
 )
@@ -278,7 +278,7 @@ def _classified_correctly(
         raise ValueError(f"inputs has {inputs.shape[0]} images for {batch_size} maps")
     labels = format_target(target, batch_size, device=inputs.device)
     assert labels is not None  # target is not None
-    args = _expand_args(additional_forward_args, torch.arange(batch_size), batch_size)
+    args = select_rows(additional_forward_args, torch.arange(batch_size), batch_size)
     with torch.no_grad():
         out = _forward(forward_func, inputs, args)
     check_target_range(labels, out.shape[1])

@@ -1,5 +1,6 @@
 """``torchrun --nproc_per_node 2 -m captum_vit benchmark`` prints exactly the
-single-process table (two CPU processes, gloo)."""
+single-process table (two CPU processes, gloo; the backend choice itself:
+``tests/benchmark/test_backend.py``)."""
 
 import os
 import subprocess
@@ -50,6 +51,7 @@ def test_torchrun_two_processes_prints_the_single_process_table(
             sys.executable, "-m", "torch.distributed.run",
             "--standalone", "--nproc_per_node", "2",
             "-m", "captum_vit", *ARGS, "--model", ckpt, "--out", "two",
+            "--backend", "gloo",  # the default on CPU, named as on a GPU machine
         ],
         tmp_path,
     )  # fmt: skip

@@ -3,7 +3,7 @@ normalisation of the explainer's values; used by inference and training."""
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -26,15 +26,22 @@ def link_function(name: str) -> Callable[[Tensor], Tensor]:
 
 
 def grand_and_null(
-    surrogate: ShapleySurrogate, images: Tensor, link: Callable[[Tensor], Tensor]
+    surrogate: ShapleySurrogate,
+    images: Tensor,
+    link: Callable[[Tensor], Tensor],
+    max_rows: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """``v(1)`` per image ``(B, C)`` and ``v(0)`` ``(1, C)`` in one forward.
+    """``v(1)`` per image ``(B, C)`` and ``v(0)`` ``(1, C)`` in one forward
+    (two when ``B + 1`` rows exceed ``max_rows``).
 
     With every patch held out, kept tokens see only prefix tokens, so
     ``v(0)`` does not depend on the image; it is computed on the first one.
     """
     B = images.shape[0]
     P = surrogate.num_players((images.shape[-2], images.shape[-1]))
+    if max_rows is not None and B + 1 > max_rows:
+        grand = link(surrogate(images, images.new_ones(B, P)))
+        return grand, link(surrogate(images[:1], images.new_zeros(1, P)))
     x = torch.cat([images, images[:1]], 0)
     mask = torch.cat([images.new_ones(B, P), images.new_zeros(1, P)], 0)
     out = link(surrogate(x, mask))

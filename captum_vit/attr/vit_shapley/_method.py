@@ -58,7 +58,9 @@ class ViTShapley(ViTAttribution):
 
     ``attribute`` is one explainer forward plus one surrogate forward (for
     :math:`v_x(\mathbf 1)` and the image-independent :math:`v_x(\mathbf 0)`),
-    and returns :math:`\phi_{i,t}(x)` for the target class :math:`t`.
+    and returns :math:`\phi_{i,t}(x)` for the target class :math:`t`. With
+    ``internal_batch_size``, chunks of that many images are explained one
+    after the other, and :math:`v_x(\mathbf 0)` gets a pass of its own.
 
     Choices where the paper leaves room: the explainer head is a 3-layer MLP
     on the final, normalised patch tokens (the paper's best head also adds an
@@ -92,6 +94,8 @@ class ViTShapley(ViTAttribution):
         >>> method = cv.ViTShapley.load("vit_shapley.pt", lambda: make_model())
     """
 
+    _batches_copies = True  # v(0) is one more surrogate row
+
     def __init__(
         self,
         explainer: ShapleyExplainer,
@@ -117,12 +121,18 @@ class ViTShapley(ViTAttribution):
         return "ViT Shapley"
 
     def _attribute(
-        self, inputs: Tensor, target: Optional[Tensor], args: Tuple[Any, ...]
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: Tuple[Any, ...],
+        internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         if args:
             raise ValueError("ViTShapley does not take additional_forward_args")
         with torch.no_grad():
-            phi, grand = self.shapley_values(inputs, return_grand=True)
+            phi, grand = self.shapley_values(
+                inputs, return_grand=True, internal_batch_size=internal_batch_size
+            )
         if target is None:
             target = grand.argmax(dim=-1)
         target = target.to(phi.device)
@@ -130,7 +140,10 @@ class ViTShapley(ViTAttribution):
 
     # -------------------------------------------------------------- values
     def shapley_values(
-        self, inputs: Tensor, return_grand: bool = False
+        self,
+        inputs: Tensor,
+        return_grand: bool = False,
+        internal_batch_size: Optional[int] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Normalised values of every patch and class ``(B, P, classes)``.
 
@@ -140,6 +153,9 @@ class ViTShapley(ViTAttribution):
             inputs (Tensor): images ``(B, C, H, W)``.
             return_grand (bool, optional): also return
                 :math:`v_x(\mathbf 1)` ``(B, classes)``. Default: False
+            internal_batch_size (int, optional): the most rows of one
+                surrogate forward: :math:`v_x(\mathbf 0)` (one extra row)
+                gets its own pass when the batch fills it. Default: None
 
         Returns:
             Tensor or tuple of Tensor: :math:`\phi(x)` ``(B, P, classes)``,
@@ -147,7 +163,9 @@ class ViTShapley(ViTAttribution):
         """
         raw = self.explainer(inputs)
         game = link_function(self.link)
-        grand, null = grand_and_null(self.surrogate, inputs, game)
+        grand, null = grand_and_null(
+            self.surrogate, inputs, game, internal_batch_size
+        )
         phi = efficient_normalisation(raw, grand, null)
         return (phi, grand) if return_grand else phi
 
