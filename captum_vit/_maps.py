@@ -24,7 +24,7 @@ the plain ``p x p`` block maps.
 
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,9 @@ __all__ = ["tokens_to_pixels", "pixels_to_tokens", "min_max"]
 SizeType = Union[int, Tuple[int, int]]
 
 
-def _pair(size: SizeType) -> Tuple[int, int]:
+def _pair(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """``(size, size)`` for an int, ``(h, w)`` as ints for a pair: the one
+    int-or-pair helper of the package (adapters, data, maps)."""
     if isinstance(size, int):
         return size, size
     h, w = size

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._swin import CosineNorm, Pair, SwinAdapter, pair
+from ._parts import pair
+from ._swin import CosineNorm, Pair, SwinAdapter
 
 # class name -> backbone attribute
 _CLASSIFIERS = {

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._maps import _pair
 from ._base import Tracer
 
 if TYPE_CHECKING:
@@ -252,10 +253,7 @@ def pair(size: Union[int, Sequence[int], None]) -> Tuple[int, int]:
     """
     if size is None:
         raise TypeError("the model's config does not give this size")
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return h, w
+    return _pair(size)
 
 
 def hf_embeddings_forward(

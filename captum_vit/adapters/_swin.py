@@ -13,7 +13,7 @@ the family adapters say how their blocks compute.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,15 +27,9 @@ from ._graph import (
     patch_merge_2x2,
     window_index,
 )
+from ._parts import pair
 
 Pair = Tuple[int, int]
-
-
-def pair(v: Union[int, Sequence[int]]) -> Pair:
-    """``(v, v)`` for an int, the first two entries of a sequence."""
-    if isinstance(v, int):
-        return (v, v)
-    return (int(v[0]), int(v[1]))
 
 
 def ceil_half(grid: Pair) -> Pair:

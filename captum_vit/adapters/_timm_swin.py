@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._parts import mlp_parts
-from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward, pair
+from ._parts import mlp_parts, pair
+from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward
 
 
 def _classes() -> Optional[Tuple[type, type]]:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer
-from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward, pair
+from ._parts import pair
+from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward
 
 
 def _shift_mask(

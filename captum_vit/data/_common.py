@@ -1,13 +1,13 @@
 """Sample types and small tensor helpers shared by every dataset in
 :mod:`captum_vit.data`."""
 
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-SizeType = Union[int, Tuple[int, int]]
+from .._maps import SizeType, _pair
 
 
 class Sample(NamedTuple):
@@ -100,13 +100,6 @@ def box_from_mask(mask: torch.Tensor) -> torch.Tensor:
         [cols[0] + 0.0, rows[0] + 0.0, cols[-1] + 1.0, rows[-1] + 1.0],
         dtype=torch.float32,
     )
-
-
-def _pair(size: SizeType) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = size
-    return (int(h), int(w))
 
 
 def _to_image_tensor(array: np.ndarray) -> torch.Tensor:
