@@ -661,8 +661,10 @@ class ViTAdapter:
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         """Patch grid ``(gh, gw)`` for an input of spatial size ``image_size``
         (for hierarchical models, the first stage's grid: that of the patch
-        embedding)."""
-        raise NotImplementedError
+        embedding). By default that of a patch embedding without padding,
+        ``(H // ph, W // pw)``."""
+        ph, pw = self.patch_size
+        return image_size[0] // ph, image_size[1] // pw
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         """Raise ``ValueError`` if the model cannot take this image size."""

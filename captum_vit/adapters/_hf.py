@@ -11,7 +11,17 @@ explicit forward computes the same function as ``ViTLayer.forward`` /
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +34,15 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._parts import hf_attention_forward, hf_classifier_forward, pair
+from ._parts import (
+    Step,
+    block_parts,
+    check_fixed_size,
+    hf_attention_forward,
+    hf_classifier_forward,
+    pair,
+    routed_block,
+)
 
 if TYPE_CHECKING:
     from transformers.models.beit.modeling_beit import (
@@ -44,6 +62,7 @@ if TYPE_CHECKING:
     from transformers.models.dinov2.modeling_dinov2 import (
         Dinov2Attention,
         Dinov2ForImageClassification,
+        Dinov2Layer,
         Dinov2Model,
     )
     from transformers.models.dinov2_with_registers import (
@@ -69,6 +88,14 @@ if TYPE_CHECKING:
     ViTLayout = Union[ViTModel, DeiTModel, BeitModel]
     #: ... or ``encoder.layer[i]`` (DINOv2, :class:`HFDinov2Adapter`)
     HFEncoder = Union[ViTLayout, Dinov2Model, dinov2_reg.Dinov2WithRegistersModel]
+    #: the layers of them all
+    HFLayer = Union[
+        ViTLayer,
+        DeiTLayer,
+        BeitLayer,
+        Dinov2Layer,
+        dinov2_reg.Dinov2WithRegistersLayer,
+    ]
     #: the self-attention of them all
     HFAttention = Union[
         ViTAttention,
@@ -103,6 +130,8 @@ class HFViTAdapter(ViTAdapter):
     # what the BEiT and DINOv2 subclasses share with it
     model: HFClassifier
     _encoder: HFEncoder
+    #: the attribute names of a layer's two norms
+    _norms: Tuple[str, str] = ("layernorm_before", "layernorm_after")
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -155,10 +184,9 @@ class HFViTAdapter(ViTAdapter):
     def num_heads(self) -> int:
         return int(self._config.num_attention_heads)
 
-    def _layers(self) -> List[Union[ViTLayer, DeiTLayer, BeitLayer]]:
+    def _layers(self) -> Sequence[HFLayer]:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
-        ``Module``). :class:`HFDinov2Adapter` keeps its layers elsewhere and
-        overrides every caller."""
+        ``Module``). :class:`HFDinov2Adapter` keeps its layers elsewhere."""
         layers = cast("ViTLayout", self._encoder).layers
         return cast("List[Union[ViTLayer, DeiTLayer, BeitLayer]]", list(layers))
 
@@ -168,15 +196,8 @@ class HFViTAdapter(ViTAdapter):
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._layers()[layer]
         at = blk.attention
-        return BlockParts(
-            blk,
-            at,
-            blk.layernorm_before,
-            blk.layernorm_after,
-            [at.q_proj, at.k_proj, at.v_proj],
-            at.o_proj,
-            [blk.mlp.fc1, blk.mlp.activation_fn, blk.mlp.fc2],
-        )
+        qkv = [at.q_proj, at.k_proj, at.v_proj]
+        return block_parts(blk, at, qkv, at.o_proj, self._norms)
 
     def embedding_parts(self) -> EmbeddingParts:
         return EmbeddingParts(self._encoder.embeddings.patch_embeddings.projection)
@@ -195,17 +216,9 @@ class HFViTAdapter(ViTAdapter):
         w[: len(self._heads)] = 1.0 / len(self._heads)  # the heads are averaged
         return w
 
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        ph, pw = self.patch_size
-        return image_size[0] // ph, image_size[1] // pw
-
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
-        s = pair(self._config.image_size)
-        if tuple(image_size) != s:
-            raise ValueError(
-                f"this transformers model takes {s[0]}x{s[1]} images, got "
-                f"{image_size[0]}x{image_size[1]}"
-            )
+        size = pair(self._config.image_size)
+        check_fixed_size(image_size, size, "transformers model")
 
     def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         out = self.model(inputs, *args, **kwargs)
@@ -213,24 +226,30 @@ class HFViTAdapter(ViTAdapter):
         return logits
 
     # ----------------------------------------------------------------- tracing
+    def _branches(self, layer: int, block: nn.Module) -> Tuple[Step, Step]:
+        """What layer ``layer`` applies to its attention and MLP branches
+        before the residual sums (:func:`routed_block`): ViT and DeiT their
+        dropout."""
+        blk = cast("Union[ViTLayer, DeiTLayer]", block)
+        return blk.dropout, blk.dropout
+
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
-        # checked when the adapter is made; the subclasses have their own
-        blk = cast("Union[ViTLayer, DeiTLayer]", block)
+        blk = cast("HFLayer", block)  # checked when the adapter is made
+        norm1, norm2 = (getattr(blk, n) for n in self._norms)
+        branches = self._branches(layer, blk)
 
         def forward(
             hidden_states: Tensor,
             attention_mask: Optional[Tensor] = None,
             **kwargs: Any,
         ) -> Tensor:
-            x = tracer.block_input(layer, hidden_states)
-            h = tracer.attention_input(layer, blk.layernorm_before(x))
-            h, _ = blk.attention(h, attention_mask, **kwargs)
-            x = tracer.residual(layer, 0, x, blk.dropout(h))
-            h = blk.mlp(blk.layernorm_after(x))
-            x = tracer.residual(layer, 1, x, blk.dropout(h))
-            return tracer.block_output(layer, x)
+            def attend(h: Tensor) -> Tensor:
+                return blk.attention(h, attention_mask=attention_mask, **kwargs)[0]
+
+            x, norms = hidden_states, (norm1, norm2)
+            return routed_block(layer, tracer, x, attend, blk.mlp, norms, branches)
 
         return forward
 

@@ -26,10 +26,13 @@ from torch import Tensor, nn
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
 from ._parts import (
+    Step,
+    chain,
     check_divisible,
     check_positions,
     hf_embeddings_forward,
     pair,
+    routed_block,
     scale_views,
 )
 
@@ -119,11 +122,21 @@ class HFBeitAdapter(HFViTAdapter):
         check_divisible(image_size, self.patch_size)
 
     # ----------------------------------------------------------------- tracing
+    def _branches(self, layer: int, block: nn.Module) -> Tuple[Step, Step]:
+        # dropout, layer scale (where the layer has one), drop path
+        blk = cast("BeitLayer", block)
+        scale1, scale2 = self._ls[layer]
+        return (
+            chain(blk.dropout, scale1, blk.drop_path),
+            chain(blk.dropout, scale2, blk.drop_path),
+        )
+
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
         blk = cast("BeitLayer", block)  # checked when the adapter is made
-        scale1, scale2 = self._ls[layer]
+        norms = (blk.layernorm_before, blk.layernorm_after)
+        branches = self._branches(layer, blk)
 
         def forward(
             hidden_states: Tensor,
@@ -132,36 +145,27 @@ class HFBeitAdapter(HFViTAdapter):
             resolution: Optional[Tuple[int, int]] = None,
             **kwargs: Any,
         ) -> Tensor:
-            x = tracer.block_input(layer, hidden_states)
+            N = hidden_states.shape[1]
             if blk.relative_position_bias is not None:
                 if resolution is None:  # BeitModel always passes it
                     raise TypeError("BeitLayer needs the input resolution")
                 (height, width), (ph, pw) = resolution, pair(blk.patch_size)
                 window = (height // ph, width // pw)
                 bias = blk.relative_position_bias(
-                    window, interpolate_pos_encoding, dim_size=x.shape[1]
+                    window, interpolate_pos_encoding, dim_size=N
                 )
                 if attention_mask is not None:
                     bias = bias + attention_mask
                 attention_mask = bias
             if attention_mask is not None:
-                check_positions(
-                    attention_mask.shape[-1], x.shape[1], "relative position bias"
-                )
-            h, _ = blk.attention(
-                tracer.attention_input(layer, blk.layernorm_before(x)),
-                attention_mask=attention_mask,
-                **kwargs,
+                check_positions(attention_mask.shape[-1], N, "relative position bias")
+
+            def attend(h: Tensor) -> Tensor:
+                return blk.attention(h, attention_mask=attention_mask, **kwargs)[0]
+
+            return routed_block(
+                layer, tracer, hidden_states, attend, blk.mlp, norms, branches
             )
-            h = blk.dropout(h)
-            if scale1 is not None:
-                h = scale1(h)
-            x = tracer.residual(layer, 0, x, blk.drop_path(h))
-            h = blk.dropout(blk.mlp(blk.layernorm_after(x)))
-            if scale2 is not None:
-                h = scale2(h)
-            x = tracer.residual(layer, 1, x, blk.drop_path(h))
-            return tracer.block_output(layer, x)
 
         return forward
 

@@ -52,7 +52,13 @@ from ._base import (
     ViTAdapter,
 )
 from ._mha import InProj, check_mha
-from ._parts import hf_attention_forward, pair
+from ._parts import (
+    block_parts,
+    check_fixed_size,
+    hf_attention_forward,
+    pair,
+    routed_block,
+)
 from ._pooling import mha_views, read_queries, siglip_head_forward
 from ._text import TextTower
 
@@ -263,15 +269,9 @@ class HFCLIPAdapter(ViTAdapter):
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._layers()[layer]
         at = blk.self_attn
-        return BlockParts(
-            blk,
-            at,
-            blk.layer_norm1,
-            blk.layer_norm2,
-            [at.q_proj, at.k_proj, at.v_proj],
-            at.out_proj,
-            [blk.mlp.fc1, blk.mlp.activation_fn, blk.mlp.fc2],
-        )
+        qkv = [at.q_proj, at.k_proj, at.v_proj]
+        norms = ("layer_norm1", "layer_norm2")
+        return block_parts(blk, at, qkv, at.out_proj, norms)
 
     def embedding_parts(self) -> EmbeddingParts:
         pre = getattr(self.vm, "pre_layrnorm", None)
@@ -294,10 +294,6 @@ class HFCLIPAdapter(ViTAdapter):
             ]
         return []
 
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        ph, pw = self.patch_size
-        return image_size[0] // ph, image_size[1] // pw
-
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         h, w = image_size
         ph, pw = self.patch_size
@@ -309,11 +305,8 @@ class HFCLIPAdapter(ViTAdapter):
                     f"most {n} patches; got {h}x{w}"
                 )
             return
-        s = pair(self._config.image_size)
-        if tuple(image_size) != s:
-            raise ValueError(
-                f"this transformers model takes {s[0]}x{s[1]} images, got {h}x{w}"
-            )
+        size = pair(self._config.image_size)
+        check_fixed_size(image_size, size, "transformers model")
 
     def text_tower(self) -> Optional[TextTower]:
         return self.text
@@ -357,12 +350,13 @@ class HFCLIPAdapter(ViTAdapter):
         def forward(
             hidden_states: Tensor, attention_mask: Optional[Tensor] = None, **kw: Any
         ) -> Tensor:
-            x = tracer.block_input(layer, hidden_states)
-            h = tracer.attention_input(layer, blk.layer_norm1(x))
-            h, _ = blk.self_attn(hidden_states=h, attention_mask=attention_mask, **kw)
-            x = tracer.residual(layer, 0, x, h)
-            x = tracer.residual(layer, 1, x, blk.mlp(blk.layer_norm2(x)))
-            return tracer.block_output(layer, x)
+            def attend(h: Tensor) -> Tensor:
+                return blk.self_attn(
+                    hidden_states=h, attention_mask=attention_mask, **kw
+                )[0]
+
+            norms = (blk.layer_norm1, blk.layer_norm2)
+            return routed_block(layer, tracer, hidden_states, attend, blk.mlp, norms)
 
         return forward
 

@@ -33,6 +33,8 @@ from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdap
 from ._hf import HFViTAdapter
 from ._parts import (
     GATE_GAP,
+    Step,
+    chain,
     check_divisible,
     hf_classifier_forward,
     hf_embeddings_forward,
@@ -87,6 +89,7 @@ class HFDinov2Adapter(HFViTAdapter):
         dinov2_reg.Dinov2WithRegistersForImageClassification,
     ]
     _encoder: Union[Dinov2Model, dinov2_reg.Dinov2WithRegistersModel]
+    _norms = ("norm1", "norm2")
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -112,9 +115,9 @@ class HFDinov2Adapter(HFViTAdapter):
             raise UnsupportedModelError(
                 "this DINOv2 has no linear classifier (num_labels=0)"
             )
-        self._gated = any(mlp_parts(b.mlp)[1] for b in self._dinov2_layers())
+        self._gated = any(mlp_parts(b.mlp)[1] for b in self._layers())
 
-    def _dinov2_layers(self) -> Dinov2Layers:
+    def _layers(self) -> Dinov2Layers:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
         ``Module``; their layout is checked when the adapter is made)."""
         return cast("Dinov2Layers", list(self._encoder.encoder.layer))
@@ -157,22 +160,11 @@ class HFDinov2Adapter(HFViTAdapter):
     def _split_pooled(self, pooled: Tensor) -> List[Tensor]:
         return [torch.cat([pooled, pooled], dim=1)]
 
-    def blocks(self) -> List[nn.Module]:
-        return list(self._dinov2_layers())
-
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self._dinov2_layers()[layer]
-        at = blk.attention
-        return BlockParts(
-            blk,
-            at,
-            blk.norm1,
-            blk.norm2,
-            [at.q_proj, at.k_proj, at.v_proj],
-            at.o_proj,
-            mlp_parts(blk.mlp)[0],
-            scales=[blk.layer_scale1, blk.layer_scale2],
-        )
+        parts = super().block_parts(layer)
+        blk = self._layers()[layer]
+        parts.scales = [blk.layer_scale1, blk.layer_scale2]
+        return parts
 
     def head_parts(self) -> HeadParts:
         return HeadParts(self._encoder.layernorm, self._heads)
@@ -184,26 +176,13 @@ class HFDinov2Adapter(HFViTAdapter):
         check_divisible(image_size, self.patch_size)
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(
-        self, layer: int, block: nn.Module, tracer: Tracer
-    ) -> Callable[..., Tensor]:
-        # checked when the adapter is made
+    def _branches(self, layer: int, block: nn.Module) -> Tuple[Step, Step]:
+        # layer scale, then drop path
         blk = cast("Union[Dinov2Layer, dinov2_reg.Dinov2WithRegistersLayer]", block)
-
-        def forward(
-            hidden_states: Tensor,
-            attention_mask: Optional[Tensor] = None,
-            **kwargs: Any,
-        ) -> Tensor:
-            x = tracer.block_input(layer, hidden_states)
-            h = tracer.attention_input(layer, blk.norm1(x))
-            h, _ = blk.attention(h, attention_mask=attention_mask, **kwargs)
-            x = tracer.residual(layer, 0, x, blk.drop_path(blk.layer_scale1(h)))
-            h = blk.layer_scale2(blk.mlp(blk.norm2(x)))
-            x = tracer.residual(layer, 1, x, blk.drop_path(h))
-            return tracer.block_output(layer, x)
-
-        return forward
+        return (
+            chain(blk.layer_scale1, blk.drop_path),
+            chain(blk.layer_scale2, blk.drop_path),
+        )
 
     def _end_forwards(
         self, tracer: Tracer

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._parts import pair
+from ._parts import pair, routed_block
 from ._swin import CosineNorm, Pair, SwinAdapter
 
 # class name -> backbone attribute
@@ -201,6 +201,7 @@ class HFSwinAdapter(SwinAdapter):
     ) -> Callable[..., Any]:
         adapter = self
         v2 = self.v2
+        norms = (blk.layernorm_before, blk.layernorm_after)
 
         def windows(x: Tensor, dims: Pair) -> Tensor:
             # pad, shift, attend within windows, unshift, crop: (B, H * W, C)
@@ -229,26 +230,32 @@ class HFSwinAdapter(SwinAdapter):
         ) -> Tuple[Tensor, None]:
             if always_partition:
                 raise NotImplementedError("always_partition=True is not supported")
-            x = tracer.block_input(layer, hidden_states)
-            a = tracer.attention_input(layer, blk.layernorm_before(x))
-            h = windows(a, input_dimensions)
-            x = tracer.residual(layer, 0, x, blk.drop_path(h))
-            h = blk.dropout(blk.mlp(blk.layernorm_after(x)))
-            x = tracer.residual(layer, 1, x, h)
-            return tracer.block_output(layer, x), None
+
+            def attend(a: Tensor) -> Tensor:
+                return windows(a, input_dimensions)
+
+            branches = (blk.drop_path, blk.dropout)
+            x = routed_block(
+                layer, tracer, hidden_states, attend, blk.mlp, norms, branches
+            )
+            return x, None
 
         def forward_v2(
             hidden_states: Tensor,
             input_dimensions: Pair,
             output_attentions: bool = False,
         ) -> Tuple[Tensor]:
-            x = tracer.block_input(layer, hidden_states)
-            a = tracer.attention_input(layer, x)  # v2: the norm comes after
-            h = blk.layernorm_before(windows(a, input_dimensions))
-            x = tracer.residual(layer, 0, x, blk.drop_path(h))
-            h = blk.layernorm_after(blk.output(blk.intermediate(x)))
-            x = tracer.residual(layer, 1, x, blk.drop_path(h))
-            return (tracer.block_output(layer, x),)
+            def attend(a: Tensor) -> Tensor:
+                return windows(a, input_dimensions)
+
+            def mlp(x: Tensor) -> Tensor:
+                return blk.output(blk.intermediate(x))
+
+            branches = (blk.drop_path, blk.drop_path)  # v2: the norms come after
+            x = routed_block(
+                layer, tracer, hidden_states, attend, mlp, norms, branches, True
+            )
+            return (x,)
 
         return forward_v2 if v2 else forward_v1
 

@@ -45,7 +45,13 @@ from ._base import (
 )
 from ._delegate import DelegatingAdapter
 from ._mha import InProj, check_mha, self_attention_forward
-from ._parts import check_divisible, mlp_parts
+from ._parts import (
+    block_parts,
+    check_divisible,
+    check_fixed_size,
+    mlp_parts,
+    routed_block,
+)
 from ._pooling import AttentionalPoolerForward, read_queries
 from ._text import TextTower
 
@@ -266,16 +272,9 @@ class OpenCLIPAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.visual.transformer.resblocks[layer]
-        return BlockParts(
-            blk,
-            blk.attn,
-            blk.ln_1,
-            blk.ln_2,
-            [self._in_proj[layer]],
-            blk.attn.out_proj,
-            mlp_parts_of(blk.mlp),
-            scales=[m for m in (blk.ls_1, blk.ls_2) if _real(m)],
-        )
+        scales = [m for m in (blk.ls_1, blk.ls_2) if _real(m)]
+        qkv, norms = [self._in_proj[layer]], ("ln_1", "ln_2")
+        return block_parts(blk, blk.attn, qkv, blk.attn.out_proj, norms, scales=scales)
 
     def embedding_parts(self) -> EmbeddingParts:
         v = self.visual
@@ -295,17 +294,8 @@ class OpenCLIPAdapter(ViTAdapter):
     def relevance_gaps(self) -> List[str]:
         return []
 
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        ph, pw = self.patch_size
-        return image_size[0] // ph, image_size[1] // pw
-
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
-        size = tuple(self.visual.image_size)
-        if tuple(image_size) != size:
-            raise ValueError(
-                f"this open_clip tower takes {size[0]}x{size[1]} images, got "
-                f"{image_size[0]}x{image_size[1]}"
-            )
+        check_fixed_size(image_size, self.visual.image_size, "open_clip tower")
         check_divisible(image_size, self.patch_size)
 
     def text_tower(self) -> Optional[TextTower]:
@@ -355,13 +345,13 @@ class OpenCLIPAdapter(ViTAdapter):
         ) -> Tensor:
             if k_x is not None or v_x is not None:
                 raise NotImplementedError("cross-attention blocks are not supported")
-            x = tracer.block_input(layer, q_x)
-            h = tracer.attention_input(layer, blk.ln_1(x))
-            mask = attn_mask.to(h.dtype) if attn_mask is not None else None
-            h = blk.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-            x = tracer.residual(layer, 0, x, blk.ls_1(h))
-            x = tracer.residual(layer, 1, x, blk.ls_2(blk.mlp(blk.ln_2(x))))
-            return tracer.block_output(layer, x)
+
+            def attend(h: Tensor) -> Tensor:
+                mask = attn_mask.to(h.dtype) if attn_mask is not None else None
+                return blk.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+
+            norms, branches = (blk.ln_1, blk.ln_2), (blk.ls_1, blk.ls_2)
+            return routed_block(layer, tracer, q_x, attend, blk.mlp, norms, branches)
 
         return forward
 
@@ -420,14 +410,6 @@ class OpenCLIPAdapter(ViTAdapter):
             (v, "_pool", _pool),
             (v, "forward", forward),
         ]
-
-
-def mlp_parts_of(mlp: nn.Module) -> List[nn.Module]:
-    """open_clip's block MLP (``c_fc``, activation, ``c_proj``), in order."""
-    names = ("c_fc", "gelu", "c_proj")
-    if all(hasattr(mlp, n) for n in names):
-        return [getattr(mlp, n) for n in names]
-    return mlp_parts(mlp)[0]
 
 
 class OpenCLIPTimmAdapter(DelegatingAdapter):

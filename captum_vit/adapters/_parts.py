@@ -10,7 +10,11 @@ lists), so the adapters make these operations small modules of their own,
 computes and which their explicit forwards call. They belong to the adapter,
 not to the model (the model is never changed), and hold no parameter of
 their own. The explicit self-attention of the ``transformers`` families
-(:func:`hf_attention_forward`) lives here too.
+(:func:`hf_attention_forward`) lives here too, and what every family's
+explicit forward shares: the routed transformer block
+(:func:`routed_block`), the parts of a block (:func:`block_parts`, its MLP
+read by :func:`mlp_parts`) and the size check of a model that takes one
+image size (:func:`check_fixed_size`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._maps import _pair
-from ._base import Tracer
+from ._base import BlockParts, Tracer
 
 if TYPE_CHECKING:
     from timm.layers import Attention
@@ -50,17 +54,25 @@ if TYPE_CHECKING:
     TimmBlock = Union[Block, BeitBlock, EvaBlock]
     TimmAttention = Union[Attention, BeitAttention, EvaAttention]
 
+#: one step of a forward: a module, or a function of one tensor
+Step = Callable[[Tensor], Tensor]
+
 __all__ = [
     "FusedQKV",
     "Scale",
     "scale_views",
+    "Step",
+    "chain",
+    "routed_block",
     "mlp_parts",
+    "block_parts",
     "check_positions",
     "timm_blocks",
     "timm_attention",
     "timm_gaps",
     "GATE_GAP",
     "check_divisible",
+    "check_fixed_size",
     "pair",
     "hf_embeddings_forward",
     "hf_attention_forward",
@@ -149,6 +161,59 @@ def scale_views(
     ]
 
 
+def chain(*steps: Optional[Step]) -> Step:
+    """The steps applied in order, ``chain(f, g)(x) = g(f(x))``, skipping
+    those that are None (a layer scale a block does not have)."""
+
+    def run(x: Tensor) -> Tensor:
+        for step in steps:
+            if step is not None:
+                x = step(x)
+        return x
+
+    return run
+
+
+def routed_block(
+    layer: int,
+    tracer: Tracer,
+    x: Tensor,
+    attend: Step,
+    mlp: Step,
+    norms: Tuple[Step, Step],
+    branches: Sequence[Step] = (),
+    post_norm: bool = False,
+) -> Tensor:
+    r"""One transformer block, the explicit forward of every family, with
+    its input and output tokens (:meth:`Tracer.block_input`,
+    :meth:`Tracer.block_output`), the attention's input
+    (:meth:`Tracer.attention_input`) and the two residual sums
+    (:meth:`Tracer.residual`) routed through ``tracer``. Pre-norm,
+
+    .. math::
+        x' = x + b_1\big(\mathrm{attend}(n_1(x))\big), \qquad
+        y = x' + b_2\big(\mathrm{mlp}(n_2(x'))\big),
+
+    or with ``post_norm`` (Swin v2) the norms after the branches,
+    :math:`x + b_1(n_1(\mathrm{attend}(x)))` and
+    :math:`x' + b_2(n_2(\mathrm{mlp}(x')))`; the attention's input is then
+    ``x``. ``branches`` :math:`(b_1, b_2)` are what the family applies to a
+    branch before its sum (dropout, layer scale, drop path: :func:`chain`;
+    default: nothing).
+    """
+    norm1, norm2 = norms
+    b1, b2 = branches or (chain(), chain())
+    x = tracer.block_input(layer, x)
+    if post_norm:
+        h = norm1(attend(tracer.attention_input(layer, x)))
+    else:
+        h = attend(tracer.attention_input(layer, norm1(x)))
+    x = tracer.residual(layer, 0, x, b1(h))
+    h = norm2(mlp(x)) if post_norm else mlp(norm2(x))
+    x = tracer.residual(layer, 1, x, b2(h))
+    return tracer.block_output(layer, x)
+
+
 #: the relevance gap of a gated MLP
 GATE_GAP = (
     "the gated product of the MLP (SwiGLU: act(x W_g) * (x W_x), an elementwise "
@@ -158,14 +223,16 @@ GATE_GAP = (
 
 
 def mlp_parts(mlp: nn.Module) -> Tuple[List[nn.Module], bool]:
-    """``(modules in call order, gated)`` of a timm or Hugging Face MLP.
+    """``(modules in call order, gated)`` of a block's MLP.
 
-    Plain MLPs (timm ``Mlp``; Hugging Face ``BeitMLP``, ``Dinov2MLP``) give
-    ``fc1, act, [norm,] fc2``; the SwiGLU variants (timm ``SwiGLU`` and
-    ``GluMlp``, Hugging Face ``Dinov2SwiGLUFFN``) their two input linears (or
-    the packed one), activation, norm and output linear, with ``gated`` set:
-    their elementwise product of two branches has no LRP rule (see
-    :data:`GATE_GAP`).
+    Plain MLPs (timm ``Mlp``; Hugging Face ``BeitMLP``, ``Dinov2MLP``,
+    ``ViTMLP``, ``CLIPMLP``) give ``fc1, act, [norm,] fc2``; open_clip's
+    ``c_fc, gelu, c_proj``; an ``nn.Sequential`` of other names
+    (torchvision's ``MLP``) its modules but the dropouts. The SwiGLU variants
+    (timm ``SwiGLU`` and ``GluMlp``, Hugging Face ``Dinov2SwiGLUFFN``) give
+    their two input linears (or the packed one), activation, norm and output
+    linear, with ``gated`` set: their elementwise product of two branches has
+    no LRP rule (see :data:`GATE_GAP`).
 
     Raises:
         TypeError: an MLP of another layout.
@@ -174,14 +241,34 @@ def mlp_parts(mlp: nn.Module) -> Tuple[List[nn.Module], bool]:
         ("fc1_g", "fc1_x", "act", "norm", "fc2"),  # timm SwiGLU
         ("gate_proj", "up_proj", "act_fn", "down_proj"),  # HF Dinov2SwiGLUFFN
         ("fc1", "act", "norm", "fc2"),  # timm Mlp / GluMlp
-        ("fc1", "activation_fn", "fc2"),  # HF BeitMLP / Dinov2MLP
+        ("fc1", "activation_fn", "fc2"),  # HF BeitMLP / Dinov2MLP / CLIPMLP
+        ("c_fc", "gelu", "c_proj"),  # open_clip
     ]
     for layout in names:
         if all(hasattr(mlp, n) for n in layout if n != "norm"):
             parts = [getattr(mlp, n, None) for n in layout]
-            gated = layout[0] != "fc1" or hasattr(mlp, "chunk_dim")  # GluMlp
+            gated = layout[0] in ("fc1_g", "gate_proj") or hasattr(mlp, "chunk_dim")
             return [p for p in parts if isinstance(p, nn.Module)], gated
+    if isinstance(mlp, nn.Sequential):  # torchvision
+        return [m for m in mlp if not isinstance(m, nn.Dropout)], False
     raise TypeError(f"unknown MLP layout {type(mlp).__name__}")
+
+
+def block_parts(
+    block: nn.Module,
+    attention: nn.Module,
+    qkv: Sequence[nn.Module],
+    proj: nn.Module,
+    norms: Tuple[str, str] = ("norm1", "norm2"),
+    **roles: Any,
+) -> BlockParts:
+    """The :class:`BlockParts` of ``block``, whose norms are its attributes
+    named ``norms`` and whose MLP is ``block.mlp`` (its modules by
+    :func:`mlp_parts`); ``roles`` are the other keyword arguments of
+    :class:`BlockParts` (``scales``, ``post_norm``, ...)."""
+    norm1, norm2 = (getattr(block, n) for n in norms)
+    mlp = mlp_parts(cast(nn.Module, block.mlp))[0]
+    return BlockParts(block, attention, norm1, norm2, qkv, proj, mlp, **roles)
 
 
 def check_positions(expected: int, got: int, what: str) -> None:
@@ -241,6 +328,19 @@ def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) ->
         raise ValueError(
             f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; "
             "crop or resize the images"
+        )
+
+
+def check_fixed_size(
+    image_size: Tuple[int, int], size: Sequence[int], model: str, hint: str = ""
+) -> None:
+    """Raise ``ValueError`` unless ``image_size`` is ``size``, the one image
+    size that ``model`` (its name in the message, ``"timm model"``) takes;
+    ``hint`` ends the message."""
+    if tuple(image_size) != tuple(size):
+        raise ValueError(
+            f"this {model} takes {size[0]}x{size[1]} images, got "
+            f"{image_size[0]}x{image_size[1]}{hint}"
         )
 
 

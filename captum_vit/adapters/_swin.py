@@ -27,7 +27,7 @@ from ._graph import (
     patch_merge_2x2,
     window_index,
 )
-from ._parts import pair
+from ._parts import pair, routed_block
 
 Pair = Tuple[int, int]
 
@@ -52,18 +52,22 @@ def nhwc_block_forward(
     tokens, the attention's input (:meth:`Tracer.attention_input`: ``norm1(x)``
     in v1, ``x`` in v2) and the residual sums routed through ``tracer`` as
     ``(B, H * W, C)``."""
-    norm1, norm2 = blk_norms
 
     def forward(x: Tensor) -> Tensor:
         B, H, W, C = x.shape
-        x = tracer.block_input(layer, x.reshape(B, H * W, C))
-        a = x if post_norm else norm1(x)
-        h = attend(tracer.attention_input(layer, a).reshape(B, H, W, C))
-        h = norm1(h) if post_norm else h
-        x = tracer.residual(layer, 0, x, drops[0](h).reshape(B, H * W, C))
-        h = norm2(mlp(x)) if post_norm else mlp(norm2(x))
-        x = tracer.residual(layer, 1, x, drops[1](h))
-        return tracer.block_output(layer, x).reshape(B, H, W, C)
+
+        def attend_grid(a: Tensor) -> Tensor:
+            return attend(a.reshape(B, H, W, C))
+
+        def branch1(h: Tensor) -> Tensor:
+            return drops[0](h).reshape(B, H * W, C)
+
+        x = x.reshape(B, H * W, C)
+        branches = (branch1, drops[1])
+        y = routed_block(
+            layer, tracer, x, attend_grid, mlp, blk_norms, branches, post_norm
+        )
+        return y.reshape(B, H, W, C)
 
     return forward
 

@@ -35,7 +35,15 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._parts import mlp_parts, timm_attention, timm_blocks, timm_gaps
+from ._parts import (
+    block_parts,
+    chain,
+    check_fixed_size,
+    routed_block,
+    timm_attention,
+    timm_blocks,
+    timm_gaps,
+)
 from ._pooling import (
     attention_pool_forward,
     attention_pool_gaps,
@@ -190,11 +198,8 @@ class TimmViTAdapter(ViTAdapter):
     def block_parts(self, layer: int) -> BlockParts:
         blk = _vit_block(self.model.blocks[layer])
         attn = _attention(blk.attn)
-        mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
-        return BlockParts(
-            blk, attn, blk.norm1, blk.norm2, [attn.qkv], attn.proj, mlp, scales=scales
-        )
+        return block_parts(blk, attn, [attn.qkv], attn.proj, scales=scales)
 
     def relevance_gaps(self) -> List[str]:
         return timm_gaps(self.model) + attention_pool_gaps(self._attn_pool())
@@ -257,11 +262,9 @@ class TimmViTAdapter(ViTAdapter):
                     "dynamic_img_pad=True."
                 )
             return
-        if getattr(pe, "strict_img_size", True) and tuple(pe.img_size) != (h, w):
-            raise ValueError(
-                f"this timm model takes {pe.img_size[0]}x{pe.img_size[1]} images, got "
-                f"{h}x{w}; build it with dynamic_img_size=True for other sizes."
-            )
+        if getattr(pe, "strict_img_size", True):
+            hint = "; build it with dynamic_img_size=True for other sizes."
+            check_fixed_size(image_size, pe.img_size, "timm model", hint)
         if h % ph or w % pw:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}"
@@ -276,13 +279,12 @@ class TimmViTAdapter(ViTAdapter):
         def forward(
             x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False
         ) -> Tensor:
-            x = tracer.block_input(layer, x)
-            h = tracer.attention_input(layer, blk.norm1(x))
-            h = blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
-            x = tracer.residual(layer, 0, x, blk.drop_path1(blk.ls1(h)))
-            h = blk.mlp(blk.norm2(x))
-            x = tracer.residual(layer, 1, x, blk.drop_path2(blk.ls2(h)))
-            return tracer.block_output(layer, x)
+            def attend(h: Tensor) -> Tensor:
+                return blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
+
+            norms = (blk.norm1, blk.norm2)
+            branches = (chain(blk.ls1, blk.drop_path1), chain(blk.ls2, blk.drop_path2))
+            return routed_block(layer, tracer, x, attend, blk.mlp, norms, branches)
 
         return forward
 

@@ -31,7 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
-from ._parts import FusedQKV, check_positions, mlp_parts, scale_views, timm_gaps
+from ._parts import (
+    FusedQKV,
+    block_parts,
+    chain,
+    check_positions,
+    routed_block,
+    scale_views,
+    timm_gaps,
+)
 from ._timm import TimmViTAdapter, _active
 
 if TYPE_CHECKING:
@@ -113,18 +121,10 @@ class TimmBeitAdapter(TimmViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._blocks()[layer]
-        mlp, _ = mlp_parts(blk.mlp)
         qkv = self._qkv[layer]
-        return BlockParts(
-            blk,
-            blk.attn,
-            blk.norm1,
-            blk.norm2,
-            [qkv] if qkv is not None else [],  # EVA's separate q, k, v: its own
-            blk.attn.proj,
-            mlp,
-            scales=[s for s in self._ls[layer] if s is not None],
-        )
+        fused = [qkv] if qkv is not None else []  # EVA's separate q, k, v: its own
+        scales = [s for s in self._ls[layer] if s is not None]
+        return block_parts(blk, blk.attn, fused, blk.attn.proj, scales=scales)
 
     def relevance_gaps(self) -> List[str]:
         return timm_gaps(self.model)
@@ -141,16 +141,9 @@ class TimmBeitAdapter(TimmViTAdapter):
         """The block (timm's BEiT and EVA alike) with its residual sums routed:
         ``x + drop_path1(gamma_1 * attend(norm1(x)))``, then the MLP branch."""
         scale1, scale2 = self._ls[layer]
-        x = tracer.block_input(layer, x)
-        h = attend(tracer.attention_input(layer, blk.norm1(x)))
-        if scale1 is not None:
-            h = scale1(h)
-        x = tracer.residual(layer, 0, x, blk.drop_path1(h))
-        h = blk.mlp(blk.norm2(x))
-        if scale2 is not None:
-            h = scale2(h)
-        x = tracer.residual(layer, 1, x, blk.drop_path2(h))
-        return tracer.block_output(layer, x)
+        norms = (blk.norm1, blk.norm2)
+        branches = (chain(scale1, blk.drop_path1), chain(scale2, blk.drop_path2))
+        return routed_block(layer, tracer, x, attend, blk.mlp, norms, branches)
 
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer

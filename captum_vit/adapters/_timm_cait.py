@@ -38,7 +38,14 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._graph import LayerWindows, Merge, Stage, TokenGraph, dense_layer
-from ._parts import GATE_GAP, mlp_parts, scale_views
+from ._parts import (
+    GATE_GAP,
+    block_parts,
+    chain,
+    mlp_parts,
+    routed_block,
+    scale_views,
+)
 from ._timm import TimmViTAdapter, _active
 
 
@@ -143,23 +150,12 @@ class TimmCaitAdapter(TimmViTAdapter):
     def block_parts(self, layer: int) -> BlockParts:
         blk: Any = self.blocks()[layer]
         attn = blk.attn
-        mlp, _ = mlp_parts(blk.mlp)
         scales = [s for s in self._ls[layer] if s is not None]
         if layer < self._depth:
             qkv, mixing = [attn.qkv], [attn.proj_l, attn.proj_w]
         else:
             qkv, mixing = [attn.q, attn.k, attn.v], []
-        return BlockParts(
-            blk,
-            attn,
-            blk.norm1,
-            blk.norm2,
-            qkv,
-            attn.proj,
-            mlp,
-            scales=scales,
-            head_mixing=mixing,
-        )
+        return block_parts(blk, attn, qkv, attn.proj, scales=scales, head_mixing=mixing)
 
     def relevance_gaps(self) -> List[str]:
         blocks: List[Any] = self.blocks()
@@ -196,42 +192,34 @@ class TimmCaitAdapter(TimmViTAdapter):
         )
 
     # ----------------------------------------------------------------- tracing
-    def _branches(
-        self, layer: int, blk: Any, tracer: Tracer, x: Tensor, h: Tensor
-    ) -> Tensor:
-        """The rest of a block of either phase once its attention gave ``h``:
-        ``x + drop_path(gamma_1 * h)``, then the MLP branch, routed."""
-        scale1, scale2 = self._ls[layer]
-        if scale1 is not None:
-            h = scale1(h)
-        x = tracer.residual(layer, 0, x, blk.drop_path(h))
-        h = blk.mlp(blk.norm2(x))
-        if scale2 is not None:
-            h = scale2(h)
-        x = tracer.residual(layer, 1, x, blk.drop_path(h))
-        return tracer.block_output(layer, x)
-
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
         blk: Any = block
+        scale1, scale2 = self._ls[layer]
+        branches = (chain(scale1, blk.drop_path), chain(scale2, blk.drop_path))
         if layer < self._depth:
 
             def forward(x: Tensor) -> Tensor:
                 # LayerScaleBlock.forward
-                x = tracer.block_input(layer, x)
-                h = blk.attn(tracer.attention_input(layer, blk.norm1(x)))
-                return self._branches(layer, blk, tracer, x, h)
+                norms = (blk.norm1, blk.norm2)
+                return routed_block(
+                    layer, tracer, x, blk.attn, blk.mlp, norms, branches
+                )
 
             return forward
 
         def forward_cls(x: Tensor, x_cls: Tensor) -> Tensor:
             # LayerScaleBlockClassAttn.forward: the block's input and output
-            # are the class token (B, 1, D); the patches x pass unchanged
-            x_cls = tracer.block_input(layer, x_cls)
-            u = torch.cat((x_cls, x), dim=1)
-            h = blk.attn(tracer.attention_input(layer, blk.norm1(u)))
-            return self._branches(layer, blk, tracer, x_cls, h)
+            # are the class token (B, 1, D); the patches x pass unchanged and
+            # the attention reads the normed [class token; patches]
+            def norm1(c: Tensor) -> Tensor:
+                return blk.norm1(torch.cat((c, x), dim=1))
+
+            norms = (norm1, blk.norm2)
+            return routed_block(
+                layer, tracer, x_cls, blk.attn, blk.mlp, norms, branches
+            )
 
         return forward_cls
 

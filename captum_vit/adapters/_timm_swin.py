@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._parts import mlp_parts, pair
+from ._parts import check_fixed_size, mlp_parts, pair
 from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward
 
 
@@ -156,12 +156,11 @@ class TimmSwinAdapter(SwinAdapter):
         h, w = image_size
         ph, pw = self.patch_size
         if getattr(pe, "strict_img_size", True):
-            if pair(pe.img_size) != (h, w):
-                raise ValueError(
-                    f"this timm model takes {pe.img_size[0]}x{pe.img_size[1]} images, "
-                    f"got {h}x{w}; build it with strict_img_size=False (or "
-                    "dynamic_img_size=True) for other sizes."
-                )
+            hint = (
+                "; build it with strict_img_size=False (or dynamic_img_size=True) "
+                "for other sizes."
+            )
+            check_fixed_size(image_size, pair(pe.img_size), "timm model", hint)
             return
         if not getattr(pe, "dynamic_img_pad", False) and (h % ph or w % pw):
             raise ValueError(

@@ -22,6 +22,7 @@ from ._base import (
     ViTAdapter,
 )
 from ._mha import InProj, self_attention_forward
+from ._parts import block_parts, chain, check_fixed_size, routed_block
 
 if TYPE_CHECKING:  # torchvision has no type information: these are Any
     from torchvision.models import VisionTransformer
@@ -83,16 +84,8 @@ class TorchvisionViTAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self.model.encoder.layers[layer]
-        mlp = [m for m in blk.mlp if not isinstance(m, nn.Dropout)]
-        return BlockParts(
-            blk,
-            blk.self_attention,
-            blk.ln_1,
-            blk.ln_2,
-            [self._in_proj[layer]],
-            blk.self_attention.out_proj,
-            mlp,
-        )
+        mha, qkv = blk.self_attention, [self._in_proj[layer]]
+        return block_parts(blk, mha, qkv, mha.out_proj, ("ln_1", "ln_2"))
 
     def embedding_parts(self) -> EmbeddingParts:
         return EmbeddingParts(self.model.conv_proj)
@@ -102,17 +95,9 @@ class TorchvisionViTAdapter(ViTAdapter):
         pre = [heads.pre_logits, heads.act] if hasattr(heads, "pre_logits") else []
         return HeadParts(self.model.encoder.ln, [heads.head], pre_logits=pre)
 
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        p = self.model.patch_size
-        return image_size[0] // p, image_size[1] // p
-
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
-        s = self.model.image_size
-        if tuple(image_size) != (s, s):
-            raise ValueError(
-                f"this torchvision model takes {s}x{s} images, got "
-                f"{image_size[0]}x{image_size[1]}"
-            )
+        size = (self.model.image_size, self.model.image_size)
+        check_fixed_size(image_size, size, "torchvision model")
 
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
@@ -120,12 +105,11 @@ class TorchvisionViTAdapter(ViTAdapter):
         blk: EncoderBlock = block
 
         def forward(input: Tensor) -> Tensor:
-            x = tracer.block_input(layer, input)
-            h = tracer.attention_input(layer, blk.ln_1(x))
-            h, _ = blk.self_attention(h, h, h, need_weights=False)
-            x = tracer.residual(layer, 0, x, blk.dropout(h))
-            x = tracer.residual(layer, 1, x, blk.mlp(blk.ln_2(x)))
-            return tracer.block_output(layer, x)
+            def attend(h: Tensor) -> Tensor:
+                return blk.self_attention(h, h, h, need_weights=False)[0]
+
+            norms, branches = (blk.ln_1, blk.ln_2), (blk.dropout, chain())
+            return routed_block(layer, tracer, input, attend, blk.mlp, norms, branches)
 
         return forward
 

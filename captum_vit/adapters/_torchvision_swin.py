@@ -137,10 +137,6 @@ class TorchvisionSwinAdapter(SwinAdapter):
     def head_parts(self) -> HeadParts:
         return HeadParts(self.model.norm, [self.model.head])
 
-    def grid_size(self, image_size: Pair) -> Pair:
-        ph, pw = self.patch_size
-        return (image_size[0] // ph, image_size[1] // pw)
-
     def check_image_size(self, image_size: Pair) -> None:
         ph, pw = self.patch_size
         if image_size[0] < ph or image_size[1] < pw:
