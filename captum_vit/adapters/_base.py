@@ -735,9 +735,13 @@ class ViTAdapter:
     ) -> Tensor:
         """Row vector ``w`` (N,) that reads the explained token out of a map.
 
-        For class-token pooling it is the one-hot of the class token; for
-        average pooling it is uniform over the patch tokens. Methods that take
-        "the class-token row" of a token-to-token matrix compute ``w @ M``.
+        For class-token pooling it is the one-hot of the class token (with
+        several classifiers, each reading its own token, the mean of their
+        one-hots: 1/2 on distilled DeiT's class and distillation tokens); for
+        average pooling it is uniform over the patch tokens; for
+        ``"token+avg"`` (Hugging Face DINOv2) the mean of the two, the head's
+        two halves equally weighted. Methods that take "the class-token row"
+        of a token-to-token matrix compute ``w @ M``.
 
         Raises:
             NotImplementedError: the model pools by attention
@@ -751,12 +755,30 @@ class ViTAdapter:
                 "pooling row depends on the image (Tracer.pool_row of a traced "
                 "forward), there is no static one"
             )
-        w = torch.zeros(num_tokens, device=device, dtype=dtype)
-        if self.pooling == "token":
-            w[0] = 1.0
-        else:
-            w[self.num_prefix_tokens :] = 1.0 / (num_tokens - self.num_prefix_tokens)
-        return w
+        rows = self._pool_rows(torch.zeros(num_tokens, device=device, dtype=dtype))
+        if len(rows) == 1:
+            return rows[0]
+        return functools.reduce(operator.add, rows) / len(rows)
+
+    def _pool_rows(self, zeros: Tensor) -> List[Tensor]:
+        """The rows of the vectors the model's head pools, in its order, each
+        like ``zeros`` (``(N,)``, its device and dtype): for class-token
+        pooling the one-hot of token ``i`` for classifier ``i`` of
+        :meth:`head_parts` (one, or the class and distillation tokens of
+        distilled DeiT); for average pooling the mean of the patch tokens
+        (zero on every prefix token); for ``"token+avg"`` the class token,
+        then the patch mean."""
+        N, npre = zeros.shape[0], self.num_prefix_tokens
+        rows = []
+        if self.pooling in ("token", "token+avg"):
+            heads = len(self.head_parts().classifiers) if self.pooling == "token" else 1
+            for i in range(heads):
+                rows.append(zeros.clone())
+                rows[-1][i] = 1.0
+        if self.pooling in ("avg", "token+avg"):
+            rows.append(zeros.clone())
+            rows[-1][npre:] = 1.0 / (N - npre)
+        return rows
 
     def text_tower(self) -> Optional[TextTower]:
         """The model's text tower (prompts to embeddings, logit scale and
@@ -818,11 +840,11 @@ class ViTAdapter:
         """The model's pooling for :meth:`head_forward`: one pooled vector
         per classifier of :meth:`head_parts` (token ``i`` for classifier
         ``i`` of several, as distilled DeiT; else :meth:`pool_weights`)."""
-        n_heads = len(self.head_parts().classifiers)
         N = tokens.shape[1]
-        if n_heads > 1:
-            eye = torch.eye(N, device=tokens.device, dtype=tokens.dtype)
-            return [tracer.pool(tokens, eye[i]) for i in range(n_heads)]
+        if len(self.head_parts().classifiers) > 1:
+            return [
+                tracer.pool(tokens, w) for w in self._pool_rows(tokens.new_zeros(N))
+            ]
         w = self.pool_weights(N, tokens.device, tokens.dtype)
         return [tracer.pool(tokens, w)]
 

@@ -206,16 +206,6 @@ class HFViTAdapter(ViTAdapter):
         norm = getattr(self._encoder, "layernorm", None)
         return HeadParts(norm, self._heads)
 
-    def pool_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        w = torch.zeros(num_tokens, device=device, dtype=dtype)
-        w[: len(self._heads)] = 1.0 / len(self._heads)  # the heads are averaged
-        return w
-
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         size = pair(self._config.image_size)
         check_fixed_size(image_size, size, "transformers model")
@@ -273,7 +263,7 @@ class HFViTAdapter(ViTAdapter):
         # ViT and DeiT; the subclasses have their own
         encoder = cast("Union[ViTModel, DeiTModel]", self._encoder)
         emb, model, prefix = encoder.embeddings, self.model, self._prefix
-        heads = self._heads
+        heads, adapter = self._heads, self
 
         def embeddings_forward(
             pixel_values: Tensor,
@@ -308,11 +298,8 @@ class HFViTAdapter(ViTAdapter):
         def logits(seq: Tensor) -> Tensor:
             # the pooling of each head's token routed; several heads are
             # averaged (WithTeacher)
-            outs = []
-            for i, head in enumerate(heads):
-                w = torch.zeros(seq.shape[1], device=seq.device, dtype=seq.dtype)
-                w[i] = 1.0
-                outs.append(head(tracer.pool(seq, w)))
+            rows = adapter._pool_rows(seq.new_zeros(seq.shape[1]))
+            outs = [head(tracer.pool(seq, w)) for head, w in zip(heads, rows)]
             return outs[0] if len(outs) == 1 else tracer.merge_heads(outs)
 
         model_forward = hf_classifier_forward(encoder, logits)

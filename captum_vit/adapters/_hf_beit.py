@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, cast
 
-import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
@@ -96,14 +95,6 @@ class HFBeitAdapter(HFViTAdapter):
     @property
     def pooling(self) -> str:
         return "avg" if self._pooler().layernorm is not None else "token"
-
-    def pool_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        return ViTAdapter.pool_weights(self, num_tokens, device, dtype)
 
     def block_parts(self, layer: int) -> BlockParts:
         parts = super().block_parts(layer)

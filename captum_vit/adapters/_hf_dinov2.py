@@ -24,7 +24,7 @@ of the ends (the LRP engine) the two poolings are routed through
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -127,35 +127,10 @@ class HFDinov2Adapter(HFViTAdapter):
     def pooling(self) -> str:
         return "token+avg"
 
-    def patch_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        """Uniform weights over the patch tokens (zero on class and register
-        tokens): the mean the head reads."""
-        w = torch.zeros(num_tokens, device=device, dtype=dtype)
-        w[self._prefix :] = 1.0 / (num_tokens - self._prefix)
-        return w
-
-    def pool_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        w = self.patch_weights(num_tokens, device, dtype) / 2
-        w[0] = 0.5
-        return w
-
     def _pool_tokens(self, tokens: Tensor, tracer: Tracer) -> List[Tensor]:
         # the two halves of the head: class token and patch mean, concatenated
-        N = tokens.shape[1]
-        cls = torch.zeros(N, device=tokens.device, dtype=tokens.dtype)
-        cls[0] = 1.0
-        mean = self.patch_weights(N, tokens.device, tokens.dtype)
-        return [torch.cat([tracer.pool(tokens, cls), tracer.pool(tokens, mean)], 1)]
+        rows = self._pool_rows(tokens.new_zeros(tokens.shape[1]))
+        return [torch.cat([tracer.pool(tokens, w) for w in rows], 1)]
 
     def _split_pooled(self, pooled: Tensor) -> List[Tensor]:
         return [torch.cat([pooled, pooled], dim=1)]

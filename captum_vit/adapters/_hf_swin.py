@@ -318,8 +318,7 @@ class HFSwinAdapter(SwinAdapter):
 
         def pooler_forward(x: Tensor) -> Tensor:
             # nn.AdaptiveAvgPool1d(1) on (B, C, N), the mean routed
-            N = x.shape[-1]
-            w = torch.full((N,), 1.0 / N, device=x.device, dtype=x.dtype)
+            w = self._pool_rows(x.new_zeros(x.shape[-1]))[0]
             return tracer.pool(x.transpose(1, 2), w)[..., None]
 
         return [(backbone.pooler, "forward", pooler_forward)]

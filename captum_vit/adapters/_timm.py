@@ -225,19 +225,6 @@ class TimmViTAdapter(ViTAdapter):
             pooler=attention_pool_parts(self._attn_pool()),
         )
 
-    def pool_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        if self.pooling == "token" and self.distilled:
-            # VisionTransformerDistilled averages the class and distillation heads
-            w = torch.zeros(num_tokens, device=device, dtype=dtype)
-            w[0] = w[1] = 0.5
-            return w
-        return super().pool_weights(num_tokens, device, dtype)
-
     def _dynamic(self) -> bool:
         return bool(getattr(self.model, "dynamic_img_size", False))
 
@@ -348,12 +335,10 @@ class TimmViTAdapter(ViTAdapter):
         ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
             N = x.shape[1]
             if adapter.distilled:
+                # VisionTransformerDistilled: the class and distillation tokens
                 d = cast("VisionTransformerDistilled", m)
-                outs = []
-                for i in range(2):
-                    w = torch.zeros(N, device=x.device, dtype=x.dtype)
-                    w[i] = 1.0
-                    outs.append(d.head_drop(tracer.pool(x, w)))
+                eye = torch.eye(N, device=x.device, dtype=x.dtype)
+                outs = [d.head_drop(tracer.pool(x, eye[i])) for i in range(2)]
                 if pre_logits:
                     return tracer.merge_heads(outs)
                 cls, dist = d.head(outs[0]), d.head_dist(outs[1])

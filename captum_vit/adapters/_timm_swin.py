@@ -225,8 +225,8 @@ class TimmSwinAdapter(SwinAdapter):
         def head_forward(x: Tensor, pre_logits: bool = False) -> Tensor:
             # timm ClassifierHead (avg pooling over the NHWC grid), pooling routed
             B, H, W, C = x.shape
-            w = torch.full((H * W,), 1.0 / (H * W), device=x.device, dtype=x.dtype)
-            x = tracer.pool(x.reshape(B, H * W, C), w)
+            x = x.reshape(B, H * W, C)
+            x = tracer.pool(x, self._pool_rows(x.new_zeros(H * W))[0])
             x = head.drop(x)
             if pre_logits:
                 return head.flatten(x)

@@ -122,7 +122,7 @@ class TorchvisionViTAdapter(ViTAdapter):
     def _end_forwards(
         self, tracer: Tracer
     ) -> List[Tuple[object, str, Callable[..., Any]]]:
-        model, encoder = self.model, self.model.encoder
+        model, encoder, adapter = self.model, self.model.encoder, self
 
         def encoder_forward(input: Tensor) -> Tensor:
             # torchvision Encoder.forward, with the positional sum routed
@@ -134,8 +134,7 @@ class TorchvisionViTAdapter(ViTAdapter):
             x = model._process_input(x)
             cls = model.class_token.expand(x.shape[0], -1, -1)
             x = encoder(torch.cat([cls, x], dim=1))
-            w = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
-            w[0] = 1.0
+            w = adapter._pool_rows(x.new_zeros(x.shape[1]))[0]
             return model.heads(tracer.pool(x, w))
 
         return [

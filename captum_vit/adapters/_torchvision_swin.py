@@ -224,7 +224,7 @@ class TorchvisionSwinAdapter(SwinAdapter):
         def avgpool_forward(x: Tensor) -> Tensor:
             # nn.AdaptiveAvgPool2d(1) on (B, C, H, W), the mean routed
             B, C, H, W = x.shape
-            w = torch.full((H * W,), 1.0 / (H * W), device=x.device, dtype=x.dtype)
+            w = self._pool_rows(x.new_zeros(H * W))[0]
             return tracer.pool(x.flatten(2).transpose(1, 2), w)[..., None, None]
 
         return [(model.avgpool, "forward", avgpool_forward)]
