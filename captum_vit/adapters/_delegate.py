@@ -13,22 +13,39 @@ listed in :meth:`head_parts` so that the LRP rules reach them.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ._base import (
-    BlockParts,
-    EmbeddingParts,
-    HeadParts,
-    Tracer,
-    ViTAdapter,
-)
-from ._graph import TokenGraph
+from ._base import HeadParts, Tracer, ViTAdapter
 from ._surgery import patching
 
 __all__ = ["DelegatingAdapter"]
+
+
+class _Inner:
+    """A member of :class:`DelegatingAdapter` that is its ``inner`` adapter's
+    member of the same name (a property's value, a bound method); with
+    ``after``, a method whose result :meth:`DelegatingAdapter.after` maps."""
+
+    def __init__(self, after: bool = False) -> None:
+        self.after = after
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, adapter: Optional[DelegatingAdapter], owner: type) -> Any:
+        if adapter is None:
+            return self
+        member = getattr(adapter.inner, self.name)
+        if not self.after:
+            return member
+
+        def then_after(*args: Any, **kwargs: Any) -> Tensor:
+            return adapter.after(member(*args, **kwargs))
+
+        return then_after
 
 
 class DelegatingAdapter(ViTAdapter):
@@ -66,34 +83,28 @@ class DelegatingAdapter(ViTAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return False
 
-    @property
-    def num_prefix_tokens(self) -> int:
-        return self.inner.num_prefix_tokens
-
-    @property
-    def has_class_token(self) -> bool:
-        return self.inner.has_class_token
-
-    @property
-    def pooling(self) -> str:
-        return self.inner.pooling
-
-    @property
-    def patch_size(self) -> Tuple[int, int]:
-        return self.inner.patch_size
-
-    @property
-    def num_heads(self) -> int:
-        return self.inner.num_heads
-
-    def blocks(self) -> List[nn.Module]:
-        return self.inner.blocks()
-
-    def block_parts(self, layer: int) -> BlockParts:
-        return self.inner.block_parts(layer)
-
-    def embedding_parts(self) -> EmbeddingParts:
-        return self.inner.embedding_parts()
+    # the tower: inner's
+    num_prefix_tokens = _Inner()
+    has_class_token = _Inner()
+    pooling = _Inner()
+    patch_size = _Inner()
+    num_heads = _Inner()
+    plain = _Inner()
+    class_attention = _Inner()
+    blocks = _Inner()
+    block_parts = _Inner()
+    embedding_parts = _Inner()
+    layer_heads = _Inner()
+    between_parts = _Inner()
+    token_graph = _Inner()
+    grid_size = _Inner()
+    check_image_size = _Inner()
+    relevance_gaps = _Inner()
+    pool_weights = _Inner()
+    _block_forward = _Inner()
+    _attention_forward = _Inner()
+    # the output: after(inner's)
+    head_forward = _Inner(after=True)
 
     def head_parts(self) -> HeadParts:
         h = self.inner.head_parts()
@@ -109,63 +120,9 @@ class DelegatingAdapter(ViTAdapter):
             pooler=h.pooler,
         )
 
-    def layer_heads(self, layer: int) -> int:
-        return self.inner.layer_heads(layer)
-
-    def between_parts(self) -> List[nn.Module]:
-        return self.inner.between_parts()
-
-    @property
-    def plain(self) -> bool:
-        return self.inner.plain
-
-    @property
-    def class_attention(self) -> bool:
-        return self.inner.class_attention
-
-    def token_graph(self, image_size: Tuple[int, int]) -> TokenGraph:
-        return self.inner.token_graph(image_size)
-
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        return self.inner.grid_size(image_size)
-
-    def check_image_size(self, image_size: Tuple[int, int]) -> None:
-        self.inner.check_image_size(image_size)
-
-    def relevance_gaps(self) -> List[str]:
-        return self.inner.relevance_gaps()
-
-    def pool_weights(
-        self,
-        num_tokens: int,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> Tensor:
-        return self.inner.pool_weights(num_tokens, device, dtype)
-
     # --------------------------------------------------------------- running
     def _call_model(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         return self.after(self.inner.forward(inputs, *args, **kwargs))
-
-    def head_forward(
-        self,
-        tokens: Tensor,
-        pool_weights: Optional[Tensor] = None,
-        final_norm: bool = True,
-        tracer: Optional[Tracer] = None,
-    ) -> Tensor:
-        out = self.inner.head_forward(tokens, pool_weights, final_norm, tracer)
-        return self.after(out)
-
-    def _block_forward(
-        self, layer: int, block: nn.Module, tracer: Tracer
-    ) -> Callable[..., Tensor]:
-        return self.inner._block_forward(layer, block, tracer)
-
-    def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
-    ) -> Callable[..., object]:
-        return self.inner._attention_forward(layer, attn, tracer)
 
     @contextlib.contextmanager
     def trace(self, tracer: Optional[Tracer] = None) -> Iterator[Tracer]:

@@ -130,6 +130,7 @@ class HFViTAdapter(ViTAdapter):
     # what the BEiT and DINOv2 subclasses share with it
     model: HFClassifier
     _encoder: HFEncoder
+    has_class_token = True
     #: the attribute names of a layer's two norms
     _norms: Tuple[str, str] = ("layernorm_before", "layernorm_after")
 
@@ -160,10 +161,6 @@ class HFViTAdapter(ViTAdapter):
     @property
     def num_prefix_tokens(self) -> int:
         return self._prefix
-
-    @property
-    def has_class_token(self) -> bool:
-        return True
 
     @property
     def pooling(self) -> str:

@@ -136,23 +136,21 @@ class HFBeitAdapter(HFViTAdapter):
             resolution: Optional[Tuple[int, int]] = None,
             **kwargs: Any,
         ) -> Tensor:
-            N = hidden_states.shape[1]
-            if blk.relative_position_bias is not None:
-                if resolution is None:  # BeitModel always passes it
-                    raise TypeError("BeitLayer needs the input resolution")
-                (height, width), (ph, pw) = resolution, pair(blk.patch_size)
-                window = (height // ph, width // pw)
-                bias = blk.relative_position_bias(
-                    window, interpolate_pos_encoding, dim_size=N
-                )
-                if attention_mask is not None:
-                    bias = bias + attention_mask
-                attention_mask = bias
-            if attention_mask is not None:
-                check_positions(attention_mask.shape[-1], N, "relative position bias")
-
             def attend(h: Tensor) -> Tensor:
-                return blk.attention(h, attention_mask=attention_mask, **kwargs)[0]
+                # the bias for the tokens the tracer passed on (TIS samples)
+                N, mask = h.shape[1], attention_mask
+                if blk.relative_position_bias is not None:
+                    if resolution is None:  # BeitModel always passes it
+                        raise TypeError("BeitLayer needs the input resolution")
+                    (height, width), (ph, pw) = resolution, pair(blk.patch_size)
+                    window = (height // ph, width // pw)
+                    bias = blk.relative_position_bias(
+                        window, interpolate_pos_encoding, dim_size=N
+                    )
+                    mask = bias if mask is None else bias + mask
+                if mask is not None:
+                    check_positions(mask.shape[-1], N, "relative position bias")
+                return blk.attention(h, attention_mask=mask, **kwargs)[0]
 
             return routed_block(
                 layer, tracer, hidden_states, attend, blk.mlp, norms, branches

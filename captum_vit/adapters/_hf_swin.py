@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
 from ._parts import pair, routed_block
-from ._swin import CosineNorm, Pair, SwinAdapter
+from ._swin import Pair, SwinAdapter
 
 # class name -> backbone attribute
 _CLASSIFIERS = {
@@ -82,18 +82,9 @@ class HFSwinAdapter(SwinAdapter):
             raise UnsupportedModelError(
                 "this Swin classifier has no pooler or no classifier (num_labels=0)"
             )
-        self._blocks: List[Any] = []
-        self._stages: List[int] = []
-        for s, stage in enumerate(self._backbone.encoder.layers):
-            for blk in stage.blocks:
-                self._blocks.append(blk)
-                self._stages.append(s)
-        self._cosine = []
-        if self.v2:
-            for blk in self._blocks:
-                at = blk.attention.self
-                d = at.attention_head_size
-                self._cosine.append((CosineNorm(d, at.logit_scale), CosineNorm(d)))
+        self._number_blocks(stage.blocks for stage in self._backbone.encoder.layers)
+        cores = [self._core(b) for b in self._blocks]
+        self._make_cosine((at.attention_head_size, at.logit_scale) for at in cores)
 
     # ------------------------------------------------------------ description
     @property
@@ -106,12 +97,6 @@ class HFSwinAdapter(SwinAdapter):
 
     def layer_heads(self, layer: int) -> int:
         return int(self._core(self._blocks[layer]).num_attention_heads)
-
-    def blocks(self) -> List[nn.Module]:
-        return list(self._blocks)
-
-    def stage_of(self, layer: int) -> int:
-        return self._stages[layer]
 
     def window_shift(self, layer: int, grid: Pair) -> Tuple[Pair, Pair]:
         window, shift = self._window(self._blocks[layer], grid)
@@ -138,17 +123,10 @@ class HFSwinAdapter(SwinAdapter):
             qkv = [at.q_proj, at.k_proj, at.v_proj]
             proj = at.o_proj
             mlp = [blk.mlp.fc1, blk.mlp.activation_fn, blk.mlp.fc2]
-        return BlockParts(
-            blk,
-            at,
-            blk.layernorm_before,
-            blk.layernorm_after,
-            qkv,
-            proj,
-            [m for m in mlp if isinstance(m, nn.Module)],
-            post_norm=self.v2,
-            attention_norms=self._cosine[layer] if self.v2 else (),
-        )
+        norm1, norm2 = blk.layernorm_before, blk.layernorm_after
+        mlp = [m for m in mlp if isinstance(m, nn.Module)]
+        v2 = self._v2_roles(layer)
+        return BlockParts(blk, at, norm1, norm2, qkv, proj, mlp, **v2)
 
     def between_parts(self) -> List[nn.Module]:
         out: List[nn.Module] = []

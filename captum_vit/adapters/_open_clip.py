@@ -192,6 +192,8 @@ class OpenCLIPAdapter(ViTAdapter):
 
     model: Union[OpenCLIP, VisionTransformer]
     visual: VisionTransformer
+    num_prefix_tokens = 1
+    has_class_token = True
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -241,14 +243,6 @@ class OpenCLIPAdapter(ViTAdapter):
             self._pooler = AttentionalPoolerForward(v.attn_pool, queries)
 
     # ------------------------------------------------------------ description
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1
-
-    @property
-    def has_class_token(self) -> bool:
-        return True
-
     @property
     def pooling(self) -> str:
         if self._pooler is not None:

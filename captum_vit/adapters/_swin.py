@@ -13,7 +13,7 @@ the family adapters say how their blocks compute.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -100,28 +100,36 @@ class SwinAdapter(ViTAdapter):
     """Base of the Swin adapters: average pooling, no prefix token, a
     hierarchical, windowed token graph.
 
-    Subclasses implement :meth:`stage_of` (the stage of each block),
+    Subclasses number their blocks by stage (:meth:`_number_blocks`), make
+    Swin v2's cosine norms (:meth:`_make_cosine`), implement
     :meth:`window_shift` (a block's window and shift at a stage grid) and set
     :attr:`pad_first` (whether the block pads the grid to whole windows
     before the cyclic shift, as Hugging Face and torchvision do, or after it,
-    as timm does).
+    as timm does). The explicit block forward is that of the ``(B, H, W, C)``
+    blocks of timm and torchvision (:func:`nhwc_block_forward`), their
+    attention and branch drops named by :attr:`_attend` and :attr:`_drops`.
     """
 
     #: the model pads the grid to whole windows before the cyclic shift
     pad_first: bool = True
+    num_prefix_tokens = 0
+    has_class_token = False
+    pooling = "avg"
+    plain = False
     #: the stock Swin (its attributes are the family's own: typed ``Any``)
     model: Any
-
-    @property
-    def plain(self) -> bool:
-        return False
+    #: Swin v2: cosine attention, residual post-norm
+    v2: bool = False
+    #: the names of an NHWC block's attention and of its two branch drops
+    _attend = "attn"
+    _drops = ("drop_path1", "drop_path2")
 
     @property
     def half_precision_refusal(self) -> Optional[str]:
         """Swin v2 refuses half precision: its cosine attention multiplies
         unit-length query-key products by a learned scale of up to 100,
         whose float16/bfloat16 scores keep steps of 1/16 and 1/2 there."""
-        if not getattr(self, "v2", False):
+        if not self.v2:
             return None
         return (
             "Swin v2's cosine attention scales its scores by a learned factor of "
@@ -131,23 +139,42 @@ class SwinAdapter(ViTAdapter):
         )
 
     @property
-    def num_prefix_tokens(self) -> int:
-        return 0
-
-    @property
-    def has_class_token(self) -> bool:
-        return False
-
-    @property
-    def pooling(self) -> str:
-        return "avg"
-
-    @property
     def num_heads(self) -> int:
         return self.layer_heads(0)
 
+    def _number_blocks(self, stages: Iterable[Iterable[Any]]) -> None:
+        """Keep the blocks of ``stages`` (each stage's blocks, in order) and
+        their stage: :meth:`blocks`, :meth:`stage_of`."""
+        self._blocks: List[Any] = []
+        self._stages: List[int] = []
+        for s, stage in enumerate(stages):
+            for blk in stage:
+                self._blocks.append(blk)
+                self._stages.append(s)
+
+    def _make_cosine(self, heads: Iterable[Tuple[int, Tensor]]) -> None:
+        """Swin v2's query and key norms of every layer
+        (:class:`CosineNorm`), from each layer's head width and logit scale
+        in ``heads``; none for v1."""
+        self._cosine: List[Tuple[CosineNorm, CosineNorm]] = []
+        if self.v2:
+            self._cosine = [(CosineNorm(d, s), CosineNorm(d)) for d, s in heads]
+
+    def _v2_roles(self, layer: int) -> Dict[str, Any]:
+        """The :class:`BlockParts` roles of layer ``layer`` that Swin v2
+        sets: residual post-norm and the cosine norms."""
+        norms = self._cosine[layer] if self.v2 else ()
+        return {"post_norm": self.v2, "attention_norms": norms}
+
+    def blocks(self) -> List[nn.Module]:
+        return list(self._blocks)
+
+    def layer_heads(self, layer: int) -> int:
+        return int(self._blocks[layer].attn.num_heads)
+
     def stage_of(self, layer: int) -> int:
-        raise NotImplementedError
+        """The stage of block ``layer``."""
+        return self._stages[layer]
 
     def window_shift(self, layer: int, grid: Pair) -> Tuple[Pair, Pair]:
         """``(window, shift)`` of block ``layer`` on a stage grid ``grid``."""
@@ -177,6 +204,15 @@ class SwinAdapter(ViTAdapter):
         pool = torch.full((last,), 1.0 / last, dtype=torch.float64)
         stages = tuple(Stage(g) for g in grids)
         return TokenGraph(stages, tuple(layers), merges, pool)
+
+    # ----------------------------------------------------------------- tracing
+    def _block_forward(
+        self, layer: int, blk: Any, tracer: Tracer
+    ) -> Callable[..., Any]:
+        drops = (getattr(blk, self._drops[0]), getattr(blk, self._drops[1]))
+        attend = getattr(blk, self._attend)
+        norms = (blk.norm1, blk.norm2)
+        return nhwc_block_forward(layer, tracer, attend, norms, blk.mlp, drops, self.v2)
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

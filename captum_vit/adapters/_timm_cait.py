@@ -82,6 +82,8 @@ class TimmCaitAdapter(TimmViTAdapter):
     """
 
     family = "timm Cait (CaiT: talking-heads self-attention, then class attention)"
+    plain = False
+    class_attention = True
     #: the stock CaiT (its attributes are the family's own: typed ``Any``)
     model: Any
 
@@ -131,14 +133,6 @@ class TimmCaitAdapter(TimmViTAdapter):
         self._ls = scale_views(blocks, ("gamma_1", "gamma_2"))
 
     # ------------------------------------------------------------ description
-    @property
-    def plain(self) -> bool:
-        return False
-
-    @property
-    def class_attention(self) -> bool:
-        return True
-
     @property
     def num_class_attention_layers(self) -> int:
         """The class-attention layers, the last of :attr:`num_layers`."""

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._parts import check_fixed_size, mlp_parts, pair
-from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward
+from ._parts import block_parts, check_fixed_size, pair
+from ._swin import Pair, SwinAdapter
 
 
 def _classes() -> Optional[Tuple[type, type]]:
@@ -62,6 +62,7 @@ class TimmSwinAdapter(SwinAdapter):
 
     family = "timm SwinTransformer / SwinTransformerV2"
     pad_first = False  # timm rolls, then pads to whole windows
+    _attend = "_attn"  # the block's window partition, shift and padding
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -71,21 +72,15 @@ class TimmSwinAdapter(SwinAdapter):
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.v2 = type(model).__name__ == "SwinTransformerV2"
-        self._blocks: List[Any] = []
-        self._stages: List[int] = []
-        for s, stage in enumerate(model.layers):
-            for blk in stage.blocks:
-                self._blocks.append(blk)
-                self._stages.append(s)
+        self._number_blocks(stage.blocks for stage in model.layers)
         self._qkv = [
             _BiasedQKV(b.attn) if self.v2 and b.attn.q_bias is not None else b.attn.qkv
             for b in self._blocks
         ]
-        self._cosine = []
-        if self.v2:
-            for b in self._blocks:
-                d = b.attn.qkv.in_features // b.attn.num_heads
-                self._cosine.append((CosineNorm(d, b.attn.logit_scale), CosineNorm(d)))
+        attns = [b.attn for b in self._blocks]
+        self._make_cosine(
+            (a.qkv.in_features // a.num_heads, a.logit_scale) for a in attns
+        )
         if model.global_pool != "avg" or isinstance(model.head.fc, nn.Identity):
             raise UnsupportedModelError(
                 f"timm Swin with global_pool={model.global_pool!r} and head "
@@ -102,33 +97,14 @@ class TimmSwinAdapter(SwinAdapter):
     def num_classes(self) -> int:
         return int(self.model.num_classes)
 
-    def layer_heads(self, layer: int) -> int:
-        return int(self._blocks[layer].attn.num_heads)
-
-    def blocks(self) -> List[nn.Module]:
-        return list(self._blocks)
-
-    def stage_of(self, layer: int) -> int:
-        return self._stages[layer]
-
     def window_shift(self, layer: int, grid: Pair) -> Tuple[Pair, Pair]:
         blk = self._blocks[layer]
         return pair(blk.window_size), pair(blk.shift_size)
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._blocks[layer]
-        mlp, _ = mlp_parts(blk.mlp)
-        return BlockParts(
-            blk,
-            blk.attn,
-            blk.norm1,
-            blk.norm2,
-            [self._qkv[layer]],
-            blk.attn.proj,
-            mlp,
-            post_norm=self.v2,
-            attention_norms=self._cosine[layer] if self.v2 else (),
-        )
+        qkv, v2 = [self._qkv[layer]], self._v2_roles(layer)
+        return block_parts(blk, blk.attn, qkv, blk.attn.proj, **v2)
 
     def between_parts(self) -> List[nn.Module]:
         out: List[nn.Module] = []
@@ -170,19 +146,6 @@ class TimmSwinAdapter(SwinAdapter):
             )
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(
-        self, layer: int, blk: Any, tracer: Tracer
-    ) -> Callable[..., Any]:
-        return nhwc_block_forward(
-            layer,
-            tracer,
-            blk._attn,
-            (blk.norm1, blk.norm2),
-            blk.mlp,
-            (blk.drop_path1, blk.drop_path2),
-            self.v2,
-        )
-
     def _attention_forward(
         self, layer: int, attn: Any, tracer: Tracer
     ) -> Callable[..., Any]:

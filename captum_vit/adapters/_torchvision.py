@@ -33,6 +33,9 @@ class TorchvisionViTAdapter(ViTAdapter):
     """Adapter for ``torchvision.models.VisionTransformer``."""
 
     family = "torchvision VisionTransformer"
+    num_prefix_tokens = 1
+    has_class_token = True
+    pooling = "token"
 
     model: VisionTransformer
 
@@ -54,18 +57,6 @@ class TorchvisionViTAdapter(ViTAdapter):
                     "in_proj_weight is supported"
                 )
         self._in_proj = [InProj(b.self_attention) for b in self.model.encoder.layers]
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1
-
-    @property
-    def has_class_token(self) -> bool:
-        return True
-
-    @property
-    def pooling(self) -> str:
-        return "token"
 
     @property
     def patch_size(self) -> Tuple[int, int]:

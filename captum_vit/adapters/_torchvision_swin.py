@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer
-from ._parts import pair
-from ._swin import CosineNorm, Pair, SwinAdapter, nhwc_block_forward
+from ._parts import block_parts, pair
+from ._swin import Pair, SwinAdapter
 
 
 def _shift_mask(
@@ -47,6 +47,7 @@ class TorchvisionSwinAdapter(SwinAdapter):
 
     family = "torchvision SwinTransformer (swin_t/s/b, swin_v2_t/s/b)"
     pad_first = True
+    _drops = ("stochastic_depth", "stochastic_depth")
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -60,26 +61,18 @@ class TorchvisionSwinAdapter(SwinAdapter):
         super().__init__(model)
         from torchvision.models.swin_transformer import SwinTransformerBlockV2
 
-        self._blocks: List[Any] = []
-        self._stages: List[int] = []
-        stage = 0
-        for i, part in enumerate(model.features):
-            if i == 0:
-                continue  # the patch embedding
+        stages: List[List[Any]] = [[]]
+        for part in model.features[1:]:  # after the patch embedding
             if isinstance(part, nn.Sequential):
-                for blk in part:
-                    self._blocks.append(blk)
-                    self._stages.append(stage)
+                stages[-1].extend(part)
             else:  # a patch merging
-                stage += 1
+                stages.append([])
+        self._number_blocks(stages)
         self.v2 = isinstance(self._blocks[0], SwinTransformerBlockV2)
-        self._cosine = []
-        if self.v2:
-            for blk in self._blocks:
-                d = blk.attn.qkv.in_features // blk.attn.num_heads
-                self._cosine.append(
-                    (CosineNorm(d, blk.attn.logit_scale), CosineNorm(d))
-                )
+        attns = [b.attn for b in self._blocks]
+        self._make_cosine(
+            (a.qkv.in_features // a.num_heads, a.logit_scale) for a in attns
+        )
 
     # ------------------------------------------------------------ description
     @property
@@ -89,15 +82,6 @@ class TorchvisionSwinAdapter(SwinAdapter):
     @property
     def num_classes(self) -> int:
         return int(self.model.head.out_features)
-
-    def layer_heads(self, layer: int) -> int:
-        return int(self._blocks[layer].attn.num_heads)
-
-    def blocks(self) -> List[nn.Module]:
-        return list(self._blocks)
-
-    def stage_of(self, layer: int) -> int:
-        return self._stages[layer]
 
     def window_shift(self, layer: int, grid: Pair) -> Tuple[Pair, Pair]:
         attn = self._blocks[layer].attn
@@ -110,18 +94,8 @@ class TorchvisionSwinAdapter(SwinAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._blocks[layer]
-        mlp = [m for m in blk.mlp if not isinstance(m, nn.Dropout)]
-        return BlockParts(
-            blk,
-            blk.attn,
-            blk.norm1,
-            blk.norm2,
-            [blk.attn.qkv],
-            blk.attn.proj,
-            mlp,
-            post_norm=self.v2,
-            attention_norms=self._cosine[layer] if self.v2 else (),
-        )
+        v2 = self._v2_roles(layer)
+        return block_parts(blk, blk.attn, [blk.attn.qkv], blk.attn.proj, **v2)
 
     def between_parts(self) -> List[nn.Module]:
         out: List[nn.Module] = []
@@ -146,19 +120,6 @@ class TorchvisionSwinAdapter(SwinAdapter):
             )
 
     # ----------------------------------------------------------------- tracing
-    def _block_forward(
-        self, layer: int, blk: Any, tracer: Tracer
-    ) -> Callable[..., Any]:
-        return nhwc_block_forward(
-            layer,
-            tracer,
-            blk.attn,
-            (blk.norm1, blk.norm2),
-            blk.mlp,
-            (blk.stochastic_depth, blk.stochastic_depth),
-            self.v2,
-        )
-
     def _attention_forward(
         self, layer: int, attn: Any, tracer: Tracer
     ) -> Callable[..., Any]:
