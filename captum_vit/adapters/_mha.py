@@ -13,15 +13,22 @@ make its packed input projection look like linear layers to the LRP rules.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Tracer, UnsupportedModelError
+from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
+from ._parts import block_parts, present
 
-__all__ = ["InProj", "check_mha", "self_attention_forward", "probe_attention"]
+__all__ = [
+    "InProj",
+    "MHAAdapter",
+    "check_mha",
+    "self_attention_forward",
+    "probe_attention",
+]
 
 _PARTS = {"q": 0, "k": 1, "v": 2}
 
@@ -182,3 +189,43 @@ def probe_attention(
         q, k, v, q.shape[-1] ** -0.5, queries=queries, dropout=_dropout(mha)
     )
     return mha.out_proj(_merge(o, True))
+
+
+class MHAAdapter(ViTAdapter):
+    """Base of the adapters whose blocks attend with an
+    ``nn.MultiheadAttention`` used as self-attention (torchvision's ViT,
+    open_clip's towers): each block's packed in-projection seen as one linear
+    (:class:`InProj`), its explicit attention :func:`self_attention_forward`,
+    its norms ``ln_1`` and ``ln_2`` and, where it has them, the layer scales
+    ``ls_1`` and ``ls_2``. Subclasses name the blocks' attention
+    (:attr:`_mha`) and call :meth:`_make_in_proj` once the blocks are
+    known."""
+
+    #: the attribute of a block that holds its ``nn.MultiheadAttention``
+    _mha = "attn"
+
+    def _attention(self, layer: int) -> nn.MultiheadAttention:
+        return cast(nn.MultiheadAttention, getattr(self.blocks()[layer], self._mha))
+
+    def _make_in_proj(self) -> None:
+        """One :class:`InProj` per block, made once (the LRP rules and the
+        explicit forward meet on the same object)."""
+        self._in_proj = [InProj(self._attention(i)) for i in range(self.num_layers)]
+
+    @property
+    def num_heads(self) -> int:
+        return int(self._attention(0).num_heads)
+
+    def block_parts(self, layer: int) -> BlockParts:
+        blk, mha = self.blocks()[layer], self._attention(layer)
+        scales = [getattr(blk, n, None) for n in ("ls_1", "ls_2")]
+        qkv, norms = [self._in_proj[layer]], ("ln_1", "ln_2")
+        return block_parts(
+            blk, mha, qkv, mha.out_proj, norms, scales=[s for s in scales if present(s)]
+        )
+
+    def _attention_forward(
+        self, layer: int, attn: nn.Module, tracer: Tracer
+    ) -> Callable[..., Tuple[Tensor, None]]:
+        mha = cast(nn.MultiheadAttention, attn)  # a block's self-attention
+        return self_attention_forward(mha, layer, tracer, self._in_proj[layer])

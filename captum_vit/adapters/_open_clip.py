@@ -29,14 +29,12 @@ from typing import (
     Sequence,
     Tuple,
     Union,
-    cast,
 )
 
 import torch
 from torch import Tensor, nn
 
 from ._base import (
-    BlockParts,
     EmbeddingParts,
     HeadParts,
     Tracer,
@@ -44,12 +42,12 @@ from ._base import (
     ViTAdapter,
 )
 from ._delegate import DelegatingAdapter
-from ._mha import InProj, check_mha, self_attention_forward
+from ._mha import MHAAdapter, check_mha
 from ._parts import (
-    block_parts,
     check_divisible,
     check_fixed_size,
     mlp_parts,
+    present,
     routed_block,
 )
 from ._pooling import AttentionalPoolerForward, read_queries
@@ -90,10 +88,6 @@ def _check_tower(model: nn.Module) -> Union[VisionTransformer, TimmModel]:
             f"{type(model).__name__} is not an open_clip model with an image tower"
         )
     return tower
-
-
-def _real(module: Optional[nn.Module]) -> bool:
-    return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
 
 
 class ProjectionView(nn.Module):
@@ -176,7 +170,7 @@ class OpenCLIPText(TextTower):
         return None if bias is None else bias.detach()
 
 
-class OpenCLIPAdapter(ViTAdapter):
+class OpenCLIPAdapter(MHAAdapter):
     """Adapter for an open_clip ``CLIP`` / ``CustomTextCLIP`` with open_clip's
     own ``VisionTransformer`` image tower, or that tower alone.
 
@@ -229,7 +223,7 @@ class OpenCLIPAdapter(ViTAdapter):
                 f"open_clip pool_type={v.pool_type!r} returns every token: there is "
                 "no pooled embedding to explain"
             )
-        self._in_proj = [InProj(b.attn) for b in v.transformer.resblocks]
+        self._make_in_proj()
         self._proj = ProjectionView(v, "proj") if v.proj is not None else None
         self._pooler: Optional[AttentionalPoolerForward] = None
         if v.attn_pool is not None:
@@ -257,22 +251,14 @@ class OpenCLIPAdapter(ViTAdapter):
     def num_classes(self) -> int:
         return int(self.visual.output_dim)
 
-    @property
-    def num_heads(self) -> int:
-        return int(self.visual.transformer.resblocks[0].attn.num_heads)
-
     def blocks(self) -> List[nn.Module]:
         return list(self.visual.transformer.resblocks)
 
-    def block_parts(self, layer: int) -> BlockParts:
-        blk = self.visual.transformer.resblocks[layer]
-        scales = [m for m in (blk.ls_1, blk.ls_2) if _real(m)]
-        qkv, norms = [self._in_proj[layer]], ("ln_1", "ln_2")
-        return block_parts(blk, blk.attn, qkv, blk.attn.out_proj, norms, scales=scales)
-
     def embedding_parts(self) -> EmbeddingParts:
         v = self.visual
-        return EmbeddingParts(v.conv1, post_norm=v.ln_pre if _real(v.ln_pre) else None)
+        return EmbeddingParts(
+            v.conv1, post_norm=v.ln_pre if present(v.ln_pre) else None
+        )
 
     def head_parts(self) -> HeadParts:
         v = self.visual
@@ -348,12 +334,6 @@ class OpenCLIPAdapter(ViTAdapter):
             return routed_block(layer, tracer, q_x, attend, blk.mlp, norms, branches)
 
         return forward
-
-    def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
-    ) -> Callable[..., object]:
-        mha = cast(nn.MultiheadAttention, attn)  # ResidualAttentionBlock.attn
-        return self_attention_forward(mha, layer, tracer, self._in_proj[layer])
 
     def _pooling_forwards(
         self, tracer: Tracer

@@ -67,6 +67,7 @@ __all__ = [
     "mlp_parts",
     "block_parts",
     "check_positions",
+    "present",
     "timm_blocks",
     "timm_attention",
     "timm_gaps",
@@ -283,7 +284,9 @@ def check_positions(expected: int, got: int, what: str) -> None:
         )
 
 
-def _real(module: Optional[nn.Module]) -> bool:
+def present(module: Optional[nn.Module]) -> bool:
+    """Whether ``module`` is a module that computes something: not None
+    (an absent optional module), not ``nn.Identity`` (one switched off)."""
     return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
 
 
@@ -313,10 +316,12 @@ def timm_gaps(model: Union[VisionTransformer, Beit, Eva]) -> List[str]:
         gaps.append(GATE_GAP)
     attns = [b.attn for b in blocks]
     if any(
-        _real(getattr(a, n, None)) for a in attns for n in ("q_norm", "k_norm", "norm")
+        present(getattr(a, n, None))
+        for a in attns
+        for n in ("q_norm", "k_norm", "norm")
     ):
         gaps.append("the norms inside the attention (qk_norm, scale_attn_norm)")
-    if _real(getattr(model, "norm_pre", None)):
+    if present(getattr(model, "norm_pre", None)):
         gaps.append("the norm before the first block (norm_pre)")
     return gaps
 

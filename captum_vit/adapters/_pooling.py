@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ._base import Tracer, UnsupportedModelError
 from ._mha import InProj, check_mha, probe_attention
-from ._parts import mlp_parts
+from ._parts import mlp_parts, present
 
 if TYPE_CHECKING:
     from open_clip.transformer import AttentionalPooler
@@ -56,10 +56,6 @@ __all__ = [
     "AttentionalPoolerForward",
     "siglip_head_forward",
 ]
-
-
-def _real(module: Optional[nn.Module]) -> bool:
-    return isinstance(module, nn.Module) and not isinstance(module, nn.Identity)
 
 
 def read_queries(tracer: Tracer, x: Tensor, queries: Sequence[int]) -> Tensor:
@@ -111,13 +107,13 @@ def attention_pool_parts(ap: Optional[AttentionPoolLatent]) -> List[nn.Module]:
     mods = [ap.q, ap.kv, ap.q_norm, ap.k_norm, ap.proj, ap.norm]
     if ap.mlp is not None:
         mods += mlp_parts(ap.mlp)[0]
-    return [m for m in mods if _real(m)]
+    return [m for m in mods if present(m)]
 
 
 def attention_pool_gaps(ap: Optional[AttentionPoolLatent]) -> List[str]:
     """Relevance gaps of a timm ``AttentionPoolLatent`` (its query/key
     norms)."""
-    if ap is not None and (_real(ap.q_norm) or _real(ap.k_norm)):
+    if ap is not None and (present(ap.q_norm) or present(ap.k_norm)):
         return ["the norms inside the pooling attention (qk_norm)"]
     return []
 

@@ -8,31 +8,30 @@ function from ``in_proj_weight`` / ``out_proj`` and exposes them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, List, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ._base import (
-    BlockParts,
     EmbeddingParts,
     HeadParts,
     Tracer,
     UnsupportedModelError,
-    ViTAdapter,
 )
-from ._mha import InProj, self_attention_forward
-from ._parts import block_parts, chain, check_fixed_size, routed_block
+from ._mha import MHAAdapter
+from ._parts import chain, check_fixed_size, routed_block
 
 if TYPE_CHECKING:  # torchvision has no type information: these are Any
     from torchvision.models import VisionTransformer
     from torchvision.models.vision_transformer import EncoderBlock
 
 
-class TorchvisionViTAdapter(ViTAdapter):
+class TorchvisionViTAdapter(MHAAdapter):
     """Adapter for ``torchvision.models.VisionTransformer``."""
 
     family = "torchvision VisionTransformer"
+    _mha = "self_attention"
     num_prefix_tokens = 1
     has_class_token = True
     pooling = "token"
@@ -56,7 +55,7 @@ class TorchvisionViTAdapter(ViTAdapter):
                     f"torchvision block {i}: only batch_first attention with a packed "
                     "in_proj_weight is supported"
                 )
-        self._in_proj = [InProj(b.self_attention) for b in self.model.encoder.layers]
+        self._make_in_proj()
 
     @property
     def patch_size(self) -> Tuple[int, int]:
@@ -66,17 +65,8 @@ class TorchvisionViTAdapter(ViTAdapter):
     def num_classes(self) -> int:
         return int(self.model.num_classes)
 
-    @property
-    def num_heads(self) -> int:
-        return int(self.model.encoder.layers[0].self_attention.num_heads)
-
     def blocks(self) -> List[nn.Module]:
         return list(self.model.encoder.layers)
-
-    def block_parts(self, layer: int) -> BlockParts:
-        blk = self.model.encoder.layers[layer]
-        mha, qkv = blk.self_attention, [self._in_proj[layer]]
-        return block_parts(blk, mha, qkv, mha.out_proj, ("ln_1", "ln_2"))
 
     def embedding_parts(self) -> EmbeddingParts:
         return EmbeddingParts(self.model.conv_proj)
@@ -103,12 +93,6 @@ class TorchvisionViTAdapter(ViTAdapter):
             return routed_block(layer, tracer, input, attend, blk.mlp, norms, branches)
 
         return forward
-
-    def _attention_forward(
-        self, layer: int, attn: nn.Module, tracer: Tracer
-    ) -> Callable[..., Tuple[Tensor, None]]:
-        mha = cast(nn.MultiheadAttention, attn)  # EncoderBlock.self_attention
-        return self_attention_forward(mha, layer, tracer, self._in_proj[layer])
 
     def _end_forwards(
         self, tracer: Tracer
