@@ -40,6 +40,7 @@ from ._parts import (
     check_fixed_size,
     hf_attention_forward,
     hf_classifier_forward,
+    is_transformers,
     pair,
     routed_block,
 )
@@ -136,10 +137,7 @@ class HFViTAdapter(ViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return (
-            type(model).__module__.startswith("transformers.")
-            and type(model).__name__ in _CLASSIFIERS
-        )
+        return is_transformers(model, _CLASSIFIERS)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)

@@ -30,6 +30,7 @@ from ._parts import (
     check_divisible,
     check_positions,
     hf_embeddings_forward,
+    is_transformers,
     pair,
     routed_block,
     scale_views,
@@ -65,10 +66,7 @@ class HFBeitAdapter(HFViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return (
-            type(model).__module__.startswith("transformers.")
-            and type(model).__name__ == "BeitForImageClassification"
-        )
+        return is_transformers(model, ("BeitForImageClassification",))
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)

@@ -56,6 +56,7 @@ from ._parts import (
     block_parts,
     check_fixed_size,
     hf_attention_forward,
+    is_transformers,
     pair,
     routed_block,
 )
@@ -194,10 +195,7 @@ class HFCLIPAdapter(ViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return (
-            type(model).__module__.startswith("transformers.")
-            and type(model).__name__ in _MODELS
-        )
+        return is_transformers(model, _MODELS)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)

@@ -38,6 +38,7 @@ from ._parts import (
     check_divisible,
     hf_classifier_forward,
     hf_embeddings_forward,
+    is_transformers,
     mlp_parts,
 )
 
@@ -93,10 +94,7 @@ class HFDinov2Adapter(HFViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return (
-            type(model).__module__.startswith("transformers.")
-            and type(model).__name__ in _CLASSIFIERS
-        )
+        return is_transformers(model, _CLASSIFIERS)
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import BlockParts, EmbeddingParts, HeadParts, Tracer, UnsupportedModelError
-from ._parts import pair, routed_block
+from ._parts import is_transformers, pair, routed_block
 from ._swin import Pair, SwinAdapter
 
 # class name -> backbone attribute
@@ -68,10 +68,7 @@ class HFSwinAdapter(SwinAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return (
-            type(model).__module__.startswith("transformers.")
-            and type(model).__name__ in _CLASSIFIERS
-        )
+        return is_transformers(model, _CLASSIFIERS)
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

@@ -44,6 +44,7 @@ from ._base import (
 from ._delegate import DelegatingAdapter
 from ._mha import MHAAdapter, check_mha
 from ._parts import (
+    OwnedView,
     check_divisible,
     check_fixed_size,
     mlp_parts,
@@ -90,7 +91,7 @@ def _check_tower(model: nn.Module) -> Union[VisionTransformer, TimmModel]:
     return tower
 
 
-class ProjectionView(nn.Module):
+class ProjectionView(OwnedView):
     r"""A bare projection matrix used as ``x @ P`` (open_clip's ``proj``,
     ``text_projection``) as a linear layer without bias:
     :math:`y = x P = x W^\top` with ``weight`` :math:`W = P^\top` (read from
@@ -101,16 +102,9 @@ class ProjectionView(nn.Module):
         name (str): its attribute name.
     """
 
-    _owner: nn.Module
-
-    def __init__(self, owner: nn.Module, name: str) -> None:
-        super().__init__()
-        object.__setattr__(self, "_owner", owner)
-        self._name = name
-
     @property
     def weight(self) -> Tensor:
-        return getattr(self._owner, self._name).T
+        return self._tensor.T
 
     @property
     def bias(self) -> None:
@@ -118,17 +112,14 @@ class ProjectionView(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return int(getattr(self._owner, self._name).shape[0])
+        return int(self._tensor.shape[0])
 
     @property
     def out_features(self) -> int:
-        return int(getattr(self._owner, self._name).shape[1])
+        return int(self._tensor.shape[1])
 
     def forward(self, x: Tensor) -> Tensor:
-        return x @ getattr(self._owner, self._name)
-
-    def extra_repr(self) -> str:
-        return self._name
+        return x @ self._tensor
 
 
 class OpenCLIPText(TextTower):

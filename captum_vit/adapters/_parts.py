@@ -19,10 +19,12 @@ image size (:func:`check_fixed_size`).
 
 from __future__ import annotations
 
+import importlib
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
+    Container,
     List,
     Optional,
     Sequence,
@@ -59,6 +61,7 @@ Step = Callable[[Tensor], Tensor]
 
 __all__ = [
     "FusedQKV",
+    "OwnedView",
     "Scale",
     "scale_views",
     "Step",
@@ -75,6 +78,8 @@ __all__ = [
     "check_divisible",
     "check_fixed_size",
     "pair",
+    "is_timm",
+    "is_transformers",
     "hf_embeddings_forward",
     "hf_attention_forward",
     "hf_classifier_forward",
@@ -118,14 +123,14 @@ class FusedQKV(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
 
-class Scale(nn.Module):
-    """Multiplication of a residual branch by a bare layer-scale parameter
-    (``gamma * x``, timm's BEiT/EVA ``gamma_1``/``gamma_2``, Hugging Face
-    BEiT's ``lambda_1``/``lambda_2``), the same as timm's ``LayerScale``.
+class OwnedView(nn.Module):
+    """A module made of a bare tensor that another module holds (read from
+    ``owner`` on every call, so the view follows the model's parameter and
+    owns nothing: ``owner`` is a plain attribute, not a submodule).
 
     Args:
-        owner (torch.nn.Module): the block that holds the parameter.
-        name (str): the parameter's attribute name on ``owner``.
+        owner (torch.nn.Module): the module that holds the tensor.
+        name (str): the tensor's attribute name on ``owner``.
     """
 
     _owner: nn.Module
@@ -136,14 +141,29 @@ class Scale(nn.Module):
         self._name = name
 
     @property
-    def gamma(self) -> Tensor:
-        return getattr(self._owner, self._name)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.gamma * x
+    def _tensor(self) -> Tensor:
+        return cast(Tensor, getattr(self._owner, self._name))
 
     def extra_repr(self) -> str:
         return self._name
+
+
+class Scale(OwnedView):
+    """Multiplication of a residual branch by a bare layer-scale parameter
+    (``gamma * x``, timm's BEiT/EVA ``gamma_1``/``gamma_2``, Hugging Face
+    BEiT's ``lambda_1``/``lambda_2``), the same as timm's ``LayerScale``.
+
+    Args:
+        owner (torch.nn.Module): the block that holds the parameter.
+        name (str): the parameter's attribute name on ``owner``.
+    """
+
+    @property
+    def gamma(self) -> Tensor:
+        return self._tensor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gamma * x
 
 
 def scale_views(
@@ -359,6 +379,23 @@ def pair(size: Union[int, Sequence[int], None]) -> Tuple[int, int]:
     if size is None:
         raise TypeError("the model's config does not give this size")
     return _pair(size)
+
+
+def is_timm(model: nn.Module, module: str, name: str) -> bool:
+    """Whether ``model`` is an instance of timm's ``timm.models.<module>``
+    class ``name`` (False where this timm has no such class)."""
+    try:
+        cls = getattr(importlib.import_module(f"timm.models.{module}"), name)
+    except (ImportError, AttributeError):  # pragma: no cover - timm is a dependency
+        return False
+    return isinstance(model, cls)
+
+
+def is_transformers(model: nn.Module, names: Container[str]) -> bool:
+    """Whether ``model`` is a ``transformers`` model of one of the classes
+    ``names`` (matched by name: ``transformers`` is not imported)."""
+    cls = type(model)
+    return cls.__module__.startswith("transformers.") and cls.__name__ in names
 
 
 def hf_embeddings_forward(

@@ -19,7 +19,6 @@ from typing import (
     List,
     Optional,
     Tuple,
-    Type,
     Union,
     cast,
 )
@@ -39,6 +38,7 @@ from ._parts import (
     block_parts,
     chain,
     check_fixed_size,
+    is_timm,
     routed_block,
     timm_attention,
     timm_blocks,
@@ -61,16 +61,6 @@ if TYPE_CHECKING:
     #: the models of the timm adapters (:class:`TimmViTAdapter` and its
     #: subclasses for BEiT and EVA)
     TimmModel = Union[VisionTransformer, Beit, Eva]
-
-
-def _timm() -> Optional[Tuple[Type[VisionTransformer], Type[Block], Type[Attention]]]:
-    try:
-        import timm  # noqa: F401
-        from timm.layers import Attention
-        from timm.models.vision_transformer import Block, VisionTransformer
-    except ImportError:  # pragma: no cover - timm is a hard dependency
-        return None
-    return VisionTransformer, Block, Attention
 
 
 def _active(dropout: nn.Dropout) -> Optional[nn.Dropout]:
@@ -128,8 +118,7 @@ class TimmViTAdapter(ViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        classes = _timm()
-        return classes is not None and isinstance(model, classes[0])
+        return is_timm(model, "vision_transformer", "VisionTransformer")
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -262,15 +251,15 @@ class TimmViTAdapter(ViTAdapter):
         self, layer: int, block: nn.Module, tracer: Tracer
     ) -> Callable[..., Tensor]:
         blk = _vit_block(block)
+        norms = (blk.norm1, blk.norm2)
+        branches = (chain(blk.ls1, blk.drop_path1), chain(blk.ls2, blk.drop_path2))
 
-        def forward(
-            x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False
-        ) -> Tensor:
+        def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+            # Block.forward passes its attention's arguments (attn_mask,
+            # is_causal) on
             def attend(h: Tensor) -> Tensor:
-                return blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)
+                return blk.attn(h, *args, **kwargs)
 
-            norms = (blk.norm1, blk.norm2)
-            branches = (chain(blk.ls1, blk.drop_path1), chain(blk.ls2, blk.drop_path2))
             return routed_block(layer, tracer, x, attend, blk.mlp, norms, branches)
 
         return forward

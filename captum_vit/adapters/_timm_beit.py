@@ -24,7 +24,6 @@ arriving at :math:`S` goes to :math:`q k^\\top` (as for any additive mask).
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
 
 import torch
@@ -36,6 +35,7 @@ from ._parts import (
     block_parts,
     chain,
     check_positions,
+    is_timm,
     routed_block,
     scale_views,
     timm_gaps,
@@ -45,14 +45,6 @@ from ._timm import TimmViTAdapter, _active
 if TYPE_CHECKING:
     from timm.models import beit
     from timm.models.eva import Eva, EvaAttention, EvaBlock
-
-
-def _beit() -> Optional[ModuleType]:
-    try:
-        from timm.models import beit
-    except ImportError:  # pragma: no cover - timm is a hard dependency
-        return None
-    return beit
 
 
 def check_global_pool(model: Union[beit.Beit, Eva]) -> None:
@@ -87,8 +79,7 @@ class TimmBeitAdapter(TimmViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        beit = _beit()
-        return beit is not None and isinstance(model, beit.Beit)
+        return is_timm(model, "beit", "Beit")
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)

@@ -30,8 +30,7 @@ phases: ``docs/token_graph.rst``, "CaiT: two phases".
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -42,19 +41,12 @@ from ._parts import (
     GATE_GAP,
     block_parts,
     chain,
+    is_timm,
     mlp_parts,
     routed_block,
     scale_views,
 )
 from ._timm import TimmViTAdapter, _active
-
-
-def _cait() -> Optional[ModuleType]:
-    try:
-        from timm.models import cait
-    except ImportError:  # pragma: no cover - timm is a hard dependency
-        return None
-    return cait
 
 
 def _across_heads(linear: nn.Module) -> Callable[[Tensor], Tensor]:
@@ -89,12 +81,12 @@ class TimmCaitAdapter(TimmViTAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        cait = _cait()
-        return cait is not None and isinstance(model, cait.Cait)
+        return is_timm(model, "cait", "Cait")
 
     def __init__(self, model: nn.Module) -> None:
         ViTAdapter.__init__(self, model)
-        cait: Any = _cait()
+        from timm.models import cait
+
         m: Any = model
         for i, blk in enumerate(m.blocks):
             if type(blk) is not cait.LayerScaleBlock or not isinstance(
