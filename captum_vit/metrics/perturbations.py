@@ -227,12 +227,13 @@ def patch_baseline_perturb_func(
     Examples::
 
         >>> import torch
-        >>> from captum.metrics import infidelity
+        >>> from captum.attr import Saliency
+        >>> from captum.metrics import sensitivity_max
         >>> from captum_vit.metrics import patch_baseline_perturb_func
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
-        >>> x, attr = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-        >>> f = patch_baseline_perturb_func(patch_size=2, fraction=0.5, seed=0)
-        >>> infidelity(model, f, x, attr, target=0, n_perturb_samples=4).shape
+        >>> f = patch_baseline_perturb_func(2, fraction=0.5, metric="sensitivity")
+        >>> sensitivity_max(Saliency(model).attribute, torch.randn(2, 3, 4, 4),
+        ...                 perturb_func=f, target=0, n_perturb_samples=4).shape
         torch.Size([2])
     """
     if not 0.0 <= float(fraction) <= 1.0:
