@@ -171,12 +171,7 @@ def _explain_and_score(
         a = create_method(name, model).attribute(inputs, target=target).detach()
         maps[name] = a
         ctx = MetricContext(
-            forward_func=model,
-            inputs=inputs,
-            attributions=a,
-            target=target,
-            masks=masks,
-            patch_size=patch_size,
+            model, inputs, a, target=target, masks=masks, patch_size=patch_size
         )
         cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
         for i in range(len(inputs)):

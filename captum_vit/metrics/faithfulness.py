@@ -43,6 +43,8 @@ Reduce = Callable[[Tensor, Tensor], Tensor]
 #: ``feature_mask(rows, copies)``: ``(n, N)`` bool, the features perturbed in copy
 #: ``copies[i]`` of input ``rows[i]``.
 FeatureMask = Callable[[Tensor, Tensor], Tensor]
+#: ``(mean, std)`` per channel the inputs were normalised with (None: not known).
+Normalisation = Tuple[Optional[Sequence[float]], Optional[Sequence[float]]]
 
 
 class _Setup(NamedTuple):
@@ -193,13 +195,13 @@ def _setup(
     patch_size: Optional[int],
     run: _Run,
     infer_patch_size: bool = False,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
+    normalisation: Normalisation = (None, None),
 ) -> _Setup:
     """Check the arguments every faithfulness metric takes and prepare them.
 
     With ``infer_patch_size`` and no ``patch_size``, the patch size is read from a
-    token-grid attribution.
+    token-grid attribution. ``normalisation``: the ``(mean, std)`` the inputs were
+    normalised with, for ``baseline="black"``.
     """
     inputs = _check_inputs(explained.inputs)
     attributions = explained.attributions
@@ -217,7 +219,7 @@ def _setup(
         inputs=inputs,
         scores=scores,
         patch_size=patch_size,
-        fill=_resolve_baseline(baseline, inputs, mean, std),
+        fill=_resolve_baseline(baseline, inputs, *normalisation),
         target=format_target(explained.target, B, device=inputs.device),
         batch_size=batch_size,
         additional_forward_args=run.additional_forward_args,
@@ -578,11 +580,10 @@ def perturbation_test(
     setup = _setup(
         explained,
         baseline=baseline,
+        normalisation=(mean, std),
         patch_size=patch_size,
-        run=run,
         infer_patch_size=token_level,
-        mean=mean,
-        std=std,
+        run=run,
     )
     outputs = setup.outputs()
     pred0 = outputs.argmax(dim=1)
