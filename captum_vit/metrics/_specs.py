@@ -3,8 +3,10 @@ is defined: a function of a :class:`~captum_vit.metrics.MetricContext` that call
 one metric of :mod:`captum_vit.metrics` (or :mod:`captum.metrics`) with the
 settings of the benchmark table, which keyword ``options`` override.
 
-Each is declared in one line, :func:`_metric` (name, title, columns with their
-better direction, needs); its docstring is the registry's one-line description.
+Each is declared in one line, ``@_metric(name, columns, *needs)`` (columns map
+to True where higher is better); the first line of its docstring is the title,
+the rest the description (under ``python -OO``, which drops docstrings, the
+title falls back to the name and the description is empty).
 """
 
 from __future__ import annotations
