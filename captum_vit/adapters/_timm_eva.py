@@ -126,15 +126,6 @@ class TimmEvaAdapter(TimmBeitAdapter):
             parts.qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
         return parts
 
-    def relevance_gaps(self) -> List[str]:
-        gaps = super().relevance_gaps()
-        if self.model.rope is not None:
-            gaps.append(
-                "the rotary position embedding (a rotation of each patch token's q "
-                "and k by its position)"
-            )
-        return gaps
-
     # ----------------------------------------------------------------- tracing
     def _block_forward(
         self, layer: int, block: nn.Module, tracer: Tracer
@@ -185,9 +176,12 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 check_positions(rope.shape[-2] + npt, N, "rotary position embedding")
                 half = getattr(attn, "rotate_half", False)
 
+                def rotation(t: Tensor) -> Tensor:
+                    return apply_rot_embed_cat(t, rope, half=half)
+
                 def rotate(t: Tensor) -> Tensor:
                     # the patch tokens only, as EvaAttention does
-                    patches = apply_rot_embed_cat(t[:, :, npt:], rope, half=half)
+                    patches = tracer.rotary(layer, t[:, :, npt:], rotation)
                     return torch.cat([t[:, :, :npt], patches], dim=2).type_as(v)
 
                 q, k = rotate(q), rotate(k)
