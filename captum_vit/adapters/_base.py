@@ -374,7 +374,7 @@ class Tracer:
         return fn(x)
 
     def gate(self, layer: int, gate: Tensor, value: Tensor) -> Tensor:
-        """The elementwise product of a gated MLP's two branches, ``gate *
+        r"""The elementwise product of a gated MLP's two branches, ``gate *
         value`` (SwiGLU: :math:`\mathrm{SiLU}(x W_g) \odot x W_x`)."""
         return gate * value
 
