@@ -201,9 +201,7 @@ _GATED = {
 
 def _known_gate(mlp: nn.Module) -> bool:
     cls = type(mlp)
-    return any(
-        cls.__module__.startswith(m) and cls.__name__ == n for m, n in _GATED
-    )
+    return any(cls.__module__.startswith(m) and cls.__name__ == n for m, n in _GATED)
 
 
 def _gated_forward(mlp: Any, layer: int, tracer: Tracer) -> Callable[..., Tensor]:
@@ -243,11 +241,10 @@ def gated_mlp_forwards(
     return out
 
 
-def gate_gaps(blocks: Sequence[nn.Module]) -> List[str]:
+def gate_gaps(blocks: Sequence[Any]) -> List[str]:
     """``[GATE_GAP]`` where a block's ``mlp`` is gated (:func:`mlp_parts`) but
     not one whose product :func:`gated_mlp_forwards` routes, else ``[]``."""
-    mlps = [getattr(b, "mlp") for b in blocks]
-    if any(mlp_parts(m)[1] and not _known_gate(m) for m in mlps):
+    if any(mlp_parts(b.mlp)[1] and not _known_gate(b.mlp) for b in blocks):
         return [GATE_GAP]
     return []
 
@@ -287,11 +284,11 @@ def attention_norms(attention: nn.Module) -> List[nn.Module]:
     (``q_norm``, ``k_norm`` of ``qk_norm``; ``norm`` of ``scale_attn_norm``
     / ``scale_attn_inner``), for :attr:`BlockParts.attention_norms`: the
     explicit forwards call them, so the LRP rules give them the norm rule."""
-    names = ("q_norm", "k_norm", "norm")
-    return [m for m in (getattr(attention, n, None) for n in names) if _real(m)]
+    norms = [getattr(attention, n, None) for n in ("q_norm", "k_norm", "norm")]
+    return [m for m in norms if isinstance(m, nn.Module) and _real(m)]
 
 
-def pre_norm(model: Union[VisionTransformer, Eva]) -> Optional[nn.Module]:
+def pre_norm(model: Union[VisionTransformer, Beit, Eva]) -> Optional[nn.Module]:
     """The norm of a timm ViT or EVA between the positional sum and the first
     block (``norm_pre``), or None, for :attr:`EmbeddingParts.post_norm`."""
     norm = getattr(model, "norm_pre", None)

@@ -128,9 +128,9 @@ def test_attn_lrp_rotary_equals_an_explicit_linear_layer(epsilon):
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     # and the written-out LRP-epsilon: R_x = x * W^T (R / stab(y))
     y = (W @ x[..., None])[..., 0]
-    naive = x * (W.transpose(-2, -1) @ (R / rules.stabilize(y, epsilon))[..., None])[
-        ..., 0
-    ]
+    naive = (
+        x * (W.transpose(-2, -1) @ (R / rules.stabilize(y, epsilon))[..., None])[..., 0]
+    )
     torch.testing.assert_close(got, naive, rtol=1e-10, atol=1e-12)
 
 
