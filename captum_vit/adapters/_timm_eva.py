@@ -30,10 +30,10 @@ z-rule in Chefer et al.'s sets (as for the pooling, the other fixed linear
 map),
 
 .. math::
-    R_x = x \odot R_p^\top \operatorname{sdiv}(R_y, y),
+    R_x = x \\odot R_p^\\top \\operatorname{sdiv}(R_y, y),
 
-and LRP-:math:`\epsilon` in AttnLRP (the plain gradient at
-:math:`\epsilon = 0`). The SwiGLU product goes through :meth:`Tracer.gate`
+and LRP-:math:`\\epsilon` in AttnLRP (the plain gradient at
+:math:`\\epsilon = 0`). The SwiGLU product goes through :meth:`Tracer.gate`
 (each factor gets half the relevance: Chefer et al.'s halved z-rule, as for
 the attention's products; AttnLRP's uniform rule); the norms inside the
 attention (``qk_norm``, ``scale_attn_inner``), the SwiGLU's norm

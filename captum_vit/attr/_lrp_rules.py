@@ -433,16 +433,16 @@ class ProductHalf(Function):
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, mode: Optional[Mode] = None) -> Tensor:
-        y = a * b
-        ctx.save_for_backward(a, b, y)
+        ctx.save_for_backward(a, b)  # the product is recomputed in backward
         ctx.mode = mode
-        return y
+        return a * b
 
     @staticmethod
     def backward(ctx: Any, R: Tensor) -> Grads:
-        a, b, y = ctx.saved_tensors
+        a, b = ctx.saved_tensors
         if _grad(ctx):
             return R * b, R * a, None
+        y = a * b
         half = sdiv(R, y).mul_(y).mul_(0.5)
         return half, half.clone(), None
 
