@@ -32,8 +32,9 @@ from torch import Tensor, nn
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
 from ._parts import (
-    GATE_GAP,
     check_divisible,
+    gate_gaps,
+    gated_mlp_forwards,
     hf_classifier_forward,
     hf_embeddings_forward,
     mlp_parts,
@@ -112,7 +113,8 @@ class HFDinov2Adapter(HFViTAdapter):
             raise UnsupportedModelError(
                 "this DINOv2 has no linear classifier (num_labels=0)"
             )
-        self._gated = any(mlp_parts(b.mlp)[1] for b in self._dinov2_layers())
+        for b in self._dinov2_layers():
+            mlp_parts(b.mlp)  # refuses an unknown MLP layout
 
     def _dinov2_layers(self) -> Dinov2Layers:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
@@ -178,7 +180,7 @@ class HFDinov2Adapter(HFViTAdapter):
         return HeadParts(self._encoder.layernorm, self._heads)
 
     def relevance_gaps(self) -> List[str]:
-        return [GATE_GAP] if self._gated else []
+        return gate_gaps(self._dinov2_layers())
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         check_divisible(image_size, self.patch_size)
@@ -204,6 +206,11 @@ class HFDinov2Adapter(HFViTAdapter):
             return tracer.block_output(layer, x)
 
         return forward
+
+    def _mlp_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        return gated_mlp_forwards(self._dinov2_layers(), tracer)
 
     def _end_forwards(
         self, tracer: Tracer

@@ -35,7 +35,15 @@ from ._base import (
     UnsupportedModelError,
     ViTAdapter,
 )
-from ._parts import mlp_parts, timm_attention, timm_blocks, timm_gaps
+from ._parts import (
+    attention_norms,
+    gated_mlp_forwards,
+    mlp_parts,
+    pre_norm,
+    timm_attention,
+    timm_blocks,
+    timm_gaps,
+)
 from ._pooling import (
     attention_pool_forward,
     attention_pool_gaps,
@@ -193,7 +201,15 @@ class TimmViTAdapter(ViTAdapter):
         mlp, _ = mlp_parts(blk.mlp)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
         return BlockParts(
-            blk, attn, blk.norm1, blk.norm2, [attn.qkv], attn.proj, mlp, scales=scales
+            blk,
+            attn,
+            blk.norm1,
+            blk.norm2,
+            [attn.qkv],
+            attn.proj,
+            mlp,
+            scales=scales,
+            attention_norms=attention_norms(attn),
         )
 
     def relevance_gaps(self) -> List[str]:
@@ -202,7 +218,7 @@ class TimmViTAdapter(ViTAdapter):
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
         norm = None if isinstance(pe.norm, nn.Identity) else pe.norm
-        return EmbeddingParts(pe.proj, norm)
+        return EmbeddingParts(pe.proj, norm, post_norm=pre_norm(self.model))
 
     def head_parts(self) -> HeadParts:
         m = self.model
@@ -330,6 +346,11 @@ class TimmViTAdapter(ViTAdapter):
             return []
         fn = attention_pool_forward(ap, tracer, self.num_prefix_tokens)
         return [(ap, "forward", fn)]
+
+    def _mlp_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        return gated_mlp_forwards(self.blocks(), tracer)
 
     def _end_forwards(
         self, tracer: Tracer

@@ -31,7 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
-from ._parts import FusedQKV, check_positions, mlp_parts, scale_views, timm_gaps
+from ._parts import (
+    FusedQKV,
+    attention_norms,
+    check_positions,
+    mlp_parts,
+    scale_views,
+    timm_gaps,
+)
 from ._timm import TimmViTAdapter, _active
 
 if TYPE_CHECKING:
@@ -124,6 +131,7 @@ class TimmBeitAdapter(TimmViTAdapter):
             blk.attn.proj,
             mlp,
             scales=[s for s in self._ls[layer] if s is not None],
+            attention_norms=attention_norms(blk.attn),
         )
 
     def relevance_gaps(self) -> List[str]:

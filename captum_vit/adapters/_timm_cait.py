@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._graph import LayerWindows, Merge, Stage, TokenGraph, dense_layer
-from ._parts import GATE_GAP, mlp_parts, scale_views
+from ._parts import gate_gaps, mlp_parts, scale_views
 from ._timm import TimmViTAdapter, _active
 
 
@@ -162,10 +162,7 @@ class TimmCaitAdapter(TimmViTAdapter):
         )
 
     def relevance_gaps(self) -> List[str]:
-        blocks: List[Any] = self.blocks()
-        if any(mlp_parts(b.mlp)[1] for b in blocks):
-            return [GATE_GAP]
-        return []
+        return gate_gaps(self.blocks())
 
     def head_parts(self) -> HeadParts:
         return HeadParts(self.model.norm, [self.model.head])
