@@ -8,7 +8,8 @@ Time: ``swin_tiny_patch4_window7_224`` shape, random init, float32, batch
 ``torch.no_grad()`` (forward), ``model(x)`` then
 ``logits[range(B), target].sum().backward()`` (forward+backward) and each
 method's ``attribute(x, target=target)`` are compared. Goals: rollout <= 1.3x
-forward; GenericAttention and Grad-SAM <= 1.5x forward+backward.
+forward; GenericAttention and Grad-SAM <= 1.5x forward+backward;
+TransformerLRP <= 3x forward+backward.
 
 Memory: in a fresh process per cell (``_timing.peak_extra_mib``), batch 1, the
 model built with ``strict_img_size=False`` at 224, 336 and 448 px (64, 144
@@ -18,7 +19,8 @@ dense N x N attention over the first stage's tokens would grow with the
 square of the window count; the graph methods keep per layer the blocks of
 the windows, ``(B, nW, n, n)``, so their memory grows linearly.
 
-Usage: ``python benchmarks/bench_swin.py [--batch 8] [--repeats 5] [--memory]``
+Usage: ``python benchmarks/bench_swin.py [--batch 8] [--repeats 5] [--memory]
+[--methods rollout,transformer_lrp]``
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ METHODS = {
     "raw_attention": ("RawAttention", {}, "forward", 1.3),
     "grad_sam": ("GradSAM", {}, "forward_backward", 1.5),
     "generic_attention": ("GenericAttention", {}, "forward_backward", 1.5),
+    "transformer_lrp": ("TransformerLRP", {}, "forward_backward", 3.0),
 }
 
 
@@ -116,9 +119,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory", action="store_true")
+    p.add_argument(
+        "--methods",
+        help="comma-separated subset of " + ",".join(METHODS) + " (default: all)",
+    )
     p.add_argument("--cell", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.methods:
+        unknown = set(args.methods.split(",")) - set(METHODS)
+        if unknown:
+            p.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+        for name in set(METHODS) - set(args.methods.split(",")):
+            del METHODS[name]
     if args.cell:
         print(json.dumps(memory_cell(int(args.cell[0]), args.cell[1])))
         return

@@ -366,6 +366,18 @@ class Tracer:
         row = probs.detach()[:, :, list(self.pool_queries)].mean(dim=(1, 2))
         return F.pad(row, (self.pool_first_key, 0))
 
+    # ----------------------------------------- fixed maps and gated products
+    def rotary(self, layer: int, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """A fixed linear map of the queries or keys that depends on the
+        token positions only, ``fn(x)`` (the rotary position embedding of
+        EVA-02; ``fn`` is linear, without bias)."""
+        return fn(x)
+
+    def gate(self, layer: int, gate: Tensor, value: Tensor) -> Tensor:
+        r"""The elementwise product of a gated MLP's two branches, ``gate *
+        value`` (SwiGLU: :math:`\mathrm{SiLU}(x W_g) \odot x W_x`)."""
+        return gate * value
+
     # ------------------------------------------------------------ block level
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
         """Residual sum ``x + branch``; ``index`` 0 after attention, 1 after MLP."""
@@ -871,9 +883,9 @@ class ViTAdapter:
         The LRP engine turns the backward pass into a relevance pass by
         giving a rule to every operation it sees (the modules of
         :meth:`block_parts` and the :class:`Tracer` hooks); any other
-        operation on the path (an elementwise product of two branches such as
-        SwiGLU's gate, a rotary position embedding, a norm inside the
-        attention) would pass its plain gradient instead of relevance.
+        operation on the path that is neither (a product of two branches
+        computed inside a module, a map the explicit forward does not route)
+        would pass its plain gradient instead of relevance.
         :meth:`trace` refuses a relevance tracer on a model with gaps.
         """
         return []
@@ -884,6 +896,14 @@ class ViTAdapter:
         """``(object, attribute, function)`` overrides that route an
         attention-pooling head through :meth:`Tracer.pool_attention`; set by
         every :meth:`trace` (empty for the static poolings)."""
+        return []
+
+    def _mlp_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        """``(object, attribute, function)`` overrides that route the gated
+        product of gated (SwiGLU) MLPs through :meth:`Tracer.gate`; set by
+        every :meth:`trace` (empty for the plain MLPs)."""
         return []
 
     def _end_forwards(self, tracer: Tracer) -> List[Tuple[object, str, Callable]]:
@@ -936,6 +956,8 @@ class ViTAdapter:
                 for obj, name, fn in self._end_forwards(tracer):
                     patch.set(obj, name, fn)
             for obj, name, fn in self._pooling_forwards(tracer):
+                patch.set(obj, name, fn)
+            for obj, name, fn in self._mlp_forwards(tracer):
                 patch.set(obj, name, fn)
             for layer, block in enumerate(self.blocks()):
                 attention = self.block_parts(layer).attention

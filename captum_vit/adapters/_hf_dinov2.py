@@ -32,10 +32,11 @@ from torch import Tensor, nn
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._hf import HFViTAdapter
 from ._parts import (
-    GATE_GAP,
     Step,
     chain,
     check_divisible,
+    gate_gaps,
+    gated_mlp_forwards,
     hf_classifier_forward,
     hf_embeddings_forward,
     is_transformers,
@@ -113,7 +114,8 @@ class HFDinov2Adapter(HFViTAdapter):
             raise UnsupportedModelError(
                 "this DINOv2 has no linear classifier (num_labels=0)"
             )
-        self._gated = any(mlp_parts(b.mlp)[1] for b in self._layers())
+        for b in self._layers():
+            mlp_parts(b.mlp)  # refuses an unknown MLP layout
 
     def _layers(self) -> Dinov2Layers:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
@@ -143,7 +145,7 @@ class HFDinov2Adapter(HFViTAdapter):
         return HeadParts(self._encoder.layernorm, self._heads)
 
     def relevance_gaps(self) -> List[str]:
-        return [GATE_GAP] if self._gated else []
+        return gate_gaps(self._layers())
 
     def check_image_size(self, image_size: Tuple[int, int]) -> None:
         check_divisible(image_size, self.patch_size)
@@ -156,6 +158,11 @@ class HFDinov2Adapter(HFViTAdapter):
             chain(blk.layer_scale1, blk.drop_path),
             chain(blk.layer_scale2, blk.drop_path),
         )
+
+    def _mlp_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        return gated_mlp_forwards(self._layers(), tracer)
 
     def _end_forwards(
         self, tracer: Tracer

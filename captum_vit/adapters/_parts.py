@@ -75,6 +75,10 @@ __all__ = [
     "timm_attention",
     "timm_gaps",
     "GATE_GAP",
+    "gated_mlp_forwards",
+    "gate_gaps",
+    "attention_norms",
+    "pre_norm",
     "check_divisible",
     "check_fixed_size",
     "pair",
@@ -235,11 +239,12 @@ def routed_block(
     return tracer.block_output(layer, x)
 
 
-#: the relevance gap of a gated MLP
+#: the relevance gap of a gated MLP whose product :func:`gated_mlp_forwards`
+#: cannot route (a layout other than timm's and Hugging Face's SwiGLU)
 GATE_GAP = (
-    "the gated product of the MLP (SwiGLU: act(x W_g) * (x W_x), an elementwise "
-    "product of two linear branches; AttnLRP gives each factor half of the "
-    "relevance, a rule the rule set does not have yet)"
+    "the gated product of the MLP (act(x W_g) * (x W_x), an elementwise "
+    "product of two linear branches computed inside an MLP module that "
+    "captum_vit does not know how to route)"
 )
 
 
@@ -252,8 +257,8 @@ def mlp_parts(mlp: nn.Module) -> Tuple[List[nn.Module], bool]:
     (torchvision's ``MLP``) its modules but the dropouts. The SwiGLU variants
     (timm ``SwiGLU`` and ``GluMlp``, Hugging Face ``Dinov2SwiGLUFFN``) give
     their two input linears (or the packed one), activation, norm and output
-    linear, with ``gated`` set: their elementwise product of two branches has
-    no LRP rule (see :data:`GATE_GAP`).
+    linear, with ``gated`` set: their elementwise product of two branches is routed
+    through :meth:`Tracer.gate` by :func:`gated_mlp_forwards`.
 
     Raises:
         TypeError: an MLP of another layout.
@@ -292,6 +297,66 @@ def block_parts(
     return BlockParts(block, attention, norm1, norm2, qkv, proj, mlp, **roles)
 
 
+#: (module prefix, class name) of the gated MLPs whose forward
+#: :func:`gated_mlp_forwards` reproduces
+_GATED = {
+    ("timm.", "SwiGLU"),
+    ("timm.", "GluMlp"),
+    ("transformers.", "Dinov2SwiGLUFFN"),
+    ("transformers.", "Dinov2WithRegistersSwiGLUFFN"),
+}
+
+
+def _known_gate(mlp: nn.Module) -> bool:
+    cls = type(mlp)
+    return any(cls.__module__.startswith(m) and cls.__name__ == n for m, n in _GATED)
+
+
+def _gated_forward(mlp: Any, layer: int, tracer: Tracer) -> Callable[..., Tensor]:
+    """The forward of a known gated MLP (:data:`_GATED`) with its product
+    routed: timm's ``SwiGLU`` (``act(fc1_g(x)) * fc1_x(x)``, then
+    ``drop1, norm, fc2, drop2``), timm's ``GluMlp`` (``fc1(x)`` split in two
+    halves, the activation on the second with ``gate_last``, else on the
+    first) and Hugging Face's ``down_proj(act_fn(gate_proj(x)) * up_proj(x))``."""
+
+    def branches(x: Tensor) -> Tuple[Tensor, Tensor]:
+        if hasattr(mlp, "fc1_g"):  # timm SwiGLU
+            return mlp.act(mlp.fc1_g(x)), mlp.fc1_x(x)
+        a, b = mlp.fc1(x).chunk(2, dim=mlp.chunk_dim)  # timm GluMlp
+        return (mlp.act(b), a) if mlp.gate_last else (mlp.act(a), b)
+
+    def forward(x: Tensor) -> Tensor:
+        if hasattr(mlp, "gate_proj"):  # Hugging Face
+            h = tracer.gate(layer, mlp.act_fn(mlp.gate_proj(x)), mlp.up_proj(x))
+            return mlp.down_proj(h)
+        h = mlp.drop1(tracer.gate(layer, *branches(x)))
+        return mlp.drop2(mlp.fc2(mlp.norm(h)))
+
+    return forward
+
+
+def gated_mlp_forwards(
+    blocks: Sequence[nn.Module], tracer: Tracer
+) -> List[Tuple[object, str, Callable[..., Any]]]:
+    """``(mlp, "forward", function)`` for every block whose ``mlp`` is a known
+    gated MLP: the model's own forward with the product of its two branches
+    routed through :meth:`Tracer.gate` (the other MLPs keep theirs)."""
+    out: List[Tuple[object, str, Callable[..., Any]]] = []
+    for layer, blk in enumerate(blocks):
+        mlp = getattr(blk, "mlp", None)
+        if isinstance(mlp, nn.Module) and _known_gate(mlp):
+            out.append((mlp, "forward", _gated_forward(mlp, layer, tracer)))
+    return out
+
+
+def gate_gaps(blocks: Sequence[Any]) -> List[str]:
+    """``[GATE_GAP]`` where a block's ``mlp`` is gated (:func:`mlp_parts`) but
+    not one whose product :func:`gated_mlp_forwards` routes, else ``[]``."""
+    if any(mlp_parts(b.mlp)[1] and not _known_gate(b.mlp) for b in blocks):
+        return [GATE_GAP]
+    return []
+
+
 def check_positions(expected: int, got: int, what: str) -> None:
     """Raise ``NotImplementedError`` when a position-dependent term made for
     ``expected`` tokens meets a sequence of ``got`` tokens (a method that
@@ -324,26 +389,29 @@ def timm_attention(module: nn.Module) -> TimmAttention:
     return cast("TimmAttention", module)
 
 
+def attention_norms(attention: nn.Module) -> List[nn.Module]:
+    """The norms inside a timm ViT, BEiT or EVA attention that the model has
+    (``q_norm``, ``k_norm`` of ``qk_norm``; ``norm`` of ``scale_attn_norm``
+    / ``scale_attn_inner``), for :attr:`BlockParts.attention_norms`: the
+    explicit forwards call them, so the LRP rules give them the norm rule."""
+    norms = [getattr(attention, n, None) for n in ("q_norm", "k_norm", "norm")]
+    return [m for m in norms if isinstance(m, nn.Module) and present(m)]
+
+
+def pre_norm(model: Union[VisionTransformer, Beit, Eva]) -> Optional[nn.Module]:
+    """The norm of a timm ViT or EVA between the positional sum and the first
+    block (``norm_pre``), or None, for :attr:`EmbeddingParts.post_norm`."""
+    norm = getattr(model, "norm_pre", None)
+    return norm if present(norm) else None
+
+
 def timm_gaps(model: Union[VisionTransformer, Beit, Eva]) -> List[str]:
     """The relevance gaps (:meth:`ViTAdapter.relevance_gaps`) of a timm ViT,
-    BEiT or EVA: a gated (SwiGLU) MLP, norms inside the attention
-    (``qk_norm``, ``scale_attn_norm``/``scale_attn_inner``) and the norm
-    before the first block (``norm_pre``), which the explicit forward
-    computes but no block part lists."""
-    gaps = []
-    blocks = timm_blocks(model)
-    if any(mlp_parts(b.mlp)[1] for b in blocks):
-        gaps.append(GATE_GAP)
-    attns = [b.attn for b in blocks]
-    if any(
-        present(getattr(a, n, None))
-        for a in attns
-        for n in ("q_norm", "k_norm", "norm")
-    ):
-        gaps.append("the norms inside the attention (qk_norm, scale_attn_norm)")
-    if present(getattr(model, "norm_pre", None)):
-        gaps.append("the norm before the first block (norm_pre)")
-    return gaps
+    BEiT or EVA: a gated MLP of an unknown layout (:func:`gate_gaps`). The
+    SwiGLU product is routed (:func:`gated_mlp_forwards`), the norms inside
+    the attention and ``norm_pre`` are block and embedding parts
+    (:func:`attention_norms`, :func:`pre_norm`)."""
+    return gate_gaps(timm_blocks(model))
 
 
 def check_divisible(image_size: Tuple[int, int], patch_size: Tuple[int, int]) -> None:

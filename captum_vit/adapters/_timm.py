@@ -35,10 +35,13 @@ from ._base import (
     ViTAdapter,
 )
 from ._parts import (
+    attention_norms,
     block_parts,
     chain,
     check_fixed_size,
+    gated_mlp_forwards,
     is_timm,
+    pre_norm,
     routed_block,
     timm_attention,
     timm_blocks,
@@ -188,7 +191,10 @@ class TimmViTAdapter(ViTAdapter):
         blk = _vit_block(self.model.blocks[layer])
         attn = _attention(blk.attn)
         scales = [m for m in (blk.ls1, blk.ls2) if not isinstance(m, nn.Identity)]
-        return block_parts(blk, attn, [attn.qkv], attn.proj, scales=scales)
+        norms = attention_norms(attn)
+        return block_parts(
+            blk, attn, [attn.qkv], attn.proj, scales=scales, attention_norms=norms
+        )
 
     def relevance_gaps(self) -> List[str]:
         return timm_gaps(self.model) + attention_pool_gaps(self._attn_pool())
@@ -196,7 +202,7 @@ class TimmViTAdapter(ViTAdapter):
     def embedding_parts(self) -> EmbeddingParts:
         pe = self.model.patch_embed
         norm = None if isinstance(pe.norm, nn.Identity) else pe.norm
-        return EmbeddingParts(pe.proj, norm)
+        return EmbeddingParts(pe.proj, norm, post_norm=pre_norm(self.model))
 
     def head_parts(self) -> HeadParts:
         m = self.model
@@ -308,6 +314,11 @@ class TimmViTAdapter(ViTAdapter):
             return []
         fn = attention_pool_forward(ap, tracer, self.num_prefix_tokens)
         return [(ap, "forward", fn)]
+
+    def _mlp_forwards(
+        self, tracer: Tracer
+    ) -> List[Tuple[object, str, Callable[..., Any]]]:
+        return gated_mlp_forwards(self.blocks(), tracer)
 
     def _end_forwards(
         self, tracer: Tracer

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ._base import BlockParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._parts import (
     FusedQKV,
+    attention_norms,
     block_parts,
     chain,
     check_positions,
@@ -115,7 +116,10 @@ class TimmBeitAdapter(TimmViTAdapter):
         qkv = self._qkv[layer]
         fused = [qkv] if qkv is not None else []  # EVA's separate q, k, v: its own
         scales = [s for s in self._ls[layer] if s is not None]
-        return block_parts(blk, blk.attn, fused, blk.attn.proj, scales=scales)
+        norms = attention_norms(blk.attn)
+        return block_parts(
+            blk, blk.attn, fused, blk.attn.proj, scales=scales, attention_norms=norms
+        )
 
     def relevance_gaps(self) -> List[str]:
         return timm_gaps(self.model)

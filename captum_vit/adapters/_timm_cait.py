@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from ._base import BlockParts, HeadParts, Tracer, UnsupportedModelError, ViTAdapter
 from ._graph import LayerWindows, Merge, Stage, TokenGraph, dense_layer
 from ._parts import (
-    GATE_GAP,
     block_parts,
     chain,
+    gate_gaps,
     is_timm,
     mlp_parts,
     routed_block,
@@ -144,10 +144,7 @@ class TimmCaitAdapter(TimmViTAdapter):
         return block_parts(blk, attn, qkv, attn.proj, scales=scales, head_mixing=mixing)
 
     def relevance_gaps(self) -> List[str]:
-        blocks: List[Any] = self.blocks()
-        if any(mlp_parts(b.mlp)[1] for b in blocks):
-            return [GATE_GAP]
-        return []
+        return gate_gaps(self.blocks())
 
     def head_parts(self) -> HeadParts:
         return HeadParts(self.model.norm, [self.model.head])

@@ -22,9 +22,23 @@ recorded scores are those of the rotated vectors,
 with :math:`R_p` the rotation of position :math:`p` and :math:`M` a user's
 ``attn_mask``. Not supported: post-norm blocks (``use_post_norm``), timm's
 ``AttentionRope`` (``attn_type="rope"``), gated attention and attention
-pooling. The LRP methods refuse models whose rotary embedding, SwiGLU
-product, attention-internal norms or pre-transformer norm have no LRP rule
-(:meth:`relevance_gaps`).
+pooling.
+
+For the LRP methods the rotation goes through :meth:`Tracer.rotary`: it is a
+fixed linear map without bias, :math:`y_p = R_p x_p`, whose rule is the
+z-rule in Chefer et al.'s sets (as for the pooling, the other fixed linear
+map),
+
+.. math::
+    R_x = x \\odot R_p^\\top \\operatorname{sdiv}(R_y, y),
+
+and LRP-:math:`\\epsilon` in AttnLRP (the plain gradient at
+:math:`\\epsilon = 0`). The SwiGLU product goes through :meth:`Tracer.gate`
+(each factor gets half the relevance: Chefer et al.'s halved z-rule, as for
+the attention's products; AttnLRP's uniform rule); the norms inside the
+attention (``qk_norm``, ``scale_attn_inner``), the SwiGLU's norm
+(``scale_mlp``) and ``norm_pre`` get the norm rule of ``norm1``. See
+``docs/lrp.rst``.
 """
 
 from __future__ import annotations
@@ -76,9 +90,9 @@ class TimmEvaAdapter(TimmBeitAdapter):
     The rotary position embedding rotates the patch tokens' ``q`` and ``k``
     inside the explicit forward, before :meth:`Tracer.attention`; class and
     register tokens are prefix tokens; the pooling row is uniform over the
-    patch tokens (``global_pool="avg"``) or the class token. The LRP methods
-    are refused where the model has a rotary embedding, a SwiGLU MLP or norms
-    inside the attention (:meth:`relevance_gaps`).
+    patch tokens (``global_pool="avg"``) or the class token. The rotation
+    goes through :meth:`Tracer.rotary` and the SwiGLU product through
+    :meth:`Tracer.gate`, which give them their LRP rules.
 
     Args:
         model (torch.nn.Module): a ``timm.models.eva.Eva`` with
@@ -125,15 +139,6 @@ class TimmEvaAdapter(TimmBeitAdapter):
         if attn.qkv is None:
             parts.qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
         return parts
-
-    def relevance_gaps(self) -> List[str]:
-        gaps = super().relevance_gaps()
-        if self.model.rope is not None:
-            gaps.append(
-                "the rotary position embedding (a rotation of each patch token's q "
-                "and k by its position)"
-            )
-        return gaps
 
     # ----------------------------------------------------------------- tracing
     def _block_forward(
@@ -185,9 +190,12 @@ class TimmEvaAdapter(TimmBeitAdapter):
                 check_positions(rope.shape[-2] + npt, N, "rotary position embedding")
                 half = getattr(attn, "rotate_half", False)
 
+                def rotation(t: Tensor) -> Tensor:
+                    return apply_rot_embed_cat(t, rope, half=half)
+
                 def rotate(t: Tensor) -> Tensor:
                     # the patch tokens only, as EvaAttention does
-                    patches = apply_rot_embed_cat(t[:, :, npt:], rope, half=half)
+                    patches = tracer.rotary(layer, t[:, :, npt:], rotation)
                     return torch.cat([t[:, :, :npt], patches], dim=2).type_as(v)
 
                 q, k = rotate(q), rotate(k)

@@ -135,6 +135,17 @@ class RuleSet:
     def pool(self, x: Tensor, weights: Tensor, mode: Mode) -> Tensor:
         return R.PoolZ.apply(x, weights.to(x.dtype), mode)
 
+    def fixed_linear(
+        self, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Mode
+    ) -> Tensor:
+        """A fixed (input-independent) linear map without bias, ``fn(x)``:
+        the rotary position embedding of ``q`` and ``k``."""
+        return R.FixedLinearZ.apply(x, fn, mode)
+
+    def product(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
+        """The elementwise product of two branches (SwiGLU's gate)."""
+        return R.ProductHalf.apply(a, b, mode)
+
     def qk(self, q: Tensor, k: Tensor, scale: float, mode: Mode) -> Tensor:
         return R.QKHalf.apply(q, k, scale, mode)
 
@@ -184,7 +195,10 @@ class AttnLRPRules(RuleSet):
     elementwise nonlinearities; the softmax rule (Prop. 3.1, which is the
     softmax's plain gradient x input); the uniform rule (halving) for both
     attention matmuls, or, with ``attention="cp"``, the attention held
-    constant (CP-LRP, Ali et al. 2022). Relevance starts at the target logit.
+    constant (CP-LRP, Ali et al. 2022); the uniform rule for SwiGLU's gated
+    product too; LRP-:math:`\epsilon` for the rotary position embedding (a
+    fixed linear map without bias: its plain gradient at :math:`\epsilon =
+    0`). Relevance starts at the target logit.
 
     With :math:`\epsilon = 0` and no relevance asked of the attention
     probabilities, the attention core runs in torch's fused kernel with the
@@ -229,6 +243,18 @@ class AttnLRPRules(RuleSet):
 
     def pool(self, x: Tensor, weights: Tensor, mode: Mode) -> Tensor:
         return self._eps(torch.einsum("n,bnd->bd", weights.to(x.dtype), x))
+
+    def fixed_linear(
+        self, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Mode
+    ) -> Tensor:
+        return self._eps(fn(x))
+
+    def product(self, a: Tensor, b: Tensor, mode: Mode) -> Tensor:
+        # each factor's gradient x input is the whole product: halved, the
+        # shares sum to R exactly (no sum runs over the product, no
+        # stabiliser is needed)
+        a, b = R.UniformRule.apply(a, 2.0), R.UniformRule.apply(b, 2.0)
+        return a * b
 
     def qk(self, q: Tensor, k: Tensor, scale: float, mode: Mode) -> Tensor:
         if self.attention == "cp":
@@ -419,6 +445,12 @@ class LRPTracer(Tracer):
 
     def pool(self, x: Tensor, weights: Tensor) -> Tensor:
         return self.rules.pool(x, weights, self.mode)
+
+    def rotary(self, layer: int, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        return self.rules.fixed_linear(x, fn, self.mode)
+
+    def gate(self, layer: int, gate: Tensor, value: Tensor) -> Tensor:
+        return self.rules.product(gate, value, self.mode)
 
     def merge_heads(self, outputs: Sequence[Tensor]) -> Tensor:
         n = len(outputs)

@@ -58,6 +58,8 @@ __all__ = [
     "LinearSeparate",
     "AddZ",
     "PoolZ",
+    "FixedLinearZ",
+    "ProductHalf",
     "QKHalf",
     "AVHalf",
     "AttentionHalf",
@@ -384,6 +386,67 @@ class PoolZ(Function):
         return sdiv(R, p)[:, None, :] * x * w[None, :, None], None, None
 
 
+class FixedLinearZ(Function):
+    r"""z-rule for a fixed linear map without bias, :math:`y = W x` with
+    :math:`W` independent of the input (given as the function ``fn``; the
+    rotary position embedding, a rotation of each position's ``q`` and
+    ``k``). The rule :class:`PoolZ` gives the other fixed linear map, the
+    pooling:
+
+    .. math::
+        R_x = x \odot W^\top \operatorname{sdiv}(R, W x)
+
+    Conserves, :math:`\sum R_x = \sum R` where :math:`y \ne 0`. The
+    transposed map :math:`W^\top` is ``fn``'s vector-Jacobian product
+    (recomputed in backward: ``fn`` must be linear and bias-free).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: Optional[Mode] = None
+    ) -> Tensor:
+        y = fn(x)
+        ctx.save_for_backward(x, y)
+        ctx.fn, ctx.mode = fn, mode
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, R: Tensor) -> Grads:
+        x, y = ctx.saved_tensors
+        if _grad(ctx):
+            return _recomputed_grad(ctx.fn, x, R), None, None
+        return _recomputed_grad(ctx.fn, x, sdiv(R, y)).mul_(x), None, None
+
+
+class ProductHalf(Function):
+    r"""z-rule on an elementwise product of two branches :math:`y = a \odot
+    b` (SwiGLU's gate :math:`\mathrm{SiLU}(x W_g) \odot x W_x`), halved
+    between the two factors as :class:`QKHalf` and :class:`AVHalf` halve the
+    attention's products (Chefer et al.):
+
+    .. math::
+        R_a = R_b = \tfrac12\, a \odot b \odot \operatorname{sdiv}(R, a \odot b)
+
+    that is :math:`\tfrac12 R` wherever :math:`y \ne 0` (no sum runs over
+    the product, so each factor's z-rule share is the whole of it).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, mode: Optional[Mode] = None) -> Tensor:
+        ctx.save_for_backward(a, b)  # the product is recomputed in backward
+        ctx.mode = mode
+        return a * b
+
+    @staticmethod
+    def backward(ctx: Any, R: Tensor) -> Grads:
+        a, b = ctx.saved_tensors
+        if _grad(ctx):
+            return R * b, R * a, None
+        y = a * b
+        half = sdiv(R, y).mul_(y).mul_(0.5)
+        return half, half.clone(), None
+
+
 def qk_half(q: Tensor, k: Tensor, R: Tensor) -> Tuple[Tensor, Tensor]:
     r"""The equation of :class:`QKHalf`: ``(R_q, R_k)`` for the relevance
     ``R`` of the scores."""
@@ -695,7 +758,8 @@ class IdentityRule(Function):
 
 class UniformRule(Function):
     r"""AttnLRP's uniform rule for a product of ``n`` factors (eq. 7, the
-    attention matmuls :math:`q k^\top` and :math:`A V`): each factor receives
+    attention matmuls :math:`q k^\top` and :math:`A V`, and SwiGLU's
+    elementwise gate :math:`\mathrm{SiLU}(x W_g) \odot x W_x`): each factor receives
     :math:`1/n` of the relevance its gradient x input would give it. Applied
     to a factor before the product:
 

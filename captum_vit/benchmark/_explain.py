@@ -5,7 +5,7 @@ game; for a vision-language model, one map per image and prompt."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -76,8 +76,7 @@ def explain_prompts(
         ``images`` ``(B P, C, H, W)``, ``targets`` ``(B P,)`` (prompt
         indices), ``scores`` (one dict per row: method -> score -> value).
     """
-    from ..attr import create_method, text_similarity
-    from ..metrics import MetricContext, get_metric
+    from ..attr import text_similarity
 
     sim = text_similarity(lm.model, list(prompts), lm.tokenizer)
     P = len(prompts)
@@ -85,26 +84,15 @@ def explain_prompts(
         logits = sim(images)
     rows = images.repeat_interleave(P, 0)
     target = torch.arange(P).repeat(images.shape[0])
-    specs = [get_metric(n) for n in ("similarity_deletion", "similarity_insertion")]
     # the similarity adapter stands in for the model (adapters.get takes an
-    # adapter) but these signatures, outside this module, say nn.Module
-    patch_size = model_patch_size(sim, strict=False)  # type: ignore[arg-type]
-    maps: Dict[str, Tensor] = {}
-    scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(rows))]
-    for name in methods:
-        method = create_method(name, sim)  # type: ignore[arg-type]  # (see above)
-        a = method.attribute(rows, target=target).detach()
-        maps[name] = a
-        ctx = MetricContext(
-            forward_func=sim,
-            inputs=rows,
-            attributions=a,
-            target=target,
-            patch_size=patch_size,
-        )
-        cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
-        for i in range(len(rows)):
-            scores[i][name] = {k: float(v[i]) for k, v in cols.items()}
+    # adapter) but _explain_and_score's signature, as the methods', says nn.Module
+    maps, scores = _explain_and_score(
+        sim,  # type: ignore[arg-type]
+        rows,
+        target,
+        methods=methods,
+        metrics=("similarity_deletion", "similarity_insertion"),
+    )
     return {
         "maps": maps,
         "logits": logits,
@@ -141,33 +129,15 @@ def explain_images(
         ``targets`` and ``scores`` (one dict per image: method -> score name
         -> value).
     """
-    from ..attr import create_method
-    from ..metrics import MetricContext, get_metric
-
     model = lm.model
     with torch.no_grad():
         logits = model(images)
     pred = logits.argmax(-1)
     tgt = pred if target is None else torch.full_like(pred, int(target))
     names = ["deletion", "insertion"] + (["pointing_game"] if masks is not None else [])
-    specs = [get_metric(n) for n in names]
-    patch_size = model_patch_size(model, strict=False)
-    maps: Dict[str, Tensor] = {}
-    scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(images))]
-    for name in methods:
-        a = create_method(name, model).attribute(images, target=tgt).detach()
-        maps[name] = a
-        ctx = MetricContext(
-            forward_func=model,
-            inputs=images,
-            attributions=a,
-            target=tgt,
-            masks=masks,
-            patch_size=patch_size,
-        )
-        cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
-        for i in range(len(images)):
-            scores[i][name] = {k: float(v[i]) for k, v in cols.items()}
+    maps, scores = _explain_and_score(
+        model, images, tgt, methods=methods, metrics=names, masks=masks
+    )
     return {
         "maps": maps,
         "logits": logits,
@@ -175,6 +145,38 @@ def explain_images(
         "targets": tgt,
         "scores": scores,
     }
+
+
+def _explain_and_score(
+    model: torch.nn.Module,
+    inputs: Tensor,
+    target: Tensor,
+    *,
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    masks: Optional[Tensor] = None,
+) -> Tuple[Dict[str, Tensor], List[Dict[str, Dict[str, float]]]]:
+    """Explain ``inputs`` for ``target`` with each method (a registry name) and
+    score every map with the registry's ``metrics``, patch by patch: the maps
+    (method -> attribution) and one dict per input row (method -> column ->
+    value)."""
+    from ..attr import create_method
+    from ..metrics import MetricContext, get_metric
+
+    specs = [get_metric(n) for n in metrics]
+    patch_size = model_patch_size(model, strict=False)
+    maps: Dict[str, Tensor] = {}
+    scores: List[Dict[str, Dict[str, float]]] = [{} for _ in range(len(inputs))]
+    for name in methods:
+        a = create_method(name, model).attribute(inputs, target=target).detach()
+        maps[name] = a
+        ctx = MetricContext(
+            model, inputs, a, target=target, masks=masks, patch_size=patch_size
+        )
+        cols = {k: v for spec in specs for k, v in spec.compute(ctx).values.items()}
+        for i in range(len(inputs)):
+            scores[i][name] = {k: float(v[i]) for k, v in cols.items()}
+    return maps, scores
 
 
 def mean_scores(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -79,6 +80,7 @@ def _ranks(means: Dict[str, float], higher: bool) -> Dict[str, float]:
     return out
 
 
+@dataclass
 class Leaderboard:
     r"""Per method and column: the mean with a bootstrap interval, the rank,
     and the paired bootstrap comparison with the column's best method
@@ -100,29 +102,16 @@ class Leaderboard:
         n (int): samples of the run.
     """
 
-    def __init__(
-        self,
-        methods: List[str],
-        baselines: List[str],
-        columns: List[str],
-        higher_is_better: Dict[str, bool],
-        entries: Dict[str, Dict[str, Entry]],
-        best: Dict[str, Optional[str]],
-        level: float,
-        n_boot: int,
-        seeds: List[int],
-        n: int,
-    ) -> None:
-        self.methods = methods
-        self.baselines = baselines
-        self.columns = columns
-        self.higher_is_better = higher_is_better
-        self.entries = entries
-        self.best = best
-        self.level = level
-        self.n_boot = n_boot
-        self.seeds = seeds
-        self.n = n
+    methods: List[str]
+    baselines: List[str]
+    columns: List[str]
+    higher_is_better: Dict[str, bool]
+    entries: Dict[str, Dict[str, Entry]]
+    best: Dict[str, Optional[str]]
+    level: float
+    n_boot: int
+    seeds: List[int]
+    n: int
 
     @classmethod
     def from_result(

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 
+@dataclass(eq=False)  # tensors: compared by identity, as before
 class Batch:
     r"""A batch of inputs to visualise, as Captum Insights' ``Batch``.
 
@@ -30,15 +32,9 @@ class Batch:
         >>> b = Batch(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     """
 
-    def __init__(
-        self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
-        labels: Optional[Tensor] = None,
-        additional_args: Any = None,
-    ) -> None:
-        self.inputs = inputs
-        self.labels = labels
-        self.additional_args = additional_args
+    inputs: Union[Tensor, Tuple[Tensor, ...]]
+    labels: Optional[Tensor] = None
+    additional_args: Any = None
 
 
 class ImageFeature:

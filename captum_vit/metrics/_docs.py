@@ -68,6 +68,13 @@ PIECES: Dict[str, str] = {
             target class (Petsiuk et al.); ``False`` uses the raw output.
             Default: True
     """,
+    # the draws of the patch perturbation functions for captum.metrics
+    "perturb_seed": """
+        seed (int, optional): seed of a private generator: repeated runs draw the
+            same sequence of perturbations. Default: None
+        generator (torch.Generator, optional): generator to draw from (instead of
+            ``seed``). Default: None
+    """,
     # how the perturbed copies run, last of every model-running metric
     "run_args": """
         additional_forward_args (Any, optional): extra arguments of

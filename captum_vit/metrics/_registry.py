@@ -12,19 +12,8 @@ The built-in metrics are registered in table order where they are defined
 
 from __future__ import annotations
 
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    List,
-    Mapping,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-    overload,
-)
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, overload
 
 from torch import Tensor, nn
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._targets import TargetType
 from ._docs import shared_args
 from ._utils import _generator, _to_pixel_map
-from .faithfulness import _setup
+from .faithfulness import _Explained, _Run, _setup
 
 #: ``(row offset, column offset, weight)`` of the 8 neighbours in the imputation:
 #: a removed pixel is the weighted mean of its neighbours (Rong et al., Eq. 4).
@@ -217,17 +217,9 @@ def road(
         raise ValueError(f"fractions must lie in (0, 1), got {fracs!r}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
-    setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
-        baseline="zero",
-        patch_size=None,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
-    )
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline="zero", patch_size=None, run=run)
     gen = _generator(seed, generator)
     B, C, H, W = setup.inputs.shape
     S = len(fracs)

@@ -10,7 +10,7 @@ from torch import Tensor
 from .._targets import TargetType
 from ._docs import shared_args
 from ._utils import BaselineType, _ranks
-from .faithfulness import _setup
+from .faithfulness import _Explained, _Run, _setup
 
 
 class SaCoResult(NamedTuple):
@@ -128,17 +128,9 @@ def saco(
         >>> saco(model, x, attr, target=0).coefficient.shape
         torch.Size([2])
     """
-    setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
-        baseline=baseline,
-        patch_size=patch_size,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
-    )
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline=baseline, patch_size=patch_size, run=run)
     N = setup.n_features
     if isinstance(n_groups, bool) or not isinstance(n_groups, int):
         raise TypeError(f"n_groups must be an int, got {type(n_groups).__name__}")

@@ -1,17 +1,24 @@
 r"""The built-in metrics of the registry, in table order, each registered where it
 is defined: a function of a :class:`~captum_vit.metrics.MetricContext` that calls
 one metric of :mod:`captum_vit.metrics` (or :mod:`captum.metrics`) with the
-settings of the benchmark table, which keyword ``options`` override."""
+settings of the benchmark table, which keyword ``options`` override.
+
+Each is declared in one line, ``@_metric(name, columns, *needs)`` (columns map
+to True where higher is better); the first line of its docstring is the title,
+the rest the description (under ``python -OO``, which drops docstrings, the
+title falls back to the name and the description is empty).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import torch
 from torch import Tensor
 
 from .._targets import format_target
-from ._registry import MetricContext, MetricOutput, register_metric
+from ._registry import MetricContext, MetricFn, MetricOutput, register_metric
+from ._results import CurveResult
 from ._road import road
 from ._saco import saco
 from ._utils import _forward
@@ -29,6 +36,32 @@ from .randomisation import model_randomisation
 from .segmentation import segmentation_test
 
 T = TypeVar("T")
+
+
+def _metric(
+    name: str,
+    columns: Dict[str, bool],
+    *needs: str,
+    seeded: bool = False,
+    correct_only: bool = False,
+) -> Callable[[MetricFn], MetricFn]:
+    """Register the decorated function as the metric ``name`` (the fields of
+    :class:`~captum_vit.metrics.MetricSpec`): the first line of its docstring is
+    the title, the rest, on one line, the description."""
+
+    def decorator(fn: MetricFn) -> MetricFn:
+        title, _, description = (fn.__doc__ or "").partition("\n\n")  # None: -OO
+        return register_metric(
+            name=name,
+            title=title.strip(),
+            columns=columns,
+            needs=needs,
+            description=" ".join(description.split()),
+            seeded=seeded,
+            correct_only=correct_only,
+        )(fn)
+
+    return decorator
 
 
 def _given(value: Optional[T], field: str) -> T:
@@ -55,109 +88,107 @@ def _target(ctx: MetricContext) -> Tensor:
     return target
 
 
-@register_metric(
-    name="deletion",
-    title="Deletion AUC",
-    columns={"deletion_auc": False},
-    needs=("forward",),
-    description="deletion AUC (Petsiuk et al. 2018), patches removed most relevant "
-    "first, softmax of the target; lower is better",
-)
+def _curve(
+    metric: Callable[..., CurveResult],
+    ctx: MetricContext,
+    options: Dict[str, Any],
+    *,
+    column: str,
+    **settings: Any,
+) -> MetricOutput:
+    """A curve metric on the context's batch with the registered ``settings``,
+    which ``options`` override; its AUC is the value of ``column``."""
+    kw = {**settings, **options}
+    res = metric(ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw)
+    return MetricOutput({column: res.auc}, res)
+
+
+@_metric("deletion", {"deletion_auc": False}, "forward")
 def _deletion(ctx: MetricContext, **options: Any) -> MetricOutput:
-    kw: Dict[str, Any] = {"patch_size": ctx.patch_size, **options}
-    res = deletion_auc(ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw)
-    return MetricOutput({"deletion_auc": res.auc}, res)
+    """Deletion AUC
 
-
-@register_metric(
-    name="insertion",
-    title="Insertion AUC",
-    columns={"insertion_auc": True},
-    needs=("forward",),
-    description="insertion AUC (Petsiuk et al. 2018), patches inserted into a "
-    "blurred image most relevant first; higher is better",
-)
-def _insertion(ctx: MetricContext, **options: Any) -> MetricOutput:
-    kw: Dict[str, Any] = {"patch_size": ctx.patch_size, **options}
-    res = insertion_auc(
-        ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw
+    deletion AUC (Petsiuk et al. 2018), patches removed most relevant first,
+    softmax of the target; lower is better"""
+    return _curve(
+        deletion_auc, ctx, options, column="deletion_auc", patch_size=ctx.patch_size
     )
-    return MetricOutput({"insertion_auc": res.auc}, res)
+
+
+@_metric("insertion", {"insertion_auc": True}, "forward")
+def _insertion(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Insertion AUC
+
+    insertion AUC (Petsiuk et al. 2018), patches inserted into a blurred image
+    most relevant first; higher is better"""
+    return _curve(
+        insertion_auc, ctx, options, column="insertion_auc", patch_size=ctx.patch_size
+    )
+
+
+_POSITIVE, _NEGATIVE = {"pos_perturbation_auc": False}, {"neg_perturbation_auc": True}
 
 
 def _perturbation(
     ctx: MetricContext, mode: str, options: Dict[str, Any]
 ) -> MetricOutput:
-    kw: Dict[str, Any] = {"mode": mode, "mean": ctx.mean, "std": ctx.std, **options}
-    res = perturbation_test(
-        ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw
+    column, mean, std = f"{mode[:3]}_perturbation_auc", ctx.mean, ctx.std
+    return _curve(
+        perturbation_test, ctx, options, column=column, mode=mode, mean=mean, std=std
     )
-    return MetricOutput({f"{mode[:3]}_perturbation_auc": res.auc}, res)
 
 
-@register_metric(
-    name="positive_perturbation",
-    correct_only=True,
-    title="Positive perturbation AUC",
-    columns={"pos_perturbation_auc": False},
-    needs=("forward",),
-    description="positive perturbation test (Chefer et al. 2021a): top-1 accuracy "
-    "AUC while blacking out the most relevant 10..90% pixels; lower is better",
-)
+@_metric("positive_perturbation", _POSITIVE, "forward", correct_only=True)
 def _positive_perturbation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Positive perturbation AUC
+
+    positive perturbation test (Chefer et al. 2021a): top-1 accuracy AUC while
+    blacking out the most relevant 10..90% pixels; lower is better"""
     return _perturbation(ctx, "positive", options)
 
 
-@register_metric(
-    name="negative_perturbation",
-    correct_only=True,
-    title="Negative perturbation AUC",
-    columns={"neg_perturbation_auc": True},
-    needs=("forward",),
-    description="negative perturbation test (Chefer et al. 2021a): the same, least "
-    "relevant pixels first; higher is better",
-)
+@_metric("negative_perturbation", _NEGATIVE, "forward", correct_only=True)
 def _negative_perturbation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Negative perturbation AUC
+
+    negative perturbation test (Chefer et al. 2021a): the same, least relevant
+    pixels first; higher is better"""
     return _perturbation(ctx, "negative", options)
 
 
-@register_metric(
-    name="pointing_game",
-    title="Pointing game",
-    columns={"pointing_game": True},
-    needs=("masks",),
-    description="pointing game (Zhang et al. 2018): the maximum lies on the object "
-    "mask (no tolerance); higher is better",
-)
+@_metric("pointing_game", {"pointing_game": True}, "masks")
 def _pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Pointing game
+
+    pointing game (Zhang et al. 2018): the maximum lies on the object mask (no
+    tolerance); higher is better"""
     hits = pointing_game(ctx.attributions, masks=_given(ctx.masks, "masks"), **options)
     return MetricOutput({"pointing_game": hits})
 
 
-@register_metric(
-    name="iou",
-    title="IoU test",
-    columns={"iou": True},
-    needs=("masks",),
-    description="IoU test: box of the map thresholded at 0.2 vs the object's box; "
-    "higher is better",
-)
+@_metric("iou", {"iou": True}, "masks")
 def _iou(ctx: MetricContext, **options: Any) -> MetricOutput:
-    return MetricOutput(
-        {"iou": iou_test(ctx.attributions, masks=_given(ctx.masks, "masks"), **options)}
-    )
+    """IoU test
+
+    IoU test: box of the map thresholded at 0.2 vs the object's box; higher is
+    better"""
+    iou = iou_test(ctx.attributions, masks=_given(ctx.masks, "masks"), **options)
+    return MetricOutput({"iou": iou})
 
 
-@register_metric(
-    name="segmentation",
-    correct_only=True,
-    title="Segmentation test",
-    columns={"seg_pixel_acc": True, "seg_miou": True, "seg_ap": True, "seg_f1": True},
-    needs=("masks",),
-    description="segmentation test (Chefer et al. 2021a): map thresholded at its "
-    "mean vs the mask, per-image pixel accuracy, mIoU, AP, F1; higher is better",
-)
+_SEGMENTATION = {
+    "seg_pixel_acc": True,
+    "seg_miou": True,
+    "seg_ap": True,
+    "seg_f1": True,
+}
+
+
+@_metric("segmentation", _SEGMENTATION, "masks", correct_only=True)
 def _segmentation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Segmentation test
+
+    segmentation test (Chefer et al. 2021a): map thresholded at its mean vs the
+    mask, per-image pixel accuracy, mIoU, AP, F1; higher is better"""
     if options.get("correct_only"):
         options = {
             "forward_func": ctx.forward_func,
@@ -166,24 +197,16 @@ def _segmentation(ctx: MetricContext, **options: Any) -> MetricOutput:
             **options,
         }
     res = segmentation_test(ctx.attributions, _given(ctx.masks, "masks"), **options)
-    return MetricOutput(
-        {
-            "seg_pixel_acc": res.pixel_accuracy,
-            "seg_miou": res.miou,
-            "seg_ap": res.ap,
-            "seg_f1": res.f1,
-        }
-    )
+    values = (res.pixel_accuracy, res.miou, res.ap, res.f1)
+    return MetricOutput(dict(zip(_SEGMENTATION, values)))
 
 
-@register_metric(
-    name="complexity",
-    title="Effective complexity",
-    columns={"complexity": False},
-    description="effective complexity (Nguyen & Martinez 2020) as the fraction of "
-    "patches above 1e-5 of the maximum; lower is better",
-)
+@_metric("complexity", {"complexity": False})
 def _complexity(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Effective complexity
+
+    effective complexity (Nguyen & Martinez 2020) as the fraction of patches
+    above 1e-5 of the maximum; lower is better"""
     count = effective_complexity(
         ctx.attributions, **{"patch_size": ctx.patch_size, **options}
     )
@@ -194,16 +217,14 @@ def _complexity(ctx: MetricContext, **options: Any) -> MetricOutput:
     return MetricOutput({"complexity": count.double() / n_features})
 
 
-@register_metric(
-    name="faithfulness_correlation",
-    seeded=True,
-    title="Faithfulness correlation",
-    columns={"faithfulness_corr": True},
-    needs=("forward",),
-    description="faithfulness correlation (Bhatt et al. 2020), 32 random 10% patch "
-    "subsets; higher is better",
+@_metric(
+    "faithfulness_correlation", {"faithfulness_corr": True}, "forward", seeded=True
 )
 def _faithfulness_correlation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Faithfulness correlation
+
+    faithfulness correlation (Bhatt et al. 2020), 32 random 10% patch subsets;
+    higher is better"""
     kw: Dict[str, Any] = {
         "n_runs": 32,
         "patch_size": ctx.patch_size,
@@ -216,16 +237,12 @@ def _faithfulness_correlation(ctx: MetricContext, **options: Any) -> MetricOutpu
     return MetricOutput({"faithfulness_corr": corr})
 
 
-@register_metric(
-    name="sensitivity_n",
-    seeded=True,
-    title="Sensitivity-n",
-    columns={"sensitivity_n": True},
-    needs=("forward",),
-    description="sensitivity-n (Ancona et al. 2018), n = a quarter of the patches, "
-    "32 subsets; higher is better",
-)
+@_metric("sensitivity_n", {"sensitivity_n": True}, "forward", seeded=True)
 def _sensitivity_n(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Sensitivity-n
+
+    sensitivity-n (Ancona et al. 2018), n = a quarter of the patches, 32
+    subsets; higher is better"""
     kw: Dict[str, Any] = {
         "n": max(1, _n_patches(ctx) // 4),
         "target": ctx.target,
@@ -238,16 +255,12 @@ def _sensitivity_n(ctx: MetricContext, **options: Any) -> MetricOutput:
     return MetricOutput({"sensitivity_n": corr})
 
 
-@register_metric(
-    name="infidelity",
-    seeded=True,
-    title="Infidelity",
-    columns={"infidelity": False},
-    needs=("forward",),
-    description="infidelity (Yeh et al. 2019, captum.metrics) with patch noise "
-    "(std 0.1), 8 draws, normalised; lower is better",
-)
+@_metric("infidelity", {"infidelity": False}, "forward", seeded=True)
 def _infidelity(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Infidelity
+
+    infidelity (Yeh et al. 2019, captum.metrics) with patch noise (std 0.1), 8
+    draws, normalised; lower is better"""
     from captum.metrics import infidelity
 
     perturb = patch_noise_perturb_func(ctx.patch_size or 1, std=0.1, seed=ctx.seed)
@@ -263,16 +276,12 @@ def _infidelity(ctx: MetricContext, **options: Any) -> MetricOutput:
     return MetricOutput({"infidelity": value})
 
 
-@register_metric(
-    name="sensitivity_max",
-    seeded=True,
-    title="Max-sensitivity",
-    columns={"sensitivity_max": False},
-    needs=("attribute",),
-    description="max-sensitivity (Yeh et al. 2019, captum.metrics), patch-wise "
-    "uniform noise of radius 0.05, 4 draws (re-runs the method); lower is better",
-)
+@_metric("sensitivity_max", {"sensitivity_max": False}, "attribute", seeded=True)
 def _sensitivity_max(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Max-sensitivity
+
+    max-sensitivity (Yeh et al. 2019, captum.metrics), patch-wise uniform noise
+    of radius 0.05, 4 draws (re-runs the method); lower is better"""
     from captum.metrics import sensitivity_max
 
     perturb = patch_noise_perturb_func(
@@ -289,49 +298,37 @@ def _sensitivity_max(ctx: MetricContext, **options: Any) -> MetricOutput:
     return MetricOutput({"sensitivity_max": value})
 
 
-@register_metric(
-    name="grid_pointing_game",
-    title="Grid pointing game",
-    columns={"grid_pointing": True},
-    needs=("grid", "attribute"),
-    description="grid pointing game (Boehle et al. 2021) on 2x2 synthetic grids: "
-    "share of positive attribution in the target cell; higher is better",
-)
+@_metric("grid_pointing_game", {"grid_pointing": True}, "grid", "attribute")
 def _grid_pointing_game(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Grid pointing game
+
+    grid pointing game (Boehle et al. 2021) on 2x2 synthetic grids: share of
+    positive attribution in the target cell; higher is better"""
     images, targets, cells = _given(ctx.grid, "grid")
     attr = _given(ctx.attribute_func, "attribute_func")(images, target=targets)
     return MetricOutput({"grid_pointing": grid_pointing_game(attr, cells, **options)})
 
 
-@register_metric(
-    name="saco",
-    title="SaCo",
-    columns={"saco": True},
-    needs=("forward",),
-    description="salience-guided faithfulness coefficient (Wu et al. 2024), K = 10 "
-    "pixel groups each replaced alone by the image mean; higher is better",
-)
+@_metric("saco", {"saco": True}, "forward")
 def _saco(ctx: MetricContext, **options: Any) -> MetricOutput:
-    return MetricOutput(
-        {
-            "saco": saco(
-                ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **options
-            ).coefficient
-        }
-    )
+    """SaCo
+
+    salience-guided faithfulness coefficient (Wu et al. 2024), K = 10 pixel
+    groups each replaced alone by the image mean; higher is better"""
+    res = saco(ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **options)
+    return MetricOutput({"saco": res.coefficient})
 
 
-@register_metric(
-    name="road",
-    title="ROAD",
-    columns={"road_morf": False, "road_lerf": True},
-    needs=("forward",),
-    seeded=True,
-    description="ROAD (Rong et al. 2022): change of the target probability after "
-    "noisy linear imputation of 10..90% of the pixels, most relevant first "
-    "(lower is better) and least relevant first (higher is better)",
-)
+_ROAD = {"road_morf": False, "road_lerf": True}
+
+
+@_metric("road", _ROAD, "forward", seeded=True)
 def _road(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """ROAD
+
+    ROAD (Rong et al. 2022): change of the target probability after noisy
+    linear imputation of 10..90% of the pixels, most relevant first (lower is
+    better) and least relevant first (higher is better)"""
     gen = torch.Generator().manual_seed(int(ctx.seed or 0))
     kw: Dict[str, Any] = {"generator": gen, **options}
     # LeRF first on the shared generator: (lerf - morf) / 2 is grad-cam's ROADCombined
@@ -344,18 +341,16 @@ def _road(ctx: MetricContext, **options: Any) -> MetricOutput:
     return MetricOutput({"road_morf": morf.change, "road_lerf": lerf.change})
 
 
-@register_metric(
-    name="model_randomisation",
-    title="Model randomisation",
-    columns={"rand_spearman": False, "rand_ssim": False},
-    needs=("model", "method"),
-    seeded=True,
-    description="cascading model randomisation (Adebayo et al. 2018): mean over the "
-    "cascade (head, blocks last to first, embedding) of the Spearman correlation "
-    "and SSIM between the maps on the trained and the re-initialised model; lower "
-    "is better",
-)
+_RANDOMISATION = {"rand_spearman": False, "rand_ssim": False}
+
+
+@_metric("model_randomisation", _RANDOMISATION, "model", "method", seeded=True)
 def _model_randomisation(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Model randomisation
+
+    cascading model randomisation (Adebayo et al. 2018): mean over the cascade
+    (head, blocks last to first, embedding) of the Spearman correlation and SSIM
+    between the maps on the trained and the re-initialised model; lower is better"""
     kw: Dict[str, Any] = {"seed": int(ctx.seed or 0), **options}
     res = model_randomisation(
         _given(ctx.model, "model"),

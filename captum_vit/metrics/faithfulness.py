@@ -43,6 +43,8 @@ Reduce = Callable[[Tensor, Tensor], Tensor]
 #: ``feature_mask(rows, copies)``: ``(n, N)`` bool, the features perturbed in copy
 #: ``copies[i]`` of input ``rows[i]``.
 FeatureMask = Callable[[Tensor, Tensor], Tensor]
+#: ``(mean, std)`` per channel the inputs were normalised with (None: not known).
+Normalisation = Tuple[Optional[Sequence[float]], Optional[Sequence[float]]]
 
 
 class _Setup(NamedTuple):
@@ -166,46 +168,62 @@ class _Setup(NamedTuple):
         return values.reshape(B, copies)
 
 
+class _Explained(NamedTuple):
+    """What every faithfulness metric evaluates: the model, the inputs, their
+    attributions and the explained classes (the public functions' first
+    arguments)."""
+
+    forward_func: Callable
+    inputs: Tensor
+    attributions: Tensor
+    target: TargetType
+
+
+class _Run(NamedTuple):
+    """How the perturbed copies run through the model (the ``run_args`` every
+    model-running metric takes, last)."""
+
+    additional_forward_args: Any
+    internal_batch_size: Optional[int]
+    show_progress: bool
+
+
 def _setup(
-    forward_func: Callable,
-    inputs: Tensor,
-    attributions: Tensor,
+    explained: _Explained,
     *,
-    target: TargetType,
     baseline: BaselineType,
     patch_size: Optional[int],
+    run: _Run,
     infer_patch_size: bool = False,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    additional_forward_args: Any,
-    internal_batch_size: Optional[int],
-    show_progress: bool,
+    normalisation: Normalisation = (None, None),
 ) -> _Setup:
     """Check the arguments every faithfulness metric takes and prepare them.
 
     With ``infer_patch_size`` and no ``patch_size``, the patch size is read from a
-    token-grid attribution.
+    token-grid attribution. ``normalisation``: the ``(mean, std)`` the inputs were
+    normalised with, for ``baseline="black"``.
     """
-    inputs = _check_inputs(inputs)
+    inputs = _check_inputs(explained.inputs)
+    attributions = explained.attributions
     B, _, H, W = inputs.shape
     _check_batch(attributions, B, "attributions")
     if infer_patch_size and patch_size is None:
         patch_size = _infer_patch_size(attributions, (H, W))
-    batch_size = _check_batch_size(internal_batch_size, B)
+    batch_size = _check_batch_size(run.internal_batch_size, B)
     if patch_size is None:
         scores = _to_pixel_map(attributions, (H, W), B).reshape(B, -1)
     else:
         scores = _to_token_map(attributions, (H, W), patch_size, B).reshape(B, -1)
     return _Setup(
-        forward_func=forward_func,
+        forward_func=explained.forward_func,
         inputs=inputs,
         scores=scores,
         patch_size=patch_size,
-        fill=_resolve_baseline(baseline, inputs, mean, std),
-        target=format_target(target, B, device=inputs.device),
+        fill=_resolve_baseline(baseline, inputs, *normalisation),
+        target=format_target(explained.target, B, device=inputs.device),
         batch_size=batch_size,
-        additional_forward_args=additional_forward_args,
-        show_progress=show_progress,
+        additional_forward_args=run.additional_forward_args,
+        show_progress=run.show_progress,
     )
 
 
@@ -262,33 +280,15 @@ def _ranked_curve(
 
 
 def _deletion_insertion(
-    forward_func: Callable,
-    inputs: Tensor,
-    attributions: Tensor,
+    setup: _Setup,
     *,
     insert: bool,
-    target: TargetType,
-    baseline: BaselineType,
     n_steps: Optional[int],
     step_size: Optional[int],
-    patch_size: Optional[int],
     apply_softmax: bool,
-    additional_forward_args: Any,
-    internal_batch_size: Optional[int],
-    show_progress: bool,
 ) -> CurveResult:
-    """:func:`deletion_auc` (``insert=False``) and :func:`insertion_auc`."""
-    setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
-        baseline=baseline,
-        patch_size=patch_size,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
-    )
+    """:func:`deletion_auc` (``insert=False``) and :func:`insertion_auc` on the
+    prepared call."""
     counts = _step_counts(setup.n_features, n_steps, step_size)
     resolved = setup.target
     if resolved is None:
@@ -380,20 +380,15 @@ def deletion_auc(
         >>> res.curve.shape, res.auc.shape
         (torch.Size([2, 5]), torch.Size([2]))
     """
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline=baseline, patch_size=patch_size, run=run)
     return _deletion_insertion(
-        forward_func,
-        inputs,
-        attributions,
+        setup,
         insert=False,
-        target=target,
-        baseline=baseline,
         n_steps=n_steps,
         step_size=step_size,
-        patch_size=patch_size,
         apply_softmax=apply_softmax,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
     )
 
 
@@ -450,20 +445,15 @@ def insertion_auc(
         >>> insertion_auc(model, x, attr, target=[0, 2], n_steps=4).auc.shape
         torch.Size([2])
     """
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline=baseline, patch_size=patch_size, run=run)
     return _deletion_insertion(
-        forward_func,
-        inputs,
-        attributions,
+        setup,
         insert=True,
-        target=target,
-        baseline=baseline,
         n_steps=n_steps,
         step_size=step_size,
-        patch_size=patch_size,
         apply_softmax=apply_softmax,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
     )
 
 
@@ -585,19 +575,15 @@ def perturbation_test(
         raise ValueError(f"steps must be fractions in (0, 1], got {steps!r}")
     if not token_level and patch_size is not None:
         raise ValueError("patch_size is only used with token_level=True")
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
     setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
+        explained,
         baseline=baseline,
+        normalisation=(mean, std),
         patch_size=patch_size,
         infer_patch_size=token_level,
-        mean=mean,
-        std=std,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
+        run=run,
     )
     outputs = setup.outputs()
     pred0 = outputs.argmax(dim=1)
@@ -748,17 +734,9 @@ def faithfulness_correlation(
         ...                          subset_size=4, seed=0).shape
         torch.Size([2])
     """
-    setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
-        baseline=baseline,
-        patch_size=patch_size,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
-    )
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline=baseline, patch_size=patch_size, run=run)
     correlation = _Correlation.prepare(setup, apply_softmax=apply_softmax)
     n_features = setup.n_features
     if subsets is None:
@@ -847,17 +825,9 @@ def sensitivity_n(
     """
     single = isinstance(n, int)
     ns: List[int] = [n] if isinstance(n, int) else list(n)
-    setup = _setup(
-        forward_func,
-        inputs,
-        attributions,
-        target=target,
-        baseline=baseline,
-        patch_size=patch_size,
-        additional_forward_args=additional_forward_args,
-        internal_batch_size=internal_batch_size,
-        show_progress=show_progress,
-    )
+    explained = _Explained(forward_func, inputs, attributions, target)
+    run = _Run(additional_forward_args, internal_batch_size, show_progress)
+    setup = _setup(explained, baseline=baseline, patch_size=patch_size, run=run)
     correlation = _Correlation.prepare(setup, apply_softmax=apply_softmax)
     n_features = setup.n_features
     if subsets is not None:

@@ -25,13 +25,14 @@ registry's ``"pointing_game"`` on the pairs.
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from .._maps import min_max
-from ._registry import MetricContext, MetricOutput, register_metric
+from ._registry import MetricContext, MetricOutput
+from ._specs import _curve, _given, _metric
 from ._utils import _check_batch, _check_mask, _to_pixel_map
 from .faithfulness import deletion_auc, insertion_auc
 
@@ -151,50 +152,44 @@ def threshold_iou(
     return iou.float()
 
 
-@register_metric(
-    name="open_vocab_iou",
-    title="Open-vocabulary IoU",
-    columns={"ov_iou": True},
-    needs=("masks",),
-    description="IoU of the map min-max normalised and thresholded at 0.5 with "
-    "the mask of the object the prompt names (LeGrad's protocol; its mean over "
-    "pairs is the mIoU); higher is better",
-)
+@_metric("open_vocab_iou", {"ov_iou": True}, "masks")
 def _open_vocab_iou(ctx: MetricContext, **options: Any) -> MetricOutput:
-    masks = ctx.masks
-    if masks is None:  # pragma: no cover - MetricSpec.compute checks
-        raise ValueError("MetricContext.masks is needed")
-    return MetricOutput({"ov_iou": threshold_iou(ctx.attributions, masks, **options)})
+    """Open-vocabulary IoU
+
+    IoU of the map min-max normalised and thresholded at 0.5 with the mask of the
+    object the prompt names (LeGrad's protocol; its mean over pairs is the mIoU);
+    higher is better"""
+    iou = threshold_iou(ctx.attributions, _given(ctx.masks, "masks"), **options)
+    return MetricOutput({"ov_iou": iou})
 
 
-@register_metric(
-    name="similarity_deletion",
-    title="Similarity deletion AUC",
-    columns={"sim_deletion_auc": False},
-    needs=("forward",),
-    description="deletion AUC on the prompt's similarity score itself (no "
-    "softmax), patches removed most relevant first; lower is better",
-)
+@_metric("similarity_deletion", {"sim_deletion_auc": False}, "forward")
 def _similarity_deletion(ctx: MetricContext, **options: Any) -> MetricOutput:
-    kw: Dict[str, Any] = {"patch_size": ctx.patch_size, "apply_softmax": False}
-    kw.update(options)
-    res = deletion_auc(ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw)
-    return MetricOutput({"sim_deletion_auc": res.auc}, res)
+    """Similarity deletion AUC
 
-
-@register_metric(
-    name="similarity_insertion",
-    title="Similarity insertion AUC",
-    columns={"sim_insertion_auc": True},
-    needs=("forward",),
-    description="insertion AUC on the prompt's similarity score itself (no "
-    "softmax), patches inserted into a blurred image most relevant first; "
-    "higher is better",
-)
-def _similarity_insertion(ctx: MetricContext, **options: Any) -> MetricOutput:
-    kw: Dict[str, Any] = {"patch_size": ctx.patch_size, "apply_softmax": False}
-    kw.update(options)
-    res = insertion_auc(
-        ctx.forward_func, ctx.inputs, ctx.attributions, ctx.target, **kw
+    deletion AUC on the prompt's similarity score itself (no softmax), patches
+    removed most relevant first; lower is better"""
+    return _curve(
+        deletion_auc,
+        ctx,
+        options,
+        column="sim_deletion_auc",
+        patch_size=ctx.patch_size,
+        apply_softmax=False,
     )
-    return MetricOutput({"sim_insertion_auc": res.auc}, res)
+
+
+@_metric("similarity_insertion", {"sim_insertion_auc": True}, "forward")
+def _similarity_insertion(ctx: MetricContext, **options: Any) -> MetricOutput:
+    """Similarity insertion AUC
+
+    insertion AUC on the prompt's similarity score itself (no softmax), patches
+    inserted into a blurred image most relevant first; higher is better"""
+    return _curve(
+        insertion_auc,
+        ctx,
+        options,
+        column="sim_insertion_auc",
+        patch_size=ctx.patch_size,
+        apply_softmax=False,
+    )

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .._maps import tokens_to_pixels
+from ._docs import shared_args
 from ._utils import BaselineType, _generator, _grid_size, _resolve_baseline
 
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
@@ -102,6 +103,7 @@ def _infidelity_form(
     return perturb_func
 
 
+@shared_args
 def patch_noise_perturb_func(
     patch_size: int,
     std: float = 0.1,
@@ -133,13 +135,12 @@ def patch_noise_perturb_func(
             (infidelity). Default: 0.1
         metric (str, optional): ``"infidelity"`` or ``"sensitivity"``: the form of
             the returned function. Default: ``"infidelity"``
-        seed (int, optional): seed of a private generator: repeated runs draw the
-            same sequence of perturbations. Default: None
-        generator (torch.Generator, optional): generator to draw from (instead of
-            ``seed``). Default: None
+        {perturb_seed}
 
     Returns:
-        Callable: the perturbation function.
+        Callable: ``perturb_func(inputs, baselines)`` returning ``(noise, inputs -
+        noise)`` (infidelity), or ``perturb_func(inputs, perturb_radius)``
+        returning the noisy inputs (sensitivity).
 
     Examples::
 
@@ -175,6 +176,7 @@ def patch_noise_perturb_func(
     return _sensitivity_form(lambda x, radius: x + noise(x, radius, uniform=True))
 
 
+@shared_args
 def patch_baseline_perturb_func(
     patch_size: int,
     fraction: float = 0.25,
@@ -217,22 +219,23 @@ def patch_baseline_perturb_func(
             Default: None
         metric (str, optional): ``"infidelity"`` or ``"sensitivity"``.
             Default: ``"infidelity"``
-        seed (int, optional): seed of a private generator. Default: None
-        generator (torch.Generator, optional): generator (instead of ``seed``).
-            Default: None
+        {perturb_seed}
 
     Returns:
-        Callable: the perturbation function.
+        Callable: ``perturb_func(inputs, baselines)`` returning ``(inputs -
+        perturbed, perturbed)`` (infidelity), or ``perturb_func(inputs,
+        perturb_radius)`` returning the perturbed inputs (sensitivity).
 
     Examples::
 
         >>> import torch
-        >>> from captum.metrics import infidelity
+        >>> from captum.attr import Saliency
+        >>> from captum.metrics import sensitivity_max
         >>> from captum_vit.metrics import patch_baseline_perturb_func
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
-        >>> x, attr = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-        >>> f = patch_baseline_perturb_func(patch_size=2, fraction=0.5, seed=0)
-        >>> infidelity(model, f, x, attr, target=0, n_perturb_samples=4).shape
+        >>> f = patch_baseline_perturb_func(2, fraction=0.5, metric="sensitivity")
+        >>> sensitivity_max(Saliency(model).attribute, torch.randn(2, 3, 4, 4),
+        ...                 perturb_func=f, target=0, n_perturb_samples=4).shape
         torch.Size([2])
     """
     if not 0.0 <= float(fraction) <= 1.0:
