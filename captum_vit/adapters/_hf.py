@@ -11,17 +11,7 @@ explicit forward computes the same function as ``ViTLayer.forward`` /
 
 from __future__ import annotations
 
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    List,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-    cast,
-)
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -179,11 +169,11 @@ class HFViTAdapter(ViTAdapter):
     def num_heads(self) -> int:
         return int(self._config.num_attention_heads)
 
-    def _layers(self) -> Sequence[HFLayer]:
+    def _layers(self) -> List[HFLayer]:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
         ``Module``). :class:`HFDinov2Adapter` keeps its layers elsewhere."""
         layers = cast("ViTLayout", self._encoder).layers
-        return cast("List[Union[ViTLayer, DeiTLayer, BeitLayer]]", list(layers))
+        return cast("List[HFLayer]", list(layers))
 
     def blocks(self) -> List[nn.Module]:
         return list(self._layers())

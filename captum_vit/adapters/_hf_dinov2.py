@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         modeling_dinov2_with_registers as dinov2_reg,
     )
 
-    Dinov2Layers = List[Union[Dinov2Layer, dinov2_reg.Dinov2WithRegistersLayer]]
+    from ._hf import HFLayer
 
 # class name -> encoder attribute
 _CLASSIFIERS = {
@@ -117,10 +117,10 @@ class HFDinov2Adapter(HFViTAdapter):
         for b in self._layers():
             mlp_parts(b.mlp)  # refuses an unknown MLP layout
 
-    def _layers(self) -> Dinov2Layers:
+    def _layers(self) -> List[HFLayer]:
         """The encoder's layers, typed (``nn.ModuleList`` types its items as
         ``Module``; their layout is checked when the adapter is made)."""
-        return cast("Dinov2Layers", list(self._encoder.encoder.layer))
+        return cast("List[HFLayer]", list(self._encoder.encoder.layer))
 
     # ------------------------------------------------------------ description
     @property
@@ -137,7 +137,7 @@ class HFDinov2Adapter(HFViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         parts = super().block_parts(layer)
-        blk = self._layers()[layer]
+        blk = cast("Dinov2Layer", self._layers()[layer])
         parts.scales = [blk.layer_scale1, blk.layer_scale2]
         return parts
 
