@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adapters import HeadMix, Tracer, ViTAdapter, patching
+from ..adapters import Mask, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
 from ._base import ViTAttribution
 
@@ -364,30 +364,24 @@ class LRPTracer(Tracer):
         #: without; None: not used)
         self.grad_from: Optional[int] = None
 
-    def attention(
-        self,
-        layer: int,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        scale: float,
-        mask: Optional[Tensor] = None,
-        dropout: Optional[Callable[[Tensor], Tensor]] = None,
-        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
-    ) -> Tensor:
-        tap = self.taps.get(layer)
-        if tap is not None:
+    def attention_inputs(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        if self.taps.get(layer) is not None:
             self.qkv[layer] = (q, k, v)
-        if (
-            dropout is None
-            and talking_heads is None
-            and self.score_hook is None
-            and not (self.keep_attention or self.keep_scores or self.keep_values)
+        return q, k, v
+
+    def fused_attention(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Mask
+    ) -> Optional[Tensor]:
+        if self.score_hook is None and not (
+            self.keep_attention or self.keep_scores or self.keep_values
         ):
+            tap = self.taps.get(layer)
             out = self.rules.fused_attention(q, k, v, scale, mask, self.mode, tap)
             if out is not None:
                 return out
-        return super().attention(layer, q, k, v, scale, mask, dropout, talking_heads)
+        return super().fused_attention(layer, q, k, v, scale, mask)
 
     def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
         return self.rules.qk(q, k, scale, self.mode)

@@ -7,7 +7,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..adapters import HeadMix, Tracer
+from ..adapters import Tracer
 from ._base import ViTAttribution
 from ._registry import register_method
 
@@ -28,27 +28,10 @@ class _DetachedAttentionInput(Tracer):
     def __init__(self) -> None:
         super().__init__(keep_attention=True, keep_scores=True)
 
-    def attention(
-        self,
-        layer: int,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        scale: float,
-        mask: Optional[Tensor] = None,
-        dropout: Optional[Callable[[Tensor], Tensor]] = None,
-        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
-    ) -> Tensor:
-        return super().attention(
-            layer,
-            q.detach(),
-            k.detach(),
-            v.detach(),
-            scale,
-            mask,
-            dropout,
-            talking_heads,
-        )
+    def attention_inputs(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        return q.detach(), k.detach(), v.detach()
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
         return super().softmax(layer, scores).requires_grad_(True)
