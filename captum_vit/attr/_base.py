@@ -35,13 +35,19 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import check_internal_batch_size, chunks, select_rows
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
 from ..adapters import TokenGraph, Tracer, ViTAdapter
 
-__all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
+__all__ = [
+    "ViTAttribution",
+    "CopiesAttribution",
+    "tokens_to_pixels",
+    "fuse_heads",
+    "check_head_fusion",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -289,17 +295,16 @@ class ViTAttribution(Attribution):
         """:meth:`_attribute` on chunks of at most ``internal_batch_size``
         images (all at once for None), concatenated along the batch."""
         B = int(inputs.shape[0])
-        step = B if internal_batch_size is None else min(internal_batch_size, B)
         extra = (
             {"internal_batch_size": internal_batch_size} if self._batches_copies else {}
         )
         parts = []
-        for start in range(0, B, step):
-            rows = slice(start, min(start + step, B))
+        slices = chunks(B, internal_batch_size)
+        for rows in slices:
             part = self._attribute(
                 inputs[rows],
                 None if target is None else target[rows],
-                args if step == B else select_rows(args, rows, B),
+                args if len(slices) == 1 else select_rows(args, rows, B),
                 **extra,
             )
             parts.append(part.detach())
@@ -558,3 +563,54 @@ class ViTAttribution(Attribution):
         if not -L <= layer < L:
             raise ValueError(f"layer {layer} out of range for a {L}-layer model")
         return layer % L
+
+
+class CopiesAttribution(ViTAttribution):
+    """Base of the methods that run perturbed copies of each image through the
+    model (ATMAN, TIS, ViT-CX, ViT-ReciproCAM): their map is made of the
+    model's outputs on the copies.
+
+    What they share: ``attribute``'s ``internal_batch_size`` counts copies per
+    forward pass (:attr:`~ViTAttribution._batches_copies`), the constructor's
+    ``internal_batch_size`` is the default, the copies of one image run
+    through :func:`~captum_vit._batching.chunks` of that size, a progress bar
+    over the copies (``show_progress``), and half precision is refused
+    (:data:`OUTPUTS_IN_HALF`). Subclasses store ``internal_batch_size`` and
+    ``show_progress`` in their constructor and implement
+    :meth:`_attribute_copies`.
+    """
+
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
+
+    #: copies per forward pass when ``attribute`` gets none (None: all the
+    #: copies of an image in one pass)
+    internal_batch_size: Optional[int]
+    #: whether to show a tqdm progress bar over the forward passes
+    show_progress: bool
+
+    def _attribute(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
+    ) -> Tensor:
+        bs = internal_batch_size or self.internal_batch_size
+        return self._attribute_copies(inputs, target, args, bs)
+
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
+    ) -> Tensor:
+        """:meth:`~ViTAttribution._attribute` with ``bs`` the most copies per
+        forward pass (``attribute``'s ``internal_batch_size``, else the
+        constructor's; None: all the copies of an image at once)."""
+        raise NotImplementedError
+
+    def _progress(self, total: int, desc: str) -> Any:
+        """A tqdm bar over ``total`` copies (a silent one unless
+        ``show_progress``); a context manager that closes it."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.show_progress)
