@@ -575,20 +575,38 @@ class CopiesAttribution(ViTAttribution):
     ``internal_batch_size`` is the default, the copies of one image run
     through :func:`~captum_vit._batching.chunks` of that size, a progress bar
     over the copies (``show_progress``), and half precision is refused
-    (:data:`OUTPUTS_IN_HALF`). Subclasses store ``internal_batch_size`` and
-    ``show_progress`` in their constructor and implement
+    (:data:`OUTPUTS_IN_HALF`). Subclasses pass ``internal_batch_size`` and
+    ``show_progress`` to this constructor and implement
     :meth:`_attribute_copies`.
+
+    Args:
+        model (torch.nn.Module): as for :class:`ViTAttribution`.
+        internal_batch_size (int or None): copies per forward pass when
+            ``attribute`` gets none; None stands for
+            :attr:`_default_batch_size`.
+        show_progress (bool): show a tqdm progress bar over the copies.
+        interpolate_mode (str): as for :class:`ViTAttribution`.
     """
 
     _batches_copies = True
     _half_dtypes = ()
     _half_refusal = OUTPUTS_IN_HALF
-
-    #: copies per forward pass when ``attribute`` gets none (None: all the
+    #: the constructor's default ``internal_batch_size`` (None: all the
     #: copies of an image in one pass)
-    internal_batch_size: Optional[int]
-    #: whether to show a tqdm progress bar over the forward passes
-    show_progress: bool
+    _default_batch_size: Optional[int] = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        internal_batch_size: Optional[int],
+        show_progress: bool,
+        interpolate_mode: str,
+    ) -> None:
+        super().__init__(model, interpolate_mode)
+        self.internal_batch_size = check_internal_batch_size(
+            internal_batch_size, self._default_batch_size
+        )
+        self.show_progress = show_progress
 
     def _attribute(
         self,

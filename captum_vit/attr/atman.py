@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._batching import check_internal_batch_size, chunks, select_rows
+from .._batching import chunks, select_rows
 from ..adapters import Tracer
 from ._base import CopiesAttribution
 from ._registry import register_method
@@ -124,6 +124,8 @@ class ATMAN(CopiesAttribution):
         "the later stages (ViTCX or the attention methods explain such models)"
     )
 
+    _default_batch_size = 64
+
     def __init__(
         self,
         model: nn.Module,
@@ -133,7 +135,7 @@ class ATMAN(CopiesAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         if not math.isfinite(float(suppression_factor)):
             raise ValueError(
                 f"suppression_factor must be finite, got {suppression_factor}"
@@ -143,7 +145,6 @@ class ATMAN(CopiesAttribution):
             raise ValueError(
                 f"conceptual_suppression_threshold must be in [0, 1] or None, got {t}"
             )
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         if self.adapter.num_classes == 1:
             raise ValueError(
                 "ATMAN scores the target's cross-entropy over the model's outputs, "
@@ -152,7 +153,6 @@ class ATMAN(CopiesAttribution):
             )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)
-        self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
     def embeddings(self, inputs: Tensor, args: tuple = ()) -> Tensor:

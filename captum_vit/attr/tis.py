@@ -148,6 +148,8 @@ class TIS(CopiesAttribution):
 
     _drops_tokens = True
 
+    _default_batch_size = 128
+
     def __init__(
         self,
         model: nn.Module,
@@ -160,7 +162,7 @@ class TIS(CopiesAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         if int(n_masks) < 1:
             raise ValueError(f"n_masks must be >= 1, got {n_masks}")
         ratios = (
@@ -175,9 +177,7 @@ class TIS(CopiesAttribution):
         self.tokens_ratio = ratios
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 128)
         self.seed = int(seed)
-        self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
     def activations(self, image: Tensor, args: tuple = ()) -> Tuple[Tensor, Tensor]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._batching import check_internal_batch_size, chunks, select_rows
+from .._batching import chunks, select_rows
 from .._maps import min_max
 from ..adapters import Tracer
 from ._base import CopiesAttribution
@@ -132,6 +132,8 @@ class ViTCX(CopiesAttribution):
     _token_reduce = "mean"
     _any_graph = True
 
+    _default_batch_size = 64
+
     def __init__(
         self,
         model: nn.Module,
@@ -143,7 +145,7 @@ class ViTCX(CopiesAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         self.target_layer = self._layer_index(
             -1 if target_layer is None else target_layer
         )
@@ -153,11 +155,9 @@ class ViTCX(CopiesAttribution):
             )
         if float(noise_std) < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         self.distance_threshold = float(distance_threshold)
         self.noise_std = float(noise_std)
         self.seed = int(seed)
-        self.show_progress = show_progress
 
     def _attribute_copies(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
@@ -188,12 +188,14 @@ class ViTCX(CopiesAttribution):
     def saliency(
         self,
         inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
+        target: Optional[Tensor] = None,
+        args: tuple = (),
         internal_batch_size: Optional[int] = None,
     ) -> Tensor:
-        """Pixel saliency ``(B, H, W)``; masked images are evaluated
-        ``internal_batch_size`` at a time (None: the constructor's)."""
+        """Pixel saliency ``(B, H, W)`` of ``target`` (LongTensor ``(B,)``,
+        None: the predicted class) with the extra forward arguments ``args``;
+        masked images are evaluated ``internal_batch_size`` at a time (None:
+        the constructor's)."""
         bs = internal_batch_size or self.internal_batch_size
         masks, probs = self.masks(inputs, args)
         if target is None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._batching import check_internal_batch_size, chunks, select_rows
+from .._batching import chunks, select_rows
 from ..adapters import Tracer
 from ._base import CopiesAttribution
 from ._registry import register_method
@@ -163,12 +163,10 @@ class ViTReciproCAM(CopiesAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         self.layer = self._layer_index(layer)
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
         self.use_gaussian = bool(use_gaussian)
         self.use_cls_token = bool(use_cls_token)
-        self.show_progress = show_progress
 
     def token_masks(
         self, grid: Tuple[int, int], device: Union[str, torch.device, None] = None
