@@ -28,7 +28,7 @@ the contract of the package:
 from __future__ import annotations
 
 import warnings
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from captum.attr import Attribution
@@ -46,10 +46,12 @@ __all__ = [
     "CopiesAttribution",
     "tokens_to_pixels",
     "fuse_heads",
+    "check_choice",
     "check_head_fusion",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
+_T = TypeVar("_T")
 
 #: why the LRP-rule methods refuse half precision (their ``_half_refusal``)
 RELEVANCE_IN_HALF = (
@@ -70,13 +72,23 @@ _OUTPUTS = ("input", "tokens")
 _HEAD_FUSIONS = ("mean", "max", "min")
 
 
+def check_choice(name: str, value: _T, choices: Sequence[Any]) -> _T:
+    """Return ``value``; raise ``ValueError`` unless it is one of
+    ``choices`` (a method option such as ``query`` or ``head_fusion``).
+
+    Args:
+        name (str): the option's name, for the message.
+        value (Any): what was given.
+        choices (sequence): the accepted values, shown in the message.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_head_fusion(head_fusion: str) -> str:
     """Raise ``ValueError`` unless ``head_fusion`` is mean, max or min."""
-    if head_fusion not in _HEAD_FUSIONS:
-        raise ValueError(
-            f"head_fusion must be one of {_HEAD_FUSIONS}, got {head_fusion!r}"
-        )
-    return head_fusion
+    return check_choice("head_fusion", head_fusion, _HEAD_FUSIONS)
 
 
 def fuse_heads(attn: Tensor, head_fusion: str = "mean", dim: int = 1) -> Tensor:
@@ -365,8 +377,7 @@ class ViTAttribution(Attribution):
                     f"{len(inputs)} inputs"
                 )
             inputs = inputs[0]
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        check_choice("output", output, _OUTPUTS)
         self._check_inputs(inputs)
         inputs = self._check_mode(inputs)
         # channels_last (or any strided) images are explained as their
@@ -497,6 +508,22 @@ class ViTAttribution(Attribution):
                 score = logits.gather(1, target[:, None]).sum()
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
+
+    def _attention_gradients(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tuple[Tracer, List[Tensor], TokenGraph]:
+        """The prologue of the gradient-weighted attention methods: one
+        traced forward and backward (:meth:`_trace` with ``grad=True``).
+
+        Returns:
+            ``(tracer, grads, graph)``: the tracer holding every layer's
+            attention, the gradients of the summed target logits with
+            respect to them, and the token graph (on an attention-pooled
+            model, with the pooling row the tracer recorded).
+        """
+        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
+        assert grads is not None  # grad=True
+        return tracer, grads, self._graph(inputs, tracer)
 
     def _graph(self, inputs: Tensor, tracer: Optional[Tracer] = None) -> TokenGraph:
         """The model's token graph for the size of ``inputs``.

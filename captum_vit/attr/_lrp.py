@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from ..adapters import Mask, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 
 __all__ = [
     "RuleSet",
@@ -277,9 +277,7 @@ RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
 def get_rule_set(rules: Union[str, RuleSet]) -> RuleSet:
     if isinstance(rules, RuleSet):
         return rules
-    if rules not in RULE_SETS:
-        raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
-    return RULE_SETS[rules]()
+    return RULE_SETS[check_choice("rules", rules, tuple(RULE_SETS))]()
 
 
 def _softmax(scores: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 from ._registry import register_method
 
 _REDUCTIONS: Dict[str, Callable[..., Tensor]] = {
@@ -117,16 +117,9 @@ class AGCAM(ViTAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        for name, value in (
-            ("head_reduction", head_reduction),
-            ("layer_reduction", layer_reduction),
-        ):
-            if value not in _REDUCTIONS:
-                raise ValueError(
-                    f"{name} must be one of {tuple(_REDUCTIONS)}, got {value!r}"
-                )
-        self.head_reduction = head_reduction
-        self.layer_reduction = layer_reduction
+        choices = tuple(_REDUCTIONS)
+        self.head_reduction = check_choice("head_reduction", head_reduction, choices)
+        self.layer_reduction = check_choice("layer_reduction", layer_reduction, choices)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple

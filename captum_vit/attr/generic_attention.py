@@ -63,9 +63,7 @@ class GenericAttention(ViTAttribution):
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        assert grads is not None  # grad=True
-        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        tracer, grads, graph = self._attention_gradients(inputs, target, args)
         ops = {}
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
             if layer < self.start_layer:

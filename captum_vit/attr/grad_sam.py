@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 from ._graph import (
     all_queries_row,
     blocks,
@@ -77,16 +77,12 @@ class GradSAM(ViTAttribution):
         self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if query not in _QUERIES:
-            raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
-        self.query = query
+        self.query = check_choice("query", query, _QUERIES)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        assert grads is not None  # grad=True
-        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        tracer, grads, graph = self._attention_gradients(inputs, target, args)
         B = inputs.shape[0]
         maps = []
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):

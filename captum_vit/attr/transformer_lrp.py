@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import RELEVANCE_IN_HALF, ViTAttribution
+from ._base import RELEVANCE_IN_HALF, ViTAttribution, check_choice
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
@@ -93,9 +93,7 @@ class TransformerLRP(ViTAttribution):
     ) -> None:
         super().__init__(model, interpolate_mode)
         self.start_layer = self._layer_index(start_layer)
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-        self.method = method
+        self.method = check_choice("method", method, _METHODS)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
