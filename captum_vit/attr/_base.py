@@ -585,8 +585,11 @@ class ViTAttribution(Attribution):
             self.adapter.forward(inputs, *args)
         return tracer
 
-    def _layer_index(self, layer: int) -> int:
+    def _layer_index(self, layer: Optional[int], default: int = -1) -> int:
+        """``layer`` (negative: from the end; None: ``default``) as an index in
+        ``0 .. L - 1``; ``ValueError`` when out of range."""
         L = self.adapter.num_layers
+        layer = default if layer is None else layer
         if not -L <= layer < L:
             raise ValueError(f"layer {layer} out of range for a {L}-layer model")
         return layer % L

@@ -111,10 +111,7 @@ class BeyondIntuition(ViTAttribution):
     ) -> None:
         super().__init__(model, interpolate_mode)
         self.mode = check_choice("mode", mode, _MODES)
-        L = self.adapter.num_layers
-        self.start_layer = self._layer_index(
-            L // 4 if start_layer is None else start_layer
-        )
+        self.start_layer = self._layer_index(start_layer, self.adapter.num_layers // 4)
         self.steps = check_steps(steps)
 
     def _perception_head(

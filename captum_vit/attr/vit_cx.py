@@ -146,9 +146,7 @@ class ViTCX(CopiesAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
-        self.target_layer = self._layer_index(
-            -1 if target_layer is None else target_layer
-        )
+        self.target_layer = self._layer_index(target_layer)
         if not 0.0 <= float(distance_threshold) <= 2.0:
             raise ValueError(
                 f"distance_threshold must be in [0, 2], got {distance_threshold}"
