@@ -43,6 +43,7 @@ from ..adapters import TokenGraph, Tracer, ViTAdapter
 
 __all__ = [
     "ViTAttribution",
+    "GraphAttribution",
     "CopiesAttribution",
     "tokens_to_pixels",
     "fuse_heads",
@@ -593,6 +594,18 @@ class ViTAttribution(Attribution):
         if not -L <= layer < L:
             raise ValueError(f"layer {layer} out of range for a {L}-layer model")
         return layer % L
+
+
+class GraphAttribution(ViTAttribution):
+    """Base of the methods written over the token graph
+    (:meth:`~captum_vit.adapters.ViTAdapter.token_graph`,
+    ``docs/token_graph.rst``): attention read, rolled out or propagated
+    through windows, shifts and patch merging, and through both phases of
+    CaiT, so they are defined on every model an adapter knows (plain,
+    windowed and hierarchical, class-attention)."""
+
+    _any_graph = True
+    _class_attention = True
 
 
 class CopiesAttribution(ViTAttribution):

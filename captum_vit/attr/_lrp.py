@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from ..adapters import Mask, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
-from ._base import ViTAttribution, check_choice
+from ._base import GraphAttribution, check_choice
 
 __all__ = [
     "RuleSet",
@@ -604,7 +604,7 @@ def relevance_pass(
     return RelevancePass(target, rel_x, attention)
 
 
-class _PixelLRPAttribution(ViTAttribution):
+class _PixelLRPAttribution(GraphAttribution):
     """Base of the LRP methods whose natural output is relevance per input
     element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
     is the reference's pixel map); ``output="tokens"`` sums it over channels
@@ -614,8 +614,6 @@ class _PixelLRPAttribution(ViTAttribution):
     _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
-    _any_graph = True  # relevance through windows, shifts and merging
-    _class_attention = True  # and through both phases of CaiT
 
     #: the rule set, chosen by the subclass's constructor
     rules: RuleSet

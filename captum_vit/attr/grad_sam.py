@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._base import ViTAttribution, check_choice
+from ._base import GraphAttribution, check_choice
 from ._graph import (
     all_queries_row,
     blocks,
@@ -22,7 +22,7 @@ _QUERIES = ("class", "all")
 
 
 @register_method("grad_sam")
-class GradSAM(ViTAttribution):
+class GradSAM(GraphAttribution):
     r"""Gradient Self-Attention Maps of Barkan, Hauon, Caciularu, Katz,
     Malkiel, Armstrong, Koenigstein (CIKM 2021, https://arxiv.org/abs/2204.11073;
     survey eq. 9-11).
@@ -70,8 +70,6 @@ class GradSAM(ViTAttribution):
     """
 
     _needs_grad = True
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"

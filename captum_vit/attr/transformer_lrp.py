@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import RELEVANCE_IN_HALF, ViTAttribution, check_choice
+from ._base import RELEVANCE_IN_HALF, GraphAttribution, check_choice
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._lrp import RuleSet, relevance_pass
 from ._registry import register_method
@@ -15,7 +15,7 @@ _METHODS = ("transformer_attribution", "lrp_rollout")
 
 
 @register_method("transformer_lrp")
-class TransformerLRP(ViTAttribution):
+class TransformerLRP(GraphAttribution):
     r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
     Interpretability Beyond Attention Visualization", CVPR 2021
     (https://arxiv.org/abs/2012.09838), on a stock model.
@@ -81,8 +81,6 @@ class TransformerLRP(ViTAttribution):
     _needs_grad = True
     _half_dtypes = ()
     _half_refusal = RELEVANCE_IN_HALF
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self,
