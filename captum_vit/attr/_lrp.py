@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from ..adapters import Mask, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
-from ._base import GraphAttribution, check_choice
+from ._base import RELEVANCE_IN_HALF, GraphAttribution, ViTAttribution, check_choice
 
 __all__ = [
     "RuleSet",
@@ -61,6 +61,7 @@ __all__ = [
     "LRPTracer",
     "AttentionTap",
     "RelevancePass",
+    "RelevanceAttribution",
     "lrp_context",
     "relevance_pass",
 ]
@@ -604,14 +605,23 @@ def relevance_pass(
     return RelevancePass(target, rel_x, attention)
 
 
-class _PixelLRPAttribution(GraphAttribution):
+class RelevanceAttribution(ViTAttribution):
+    """Base of the methods that run the LRP engine (:func:`relevance_pass`):
+    they take gradients through the model, and refuse half precision
+    (:data:`~._base.RELEVANCE_IN_HALF`)."""
+
+    _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
+
+
+class _PixelLRPAttribution(RelevanceAttribution, GraphAttribution):
     """Base of the LRP methods whose natural output is relevance per input
     element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
     is the reference's pixel map); ``output="tokens"`` sums it over channels
     and within each patch. Subclasses implement ``_attribute`` returning the
     input relevance."""
 
-    _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
 

@@ -6,16 +6,16 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import RELEVANCE_IN_HALF, GraphAttribution, check_choice
+from ._base import GraphAttribution, check_choice
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
-from ._lrp import RuleSet, relevance_pass
+from ._lrp import RelevanceAttribution, RuleSet, relevance_pass
 from ._registry import register_method
 
 _METHODS = ("transformer_attribution", "lrp_rollout")
 
 
 @register_method("transformer_lrp")
-class TransformerLRP(GraphAttribution):
+class TransformerLRP(RelevanceAttribution, GraphAttribution):
     r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
     Interpretability Beyond Attention Visualization", CVPR 2021
     (https://arxiv.org/abs/2012.09838), on a stock model.
@@ -77,10 +77,6 @@ class TransformerLRP(GraphAttribution):
         >>> lrp.attribute(torch.randn(2, 3, 224, 224), output="tokens").shape
         torch.Size([2, 14, 14])
     """
-
-    _needs_grad = True
-    _half_dtypes = ()
-    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self,
