@@ -14,12 +14,12 @@ tensors, non-tensors) is passed unchanged to every chunk.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Union, overload
+from typing import Any, List, Optional, Union, overload
 
 import numpy as np
 from torch import Tensor
 
-__all__ = ["check_internal_batch_size", "select_rows"]
+__all__ = ["check_internal_batch_size", "chunks", "select_rows"]
 
 
 @overload
@@ -63,6 +63,23 @@ def check_internal_batch_size(
             f"{internal_batch_size!r}"
         )
     return int(internal_batch_size)
+
+
+def chunks(total: int, size: Optional[int]) -> List[slice]:
+    """The consecutive slices of at most ``size`` rows that cover ``total``
+    rows, in order; one slice of all rows for None.
+
+    Args:
+        total (int): the number of rows.
+        size (int or None): the most rows per slice (a checked
+            ``internal_batch_size``).
+
+    Returns:
+        list of slice: ``[slice(0, size), slice(size, 2 * size), ...]``, the
+        last one ending at ``total``.
+    """
+    step = total if size is None else size
+    return [slice(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
 
 
 def select_rows(

@@ -94,6 +94,9 @@ class UnsupportedModelError(TypeError):
 ScoreHook = Callable[[int, Tensor], Tensor]
 #: a linear map across the heads of ``(B, H, nq, N)`` scores or probabilities
 HeadMix = Callable[[Tensor], Tensor]
+#: the ``mask`` of :meth:`Tracer.attention`: None, a bool tensor (True = may
+#: attend) or an additive float tensor, broadcasting to ``(B, H, nq, N)``
+Mask = Optional[Tensor]
 
 
 def _random_in_training(module: nn.Module) -> bool:
@@ -251,14 +254,21 @@ class Tracer:
         the scores after :math:`P_l`. Outside :attr:`layers` such a layer
         runs the same function without the hooks (torch has no fused kernel
         for it).
+
+        A subclass changes the attention through the smaller hooks rather
+        than by re-declaring this method: :meth:`attention_inputs` (the
+        queries, keys and values entering it) and :meth:`fused_attention`
+        (the whole core in one call when there is no dropout and no talking
+        heads), besides :meth:`qk`, :meth:`softmax`, :meth:`av` and
+        :meth:`probabilities`.
         """
-        if not self.explicit(layer):
-            if talking_heads is not None:
-                return _talking_heads(q, k, v, scale, mask, dropout, talking_heads)
-            if dropout is None:
-                return F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, scale=scale
-                )
+        q, k, v = self.attention_inputs(layer, q, k, v)
+        if dropout is None and talking_heads is None:
+            out = self.fused_attention(layer, q, k, v, scale, mask)
+            if out is not None:
+                return out
+        elif talking_heads is not None and not self.explicit(layer):
+            return _talking_heads(q, k, v, scale, mask, dropout, talking_heads)
         scores = self.qk(layer, q, k, scale)
         if talking_heads is not None:
             scores = talking_heads[0](scores)
@@ -282,6 +292,30 @@ class Tracer:
         if dropout is not None:
             attn = dropout(attn)
         return self.av(layer, attn, v)
+
+    def attention_inputs(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The queries, keys and values ``(B, H, N, d)`` entering
+        :meth:`attention`; a tracer may record them or return replaced
+        tensors (AGCAM detaches them)."""
+        return q, k, v
+
+    def fused_attention(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Mask
+    ) -> Optional[Tensor]:
+        """The attention output in one call, for a layer without dropout and
+        without talking heads, or None to run the explicit core (:meth:`qk`,
+        :meth:`softmax`, :meth:`av`, recording, ``score_hook``).
+
+        By default torch's fused ``scaled_dot_product_attention`` for a
+        layer that is not :meth:`explicit`; a tracer may compute the same
+        function its own way (a mask folded into the kernel's, a relevance
+        rule) and fall back to this one.
+        """
+        if self.explicit(layer):
+            return None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     def probabilities(self, layer: int, attn: Tensor) -> Tensor:
         """The attention that multiplies the values, ``(B, H, nq, N)``: the

@@ -28,22 +28,31 @@ the contract of the package:
 from __future__ import annotations
 
 import warnings
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from captum.attr import Attribution
 from torch import Tensor, nn
 
 from .. import adapters
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import check_internal_batch_size, chunks, select_rows
 from .._compat import _format_additional_forward_args, log_usage
 from .._maps import pixels_to_tokens, tokens_to_pixels
 from .._targets import TargetType, format_target
 from ..adapters import TokenGraph, Tracer, ViTAdapter
 
-__all__ = ["ViTAttribution", "tokens_to_pixels", "fuse_heads", "check_head_fusion"]
+__all__ = [
+    "ViTAttribution",
+    "GraphAttribution",
+    "CopiesAttribution",
+    "tokens_to_pixels",
+    "fuse_heads",
+    "check_choice",
+    "check_head_fusion",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
+_T = TypeVar("_T")
 
 #: why the LRP-rule methods refuse half precision (their ``_half_refusal``)
 RELEVANCE_IN_HALF = (
@@ -64,13 +73,23 @@ _OUTPUTS = ("input", "tokens")
 _HEAD_FUSIONS = ("mean", "max", "min")
 
 
+def check_choice(name: str, value: _T, choices: Sequence[Any]) -> _T:
+    """Return ``value``; raise ``ValueError`` unless it is one of
+    ``choices`` (a method option such as ``query`` or ``head_fusion``).
+
+    Args:
+        name (str): the option's name, for the message.
+        value (Any): what was given.
+        choices (sequence): the accepted values, shown in the message.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_head_fusion(head_fusion: str) -> str:
     """Raise ``ValueError`` unless ``head_fusion`` is mean, max or min."""
-    if head_fusion not in _HEAD_FUSIONS:
-        raise ValueError(
-            f"head_fusion must be one of {_HEAD_FUSIONS}, got {head_fusion!r}"
-        )
-    return head_fusion
+    return check_choice("head_fusion", head_fusion, _HEAD_FUSIONS)
 
 
 def fuse_heads(attn: Tensor, head_fusion: str = "mean", dim: int = 1) -> Tensor:
@@ -289,17 +308,16 @@ class ViTAttribution(Attribution):
         """:meth:`_attribute` on chunks of at most ``internal_batch_size``
         images (all at once for None), concatenated along the batch."""
         B = int(inputs.shape[0])
-        step = B if internal_batch_size is None else min(internal_batch_size, B)
         extra = (
             {"internal_batch_size": internal_batch_size} if self._batches_copies else {}
         )
         parts = []
-        for start in range(0, B, step):
-            rows = slice(start, min(start + step, B))
+        slices = chunks(B, internal_batch_size)
+        for rows in slices:
             part = self._attribute(
                 inputs[rows],
                 None if target is None else target[rows],
-                args if step == B else select_rows(args, rows, B),
+                args if len(slices) == 1 else select_rows(args, rows, B),
                 **extra,
             )
             parts.append(part.detach())
@@ -360,8 +378,7 @@ class ViTAttribution(Attribution):
                     f"{len(inputs)} inputs"
                 )
             inputs = inputs[0]
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        check_choice("output", output, _OUTPUTS)
         self._check_inputs(inputs)
         inputs = self._check_mode(inputs)
         # channels_last (or any strided) images are explained as their
@@ -493,6 +510,22 @@ class ViTAttribution(Attribution):
                 grads = list(torch.autograd.grad(score, tracer.attention_list()))
         return tracer, logits, target, grads
 
+    def _attention_gradients(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple
+    ) -> Tuple[Tracer, List[Tensor], TokenGraph]:
+        """The prologue of the gradient-weighted attention methods: one
+        traced forward and backward (:meth:`_trace` with ``grad=True``).
+
+        Returns:
+            ``(tracer, grads, graph)``: the tracer holding every layer's
+            attention, the gradients of the summed target logits with
+            respect to them, and the token graph (on an attention-pooled
+            model, with the pooling row the tracer recorded).
+        """
+        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
+        assert grads is not None  # grad=True
+        return tracer, grads, self._graph(inputs, tracer)
+
     def _graph(self, inputs: Tensor, tracer: Optional[Tracer] = None) -> TokenGraph:
         """The model's token graph for the size of ``inputs``.
 
@@ -553,8 +586,92 @@ class ViTAttribution(Attribution):
             self.adapter.forward(inputs, *args)
         return tracer
 
-    def _layer_index(self, layer: int) -> int:
+    def _layer_index(self, layer: Optional[int], default: int = -1) -> int:
+        """``layer`` (negative: from the end; None: ``default``) as an index in
+        ``0 .. L - 1``; ``ValueError`` when out of range."""
         L = self.adapter.num_layers
+        layer = default if layer is None else layer
         if not -L <= layer < L:
             raise ValueError(f"layer {layer} out of range for a {L}-layer model")
         return layer % L
+
+
+class GraphAttribution(ViTAttribution):
+    """Base of the methods written over the token graph
+    (:meth:`~captum_vit.adapters.ViTAdapter.token_graph`,
+    ``docs/token_graph.rst``): attention read, rolled out or propagated
+    through windows, shifts and patch merging, and through both phases of
+    CaiT, so they are defined on every model an adapter knows (plain,
+    windowed and hierarchical, class-attention)."""
+
+    _any_graph = True
+    _class_attention = True
+
+
+class CopiesAttribution(ViTAttribution):
+    """Base of the methods that run perturbed copies of each image through the
+    model (ATMAN, TIS, ViT-CX, ViT-ReciproCAM): their map is made of the
+    model's outputs on the copies.
+
+    What they share: ``attribute``'s ``internal_batch_size`` counts copies per
+    forward pass (:attr:`~ViTAttribution._batches_copies`), the constructor's
+    ``internal_batch_size`` is the default, the copies of one image run
+    through :func:`~captum_vit._batching.chunks` of that size, a progress bar
+    over the copies (``show_progress``), and half precision is refused
+    (:data:`OUTPUTS_IN_HALF`). Subclasses pass ``internal_batch_size`` and
+    ``show_progress`` to this constructor and implement
+    :meth:`_attribute_copies`.
+
+    Args:
+        model (torch.nn.Module): as for :class:`ViTAttribution`.
+        internal_batch_size (int or None): copies per forward pass when
+            ``attribute`` gets none; None stands for
+            :attr:`_default_batch_size`.
+        show_progress (bool): show a tqdm progress bar over the copies.
+        interpolate_mode (str): as for :class:`ViTAttribution`.
+    """
+
+    _batches_copies = True
+    _half_dtypes = ()
+    _half_refusal = OUTPUTS_IN_HALF
+    #: the constructor's default ``internal_batch_size`` (None: all the
+    #: copies of an image in one pass)
+    _default_batch_size: Optional[int] = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        internal_batch_size: Optional[int],
+        show_progress: bool,
+        interpolate_mode: str,
+    ) -> None:
+        super().__init__(model, interpolate_mode)
+        self.internal_batch_size = check_internal_batch_size(
+            internal_batch_size, self._default_batch_size
+        )
+        self.show_progress = show_progress
+
+    def _attribute(
+        self,
+        inputs: Tensor,
+        target: Optional[Tensor],
+        args: tuple,
+        internal_batch_size: Optional[int] = None,
+    ) -> Tensor:
+        bs = internal_batch_size or self.internal_batch_size
+        return self._attribute_copies(inputs, target, args, bs)
+
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
+    ) -> Tensor:
+        """:meth:`~ViTAttribution._attribute` with ``bs`` the most copies per
+        forward pass (``attribute``'s ``internal_batch_size``, else the
+        constructor's; None: all the copies of an image at once)."""
+        raise NotImplementedError
+
+    def _progress(self, total: int, desc: str) -> Any:
+        """A tqdm bar over ``total`` copies (a silent one unless
+        ``show_progress``); a context manager that closes it."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.show_progress)

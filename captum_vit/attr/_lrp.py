@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adapters import HeadMix, Tracer, ViTAdapter, patching
+from ..adapters import Mask, Tracer, ViTAdapter, patching
 from . import _lrp_rules as R
-from ._base import ViTAttribution
+from ._base import RELEVANCE_IN_HALF, GraphAttribution, ViTAttribution, check_choice
 
 __all__ = [
     "RuleSet",
@@ -61,6 +61,7 @@ __all__ = [
     "LRPTracer",
     "AttentionTap",
     "RelevancePass",
+    "RelevanceAttribution",
     "lrp_context",
     "relevance_pass",
 ]
@@ -303,9 +304,7 @@ RULE_SETS: Dict[str, Callable[[], RuleSet]] = {
 def get_rule_set(rules: Union[str, RuleSet]) -> RuleSet:
     if isinstance(rules, RuleSet):
         return rules
-    if rules not in RULE_SETS:
-        raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
-    return RULE_SETS[rules]()
+    return RULE_SETS[check_choice("rules", rules, tuple(RULE_SETS))]()
 
 
 def _softmax(scores: Tensor) -> Tensor:
@@ -390,30 +389,24 @@ class LRPTracer(Tracer):
         #: without; None: not used)
         self.grad_from: Optional[int] = None
 
-    def attention(
-        self,
-        layer: int,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        scale: float,
-        mask: Optional[Tensor] = None,
-        dropout: Optional[Callable[[Tensor], Tensor]] = None,
-        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
-    ) -> Tensor:
-        tap = self.taps.get(layer)
-        if tap is not None:
+    def attention_inputs(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        if self.taps.get(layer) is not None:
             self.qkv[layer] = (q, k, v)
-        if (
-            dropout is None
-            and talking_heads is None
-            and self.score_hook is None
-            and not (self.keep_attention or self.keep_scores or self.keep_values)
+        return q, k, v
+
+    def fused_attention(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Mask
+    ) -> Optional[Tensor]:
+        if self.score_hook is None and not (
+            self.keep_attention or self.keep_scores or self.keep_values
         ):
+            tap = self.taps.get(layer)
             out = self.rules.fused_attention(q, k, v, scale, mask, self.mode, tap)
             if out is not None:
                 return out
-        return super().attention(layer, q, k, v, scale, mask, dropout, talking_heads)
+        return super().fused_attention(layer, q, k, v, scale, mask)
 
     def qk(self, layer: int, q: Tensor, k: Tensor, scale: float) -> Tensor:
         return self.rules.qk(q, k, scale, self.mode)
@@ -644,18 +637,25 @@ def relevance_pass(
     return RelevancePass(target, rel_x, attention)
 
 
-class _PixelLRPAttribution(ViTAttribution):
+class RelevanceAttribution(ViTAttribution):
+    """Base of the methods that run the LRP engine (:func:`relevance_pass`):
+    they take gradients through the model, and refuse half precision
+    (:data:`~._base.RELEVANCE_IN_HALF`)."""
+
+    _needs_grad = True
+    _half_dtypes = ()
+    _half_refusal = RELEVANCE_IN_HALF
+
+
+class _PixelLRPAttribution(RelevanceAttribution, GraphAttribution):
     """Base of the LRP methods whose natural output is relevance per input
     element ``(B, C, H, W)`` (signed, not normalised; its sum over channels
     is the reference's pixel map); ``output="tokens"`` sums it over channels
     and within each patch. Subclasses implement ``_attribute`` returning the
     input relevance."""
 
-    _needs_grad = True
     _attribute_returns = "pixels"
     _token_reduce = "sum"
-    _any_graph = True  # relevance through windows, shifts and merging
-    _class_attention = True  # and through both phases of CaiT
 
     #: the rule set, chosen by the subclass's constructor
     rules: RuleSet

@@ -7,8 +7,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..adapters import HeadMix, Tracer
-from ._base import ViTAttribution
+from ..adapters import Tracer
+from ._base import ViTAttribution, check_choice
 from ._registry import register_method
 
 _REDUCTIONS: Dict[str, Callable[..., Tensor]] = {
@@ -28,27 +28,10 @@ class _DetachedAttentionInput(Tracer):
     def __init__(self) -> None:
         super().__init__(keep_attention=True, keep_scores=True)
 
-    def attention(
-        self,
-        layer: int,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        scale: float,
-        mask: Optional[Tensor] = None,
-        dropout: Optional[Callable[[Tensor], Tensor]] = None,
-        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
-    ) -> Tensor:
-        return super().attention(
-            layer,
-            q.detach(),
-            k.detach(),
-            v.detach(),
-            scale,
-            mask,
-            dropout,
-            talking_heads,
-        )
+    def attention_inputs(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        return q.detach(), k.detach(), v.detach()
 
     def softmax(self, layer: int, scores: Tensor) -> Tensor:
         return super().softmax(layer, scores).requires_grad_(True)
@@ -134,16 +117,9 @@ class AGCAM(ViTAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        for name, value in (
-            ("head_reduction", head_reduction),
-            ("layer_reduction", layer_reduction),
-        ):
-            if value not in _REDUCTIONS:
-                raise ValueError(
-                    f"{name} must be one of {tuple(_REDUCTIONS)}, got {value!r}"
-                )
-        self.head_reduction = head_reduction
-        self.layer_reduction = layer_reduction
+        choices = tuple(_REDUCTIONS)
+        self.head_reduction = check_choice("head_reduction", head_reduction, choices)
+        self.layer_reduction = check_choice("layer_reduction", layer_reduction, choices)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import chunks, select_rows
 from ..adapters import Tracer
-from ._base import OUTPUTS_IN_HALF, ViTAttribution
+from ._base import CopiesAttribution
 from ._registry import register_method
 
 
@@ -32,7 +32,7 @@ class _EmbeddingProbe(Tracer):
 
 
 @register_method("atman")
-class ATMAN(ViTAttribution):
+class ATMAN(CopiesAttribution):
     r"""AtMan of Deiseroth, Deb, Weinbach, Brack, Schramowski and Kersting
     (NeurIPS 2023, https://arxiv.org/abs/2301.08110), a perturbation method
     that suppresses one patch token at a time *inside the attention* of every
@@ -116,9 +116,6 @@ class ATMAN(ViTAttribution):
         torch.Size([1, 14, 14])
     """
 
-    _batches_copies = True
-    _half_dtypes = ()
-    _half_refusal = OUTPUTS_IN_HALF
     _plain_only = (
         "ATMAN suppresses one input token inside the attention of every layer, "
         "and this model merges 2x2 tokens between stages: after a merging the "
@@ -126,6 +123,8 @@ class ATMAN(ViTAttribution):
         "mixed by a linear layer), so suppressing it alone has no definition in "
         "the later stages (ViTCX or the attention methods explain such models)"
     )
+
+    _default_batch_size = 64
 
     def __init__(
         self,
@@ -136,7 +135,7 @@ class ATMAN(ViTAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         if not math.isfinite(float(suppression_factor)):
             raise ValueError(
                 f"suppression_factor must be finite, got {suppression_factor}"
@@ -146,7 +145,6 @@ class ATMAN(ViTAttribution):
             raise ValueError(
                 f"conceptual_suppression_threshold must be in [0, 1] or None, got {t}"
             )
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         if self.adapter.num_classes == 1:
             raise ValueError(
                 "ATMAN scores the target's cross-entropy over the model's outputs, "
@@ -155,7 +153,6 @@ class ATMAN(ViTAttribution):
             )
         self.suppression_factor = float(suppression_factor)
         self.conceptual_suppression_threshold = None if t is None else float(t)
-        self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
     def embeddings(self, inputs: Tensor, args: tuple = ()) -> Tensor:
@@ -192,22 +189,11 @@ class ATMAN(ViTAttribution):
         m[:, 1:, npre:] = 1.0 - f * sim
         return m
 
-    def _attribute(
-        self,
-        inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
-        internal_batch_size: Optional[int] = None,
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
         mult = self.multipliers(self.embeddings(inputs, args)).to(inputs.dtype)
         B, R, _ = mult.shape
-        bs = internal_batch_size or self.internal_batch_size
-        chunks = [(b, s) for b in range(B) for s in range(0, R, bs)]
-        bar = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=B * R, desc="ATMAN forward passes")
         current: Dict[str, Tensor] = {}
 
         def hook(layer: int, scores: Tensor) -> Tensor:
@@ -215,23 +201,20 @@ class ATMAN(ViTAttribution):
 
         tracer = Tracer(keep_attention=False, score_hook=hook)
         ce = torch.empty(B, R, dtype=torch.float32, device=inputs.device)
-        try:
-            with torch.no_grad(), self.adapter.trace(tracer):
-                for b, s in chunks:
-                    m = mult[b, s : s + bs]
+        bar = self._progress(B * R, "ATMAN forward passes")
+        with bar, torch.no_grad(), self.adapter.trace(tracer):
+            for b in range(B):
+                for rows in chunks(R, bs):
+                    m = mult[b, rows]
                     current["m"] = m
                     x = inputs[b : b + 1].expand(m.shape[0], *inputs.shape[1:])
-                    rows = torch.full((m.shape[0],), b)
-                    logits = self.adapter.forward(x, *select_rows(args, rows, B))
-                    if target is None and s == 0:
+                    index = torch.full((m.shape[0],), b)
+                    logits = self.adapter.forward(x, *select_rows(args, index, B))
+                    if target is None and rows.start == 0:
                         t = int(logits[0].argmax())
                     elif target is not None:
                         t = int(target[b])
                     logp = logits.float().log_softmax(dim=-1)[:, t]
-                    ce[b, s : s + m.shape[0]] = -logp
-                    if bar is not None:
-                        bar.update(m.shape[0])
-        finally:
-            if bar is not None:
-                bar.close()
+                    ce[b, rows] = -logp
+                    bar.update(m.shape[0])
         return ce[:, 1:] - ce[:, :1]

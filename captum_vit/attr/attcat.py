@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 from ._registry import register_method
 
 _QUERIES = ("all", "class")
@@ -89,9 +89,7 @@ class AttCAT(ViTAttribution):
         self, model: nn.Module, query: str = "all", interpolate_mode: str = "bilinear"
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if query not in _QUERIES:
-            raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
-        self.query = query
+        self.query = check_choice("query", query, _QUERIES)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple

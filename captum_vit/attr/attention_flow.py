@@ -11,7 +11,7 @@ from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 from torch import Tensor, nn
 
 from ..adapters import TokenGraph
-from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._base import GraphAttribution, check_head_fusion, fuse_heads
 from ._graph import MixingTracer, patch_scores, pool_row
 from ._registry import register_method
 
@@ -265,7 +265,7 @@ def _solve(graph: _LayeredGraph, rtol: float) -> Tuple[np.ndarray, float]:
 
 
 @register_method("attention_flow")
-class AttentionFlow(ViTAttribution):
+class AttentionFlow(GraphAttribution):
     r"""Attention flow of Abnar & Zuidema (ACL 2020,
     https://arxiv.org/abs/2005.00928), computed exactly.
 
@@ -343,9 +343,6 @@ class AttentionFlow(ViTAttribution):
         >>> attr.shape
         torch.Size([2, 14, 14])
     """
-
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self,

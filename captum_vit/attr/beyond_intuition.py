@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 from ._registry import register_method
 from .tam import check_steps, integrated_attention_gradient
 
@@ -110,13 +110,8 @@ class BeyondIntuition(ViTAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        self.mode = mode
-        L = self.adapter.num_layers
-        self.start_layer = self._layer_index(
-            L // 4 if start_layer is None else start_layer
-        )
+        self.mode = check_choice("mode", mode, _MODES)
+        self.start_layer = self._layer_index(start_layer, self.adapter.num_layers // 4)
         self.steps = check_steps(steps)
 
     def _perception_head(

@@ -6,13 +6,13 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import GraphAttribution
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
 from ._registry import register_method
 
 
 @register_method("generic_attention")
-class GenericAttention(ViTAttribution):
+class GenericAttention(GraphAttribution):
     r"""Generic Attention-model Explainability of Chefer, Gur and Wolf
     (ICCV 2021, https://arxiv.org/abs/2103.15679), self-attention rule.
 
@@ -51,8 +51,6 @@ class GenericAttention(ViTAttribution):
     """
 
     _needs_grad = True
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self, model: nn.Module, start_layer: int = 0, interpolate_mode: str = "bilinear"
@@ -63,9 +61,7 @@ class GenericAttention(ViTAttribution):
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        assert grads is not None  # grad=True
-        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        tracer, grads, graph = self._attention_gradients(inputs, target, args)
         ops = {}
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):
             if layer < self.start_layer:

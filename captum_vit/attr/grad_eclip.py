@@ -130,11 +130,7 @@ class GradECLIP(ViTAttribution):
                 "an attention-pooled model forms its embedding in the pooling "
                 "attention: leave layer=None"
             )
-        self.layer = (
-            Tracer.POOL
-            if pooling == "attention"
-            else self._layer_index(-1 if layer is None else layer)
-        )
+        self.layer = Tracer.POOL if pooling == "attention" else self._layer_index(layer)
         self.spatial = bool(spatial)
 
     def _queries(self, tracer: Tracer, num_tokens: int) -> Sequence[int]:

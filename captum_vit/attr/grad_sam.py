@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._base import ViTAttribution
+from ._base import GraphAttribution, check_choice
 from ._graph import (
     all_queries_row,
     blocks,
@@ -22,7 +22,7 @@ _QUERIES = ("class", "all")
 
 
 @register_method("grad_sam")
-class GradSAM(ViTAttribution):
+class GradSAM(GraphAttribution):
     r"""Gradient Self-Attention Maps of Barkan, Hauon, Caciularu, Katz,
     Malkiel, Armstrong, Koenigstein (CIKM 2021, https://arxiv.org/abs/2204.11073;
     survey eq. 9-11).
@@ -70,23 +70,17 @@ class GradSAM(ViTAttribution):
     """
 
     _needs_grad = True
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self, model: nn.Module, query: str = "class", interpolate_mode: str = "bilinear"
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if query not in _QUERIES:
-            raise ValueError(f"query must be one of {_QUERIES}, got {query!r}")
-        self.query = query
+        self.query = check_choice("query", query, _QUERIES)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
-        tracer, _, _, grads = self._trace(inputs, target, args, grad=True)
-        assert grads is not None  # grad=True
-        graph = self._graph(inputs, tracer)  # attention pooling: its recorded row
+        tracer, grads, graph = self._attention_gradients(inputs, target, args)
         B = inputs.shape[0]
         maps = []
         for layer, (a, g) in enumerate(zip(tracer.attention_list(), grads)):

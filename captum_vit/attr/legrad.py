@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .._maps import min_max
 from ..adapters import Tracer
-from ._base import ViTAttribution
+from ._base import ViTAttribution, check_choice
 from ._registry import register_method
 
 _POOLINGS = ("mean", "model")
@@ -120,10 +120,8 @@ class LeGrad(ViTAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        if pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
+        self.pooling = check_choice("pooling", pooling, _POOLINGS)
         self.start_layer = self._layer_index(start_layer)
-        self.pooling = pooling
         self.final_norm = bool(final_norm)
         self.normalize = bool(normalize)
 

@@ -7,7 +7,6 @@ from typing import Union
 
 from torch import nn
 
-from ._base import RELEVANCE_IN_HALF
 from ._lrp import RuleSet, _PixelLRPAttribution, get_rule_set
 from ._registry import register_method
 
@@ -64,9 +63,6 @@ class LRP(_PixelLRPAttribution):
         torch.Size([2, 3, 224, 224])
         >>> baseline = cv.LRP(model, rules="original").attribute(images, target=3)
     """
-
-    _half_dtypes = ()
-    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(self, model: nn.Module, rules: Union[str, RuleSet] = "chefer2021"):
         super().__init__(model)

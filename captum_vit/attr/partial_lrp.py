@@ -6,13 +6,12 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
-from ._base import RELEVANCE_IN_HALF, ViTAttribution
-from ._lrp import RuleSet, get_rule_set, relevance_pass
+from ._lrp import RelevanceAttribution, RuleSet, get_rule_set, relevance_pass
 from ._registry import register_method
 
 
 @register_method("partial_lrp")
-class PartialLRP(ViTAttribution):
+class PartialLRP(RelevanceAttribution):
     r"""Partial LRP of Voita, Talbot, Moiseev, Sennrich and Titov, "Analyzing
     Multi-Head Self-Attention", ACL 2019 (https://arxiv.org/abs/1905.09418),
     as the **"partial LRP" baseline** of Chefer, Gur and Wolf (CVPR 2021,
@@ -50,10 +49,6 @@ class PartialLRP(ViTAttribution):
         >>> attr.shape
         torch.Size([2, 3, 224, 224])
     """
-
-    _needs_grad = True
-    _half_dtypes = ()
-    _half_refusal = RELEVANCE_IN_HALF
 
     def __init__(
         self,

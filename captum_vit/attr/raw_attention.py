@@ -7,13 +7,13 @@ from typing import Any, Optional, Tuple
 from torch import Tensor, nn
 
 from ..adapters import Tracer
-from ._base import ViTAttribution, check_head_fusion, fuse_heads
+from ._base import GraphAttribution, check_head_fusion, fuse_heads
 from ._graph import blocks, patch_scores, pool_row, through_layer, to_stage
 from ._registry import register_method
 
 
 @register_method("raw_attention")
-class RawAttention(ViTAttribution):
+class RawAttention(GraphAttribution):
     r"""Raw attention of one layer, read at the class token.
 
     The map is the attention that the explained token pays to every patch
@@ -69,9 +69,6 @@ class RawAttention(ViTAttribution):
         >>> per_head.attribute(torch.randn(1, 3, 224, 224), output="tokens").shape
         torch.Size([1, 3, 14, 14])
     """
-
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self,

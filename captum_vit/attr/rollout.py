@@ -6,13 +6,13 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import ViTAttribution, check_head_fusion
+from ._base import GraphAttribution, check_head_fusion
 from ._graph import MixingTracer, patch_scores
 from ._registry import register_method
 
 
 @register_method("rollout")
-class AttentionRollout(ViTAttribution):
+class AttentionRollout(GraphAttribution):
     r"""Attention rollout of Abnar & Zuidema (ACL 2020,
     https://arxiv.org/abs/2005.00928), as Chefer et al. (CVPR 2021) compute
     their "rollout" baseline.
@@ -77,9 +77,6 @@ class AttentionRollout(ViTAttribution):
         >>> attr.shape
         torch.Size([2, 14, 14])
     """
-
-    _any_graph = True
-    _class_attention = True
 
     def __init__(
         self,

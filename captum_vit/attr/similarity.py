@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .. import adapters
 from ..adapters import SCORES, SimilarityAdapter, ViTAdapter
+from ._base import check_choice
 
 __all__ = ["text_similarity", "image_similarity", "embedding_similarity"]
 
@@ -49,12 +50,6 @@ def _image_adapter(model: nn.Module, what: str) -> ViTAdapter:
             f"({adapter!r})"
         )
     return adapter
-
-
-def _check_score(score: str) -> str:
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    return score
 
 
 def text_similarity(
@@ -109,7 +104,7 @@ def text_similarity(
         >>> cv.LeGrad(sim).attribute(transform(images), target=0).shape
         torch.Size([8, 3, 64, 64])
     """
-    _check_score(score)
+    check_choice("score", score, SCORES)
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
@@ -169,7 +164,7 @@ def embedding_similarity(
         ValueError: not a ``(K, D)`` float tensor with ``K >= 1`` and the
             model's embedding width.
     """
-    if _check_score(score) == "logits":
+    if check_choice("score", score, SCORES) == "logits":
         raise ValueError("score='logits' needs the model's logit scale: use cosine")
     adapter = _image_adapter(model, "embedding_similarity")
     if (

@@ -127,10 +127,7 @@ class TAM(ViTAttribution):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, interpolate_mode)
-        L = self.adapter.num_layers
-        self.start_layer = self._layer_index(
-            L // 3 if start_layer is None else start_layer
-        )
+        self.start_layer = self._layer_index(start_layer, self.adapter.num_layers // 3)
         self.steps = check_steps(steps)
 
     def _attribute(

@@ -6,11 +6,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import check_internal_batch_size, chunks, select_rows
 from ..adapters import Tracer
-from ._base import OUTPUTS_IN_HALF, ViTAttribution
+from ._base import CopiesAttribution
 from ._registry import register_method
 
 
@@ -66,7 +65,7 @@ class _TokenSampler(Tracer):
 
 
 @register_method("tis")
-class TIS(ViTAttribution):
+class TIS(CopiesAttribution):
     r"""Transformer Input Sampling of Englebert et al. ("Explaining through
     Transformer Input Sampling", ICCV 2023 workshops; code
     https://github.com/aenglebert/Transformer_Input_Sampling): the model is run on
@@ -148,9 +147,8 @@ class TIS(ViTAttribution):
     )
 
     _drops_tokens = True
-    _batches_copies = True
-    _half_dtypes = ()
-    _half_refusal = OUTPUTS_IN_HALF
+
+    _default_batch_size = 128
 
     def __init__(
         self,
@@ -164,7 +162,7 @@ class TIS(ViTAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         if int(n_masks) < 1:
             raise ValueError(f"n_masks must be >= 1, got {n_masks}")
         ratios = (
@@ -179,9 +177,7 @@ class TIS(ViTAttribution):
         self.tokens_ratio = ratios
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 128)
         self.seed = int(seed)
-        self.show_progress = show_progress
 
     # ------------------------------------------------------------- internals
     def activations(self, image: Tensor, args: tuple = ()) -> Tuple[Tensor, Tensor]:
@@ -222,16 +218,13 @@ class TIS(ViTAttribution):
         constructor's)."""
         tracer = _TokenSampler(self.adapter.num_prefix_tokens)
         bs = check_internal_batch_size(internal_batch_size, self.internal_batch_size)
-        total = sum(len(m) for m in masks)
         out = []
-        bar = tqdm(
-            total=total, desc="TIS token subsets", disable=not self.show_progress
-        )
+        bar = self._progress(sum(len(m) for m in masks), "TIS token subsets")
         with bar, torch.no_grad(), self.adapter.trace(tracer):
             for index in masks:
                 s = []
-                for i in range(0, index.shape[0], bs):
-                    tracer.index = index[i : i + bs]
+                for rows in chunks(index.shape[0], bs):
+                    tracer.index = index[rows]
                     logits = self.adapter.forward(image, *args)
                     dtype = torch.promote_types(logits.dtype, torch.float32)
                     s.append(logits.to(dtype).softmax(dim=-1)[:, target])
@@ -258,12 +251,8 @@ class TIS(ViTAttribution):
             cover > 0, total / cover.clamp_min(1), torch.zeros_like(total)
         )
 
-    def _attribute(
-        self,
-        inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
-        internal_batch_size: Optional[int] = None,
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
         maps = []
         B = inputs.shape[0]
@@ -273,7 +262,7 @@ class TIS(ViTAttribution):
             logits, z = self.activations(image, args_b)
             t = int(logits[0].argmax() if target is None else target[b])
             masks = self.masks(z)
-            scores = self.scores(image, t, masks, args_b, internal_batch_size)
+            scores = self.scores(image, t, masks, args_b, bs)
             sal = self.saliency(scores, masks, z.shape[0])
             maps.append(sal.to(torch.promote_types(inputs.dtype, torch.float32)))
         return torch.stack(maps)

@@ -6,16 +6,16 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._base import RELEVANCE_IN_HALF, ViTAttribution
+from ._base import GraphAttribution, check_choice
 from ._graph import blocks, compose, patch_scores, pool_row, window_eye
-from ._lrp import RuleSet, relevance_pass
+from ._lrp import RelevanceAttribution, RuleSet, relevance_pass
 from ._registry import register_method
 
 _METHODS = ("transformer_attribution", "lrp_rollout")
 
 
 @register_method("transformer_lrp")
-class TransformerLRP(ViTAttribution):
+class TransformerLRP(RelevanceAttribution, GraphAttribution):
     r"""Transformer attribution of Chefer, Gur and Wolf, "Transformer
     Interpretability Beyond Attention Visualization", CVPR 2021
     (https://arxiv.org/abs/2012.09838), on a stock model.
@@ -78,12 +78,6 @@ class TransformerLRP(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
-    _needs_grad = True
-    _half_dtypes = ()
-    _half_refusal = RELEVANCE_IN_HALF
-    _any_graph = True
-    _class_attention = True
-
     def __init__(
         self,
         model: nn.Module,
@@ -93,9 +87,7 @@ class TransformerLRP(ViTAttribution):
     ) -> None:
         super().__init__(model, interpolate_mode)
         self.start_layer = self._layer_index(start_layer)
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-        self.method = method
+        self.method = check_choice("method", method, _METHODS)
 
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple

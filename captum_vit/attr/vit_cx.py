@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import chunks, select_rows
 from .._maps import min_max
 from ..adapters import Tracer
-from ._base import OUTPUTS_IN_HALF, ViTAttribution
+from ._base import CopiesAttribution
 from ._registry import register_method
 
 
@@ -50,7 +50,7 @@ def cluster_masks(masks: Tensor, distance_threshold: float) -> Tensor:
 
 
 @register_method("vit_cx")
-class ViTCX(ViTAttribution):
+class ViTCX(CopiesAttribution):
     r"""ViT-CX of Xie, Li, Zhang, Lin and Chen (2022, "ViT-CX: Causal
     Explanation of Vision Transformers", https://arxiv.org/abs/2211.03064).
 
@@ -130,10 +130,9 @@ class ViTCX(ViTAttribution):
 
     _attribute_returns = "pixels"
     _token_reduce = "mean"
-    _batches_copies = True
-    _half_dtypes = ()
-    _half_refusal = OUTPUTS_IN_HALF
     _any_graph = True
+
+    _default_batch_size = 64
 
     def __init__(
         self,
@@ -146,30 +145,22 @@ class ViTCX(ViTAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
-        self.target_layer = self._layer_index(
-            -1 if target_layer is None else target_layer
-        )
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
+        self.target_layer = self._layer_index(target_layer)
         if not 0.0 <= float(distance_threshold) <= 2.0:
             raise ValueError(
                 f"distance_threshold must be in [0, 2], got {distance_threshold}"
             )
         if float(noise_std) < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size, 64)
         self.distance_threshold = float(distance_threshold)
         self.noise_std = float(noise_std)
         self.seed = int(seed)
-        self.show_progress = show_progress
 
-    def _attribute(
-        self,
-        inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
-        internal_batch_size: Optional[int] = None,
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
-        saliency = self.saliency(inputs, target, args, internal_batch_size)
+        saliency = self.saliency(inputs, target, args, bs)
         return saliency[:, None]  # (B, 1, H, W)
 
     # ------------------------------------------------------------- internals
@@ -195,12 +186,14 @@ class ViTCX(ViTAttribution):
     def saliency(
         self,
         inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
+        target: Optional[Tensor] = None,
+        args: tuple = (),
         internal_batch_size: Optional[int] = None,
     ) -> Tensor:
-        """Pixel saliency ``(B, H, W)``; masked images are evaluated
-        ``internal_batch_size`` at a time (None: the constructor's)."""
+        """Pixel saliency ``(B, H, W)`` of ``target`` (LongTensor ``(B,)``,
+        None: the predicted class) with the extra forward arguments ``args``;
+        masked images are evaluated ``internal_batch_size`` at a time (None:
+        the constructor's)."""
         bs = internal_batch_size or self.internal_batch_size
         masks, probs = self.masks(inputs, args)
         if target is None:
@@ -213,13 +206,8 @@ class ViTCX(ViTAttribution):
             )
             for b in range(B)
         ]
-        bar = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=sum(2 * m.shape[0] for m in clustered), desc="ViT-CX")
         out = []
-        try:
+        with self._progress(sum(2 * m.shape[0] for m in clustered), "ViT-CX") as bar:
             for b in range(B):
                 M = clustered[b].to(inputs.dtype)  # (K, H, W)
                 K = M.shape[0]
@@ -239,23 +227,18 @@ class ViTCX(ViTAttribution):
                 cover = M.sum(dim=0)
                 share = torch.where(cover > 0, M / cover.clamp_min(1e-30), 0 * M)
                 out.append(torch.einsum("k,khw->hw", s.to(M.dtype), share) / K)
-        finally:
-            if bar is not None:
-                bar.close()
         return torch.stack(out)
 
     def _probs(
-        self, images: Tensor, t: int, args: tuple, batch_size: int, bar: Any
+        self, images: Tensor, t: int, args: tuple, batch_size: Optional[int], bar: Any
     ) -> Tensor:
         ps = []
         with torch.no_grad():
-            for s in range(0, images.shape[0], batch_size):
-                chunk = images[s : s + batch_size]
-                rows = slice(s, s + batch_size)
+            for rows in chunks(images.shape[0], batch_size):
+                chunk = images[rows]
                 logits = self.adapter.forward(
                     chunk, *select_rows(args, rows, images.shape[0])
                 )
                 ps.append(logits.float().softmax(dim=-1)[:, t])
-                if bar is not None:
-                    bar.update(chunk.shape[0])
+                bar.update(chunk.shape[0])
         return torch.cat(ps)

@@ -7,11 +7,10 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .._batching import check_internal_batch_size, select_rows
+from .._batching import chunks, select_rows
 from ..adapters import Tracer
-from ._base import OUTPUTS_IN_HALF, ViTAttribution
+from ._base import CopiesAttribution
 from ._registry import register_method
 
 #: the paper's 3x3 Gaussian neighbourhood (centre 1/4, edges 1/8, corners 1/16)
@@ -55,7 +54,7 @@ class _MosaicTracer(Tracer):
 
 
 @register_method("vit_reciprocam")
-class ViTReciproCAM(ViTAttribution):
+class ViTReciproCAM(CopiesAttribution):
     r"""ViT-ReciproCAM of Byun and Lee (2023, "ViT-ReciproCAM: Gradient and
     Attention-Free Visual Explanations for Vision Transformer",
     https://arxiv.org/abs/2310.02588): no gradient and no attention map, only
@@ -146,9 +145,6 @@ class ViTReciproCAM(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
-    _batches_copies = True
-    _half_dtypes = ()
-    _half_refusal = OUTPUTS_IN_HALF
     _plain_only = (
         "ViT-ReciproCAM masks 3x3 neighbourhoods of one token grid entering a "
         "block, keeping the class token, and its map is that grid; in this model "
@@ -167,12 +163,10 @@ class ViTReciproCAM(ViTAttribution):
         show_progress: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> None:
-        super().__init__(model, interpolate_mode)
+        super().__init__(model, internal_batch_size, show_progress, interpolate_mode)
         self.layer = self._layer_index(layer)
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
         self.use_gaussian = bool(use_gaussian)
         self.use_cls_token = bool(use_cls_token)
-        self.show_progress = show_progress
 
     def token_masks(
         self, grid: Tuple[int, int], device: Union[str, torch.device, None] = None
@@ -187,31 +181,24 @@ class ViTReciproCAM(ViTAttribution):
         m[1:, npre:] = mosaic_masks(gh, gw, self.use_gaussian).to(device)
         return m
 
-    def _attribute(
-        self,
-        inputs: Tensor,
-        target: Optional[Tensor],
-        args: tuple,
-        internal_batch_size: Optional[int] = None,
+    def _attribute_copies(
+        self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
         H, W = inputs.shape[-2:]
         masks = self.token_masks(self.adapter.grid_size((H, W)), inputs.device)
         B, R = inputs.shape[0], masks.shape[0]
-        bs = internal_batch_size or self.internal_batch_size or R
         tracer = _MosaicTracer(self.layer)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
         out = torch.empty(B, R, dtype=dtype, device=inputs.device)
-        bar = tqdm(
-            total=B * R, desc="ViT-ReciproCAM copies", disable=not self.show_progress
-        )
+        bar = self._progress(B * R, "ViT-ReciproCAM copies")
         with bar, torch.no_grad(), self.adapter.trace(tracer):
             for b in range(B):
                 args_b = select_rows(args, slice(b, b + 1), B)
-                for s in range(0, R, bs):
-                    tracer.masks = masks[s : s + bs]
+                for rows in chunks(R, bs):
+                    tracer.masks = masks[rows]
                     logits = self.adapter.forward(inputs[b : b + 1], *args_b)
-                    if s == 0:
+                    if rows.start == 0:
                         t = int(logits[0].argmax() if target is None else target[b])
-                    out[b, s : s + logits.shape[0]] = logits[:, t]
+                    out[b, rows] = logits[:, t]
                     bar.update(logits.shape[0])
         return out[:, 1:]

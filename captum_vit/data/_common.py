@@ -1,11 +1,12 @@
 """Sample types and small tensor helpers shared by every dataset in
 :mod:`captum_vit.data`."""
 
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from .._maps import SizeType, _pair
 
@@ -72,6 +73,36 @@ class GridSample(NamedTuple):
     cell_labels: torch.Tensor
     mask: torch.Tensor
     box: torch.Tensor
+
+
+class _ImageFiles(Dataset):
+    """The base of the datasets read from image files found when they are
+    built (ImageNet folders, ImageNet-S, COVID-QU-Ex): :attr:`samples` holds
+    one tuple per image (its paths, its class), ``__getitem__`` resizes to
+    :attr:`size` and applies :attr:`transform`."""
+
+    samples: List[Tuple[Any, ...]]
+    size: Optional[SizeType]
+    transform: Optional[Callable]
+
+    def _found(
+        self,
+        samples: List[Tuple[Any, ...]],
+        nothing: str,
+        size: Optional[SizeType],
+        transform: Optional[Callable],
+    ) -> None:
+        """Keep the ``samples`` found, or raise ``FileNotFoundError(nothing)``
+        when there are none, and the ``size`` and ``transform`` of every
+        item."""
+        if not samples:
+            raise FileNotFoundError(nothing)
+        self.samples = samples
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
 
 
 def box_from_mask(mask: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,14 @@ r"""Loader for COVID-QU-Ex chest X-rays with lung or infection masks."""
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from torch.utils.data import Dataset
-
-from ._common import Sample, SizeType, _finish, _load_image_file, _load_mask_file
+from ._common import (
+    Sample,
+    SizeType,
+    _finish,
+    _ImageFiles,
+    _load_image_file,
+    _load_mask_file,
+)
 
 #: The three classes of COVID-QU-Ex, in label order.
 COVID_CLASSES: Tuple[str, ...] = ("COVID-19", "Non-COVID", "Normal")
@@ -14,7 +19,7 @@ _MASK_FOLDERS = {"lung": "lung masks", "infection": "infection masks"}
 _EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-class COVIDQUEx(Dataset):
+class COVIDQUEx(_ImageFiles):
     r"""COVID-QU-Ex (Tahir et al., "COVID-19 infection localization and
     severity grading from chest X-ray images", Computers in Biology and
     Medicine 2021): 33,920 chest X-rays of three classes with lung masks, and
@@ -81,7 +86,7 @@ class COVIDQUEx(Dataset):
         self.mask_kind = mask
         self.classes: List[str] = list(classes)
         self.class_to_idx: Dict[str, int] = {c: i for i, c in enumerate(self.classes)}
-        self.samples: List[Tuple[str, str, int]] = []
+        samples: List[Tuple[str, str, int]] = []
         for label, name in enumerate(self.classes):
             class_dir = os.path.join(split_dir, name)
             if not os.path.isdir(class_dir):
@@ -98,14 +103,9 @@ class COVIDQUEx(Dataset):
                 mask_path = os.path.join(mask_dir, file)
                 if not os.path.exists(mask_path):
                     raise FileNotFoundError(f"no mask for {file} in {mask_dir}")
-                self.samples.append((os.path.join(image_dir, file), mask_path, label))
-        if not self.samples:
-            raise FileNotFoundError(f"no images under {split_dir}/<class>/images")
-        self.size = size
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
+                samples.append((os.path.join(image_dir, file), mask_path, label))
+        where = f"{split_dir}/<class>/images"
+        self._found(samples, f"no images under {where}", size, transform)
 
     def __getitem__(self, index: int) -> Sample:
         image_path, mask_path, label = self.samples[index]

@@ -15,6 +15,7 @@ from ._common import (
     SizeType,
     _apply_transform,
     _finish,
+    _ImageFiles,
     _load_image_file,
     _read_rgb,
     _resize_image,
@@ -26,7 +27,7 @@ from ._common import (
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
-class ImageNetFolder(Dataset):
+class ImageNetFolder(_ImageFiles):
     r"""ImageNet validation images in the ImageFolder layout:
     ``root/<synset>/<image>.JPEG``, one folder per class.
 
@@ -77,21 +78,14 @@ class ImageNetFolder(Dataset):
             class_to_idx = dict(class_to_idx)
         self.class_to_idx: Dict[str, int] = class_to_idx
         self.classes: List[str] = sorted(class_to_idx, key=class_to_idx.__getitem__)
-        self.samples: List[Tuple[str, int]] = []
+        samples: List[Tuple[str, int]] = []
         for name in folders:
             folder = os.path.join(root, name)
             for file in sorted(os.listdir(folder)):
                 if file.lower().endswith(IMAGE_EXTENSIONS):
-                    self.samples.append(
-                        (os.path.join(folder, file), class_to_idx[name])
-                    )
-        if not self.samples:
-            raise FileNotFoundError(f"no images with {IMAGE_EXTENSIONS} under {root}")
-        self.size = size
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
+                    samples.append((os.path.join(folder, file), class_to_idx[name]))
+        nothing = f"no images with {IMAGE_EXTENSIONS} under {root}"
+        self._found(samples, nothing, size, transform)
 
     def __getitem__(self, index: int) -> ClassificationSample:
         path, label = self.samples[index]
@@ -216,7 +210,7 @@ def decode_imagenet_s(rgb: np.ndarray) -> np.ndarray:
     return rgb[:, :, 0].astype(np.int64) + 256 * rgb[:, :, 1].astype(np.int64)
 
 
-class ImageNetS(Dataset):
+class ImageNetS(_ImageFiles):
     r"""ImageNet-S (Gao et al., "Large-scale Unsupervised Semantic
     Segmentation", TPAMI 2022): ImageNet images with semantic masks stored as
     PNG, the format of the LeGrad evaluation.
@@ -301,7 +295,7 @@ class ImageNetS(Dataset):
             if missing:
                 raise KeyError(f"class folders not in class_to_idx: {missing[:5]}")
         self.class_to_idx = None if class_to_idx is None else dict(class_to_idx)
-        self.samples: List[Tuple[str, str, str]] = []
+        samples: List[Tuple[str, str, str]] = []
         for wnid in folders:
             images: Dict[str, str] = {}
             image_dir = os.path.join(image_root, wnid)
@@ -319,16 +313,10 @@ class ImageNetS(Dataset):
                         f"no image for mask {wnid}/{file} in {image_dir}"
                     )
                 mask_path = os.path.join(mask_root, wnid, file)
-                self.samples.append((images[stem], mask_path, wnid))
-        if not self.samples:
-            raise FileNotFoundError(f"no .png masks under {mask_root}")
+                samples.append((images[stem], mask_path, wnid))
+        self._found(samples, f"no .png masks under {mask_root}", size, transform)
         self.root = root
         self.split = split
-        self.size = size
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def _ids(self, index: int) -> np.ndarray:
         return decode_imagenet_s(_read_rgb(self.samples[index][1]))

@@ -3,13 +3,13 @@ partial inputs), through the adapter's :class:`~captum_vit.adapters.Tracer`."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...adapters import HeadMix, Tracer
+from ...adapters import Mask, Tracer
 
 
 class MaskTracer(Tracer):
@@ -48,24 +48,13 @@ class MaskTracer(Tracer):
     def _hook(self, layer: int, scores: Tensor) -> Tensor:
         return scores.masked_fill(~self.allowed, float("-inf"))
 
-    def attention(
-        self,
-        layer: int,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        scale: float,
-        mask: Optional[Tensor] = None,
-        dropout: Optional[Callable[[Tensor], Tensor]] = None,
-        talking_heads: Optional[Tuple[HeadMix, HeadMix]] = None,
-    ) -> Tensor:
-        if dropout is not None or talking_heads is not None:
-            # explicit softmax, mask through score_hook
-            return super().attention(
-                layer, q, k, v, scale, mask, dropout, talking_heads
-            )
-        # the same function through torch's fused kernel: a boolean mask
-        # (True = may attend) is the -inf on the held-out keys
+    def fused_attention(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Mask
+    ) -> Optional[Tensor]:
+        """The masked attention through torch's fused kernel: a boolean mask
+        (True = may attend) is the ``-inf`` on the held-out keys (with
+        dropout or talking heads, :meth:`attention` runs the explicit
+        softmax and the mask enters through ``score_hook``)."""
         allowed = self.allowed
         if mask is not None:
             if mask.dtype == torch.bool:
