@@ -30,6 +30,7 @@ from ._parts import (
     check_fixed_size,
     hf_attention_forward,
     hf_classifier_forward,
+    hf_projections,
     is_transformers,
     pair,
     routed_block,
@@ -179,10 +180,9 @@ class HFViTAdapter(ViTAdapter):
         return list(self._layers())
 
     def block_parts(self, layer: int) -> BlockParts:
-        blk = self._layers()[layer]
-        at = blk.attention
-        qkv = [at.q_proj, at.k_proj, at.v_proj]
-        return block_parts(blk, at, qkv, at.o_proj, self._norms)
+        at = self._layers()[layer].attention
+        qkv = hf_projections(at)
+        return block_parts(self._layers()[layer], at, qkv, at.o_proj, self._norms)
 
     def embedding_parts(self) -> EmbeddingParts:
         return EmbeddingParts(self._encoder.embeddings.patch_embeddings.projection)

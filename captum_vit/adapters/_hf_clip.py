@@ -56,6 +56,7 @@ from ._parts import (
     block_parts,
     check_fixed_size,
     hf_attention_forward,
+    hf_projections,
     is_transformers,
     pair,
     routed_block,
@@ -266,10 +267,9 @@ class HFCLIPAdapter(ViTAdapter):
 
     def block_parts(self, layer: int) -> BlockParts:
         blk = self._layers()[layer]
-        at = blk.self_attn
-        qkv = [at.q_proj, at.k_proj, at.v_proj]
         norms = ("layer_norm1", "layer_norm2")
-        return block_parts(blk, at, qkv, at.out_proj, norms)
+        at = blk.self_attn
+        return block_parts(blk, at, hf_projections(at), at.out_proj, norms)
 
     def embedding_parts(self) -> EmbeddingParts:
         pre = getattr(self.vm, "pre_layrnorm", None)

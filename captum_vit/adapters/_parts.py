@@ -84,6 +84,7 @@ __all__ = [
     "pair",
     "is_timm",
     "is_transformers",
+    "hf_projections",
     "hf_embeddings_forward",
     "hf_attention_forward",
     "hf_classifier_forward",
@@ -355,6 +356,13 @@ def gate_gaps(blocks: Sequence[Any]) -> List[str]:
     if any(mlp_parts(b.mlp)[1] and not _known_gate(b.mlp) for b in blocks):
         return [GATE_GAP]
     return []
+
+
+def hf_projections(attention: Any) -> List[nn.Module]:
+    """The separate query, key and value projections (``q_proj``,
+    ``k_proj``, ``v_proj``) of a ``transformers`` self-attention, for
+    :attr:`BlockParts.qkv`."""
+    return [attention.q_proj, attention.k_proj, attention.v_proj]
 
 
 def check_positions(expected: int, got: int, what: str) -> None:
