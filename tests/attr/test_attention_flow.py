@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import networkx as nx
 import numpy as np
 import pytest
 import torch
 
 import captum_vit as cv
+from captum_vit.attr import attention_flow
 from captum_vit.attr.attention_flow import max_flows_to_inputs
 from tests import naive
-from tests.models import images, timm_vit
+from tests.models import images, timm_swin, timm_vit
+from tests.tolerance import assert_close_to_scale
 
 
 def _fused(model, x, head_fusion):
@@ -135,3 +139,98 @@ def test_bad_options(model):
         cv.AttentionFlow(model, rtol=0.0)
     with pytest.raises(ValueError, match="B, C, H, W"):
         cv.AttentionFlow(model).attribute(torch.zeros(3, 32, 32))
+
+
+class _Pools:
+    """Records the worker count of every process pool the solver opens."""
+
+    def __init__(self, monkeypatch):
+        self.workers: list = []
+        pools = self.workers
+
+        class Recording(attention_flow.ProcessPoolExecutor):
+            def __init__(self, max_workers=None, **kw):
+                pools.append(max_workers)
+                super().__init__(max_workers, **kw)
+
+        monkeypatch.setattr(attention_flow, "ProcessPoolExecutor", Recording)
+
+
+@pytest.mark.parametrize("family", ["vit", "swin"])
+def test_worker_processes_give_the_one_process_maps(family, monkeypatch):
+    """Samples solved in parallel by worker processes: the maps and the
+    error bound of solving them one after the other in this process, bit
+    for bit, on the dense ViT network and on Swin's windowed, merged one;
+    and each sample's map is that of explaining it alone (to the float64
+    rounding of the batched forward)."""
+    model = (timm_vit() if family == "vit" else timm_swin()).double()
+    x = images(5).double()
+    pools = _Pools(monkeypatch)
+    serial = cv.AttentionFlow(model, processes=1)
+    expected = serial.attribute(x, output="tokens")
+    assert pools.workers == []  # one process: no pool
+    parallel = cv.AttentionFlow(model, processes=2)
+    got = parallel.attribute(x, output="tokens")
+    assert pools.workers == [2]
+    assert torch.equal(got, expected)
+    assert parallel.last_error_bound == serial.last_error_bound
+    assert 0 < parallel.last_error_bound <= 1e-6
+    # more processes than samples: one per sample; one sample: no pool
+    got = cv.AttentionFlow(model, processes=8).attribute(x[:3], output="tokens")
+    assert pools.workers == [2, 3]
+    torch.testing.assert_close(got, expected[:3], rtol=0, atol=0)
+    one = cv.AttentionFlow(model, processes=4)
+    alone = torch.cat([one.attribute(x[i : i + 1], output="tokens") for i in range(5)])
+    assert pools.workers == [2, 3]
+    assert_close_to_scale(alone, expected, 1e-10)
+
+
+def test_default_processes_follow_torch_threads(model, x, monkeypatch):
+    """``processes=None``: as many workers as torch's threads where
+    multiprocessing forks, at most one per sample; none elsewhere."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    pools = _Pools(monkeypatch)
+    monkeypatch.setattr(attention_flow.torch, "get_num_threads", lambda: 4)
+    method = cv.AttentionFlow(model)
+    got = method.attribute(torch.cat([x, x.flip(0), x]), output="tokens")
+    forks = attention_flow._start_method() == "fork"
+    assert pools.workers == ([4] if forks else [])
+    # reading the start method does not fix it for the user
+    assert multiprocessing.get_start_method(allow_none=True) == before
+    expected = cv.AttentionFlow(model, processes=1).attribute(
+        torch.cat([x, x.flip(0), x]), output="tokens"
+    )
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_processes(model, bad):
+    with pytest.raises(ValueError, match="processes"):
+        cv.AttentionFlow(model, processes=bad)
+
+
+def test_error_bound_of_a_chunked_call_is_the_worst_chunk(model):
+    """With ``internal_batch_size`` the batch is explained in chunks;
+    ``last_error_bound`` is the largest certified bound of the whole call,
+    not the last chunk's."""
+    x = images(6)
+    method = cv.AttentionFlow(model, processes=1)
+    bounds = []
+    for i in range(6):
+        method.attribute(x[i : i + 1])
+        bounds.append(method.last_error_bound)
+    order = np.argsort(bounds)[::-1].copy()  # the worst image first
+    assert bounds[order[0]] > bounds[order[-1]] > 0
+    method.attribute(x[order], internal_batch_size=1)
+    assert method.last_error_bound == bounds[order[0]]
+    # chunks of two (each chunk's bound from the same computation)
+    xs = x[order]
+    chunks = []
+    for s in range(0, 6, 2):
+        method.attribute(xs[s : s + 2])
+        chunks.append(method.last_error_bound)
+    method.attribute(xs, internal_batch_size=2)
+    assert method.last_error_bound == max(chunks) > chunks[-1]
+    # and the unchunked call of one image after it: that image's bound
+    method.attribute(xs[-1:])
+    assert method.last_error_bound == bounds[order[-1]]
