@@ -380,12 +380,14 @@ class AttentionFlow(ViTAttribution):
     processes, one sample at a time each (scipy's solver holds the GIL, so
     threads would take turns). Each worker runs the one-process code on its
     sample, so the maps and ``last_error_bound`` are those of solving the
-    samples one after the other, bit for bit. On a ViT-S/16 with 2 threads a
-    batch of 8 costs 1.9x less per image than explaining one image at a
-    time (``docs/performance.rst``). Putting the samples' networks side by
-    side in one disjoint network, one solver call per input token for the
-    whole batch, was measured 5x slower: Dinic's phases then run over
-    every sample's edges as long as the slowest sample needs them.
+    samples one after the other, bit for bit. On a ViT-S/16 with 2 threads
+    and two idle cores, a batch of 8 costs 1.9 times less per image than one
+    image at a time (an estimate from the processes' CPU times on a shared
+    machine; ``docs/performance.rst``, Attention flow). Putting
+    the samples' networks side by side in one disjoint network, one solver
+    call per input token for the whole batch, was measured 4 to 7 times
+    slower than one call per sample: Dinic's phases then run over every
+    sample's edges as long as the slowest sample needs them.
 
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
