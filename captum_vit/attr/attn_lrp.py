@@ -53,12 +53,16 @@ class AttnLRP(_PixelLRPAttribution):
     the prefix tokens equals :math:`y_t` minus what the softmax rules absorb
     (tested).
 
-    **Half precision.** float16 and bfloat16 models (and autocast regions)
-    are explained: the softmax and its rule run in float32, the relevance
-    pass is the half model's own backward, and the map is returned in
-    float32. It stays within the documented tolerance of the float32 map
-    (random ViT-S/16, bfloat16: 1.5e-2 of the map's scale, correlation
-    0.9999; ``docs/performance.rst``, Half precision).
+    **Half precision.** With :math:`\epsilon = 0` (either ``attention``),
+    float16 and bfloat16 models (and autocast regions) are explained: the
+    softmax and its rule run in float32, the relevance pass is the half
+    model's own backward, and the map is returned in float32. It stays
+    within the documented tolerance of the float32 map (random ViT-S/16,
+    bfloat16: 1.5e-2 of the map's scale, correlation 0.9999;
+    ``docs/performance.rst``, Half precision). :math:`\epsilon > 0` refuses
+    them: its stabiliser, applied after every operation in the model's
+    dtype, leaves the tolerance in bfloat16 (5e-2 to 1e-1 of the scale on
+    the tiny test models).
 
     The output is the signed relevance of every input element
     ``(B, C, H, W)``; ``output="tokens"`` sums it over channels and within
@@ -94,3 +98,11 @@ class AttnLRP(_PixelLRPAttribution):
         if attention not in ("attnlrp", "cp"):
             raise ValueError(f"attention must be 'attnlrp' or 'cp', got {attention!r}")
         self.rules = AttnLRPRules(epsilon, attention)
+        if epsilon > 0:
+            self._half_dtypes = ()
+            self._half_refusal = (
+                "epsilon > 0 multiplies the relevance after every operation by "
+                "y / (y + epsilon sign(y)), computed in the model's dtype, which "
+                "takes bfloat16 maps out of the tolerance (docs/performance.rst, "
+                "Half precision); epsilon=0 explains half-precision models"
+            )
