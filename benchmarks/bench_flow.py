@@ -1,23 +1,25 @@
-"""AttentionFlow on a batch: the images solved in parallel by worker processes
-against one image at a time, in one run.
+"""AttentionFlow with worker processes against one process, on a batch and
+one image at a time, in one run.
 
 Model: ``timm.create_model("vit_small_patch16_224", pretrained=False)``
 (ViT-S/16 shape, random init, 197 tokens, 12 blocks), ``--batch`` images of
 Gaussian noise, ``torch.set_num_threads(--threads)``. Workloads, interleaved
 (``--repeats`` rounds after one warm-up round; medians):
 
-* ``one at a time``: ``attribute(x[i:i + 1])`` for every image ``i``;
-* ``batch, 1 process``: ``attribute(x)`` with ``processes=1`` (the samples
-  solved one after the other, as before the worker processes);
-* ``batch, N processes``: ``attribute(x)`` with ``processes=--threads``
-  (the default where multiprocessing forks: torch's thread count).
+* ``one at a time``: ``attribute(x[i:i + 1])`` for every image ``i``, with
+  ``processes=1`` (as before the worker processes) and with
+  ``processes=--threads`` (each image's tokens shared by the workers);
+* ``batch``: ``attribute(x)``, with ``processes=1`` (the samples solved one
+  after the other, as before) and with ``processes=--threads`` (the default
+  where multiprocessing forks: torch's thread count).
 
-Each is reported per image, with the ratio of ``one at a time`` to it: the
-median wall time, and, for a machine shared with other jobs (where the wall
-time of two processes depends on what else runs), a CPU estimate of the
-time on idle cores: this process's CPU time plus the worker processes' CPU
-time divided by their number (run with ``OMP_WAIT_POLICY=PASSIVE``, so that
-torch's threads waiting for a busy core do not spin). The maps of the three
+Each is reported per image, with the ratio of ``one at a time, 1 process``
+to it: the median wall time, and, for a machine shared with other jobs
+(where the wall time of two processes depends on what else runs), a CPU
+estimate of the time on idle cores: this process's CPU time plus the worker
+processes' CPU time divided by their number (run with
+``OMP_WAIT_POLICY=PASSIVE``, so that torch's threads waiting for a busy core
+do not spin). The maps of the four
 are checked equal bit for bit, and so is ``last_error_bound``.
 
 ``--profile``: where one image's time goes (the traced forward and the
@@ -90,43 +92,37 @@ def bench_batch(model, x: torch.Tensor, threads: int, repeats: int) -> None:
     par = cv.AttentionFlow(model, processes=threads)
     out: Dict[str, Tuple[torch.Tensor, float]] = {}
 
-    def singles() -> None:
+    def singles(method: cv.AttentionFlow, key: str) -> None:
         maps, bound = [], 0.0
         for i in range(B):
-            maps.append(one.attribute(x[i : i + 1], output="tokens"))
-            bound = max(bound, one.last_error_bound)
-        out["one"] = (torch.cat(maps), bound)
+            maps.append(method.attribute(x[i : i + 1], output="tokens"))
+            bound = max(bound, method.last_error_bound)
+        out[key] = (torch.cat(maps), bound)
 
-    def serial() -> None:
-        out["serial"] = (one.attribute(x, output="tokens"), one.last_error_bound)
-
-    def parallel() -> None:
-        out["par"] = (par.attribute(x, output="tokens"), par.last_error_bound)
+    def batch(method: cv.AttentionFlow, key: str) -> None:
+        out[key] = (method.attribute(x, output="tokens"), method.last_error_bound)
 
     names = {
-        "one at a time": singles,
-        "batch, 1 process": serial,
-        f"batch, {threads} processes": parallel,
+        "one at a time, 1 process": lambda: singles(one, "one"),
+        f"one at a time, {threads} proc.": lambda: singles(par, "one_par"),
+        "batch, 1 process": lambda: batch(one, "serial"),
+        f"batch, {threads} processes": lambda: batch(par, "par"),
     }
     t = interleaved(names, repeats)
     print(f"\nbatch {B}, {threads} threads, load average {os.getloadavg()}")
     print("  per image: wall time (median); CPU estimate: this process's CPU +")
     print(f"  the workers' CPU / {threads} (what {threads} idle cores would take)")
-    one_wall, one_cpu, _ = t["one at a time"]
+    one_wall, one_cpu, _ = t["one at a time, 1 process"]
     for name, (wall, cpu, kids) in t.items():
         est = cpu + kids / (threads if kids else 1)
         print(
-            f"  {name:22s} wall {wall / B:6.2f} s ({one_wall / wall:.2f}x one at a "
-            f"time), CPU estimate {est / B:6.2f} s ({one_cpu / est:.2f}x)"
+            f"  {name:26s} wall {wall / B:6.2f} s ({one_wall / wall:.2f}x), "
+            f"CPU estimate {est / B:6.2f} s ({one_cpu / est:.2f}x)"
         )
     maps = {k: v[0] for k, v in out.items()}
     bounds = {k: v[1] for k, v in out.items()}
-    same = all(torch.equal(maps[k], maps["one"]) for k in ("serial", "par"))
-    print(
-        f"  maps equal bit for bit: {same}; last_error_bound (one at a time, "
-        f"batch, processes): {bounds['one']:.3e}, {bounds['serial']:.3e}, "
-        f"{bounds['par']:.3e}"
-    )
+    same = all(torch.equal(m, maps["one"]) for m in maps.values())
+    print(f"  maps equal bit for bit: {same}; last_error_bound: {bounds}")
 
 
 def bench_profile(model, x: torch.Tensor) -> None:

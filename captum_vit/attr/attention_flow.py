@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import numbers
 from concurrent.futures import ProcessPoolExecutor
@@ -258,13 +259,19 @@ def graph_edges(
     return edges, sizes
 
 
-def _solve(graph: _LayeredGraph, rtol: float) -> Tuple[np.ndarray, float]:
-    N = graph.num_inputs
-    flows = np.zeros(N)
+def _solve(
+    graph: _LayeredGraph, rtol: float, tokens: Optional[range] = None
+) -> Tuple[np.ndarray, float]:
+    """The flows to the input tokens ``tokens`` (all by default) and their
+    largest certified relative bound. Each token's flow is computed from the
+    graph's fixed capacities alone (:meth:`_LayeredGraph.max_flow` sets every
+    entry it changes), so it does not depend on which tokens come before."""
+    tokens = range(graph.num_inputs) if tokens is None else tokens
+    flows = np.zeros(len(tokens))
     worst = 0.0
-    for v in range(N):
-        flows[v], b = graph.max_flow(v, rtol)
-        worst = max(worst, b / max(flows[v], 1e-300))
+    for i, v in enumerate(tokens):
+        flows[i], b = graph.max_flow(v, rtol)
+        worst = max(worst, b / max(flows[i], 1e-300))
     return flows, worst
 
 
@@ -272,32 +279,60 @@ def _solve(graph: _LayeredGraph, rtol: float) -> Tuple[np.ndarray, float]:
 Problem = Tuple[List[Edges], List[int], np.ndarray]
 
 
-def _solve_problem(problem: Problem, rtol: float) -> Tuple[np.ndarray, float]:
-    """The flows (and certified relative bound) of one sample's network; a
+def _solve_problem(
+    problem: Problem, rtol: float, start: int = 0, stop: Optional[int] = None
+) -> Tuple[np.ndarray, float]:
+    """The flows to input tokens ``start .. stop - 1`` (all by default) of one
+    sample's network, and their largest certified relative bound; a
     module-level function, so that worker processes can run it."""
     edges, sizes, w = problem
-    return _solve(_LayeredGraph(edges, sizes, w), rtol)
+    graph = _LayeredGraph(edges, sizes, w)
+    return _solve(graph, rtol, range(start, graph.num_inputs if stop is None else stop))
 
 
 def solve_problems(
     problems: Sequence[Problem], rtol: float, processes: int = 1
 ) -> List[Tuple[np.ndarray, float]]:
-    """The flows of every sample's network, ``processes`` samples at a time.
+    """The flows of every sample's network (and each sample's largest
+    certified relative bound), on ``processes`` processes.
 
-    scipy's :func:`~scipy.sparse.csgraph.maximum_flow` holds the GIL, so the
-    samples of a batch are solved in parallel by worker processes
+    scipy's :func:`~scipy.sparse.csgraph.maximum_flow` holds the GIL, so
+    the work is shared by worker processes
     (:class:`concurrent.futures.ProcessPoolExecutor` with multiprocessing's
-    start method, one call's pool), each running the very code of the
-    one-process path on one sample: the results are those of solving the
-    samples one after the other, bit for bit. One process (or one sample, or
-    a daemonic process, which may not have children) solves them here.
+    start method, one call's pool). The tasks are samples, or parts of
+    their input tokens when the samples do not divide evenly among the
+    processes (a single image, 3 images on 2 processes: each sample is cut
+    into ``processes / gcd(B, processes)`` runs of tokens), so that the
+    workers finish together. Each task runs the one-process code on its
+    tokens, and a token's flow does not depend on the other tokens: the
+    results are those of solving everything here, bit for bit. One process
+    (or a daemonic process, which may not have children) solves here.
     """
-    workers = min(processes, len(problems))
-    if workers <= 1 or multiprocessing.current_process().daemon:
+    B = len(problems)
+    if processes <= 1 or multiprocessing.current_process().daemon:
         return [_solve_problem(p, rtol) for p in problems]
+    parts = processes // math.gcd(B, processes)
+    tasks = []  # (sample, start, stop)
+    for b, (_, sizes, _) in enumerate(problems):
+        cuts = np.linspace(0, sizes[-1], min(parts, sizes[-1]) + 1).round()
+        tasks += [(b, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    samples, starts, stops = zip(*tasks)
     context = multiprocessing.get_context(_start_method())
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_solve_problem, problems, repeat(rtol)))
+    with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=context) as pool:
+        done = list(
+            pool.map(
+                _solve_problem,
+                [problems[b] for b in samples],
+                repeat(rtol),
+                starts,
+                stops,
+            )
+        )
+    out = []
+    for b in range(B):
+        mine = [r for r, s in zip(done, samples) if s == b]
+        out.append((np.concatenate([f for f, _ in mine]), max(err for _, err in mine)))
+    return out
 
 
 def _start_method() -> str:
@@ -375,19 +410,22 @@ class AttentionFlow(ViTAttribution):
     in ``last_error_bound`` (over the whole call, also when
     ``internal_batch_size`` explains the batch in chunks).
 
-    **Batches.** The traced forward pass and the capacities are batched; the
-    samples' networks are solved in parallel by ``processes`` worker
-    processes, one sample at a time each (scipy's solver holds the GIL, so
-    threads would take turns). Each worker runs the one-process code on its
-    sample, so the maps and ``last_error_bound`` are those of solving the
-    samples one after the other, bit for bit. On a ViT-S/16 with 2 threads
-    and two idle cores, a batch of 8 costs 1.9 times less per image than one
-    image at a time (an estimate from the processes' CPU times on a shared
-    machine; ``docs/performance.rst``, Attention flow). Putting
-    the samples' networks side by side in one disjoint network, one solver
-    call per input token for the whole batch, was measured 4 to 7 times
-    slower than one call per sample: Dinic's phases then run over every
-    sample's edges as long as the slowest sample needs them.
+    **Processes.** The traced forward pass and the capacities are batched;
+    the maximum flows are shared by ``processes`` worker processes (scipy's
+    solver holds the GIL, so threads would take turns): whole samples, or
+    runs of input tokens when the samples do not divide evenly among the
+    processes (a single image is cut into ``processes`` runs). Each worker
+    runs the one-process code on its tokens and a token's flow does not
+    depend on the others, so the maps and ``last_error_bound`` are those of
+    one process, bit for bit. On a ViT-S/16 with 2 threads, two idle cores
+    solve a batch of 8 XXX times faster per image than one process one image
+    at a time, and a single image XXX times faster (estimates from the
+    processes' CPU times on a shared machine; ``docs/performance.rst``,
+    Attention flow). Putting the samples' networks side by side in one
+    disjoint network, one solver call per input token for the whole batch,
+    was measured 4 to 7 times slower than one call per sample: Dinic's phases
+    then run over every sample's edges as long as the slowest sample needs
+    them.
 
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
@@ -399,13 +437,14 @@ class AttentionFlow(ViTAttribution):
             flow (see above); must be in ``(0, 1)``. Default: 1e-6
         interpolate_mode (str, optional): upsampling of the token map to
             pixels. Default: ``"bilinear"``
-        processes (int, optional): worker processes solving the samples of
-            a batch (at most one per sample; 1 solves them in this process).
-            ``None``: ``torch.get_num_threads()`` where multiprocessing's
-            start method is ``"fork"`` (Linux; starting a worker is then
-            cheap), else 1. With other start methods (``"spawn"``,
-            ``"forkserver"``; ``multiprocessing.set_start_method``) each
-            call's workers import captum_vit first, and the script needs the
+        processes (int, optional): worker processes sharing the maximum
+            flows of a call (1 solves them in this process, as do calls
+            from a daemonic process). ``None``: ``torch.get_num_threads()``
+            where multiprocessing's start method is ``"fork"`` (Linux;
+            starting a worker is then cheap), else 1. With other start
+            methods (``"spawn"``, ``"forkserver"``;
+            ``multiprocessing.set_start_method``) each call's workers import
+            captum_vit first, and the script needs the
             ``if __name__ == "__main__":`` guard. Default: None
 
     Examples::

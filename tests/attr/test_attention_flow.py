@@ -156,32 +156,64 @@ class _Pools:
         monkeypatch.setattr(attention_flow, "ProcessPoolExecutor", Recording)
 
 
+class _Tasks:
+    """Records the token runs ``(start, stop)`` of the tasks handed to the
+    workers (the arguments of the pool's ``map``, in the parent)."""
+
+    def __init__(self, monkeypatch):
+        self.ranges: list = []
+        ranges = self.ranges
+        real_map = attention_flow.ProcessPoolExecutor.map
+
+        def mapping(pool, fn, problems, rtol, starts, stops, **kw):
+            starts, stops = list(starts), list(stops)
+            ranges.extend(zip(starts, stops))
+            return real_map(pool, fn, problems, rtol, starts, stops, **kw)
+
+        monkeypatch.setattr(attention_flow.ProcessPoolExecutor, "map", mapping)
+
+
 @pytest.mark.parametrize("family", ["vit", "swin"])
 def test_worker_processes_give_the_one_process_maps(family, monkeypatch):
-    """Samples solved in parallel by worker processes: the maps and the
-    error bound of solving them one after the other in this process, bit
-    for bit, on the dense ViT network and on Swin's windowed, merged one;
-    and each sample's map is that of explaining it alone (to the float64
+    """The flows shared by worker processes: the maps and the error bound of
+    one process, bit for bit, on the dense ViT network and on Swin's
+    windowed, merged one, whether the workers get whole samples (4 images on
+    2 processes) or runs of tokens (5 images on 2 processes, one image on
+    3); and each sample's map is that of explaining it alone (to the float64
     rounding of the batched forward)."""
     model = (timm_vit() if family == "vit" else timm_swin()).double()
     x = images(5).double()
-    pools = _Pools(monkeypatch)
+    N = cv.adapters.get(model).token_graph((32, 32)).stages[0].num_tokens
+    pools, tasks = _Pools(monkeypatch), _Tasks(monkeypatch)
     serial = cv.AttentionFlow(model, processes=1)
     expected = serial.attribute(x, output="tokens")
-    assert pools.workers == []  # one process: no pool
+    bound = serial.last_error_bound
+    assert pools.workers == [] and tasks.ranges == []  # one process: no pool
+    assert 0 < bound <= 1e-6
     parallel = cv.AttentionFlow(model, processes=2)
-    got = parallel.attribute(x, output="tokens")
-    assert pools.workers == [2]
-    assert torch.equal(got, expected)
-    assert parallel.last_error_bound == serial.last_error_bound
-    assert 0 < parallel.last_error_bound <= 1e-6
-    # more processes than samples: one per sample; one sample: no pool
-    got = cv.AttentionFlow(model, processes=8).attribute(x[:3], output="tokens")
-    assert pools.workers == [2, 3]
-    torch.testing.assert_close(got, expected[:3], rtol=0, atol=0)
-    one = cv.AttentionFlow(model, processes=4)
-    alone = torch.cat([one.attribute(x[i : i + 1], output="tokens") for i in range(5)])
-    assert pools.workers == [2, 3]
+    # 4 images on 2 processes: whole samples
+    assert torch.equal(parallel.attribute(x[:4], output="tokens"), expected[:4])
+    assert pools.workers == [2] and tasks.ranges == [(0, N)] * 4
+    # 5 images: each cut in two runs of tokens, 10 tasks
+    tasks.ranges.clear()
+    assert torch.equal(parallel.attribute(x, output="tokens"), expected)
+    assert parallel.last_error_bound == bound
+    assert pools.workers == [2, 2]
+    half = round(N / 2)
+    assert tasks.ranges == [(0, half), (half, N)] * 5
+    # one image on 3 processes: three runs of tokens
+    tasks.ranges.clear()
+    three = cv.AttentionFlow(model, processes=3)
+    alone = torch.cat(
+        [three.attribute(x[i : i + 1], output="tokens") for i in range(5)]
+    )
+    assert pools.workers == [2, 2] + [3] * 5
+    cuts = np.linspace(0, N, 4).round().astype(int)
+    assert tasks.ranges == list(zip(cuts[:-1], cuts[1:])) * 5
+    singles = torch.cat(
+        [serial.attribute(x[i : i + 1], output="tokens") for i in range(5)]
+    )
+    assert torch.equal(alone, singles)
     assert_close_to_scale(alone, expected, 1e-10)
 
 
@@ -194,7 +226,7 @@ def test_default_processes_follow_torch_threads(model, x, monkeypatch):
     method = cv.AttentionFlow(model)
     got = method.attribute(torch.cat([x, x.flip(0), x]), output="tokens")
     forks = attention_flow._start_method() == "fork"
-    assert pools.workers == ([4] if forks else [])
+    assert pools.workers == ([4] if forks else [])  # 6 images: cut in 2 each
     # reading the start method does not fix it for the user
     assert multiprocessing.get_start_method(allow_none=True) == before
     expected = cv.AttentionFlow(model, processes=1).attribute(
