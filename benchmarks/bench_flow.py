@@ -24,7 +24,7 @@ are checked equal bit for bit, and so is ``last_error_bound``.
 
 ``--profile``: where one image's time goes (the traced forward and the
 capacities, the graph's construction, scipy's ``maximum_flow``, the rest of
-the solver: certificates and refinement), and the vectorised alternative: for
+edges, certificates and refinement), and the vectorised alternative: for
 one input token, the ``--batch`` samples' networks side by side as one
 disjoint graph (a super-source joined to each sample's source, each sample's
 sink joined to a super-sink) in one ``maximum_flow`` call, against one call
@@ -130,14 +130,17 @@ def bench_profile(model, x: torch.Tensor) -> None:
     alternative for one token."""
     B = x.shape[0]
     problems: List[af.Problem] = []
-    solve, build = af.solve_problems, af._LayeredGraph.__init__
+    solve, build = af.solve_samples, af._LayeredGraph.__init__
     real_mf = af.maximum_flow
     spent = {"build": 0.0, "maximum_flow": 0.0, "solve": 0.0}
 
-    def grab(ps, rtol, processes=1):
-        problems.extend(ps)
+    def grab(make, B, rtol, processes=1):
+        def keep(b):
+            problems.append(make(b))
+            return problems[-1]
+
         t0 = time.perf_counter()
-        res = solve(ps, rtol, processes)
+        res = solve(keep, B, rtol, processes)
         spent["solve"] += time.perf_counter() - t0
         return res
 
@@ -153,7 +156,7 @@ def bench_profile(model, x: torch.Tensor) -> None:
         return res
 
     method = cv.AttentionFlow(model, processes=1)
-    af.solve_problems, af._LayeredGraph.__init__ = grab, timed_build  # type: ignore
+    af.solve_samples, af._LayeredGraph.__init__ = grab, timed_build  # type: ignore
     af.maximum_flow = timed_mf
     try:
         t0 = time.perf_counter()
@@ -163,14 +166,14 @@ def bench_profile(model, x: torch.Tensor) -> None:
         one = dict(spent)
         method.attribute(x[1:], output="tokens")  # the other samples' networks
     finally:
-        af.solve_problems, af._LayeredGraph.__init__ = solve, build  # type: ignore
+        af.solve_samples, af._LayeredGraph.__init__ = solve, build  # type: ignore
         af.maximum_flow = real_mf
     rest = one["solve"] - one["build"] - one["maximum_flow"]
     print(f"\none image: {total:.2f} s")
-    print(f"  forward, capacities, edges: {total - one['solve']:6.2f} s")
+    print(f"  forward, capacities       : {total - one['solve']:6.2f} s")
     print(f"  graph construction        : {one['build']:6.2f} s")
     print(f"  scipy maximum_flow        : {one['maximum_flow']:6.2f} s")
-    print(f"  certificates, refinement  : {rest:6.2f} s")
+    print(f"  edges, certificates, rest : {rest:6.2f} s")
 
     # the vectorised alternative for input token 1 (the first patch), stage
     # 0: the B samples share the int32 range, so each gets 2^30 / B units

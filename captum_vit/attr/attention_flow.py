@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import numbers
-from concurrent.futures import ProcessPoolExecutor
-from itertools import repeat
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -290,8 +289,11 @@ def _solve_problem(
     return _solve(graph, rtol, range(start, graph.num_inputs if stop is None else stop))
 
 
-def solve_problems(
-    problems: Sequence[Problem], rtol: float, processes: int = 1
+def solve_samples(
+    build: Callable[[int], Problem],
+    num_samples: int,
+    rtol: float,
+    processes: int = 1,
 ) -> List[Tuple[np.ndarray, float]]:
     """The flows of every sample's network (and each sample's largest
     certified relative bound), on ``processes`` processes.
@@ -299,39 +301,47 @@ def solve_problems(
     scipy's :func:`~scipy.sparse.csgraph.maximum_flow` holds the GIL, so
     the work is shared by worker processes
     (:class:`concurrent.futures.ProcessPoolExecutor` with multiprocessing's
-    start method, one call's pool). The tasks are samples, or parts of
-    their input tokens when the samples do not divide evenly among the
-    processes (a single image, 3 images on 2 processes: each sample is cut
-    into ``processes / gcd(B, processes)`` runs of tokens), so that the
-    workers finish together. Each task runs the one-process code on its
-    tokens, and a token's flow does not depend on the other tokens: the
-    results are those of solving everything here, bit for bit. One process
-    (or a daemonic process, which may not have children) solves here.
+    start method, one call's pool). The tasks are samples, or runs of their
+    input tokens when the samples do not divide evenly among the processes
+    (a single image, 3 images on 2 processes: each sample is cut into
+    ``processes / gcd(B, processes)`` runs), so that the workers finish
+    together. Each task runs the one-process code on its tokens, and a
+    token's flow does not depend on the other tokens: the results are those
+    of solving everything here, bit for bit. One process (or a daemonic
+    process, which may not have children) solves here.
+
+    Args:
+        build (callable): ``build(b)`` is sample ``b``'s network; it is
+            called just before the network is solved or sent to a worker, so
+            that at most ``2 * processes`` networks exist at a time.
+        num_samples (int): the number of samples ``B``.
+        rtol (float): the certified relative accuracy of every flow.
+        processes (int, optional): the number of processes. Default: 1
     """
-    B = len(problems)
+    B = num_samples
     if processes <= 1 or multiprocessing.current_process().daemon:
-        return [_solve_problem(p, rtol) for p in problems]
+        return [_solve_problem(build(b), rtol) for b in range(B)]
     parts = processes // math.gcd(B, processes)
-    tasks = []  # (sample, start, stop)
-    for b, (_, sizes, _) in enumerate(problems):
-        cuts = np.linspace(0, sizes[-1], min(parts, sizes[-1]) + 1).round()
-        tasks += [(b, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
-    samples, starts, stops = zip(*tasks)
     context = multiprocessing.get_context(_start_method())
-    with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=context) as pool:
-        done = list(
-            pool.map(
-                _solve_problem,
-                [problems[b] for b in samples],
-                repeat(rtol),
-                starts,
-                stops,
-            )
-        )
+    futures: List[Tuple[int, Future]] = []
+    in_flight: set = set()
+    with ProcessPoolExecutor(min(processes, B * parts), mp_context=context) as pool:
+        for b in range(B):
+            problem = build(b)
+            n = problem[1][-1]  # the input tokens
+            cuts = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+            for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                while len(in_flight) >= 2 * processes:  # bound the networks held
+                    in_flight = wait(in_flight, return_when=FIRST_COMPLETED)[1]
+                future = pool.submit(_solve_problem, problem, rtol, lo, hi)
+                futures.append((b, future))
+                in_flight.add(future)
+            del problem
+        done = [(b, f.result()) for b, f in futures]
     out = []
     for b in range(B):
-        mine = [r for r, s in zip(done, samples) if s == b]
-        out.append((np.concatenate([f for f, _ in mine]), max(err for _, err in mine)))
+        mine = [r for s, r in done if s == b]
+        out.append((np.concatenate([f for f, _ in mine]), max(e for _, e in mine)))
     return out
 
 
@@ -513,12 +523,13 @@ class AttentionFlow(ViTAttribution):
         B = inputs.shape[0]
         graph = graph.with_pool(tracer.pool_row())  # attention pooling: per sample
         w = pool_row(graph, len(graph.stages) - 1, B, torch.float64).cpu().numpy()
-        problems = [
-            (*graph_edges(graph, {i: m[b] for i, m in ops.items()}), w[b])
-            for b in range(B)
-        ]
+
+        def build(b: int) -> Problem:
+            edges, sizes = graph_edges(graph, {i: m[b] for i, m in ops.items()})
+            return edges, sizes, w[b]
+
         processes = _default_processes() if self.processes is None else self.processes
-        solved = solve_problems(problems, self.rtol, processes)
+        solved = solve_samples(build, B, self.rtol, processes)
         flows = np.stack([f for f, _ in solved])
         self.last_error_bound = max(err for _, err in solved)
         if self.normalize:
