@@ -353,10 +353,17 @@ def _start_method() -> str:
     return method or multiprocessing.get_all_start_methods()[0]
 
 
-def _default_processes() -> int:
-    """Worker processes when ``processes=None``: torch's intra-op threads
-    where multiprocessing forks (starting a worker is then cheap), else 1."""
-    if _start_method() != "fork":
+#: ``processes=None`` starts workers when samples x input tokens x edges
+#: reaches this (about 0.3 s of solving; a ViT-S/16 image is 9.2e7): below
+#: it, starting them costs more than they save
+_PARALLEL_WORK = 1e7
+
+
+def _default_processes(work: float) -> int:
+    """Worker processes when ``processes=None``, for ``work`` samples x input
+    tokens x edges: torch's intra-op threads where multiprocessing forks
+    (starting a worker is then cheap) and the work is large enough, else 1."""
+    if _start_method() != "fork" or work < _PARALLEL_WORK:
         return 1
     return max(1, torch.get_num_threads())
 
@@ -451,7 +458,10 @@ class AttentionFlow(ViTAttribution):
             flows of a call (1 solves them in this process, as do calls
             from a daemonic process). ``None``: ``torch.get_num_threads()``
             where multiprocessing's start method is ``"fork"`` (Linux;
-            starting a worker is then cheap), else 1. With other start
+            starting a worker is then cheap) and the networks are large
+            enough to pay for the workers (samples x input tokens x edges
+            at least 1e7: any ViT-S/16 image, not the tiny test models),
+            else 1. With other start
             methods (``"spawn"``, ``"forkserver"``;
             ``multiprocessing.set_start_method``) each call's workers import
             captum_vit first, and the script needs the
@@ -528,7 +538,10 @@ class AttentionFlow(ViTAttribution):
             edges, sizes = graph_edges(graph, {i: m[b] for i, m in ops.items()})
             return edges, sizes, w[b]
 
-        processes = _default_processes() if self.processes is None else self.processes
+        processes = self.processes
+        if processes is None:
+            edges = sum(m[0].size for m in ops.values())
+            processes = _default_processes(B * graph.stages[0].num_tokens * edges)
         solved = solve_samples(build, B, self.rtol, processes)
         flows = np.stack([f for f, _ in solved])
         self.last_error_bound = max(err for _, err in solved)

@@ -218,12 +218,25 @@ def test_worker_processes_give_the_one_process_maps(family, monkeypatch):
 
 def test_default_processes_follow_torch_threads(model, x, monkeypatch):
     """``processes=None``: as many workers as torch's threads where
-    multiprocessing forks, at most one per sample; none elsewhere."""
+    multiprocessing forks and the networks are large enough; none
+    elsewhere."""
     before = multiprocessing.get_start_method(allow_none=True)
     pools = _Pools(monkeypatch)
     monkeypatch.setattr(attention_flow.torch, "get_num_threads", lambda: 4)
     method = cv.AttentionFlow(model)
+    # the tiny model's networks are too small to pay for workers
+    small = method.attribute(torch.cat([x, x.flip(0), x]), output="tokens")
+    assert pools.workers == []
+    # samples x input tokens x edges (L dense N x N layers) at the threshold
+    adapter = cv.adapters.get(model)
+    N = adapter.token_graph((32, 32)).stages[0].num_tokens
+    work = 6 * N * adapter.num_layers * N * N
+    monkeypatch.setattr(attention_flow, "_PARALLEL_WORK", work + 1)
+    method.attribute(torch.cat([x, x.flip(0), x]), output="tokens")
+    assert pools.workers == []
+    monkeypatch.setattr(attention_flow, "_PARALLEL_WORK", work)
     got = method.attribute(torch.cat([x, x.flip(0), x]), output="tokens")
+    assert torch.equal(got, small)
     forks = attention_flow._start_method() == "fork"
     assert pools.workers == ([4] if forks else [])  # 6 images: cut in 2 each
     # reading the start method does not fix it for the user
