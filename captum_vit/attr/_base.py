@@ -165,6 +165,11 @@ class ViTAttribution(Attribution):
     #: keyword ``internal_batch_size`` (copies per forward pass, None for the
     #: method's own default) besides the chunking of the batch into images
     _batches_copies: bool = False
+    #: per-call diagnostics that :meth:`_attribute` sets on the instance
+    #: (numbers, larger is worse; AttentionFlow's ``last_error_bound``): after
+    #: a call explained in chunks (``internal_batch_size``) each holds its
+    #: largest value over the chunks, the value of the whole call
+    _call_maxima: Tuple[str, ...] = ()
     #: the half-precision dtypes whose models the method explains: those in
     #: which its maps stay within the documented tolerance of the float32
     #: maps (``docs/performance.rst``, Half precision)
@@ -306,12 +311,14 @@ class ViTAttribution(Attribution):
         internal_batch_size: Optional[int],
     ) -> Tensor:
         """:meth:`_attribute` on chunks of at most ``internal_batch_size``
-        images (all at once for None), concatenated along the batch."""
+        images (all at once for None), concatenated along the batch; the
+        diagnostics of :attr:`_call_maxima` are the largest of the chunks'."""
         B = int(inputs.shape[0])
         extra = (
             {"internal_batch_size": internal_batch_size} if self._batches_copies else {}
         )
         parts = []
+        maxima: dict = {}
         slices = chunks(B, internal_batch_size)
         for rows in slices:
             part = self._attribute(
@@ -321,6 +328,11 @@ class ViTAttribution(Attribution):
                 **extra,
             )
             parts.append(part.detach())
+            for name in self._call_maxima:
+                value = getattr(self, name)
+                maxima[name] = max(maxima.get(name, value), value)
+        for name, value in maxima.items():
+            setattr(self, name, value)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod

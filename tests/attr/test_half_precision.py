@@ -173,3 +173,56 @@ def test_deep_rollout_in_bfloat16():
     got = cv.AttentionRollout(half).attribute(x.to(torch.bfloat16), output="tokens")
     assert (correlation(got, expected) >= 0.999).all()
     assert (rel_err(got, expected) <= 1e-2).all()
+
+
+@pytest.mark.parametrize("attention", ["attnlrp", "cp"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_attn_lrp_half_precision(dtype, attention, model, x):
+    """AttnLRP explains half-precision models (it refused them before the LRP
+    engine ran as one gradient pass with the softmax rule in float32): its
+    signed relevance, per input element and pooled per patch, is within the
+    documented tolerance of the float32 model's, and the bfloat16 model's
+    map is not the float32 one (the half model really ran)."""
+    half = copy.deepcopy(model).to(dtype)
+    method = cv.AttnLRP(half, attention=attention)
+    assert dtype in method._half_dtypes
+    max_err, min_corr = TOLERANCE[dtype]
+    for output in ("input", "tokens"):
+        expected = cv.AttnLRP(model, attention=attention).attribute(
+            x, target=TARGET, output=output
+        )
+        got = method.attribute(x.to(dtype), target=TARGET, output=output)
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        assert (expected.flatten(1).abs().amax(1) > 0).all()
+        assert (rel_err(got, expected) <= max_err).all()
+        assert (correlation(got, expected) >= min_corr).all()
+        assert not torch.equal(got, expected)
+    # the same under CPU autocast with the float32 model
+    expected = cv.AttnLRP(model, attention=attention).attribute(x, target=TARGET)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cv.AttnLRP(model, attention=attention).attribute(x, target=TARGET)
+    assert got.dtype == torch.float32
+    assert (rel_err(got, expected) <= TOLERANCE[torch.bfloat16][0]).all()
+    assert (correlation(got, expected) >= TOLERANCE[torch.bfloat16][1]).all()
+
+
+def test_attn_lrp_with_epsilon_refuses_half_precision(model, x):
+    """With epsilon > 0 the stabiliser runs in the model's dtype after every
+    operation: bfloat16 leaves the tolerance (measured: 5e-2 to 1e-1 of the
+    scale on the tiny ViT and Swin), so such half models are refused before
+    any forward pass, saying that epsilon=0 explains them."""
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    calls = []
+    handle = half.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(TypeError, match="epsilon=0 explains") as err:
+            cv.AttnLRP(half, epsilon=1e-6).attribute(x.to(torch.bfloat16))
+    finally:
+        handle.remove()
+    assert "does not explain torch.bfloat16 models" in str(err.value)
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(TypeError, match="autocast regions"):
+            cv.AttnLRP(model, epsilon=1e-6).attribute(x)
+    # float32 models are explained with any epsilon
+    assert torch.isfinite(cv.AttnLRP(model, epsilon=1e-6).attribute(x)).all()
