@@ -152,6 +152,15 @@ class ViTReciproCAM(CopiesAttribution):
         "mix of several image patches), attended within windows, so a mask on "
         "them is not a mask on image patches"
     )
+    _no_class_attention = (
+        "ViT-ReciproCAM masks the tokens entering one block, on the residual "
+        "stream and after the block's first norm, and the later blocks read "
+        "the masked stream; in CaiT the patch tokens leave the residual "
+        "stream at the class-attention blocks (each reads them anew through "
+        "its own norm, and only the class token is carried on), so a mask "
+        "there is not carried to the later layers as the method's definition "
+        "has it, and captum_vit does not implement a choice for it yet"
+    )
 
     def __init__(
         self,
