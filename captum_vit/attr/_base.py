@@ -592,37 +592,46 @@ class ViTAttribution(Attribution):
         return tracer
 
     @staticmethod
-    def _grid_tokens(
-        tracer: Tracer, graph: TokenGraph, layer: int, output: bool = False
-    ) -> Tuple[Tensor, int]:
-        """The tokens holding the token grid of block ``layer``'s input (or,
-        with ``output``, its output) in a forward traced with
-        ``keep_blocks``, and the stage they belong to: ``(tokens, stage)``,
-        tokens ``(B, N_stage, D)`` with the stage's prefix tokens first.
+    def _grid_source(
+        graph: TokenGraph, layer: int, output: bool = False
+    ) -> Tuple[int, bool]:
+        """Where a forward traced with ``keep_blocks`` records the token grid
+        of block ``layer``'s input (or, with ``output``, its output):
+        ``(block, output)``, the tokens being ``tracer.block_outputs[block]``
+        if ``output`` else ``tracer.block_inputs[block]``.
 
-        Usually the block's recorded input (output). A layer with a subset of
-        queries that are all prefix tokens (CaiT's class attention:
-        :attr:`~captum_vit.adapters.LayerWindows.queries`) records only those;
-        its grid tokens pass it unchanged, as they pass every such layer
-        before it, so they are the output of the last layer before it whose
-        every token is a query (CaiT: the last self-attention block's output,
-        the patch tokens every class-attention layer reads), on that layer's
-        stage, whose grid is the same.
+        Usually the block itself. A layer with a subset of queries that are
+        all prefix tokens (CaiT's class attention:
+        :attr:`~captum_vit.adapters.LayerWindows.queries`) records only
+        those; its grid tokens pass it unchanged, as they pass every such
+        layer before it, so they are the output of the last layer before it
+        whose every token is a query (CaiT: the last self-attention block's
+        output, the patch tokens every class-attention layer reads), on that
+        layer's stage, whose grid is the same.
         """
         lw = graph.layers[layer]
         if lw.queries is None:
-            blocks = tracer.block_outputs if output else tracer.block_inputs
-            return blocks[layer], lw.stage
+            return layer, output
         npre = graph.stages[lw.stage].num_prefix_tokens
         if bool((lw.queries >= npre).any()):  # pragma: no cover - no such model
             raise NotImplementedError("a grid token queries in a subset layer")
         full = [j for j in range(layer) if graph.layers[j].queries is None]
         if not full:  # pragma: no cover - no such model
             raise NotImplementedError("no layer before it updates the grid tokens")
-        j = full[-1]
-        stage = graph.layers[j].stage
+        stage = graph.layers[full[-1]].stage
         assert graph.stages[stage].grid == graph.stages[lw.stage].grid
-        return tracer.block_outputs[j], stage
+        return full[-1], True
+
+    @classmethod
+    def _grid_tokens(
+        cls, tracer: Tracer, graph: TokenGraph, layer: int, output: bool = False
+    ) -> Tuple[Tensor, int]:
+        """The tokens :meth:`_grid_source` names, from ``tracer``, and the
+        stage they belong to: ``(tokens, stage)``, tokens ``(B, N_stage,
+        D)`` with the stage's prefix tokens first."""
+        block, out = cls._grid_source(graph, layer, output)
+        blocks = tracer.block_outputs if out else tracer.block_inputs
+        return blocks[block], graph.layers[block].stage
 
     def _layer_index(self, layer: Optional[int], default: int = -1) -> int:
         """``layer`` (negative: from the end; None: ``default``) as an index in

@@ -386,7 +386,10 @@ def test_tis_drops_patches_before_the_self_attention():
     P = 16
     expected = torch.zeros(2, P, dtype=torch.float64)
     for b in range(2):
-        acts = [_hooked(model, blk, x[b : b + 1], TARGET[b : b + 1])[0] for blk in model.blocks]
+        acts = [
+            _hooked(model, blk, x[b : b + 1], TARGET[b : b + 1])[0]
+            for blk in model.blocks
+        ]
         z = tis.activations(x[b : b + 1])[1]
         assert torch.equal(z, torch.cat(acts, dim=-1)[0])  # the self-attention blocks
         total = torch.zeros(P, dtype=torch.float64)
@@ -403,6 +406,62 @@ def test_tis_drops_patches_before_the_self_attention():
     assert expected.std(1).min() > 0
 
 
+def _mosaic(P, g):
+    """3x3 Gaussian weights of each patch's neighbourhood ``(P, P)``, by hand."""
+    kernel = {0: 4, 1: 2, 2: 1}
+    m = torch.zeros(P, P, dtype=torch.float64)
+    for k in range(P):
+        for j in range(P):
+            dy, dx = abs(j // g - k // g), abs(j % g - k % g)
+            if dy <= 1 and dx <= 1:
+                m[k, j] = kernel[dy + dx] / 16
+    return m
+
+
+def test_vit_reciprocam_masks_the_class_attention_keys_or_a_block():
+    """The default masks the normed ``[class; patches]`` the last
+    class-attention block reads (class token kept); a self-attention block
+    masks its input on the residual stream and after ``norm1``; both against
+    the stock modules run by hand, one copy at a time."""
+    model = timm_cait().double()
+    x = images(2).double()
+    D, P = _depth(model), 16
+    masks = _mosaic(P, 4)
+    blk_ca, blk_sa = model.blocks_token_only[-1], model.blocks[-1]
+    expected = {"ca": torch.empty(2, P, dtype=torch.float64), "sa": None}
+    expected["sa"] = torch.empty_like(expected["ca"])
+    with torch.no_grad():
+        for b in range(2):
+            img, t = x[b : b + 1], int(TARGET[b])
+            for k in range(P):
+                m = torch.cat([torch.ones(1), masks[k]])[None, :, None]
+                hook = blk_ca.attn.register_forward_pre_hook(
+                    lambda mod, args, m=m: (m * args[0],)
+                )
+                try:
+                    expected["ca"][b, k] = model(img)[0, t]
+                finally:
+                    hook.remove()
+                tokens = model.patch_embed(img) + model.pos_embed
+                for blk in model.blocks[: D - 1]:
+                    tokens = blk(tokens)
+                mk = masks[k][None, :, None]
+                u = mk * tokens + blk_sa.gamma_1 * blk_sa.attn(
+                    mk * blk_sa.norm1(tokens)
+                )
+                y = u + blk_sa.gamma_2 * blk_sa.mlp(blk_sa.norm2(u))
+                out = model.norm(model.forward_cls(y))[:, 0]
+                expected["sa"][b, k] = model.head(out)[0, t]
+    for key, layer in (("ca", -1), ("sa", D - 1)):
+        cam = cv.ViTReciproCAM(model, layer=layer, internal_batch_size=5)
+        got = cam.attribute(x, target=TARGET[:2], output="tokens").flatten(1)
+        assert _rel(got, expected[key]) < 1e-10, key
+        assert expected[key].std(1).min() > 0
+    two = timm_cait(depth_token_only=2)
+    with pytest.raises(ValueError, match="not the last"):
+        cv.ViTReciproCAM(two, layer=D).attribute(images(1), target=0)
+
+
 # --------------------------------------------------------------- refusals
 ON_CAIT = {
     "raw_attention",
@@ -417,6 +476,7 @@ ON_CAIT = {
     "vit_cx",
     "atman",
     "tis",
+    "vit_reciprocam",
 }
 
 
@@ -431,7 +491,9 @@ def test_methods_that_do_not_apply_refuse_with_their_reason():
         with pytest.raises(UnsupportedModelError) as err:
             cv.attr.create_method(name, model)
         reason = str(err.value).split(": ", 1)[1]
-        assert "joins only after the self-attention layers and is the only" not in reason
+        assert (
+            "joins only after the self-attention layers and is the only" not in reason
+        )
         assert "CaiT" in reason, name
         reasons.add(reason)
     assert len(reasons) == len(set(cv.attr.list_methods()) - on_cait)  # all own

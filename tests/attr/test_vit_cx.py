@@ -37,9 +37,7 @@ def norm_rows(m):
     return (m - lo) / (hi - lo)
 
 
-def naive_vit_cx(
-    model, x, target, threshold=0.1, std=0.1, seed=0, layer=-1, norm=None
-):
+def naive_vit_cx(model, x, target, threshold=0.1, std=0.1, seed=0, layer=-1, norm=None):
     """``norm``: the norm whose output gives the masks (its prefix rows
     dropped); default ``model.blocks[layer].norm1``."""
     norm = model.blocks[layer].norm1 if norm is None else norm
