@@ -22,7 +22,7 @@ definitions of docs/token_graph.rst ("CaiT: two phases") with them densely.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +43,16 @@ def _mlp(sd, b, x):
 
 
 def forward(
-    model: torch.nn.Module, x: torch.Tensor, heads: int
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    heads: int,
+    patch_mult: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """``(logits, attentions)`` of the CaiT ``model``'s weights on ``x``; the
-    attentions require grad (gradients of the logits can be taken)."""
+    attentions require grad (gradients of the logits can be taken).
+    ``patch_mult`` ``(B, P)``: multiplies the patch columns of every layer's
+    scores entering the softmax (AtMan's suppression; the class column is
+    left alone)."""
     sd = {k: v.double() for k, v in model.state_dict().items()}
     w = sd["patch_embed.proj.weight"]
     t = F.conv2d(x.double(), w, sd["patch_embed.proj.bias"], stride=w.shape[-1])
@@ -64,6 +70,8 @@ def forward(
         s = torch.einsum("bhid,bhjd->bhij", q * scale, k)
         s = torch.einsum("bhij,gh->bgij", s, sd[b + "attn.proj_l.weight"])
         s = s + sd[b + "attn.proj_l.bias"][:, None, None]
+        if patch_mult is not None:
+            s = s * patch_mult[:, None, None, :]
         a = torch.einsum("bhij,gh->bgij", s.softmax(-1), sd[b + "attn.proj_w.weight"])
         a = a + sd[b + "attn.proj_w.bias"][:, None, None]
         attns.append(a)
@@ -78,7 +86,10 @@ def forward(
         q = _lin(sd, b + "attn.q", y[:, :1]).reshape(B, 1, heads, d).transpose(1, 2)
         k = _lin(sd, b + "attn.k", y).reshape(B, P + 1, heads, d).transpose(1, 2)
         v = _lin(sd, b + "attn.v", y).reshape(B, P + 1, heads, d).transpose(1, 2)
-        a = (q * scale @ k.transpose(-2, -1)).softmax(-1)  # (B, H, 1, 1 + P)
+        s = q * scale @ k.transpose(-2, -1)  # (B, H, 1, 1 + P)
+        if patch_mult is not None:
+            s = s * F.pad(patch_mult, (1, 0), value=1.0)[:, None, None, :]
+        a = s.softmax(-1)
         attns.append(a)
         o = (a @ v).transpose(1, 2).reshape(B, 1, D)
         cls = cls + sd[b + "gamma_1"] * _lin(sd, b + "attn.proj", o)

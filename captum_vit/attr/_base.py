@@ -179,9 +179,14 @@ class ViTAttribution(Attribution):
 
     #: whether the method is defined on models with class-attention layers
     #: (CaiT: self-attention over the patches, then layers where only the
-    #: class token queries; ``docs/token_graph.rst``, "CaiT: two phases")
+    #: class token queries; ``docs/token_graph.rst``, "CaiT: two phases").
+    #: Such a model is neither plain nor windowed: this flag alone decides
+    #: (:attr:`_any_graph` and :attr:`_plain_only` are about windowed,
+    #: hierarchical models)
     _class_attention: bool = False
-    #: why a method does not apply to such a model (the end of the error)
+    #: why a method does not apply to such a model (the end of the error);
+    #: every method that refuses CaiT says why its own definition does not
+    #: carry over
     _no_class_attention: str = (
         "it is defined on one set of tokens that every layer attends over; in "
         "this model the class token joins only after the self-attention layers "
@@ -194,8 +199,8 @@ class ViTAttribution(Attribution):
     def _refusal(cls, adapter: ViTAdapter) -> Optional[str]:
         """Why the method does not apply to the model ``adapter`` wraps
         (the end of the error message), or None when it applies."""
-        if adapter.class_attention and not cls._class_attention:
-            return cls._no_class_attention
+        if adapter.class_attention:
+            return None if cls._class_attention else cls._no_class_attention
         if not (cls._any_graph or adapter.plain):
             return cls._plain_only
         return None
@@ -597,6 +602,48 @@ class ViTAttribution(Attribution):
         with torch.no_grad(), self.adapter.trace(tracer):
             self.adapter.forward(inputs, *args)
         return tracer
+
+    @staticmethod
+    def _grid_source(
+        graph: TokenGraph, layer: int, output: bool = False
+    ) -> Tuple[int, bool]:
+        """Where a forward traced with ``keep_blocks`` records the token grid
+        of block ``layer``'s input (or, with ``output``, its output):
+        ``(block, output)``, the tokens being ``tracer.block_outputs[block]``
+        if ``output`` else ``tracer.block_inputs[block]``.
+
+        Usually the block itself. A layer with a subset of queries that are
+        all prefix tokens (CaiT's class attention:
+        :attr:`~captum_vit.adapters.LayerWindows.queries`) records only
+        those; its grid tokens pass it unchanged, as they pass every such
+        layer before it, so they are the output of the last layer before it
+        whose every token is a query (CaiT: the last self-attention block's
+        output, the patch tokens every class-attention layer reads), on that
+        layer's stage, whose grid is the same.
+        """
+        lw = graph.layers[layer]
+        if lw.queries is None:
+            return layer, output
+        npre = graph.stages[lw.stage].num_prefix_tokens
+        if bool((lw.queries >= npre).any()):  # pragma: no cover - no such model
+            raise NotImplementedError("a grid token queries in a subset layer")
+        full = [j for j in range(layer) if graph.layers[j].queries is None]
+        if not full:  # pragma: no cover - no such model
+            raise NotImplementedError("no layer before it updates the grid tokens")
+        stage = graph.layers[full[-1]].stage
+        assert graph.stages[stage].grid == graph.stages[lw.stage].grid
+        return full[-1], True
+
+    @classmethod
+    def _grid_tokens(
+        cls, tracer: Tracer, graph: TokenGraph, layer: int, output: bool = False
+    ) -> Tuple[Tensor, int]:
+        """The tokens :meth:`_grid_source` names, from ``tracer``, and the
+        stage they belong to: ``(tokens, stage)``, tokens ``(B, N_stage,
+        D)`` with the stage's prefix tokens first."""
+        block, out = cls._grid_source(graph, layer, output)
+        blocks = tracer.block_outputs if out else tracer.block_inputs
+        return blocks[block], graph.layers[block].stage
 
     def _layer_index(self, layer: Optional[int], default: int = -1) -> int:
         """``layer`` (negative: from the end; None: ``default``) as an index in

@@ -53,8 +53,8 @@ def list_methods(pattern: str = "*", model: Optional[nn.Module] = None) -> List[
         pattern (str, optional): fnmatch pattern. Default: ``"*"``
         model (torch.nn.Module, optional): keep only the methods that apply to
             this model (on a windowed, hierarchical model such as Swin, those
-            written over the token graph; on CaiT, those of them defined
-            across its two phases; ``docs/token_graph.rst``).
+            written over the token graph; on CaiT, those defined across its
+            two phases; ``docs/token_graph.rst``).
             Default: None (all)
     """
     names = sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))

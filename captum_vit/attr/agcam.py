@@ -106,6 +106,14 @@ class AGCAM(ViTAttribution):
         "layers score only within windows, over token sets that change at "
         "every patch merging"
     )
+    _no_class_attention = (
+        "AGCAM sums, over every layer, the class token's row of the "
+        "pre-softmax scores (sigmoid) times its gradient; CaiT's "
+        "self-attention layers have no class token (it joins only in the "
+        "class-attention layers), so the sum has no row in them, and their "
+        "scores are talking-heads mixtures whose sigmoid is not a score of "
+        "one head"
+    )
 
     _needs_grad = True
 

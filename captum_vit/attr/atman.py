@@ -82,6 +82,18 @@ class ATMAN(CopiesAttribution):
       embeddings" of the transformer in the authors' code), patch tokens
       only. ``conceptual_suppression_threshold=None`` suppresses the single
       token; 0.6 is the authors' default.
+    * **Class-attention models (CaiT).** A patch token is a key in every
+      layer of both phases: the self-attention layers, whose queries are the
+      patches, and the class-attention layers, whose only query is the class
+      token. Its column is suppressed in all of them (the class token, a
+      prefix token, never is); the similarities come from the tokens entering
+      the first self-attention block, the patches alone. With talking heads
+      the multiplied scores are those entering the softmax, after the
+      pre-softmax mixing of the heads (``proj_l``); the post-softmax mixing
+      (``proj_w``) then mixes suppressed probabilities. Which tokens each
+      layer's keys are comes from the token graph: the stage's prefix
+      tokens, then the patch grid (``docs/token_graph.rst``, "CaiT: two
+      phases").
     * **Batching.** The unsuppressed pass and the :math:`P` suppressed passes
       of one image are stacked into forwards of ``internal_batch_size``
       copies (``attribute``'s, else the constructor's); the
@@ -124,6 +136,7 @@ class ATMAN(CopiesAttribution):
         "the later stages (ViTCX or the attention methods explain such models)"
     )
 
+    _class_attention = True
     _default_batch_size = 64
 
     def __init__(
@@ -168,10 +181,20 @@ class ATMAN(CopiesAttribution):
             raise RuntimeError("the adapter did not route the first block")
         return probe.embeddings
 
-    def multipliers(self, embeddings: Tensor) -> Tensor:
-        """Score multipliers ``(B, 1 + P, N)``: row 0 suppresses nothing,
-        row ``1 + i`` suppresses patch ``i`` (and its similar tokens)."""
-        npre = self.adapter.num_prefix_tokens
+    def multipliers(
+        self, embeddings: Tensor, num_prefix_tokens: Optional[int] = None
+    ) -> Tensor:
+        """Score multipliers ``(B, 1 + P, N)`` for the tokens ``embeddings``
+        entering the first block ``(B, N, D)``, of which the first
+        ``num_prefix_tokens`` are prefix tokens (None: the model's prefix
+        tokens; CaiT's first phase has none, its token graph's first stage
+        says so): row 0 suppresses nothing, row ``1 + i`` suppresses patch
+        ``i`` (and its similar tokens)."""
+        npre = (
+            self.adapter.num_prefix_tokens
+            if num_prefix_tokens is None
+            else num_prefix_tokens
+        )
         B, N, _ = embeddings.shape
         P = N - npre
         f = self.suppression_factor
@@ -192,12 +215,19 @@ class ATMAN(CopiesAttribution):
     def _attribute_copies(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
-        mult = self.multipliers(self.embeddings(inputs, args)).to(inputs.dtype)
+        graph = self._graph(inputs)
+        npre = [st.num_prefix_tokens for st in graph.stages]
+        mult = self.multipliers(self.embeddings(inputs, args), npre[0])
+        mult = mult[..., npre[0] :].to(inputs.dtype)  # (B, R, P): the patches
         B, R, _ = mult.shape
-        current: Dict[str, Tensor] = {}
+        # each layer's keys are its stage's prefix tokens (never suppressed)
+        # then the patch grid, the same grid in every stage of the models
+        # ATMAN applies to (plain ViTs; CaiT's two phases)
+        stage_of = [lw.stage for lw in graph.layers]
+        current: Dict[int, Tensor] = {}
 
         def hook(layer: int, scores: Tensor) -> Tensor:
-            return scores * current["m"][:, None, None, :]
+            return scores * current[stage_of[layer]][:, None, None, :]
 
         tracer = Tracer(keep_attention=False, score_hook=hook)
         ce = torch.empty(B, R, dtype=torch.float32, device=inputs.device)
@@ -206,7 +236,8 @@ class ATMAN(CopiesAttribution):
             for b in range(B):
                 for rows in chunks(R, bs):
                     m = mult[b, rows]
-                    current["m"] = m
+                    for s, n in enumerate(npre):
+                        current[s] = F.pad(m, (n, 0), value=1.0)
                     x = inputs[b : b + 1].expand(m.shape[0], *inputs.shape[1:])
                     index = torch.full((m.shape[0],), b)
                     logits = self.adapter.forward(x, *select_rows(args, index, B))

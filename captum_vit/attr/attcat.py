@@ -76,6 +76,15 @@ class AttCAT(ViTAttribution):
         "set; this model's blocks work on different token sets (stages joined "
         "by patch merging) and attend within windows only"
     )
+    _no_class_attention = (
+        "AttCAT weighs, block by block, each token's gradient x activation at "
+        "the block's input by the attention the token receives there, over "
+        "one token sequence that every block updates; CaiT's class-attention "
+        "blocks update only the class token (the patches pass them unchanged, "
+        "so their gradient x activation at those blocks repeats the last "
+        "self-attention block's output) and its self-attention blocks have no "
+        "class token"
+    )
 
     _needs_grad = True
     _half_dtypes = ()

@@ -99,6 +99,16 @@ class BeyondIntuition(ViTAttribution):
         torch.Size([2, 14, 14])
     """
 
+    _no_class_attention = (
+        "its attention perception multiplies every block's head-weighted "
+        "mixing of one token set and reads the class token's row; CaiT's "
+        "self-attention blocks have no class token and mix with talking heads "
+        "(the head weights of one head are then spread over all heads), and "
+        "its token-wise mode needs each token's value norm against its block "
+        "input, which the patch tokens, never updated there, do not have in "
+        "the class-attention blocks"
+    )
+
     _needs_grad = True
 
     def __init__(

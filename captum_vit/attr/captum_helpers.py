@@ -189,6 +189,16 @@ class ViTGradCam(ViTAttribution):
     stage's grid by the merge maps (each token's score shared equally by the
     first-stage tokens it was made from; ``docs/token_graph.rst``).
 
+    Class-attention models (CaiT): a class-attention block updates only the
+    class token, its only query; the patch tokens pass it unchanged. The
+    tokens of such a block, input or output, are therefore the patch tokens
+    leaving the last self-attention block, the ones every class-attention
+    layer reads as keys and values: the default ``layer=-1`` is Grad-CAM on
+    them, with the gradients of the target through all the class-attention
+    layers (the token graph says which layers have a query subset,
+    ``docs/token_graph.rst``, "CaiT: two phases"). A self-attention
+    ``layer`` reads that block's own input or output, as on a ViT.
+
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
         layer (int, optional): the block whose input (or output) is used;
@@ -211,6 +221,7 @@ class ViTGradCam(ViTAttribution):
 
     _needs_grad = True
     _any_graph = True
+    _class_attention = True
 
     def __init__(
         self,
@@ -236,14 +247,12 @@ class ViTGradCam(ViTAttribution):
             logits = self.adapter.forward(x, *args)
             if target is None:
                 target = logits.detach().argmax(dim=-1)
-            if self.attribute_to_layer_input:
-                out = tracer.block_inputs[self.layer]
-            else:
-                out = tracer.block_outputs[self.layer]
+            graph = self._graph(inputs)
+            out, stage = self._grid_tokens(
+                tracer, graph, self.layer, output=not self.attribute_to_layer_input
+            )
             score = logits.gather(1, target.to(logits.device)[:, None]).sum()
             (grad,) = torch.autograd.grad(score, out)
-        graph = self._graph(inputs)
-        stage = graph.layers[self.layer].stage
         npre = graph.stages[stage].num_prefix_tokens
         tokens, grad = out.detach()[:, npre:], grad[:, npre:]
         cam = (grad.mean(dim=1, keepdim=True) * tokens).sum(-1)

@@ -154,6 +154,13 @@ class EViT(ViTAttribution):
         "no class token attending in every layer, attends within windows and "
         "merges tokens between stages"
     )
+    _no_class_attention = (
+        "EViT ranks the tokens of a layer by the class token's attention to "
+        "them and drops the others from the sequence of every later "
+        "self-attention layer; in CaiT the class token attends only in the "
+        "class-attention layers, after every self-attention layer, so there "
+        "is no class-token attention to prune the self-attention layers by"
+    )
     _drops_tokens = True
     _half_dtypes = (torch.float16,)
     _half_refusal = (

@@ -113,6 +113,14 @@ class GradECLIP(ViTAttribution):
         "windowed (a query sees its window's keys only) over a grid made by "
         "patch merging"
     )
+    _no_class_attention = (
+        "Grad-ECLIP reads the values and the query-key cosines of the last "
+        "attention at the pooled query; on CaiT that would be the class query "
+        "of the last class-attention layer over [class token; patches], a "
+        "reading captum_vit does not implement yet (ViTGradCam, "
+        "GenericAttention and the methods list_methods(model=model) gives "
+        "explain CaiT)"
+    )
 
     _needs_grad = True
 

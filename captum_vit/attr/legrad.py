@@ -107,6 +107,13 @@ class LeGrad(ViTAttribution):
         "layer were the last; this model's earlier stages have other token sets "
         "and widths (patch merging changes both), which its head cannot take"
     )
+    _no_class_attention = (
+        "LeGrad reads every layer from start_layer on through the model's "
+        "norm and head as if it were the last, a read of that layer's class "
+        "token; CaiT's self-attention layers have no class token (it joins "
+        "after them), so the head cannot read them, and only the "
+        "class-attention layers would remain"
+    )
 
     _needs_grad = True
 

@@ -50,6 +50,14 @@ class PartialLRP(RelevanceAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
+    _no_class_attention = (
+        "Partial LRP reads the class token's row of the relevance reaching "
+        "one layer's attention (any layer); CaiT's self-attention layers have "
+        "no class-token row, and reading the class-attention layers' "
+        "relevance is not implemented here: TransformerLRP and LRP explain "
+        "CaiT with Chefer et al.'s rules through both phases"
+    )
+
     def __init__(
         self,
         model: nn.Module,

@@ -117,6 +117,15 @@ class TAM(ViTAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
+    _no_class_attention = (
+        "TAM walks the class token's attention row down through every layer "
+        "as a Markov chain over one token set, with each head-averaged "
+        "attention as a transition matrix; CaiT's self-attention layers have "
+        "no class token and their talking-heads attention (a linear mix of "
+        "the heads' softmaxes) is not row-stochastic, so it is no transition "
+        "matrix"
+    )
+
     _needs_grad = True
 
     def __init__(

@@ -93,6 +93,15 @@ class TIS(CopiesAttribution):
 
     Choices:
 
+    * class-attention models (CaiT): the token subsets are taken from the
+      tokens entering the first self-attention block (the patches; the
+      class token joins later, with the kept patches as its keys and
+      values: CaiT's absolute position embedding is added before the
+      blocks, so a subset keeps its positions); the activations are the
+      patch tokens at the output of the self-attention blocks, the
+      class-attention blocks passing them unchanged (which blocks update the
+      patches comes from the token graph, ``docs/token_graph.rst``, "CaiT:
+      two phases");
     * the authors' defaults: :math:`M = 1024` masks, :math:`r = 0.5`, at
       most 100 k-means iterations with tolerance 1e-4, 128 masked sequences
       per pass; several ratios (a sequence) give :math:`M` masks each, as in
@@ -147,6 +156,7 @@ class TIS(CopiesAttribution):
     )
 
     _drops_tokens = True
+    _class_attention = True
 
     _default_batch_size = 128
 
@@ -187,9 +197,14 @@ class TIS(CopiesAttribution):
         tracer = Tracer(keep_attention=False, keep_blocks=True, layers=())
         with torch.no_grad(), self.adapter.trace(tracer):
             logits = self.adapter.forward(image, *args)
-        outs = [tracer.block_outputs[i] for i in sorted(tracer.block_outputs)]
-        z = torch.cat(outs, dim=-1)[0, self.adapter.num_prefix_tokens :]
-        return logits, z
+        graph = self._graph(image)
+        # the blocks whose every token is a query: all of a ViT's; CaiT's
+        # self-attention blocks (its class-attention blocks update the class
+        # token only, the patches pass them unchanged)
+        full = [i for i, lw in enumerate(graph.layers) if lw.queries is None]
+        npre = graph.stages[0].num_prefix_tokens
+        z = torch.cat([tracer.block_outputs[i] for i in full], dim=-1)
+        return logits, z[0, npre:]
 
     def masks(self, activations: Tensor) -> List[Tensor]:
         """Kept patch indices per ratio: a list of ``(M, floor(r * P))``
@@ -216,7 +231,7 @@ class TIS(CopiesAttribution):
         ``masks`` (as returned by :meth:`masks`), one ``(M,)`` tensor per
         ratio, ``internal_batch_size`` subsets per forward pass (None: the
         constructor's)."""
-        tracer = _TokenSampler(self.adapter.num_prefix_tokens)
+        tracer = _TokenSampler(self._graph(image).stages[0].num_prefix_tokens)
         bs = check_internal_batch_size(internal_batch_size, self.internal_batch_size)
         out = []
         bar = self._progress(sum(len(m) for m in masks), "TIS token subsets")

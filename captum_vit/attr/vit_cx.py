@@ -87,7 +87,14 @@ class ViTCX(CopiesAttribution):
     whose ``norm1`` follows the attention) the block input itself. On a
     hierarchical model (Swin) the masks are the feature maps of the target
     block's stage grid (7x7 for the last stage of Swin-T at 224 px),
-    upsampled to the image like the patch grid of a plain ViT. The
+    upsampled to the image like the patch grid of a plain ViT. On a
+    class-attention model (CaiT) the last block is a class-attention block,
+    which updates only the class token: its ``norm1`` reads the class token
+    and the patch tokens leaving the last self-attention block, and the
+    masks are those patch tokens after that ``norm1`` (a per-token norm);
+    the masked images run through the whole model, so nothing else depends
+    on the class token's layers (which layers have a query subset comes from
+    the token graph, ``docs/token_graph.rst``, "CaiT: two phases"). The
     clustering is scipy's complete-linkage hierarchy cut strictly below the
     threshold (scikit-learn's
     ``AgglomerativeClustering(distance_threshold=...)`` semantics), clusters
@@ -131,6 +138,7 @@ class ViTCX(CopiesAttribution):
     _attribute_returns = "pixels"
     _token_reduce = "mean"
     _any_graph = True
+    _class_attention = True
 
     _default_batch_size = 64
 
@@ -171,12 +179,12 @@ class ViTCX(CopiesAttribution):
         with torch.no_grad(), self.adapter.trace(tracer):
             logits = self.adapter.forward(inputs, *args)
             parts = self.adapter.block_parts(self.target_layer)
-            feats = tracer.block_inputs[self.target_layer]
+            graph = self._graph(inputs)
+            feats, s = self._grid_tokens(tracer, graph, self.target_layer)
             if not parts.post_norm:
                 feats = parts.norm1(feats)
         B, H, W = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
-        graph = self._graph(inputs)
-        stage = graph.stages[graph.layers[self.target_layer].stage]
+        stage = graph.stages[s]
         npre, (gh, gw) = stage.num_prefix_tokens, stage.grid
         fmap = feats[:, npre:].transpose(1, 2).reshape(B, -1, gh, gw).float()
         up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)

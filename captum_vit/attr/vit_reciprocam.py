@@ -33,16 +33,32 @@ def mosaic_masks(gh: int, gw: int, use_gaussian: bool = True) -> Tensor:
 class _MosaicTracer(Tracer):
     """Multiplies the chosen block's residual input and attention input by
     the token weights ``masks`` ``(C, N)``, turning one image into ``C``
-    masked copies (a ``(1, N, D)`` input broadcasts to ``(C, N, D)``)."""
+    masked copies (a ``(1, N, D)`` input broadcasts to ``(C, N, D)``). In a
+    layer whose only queries are ``queries`` (CaiT's class attention) the
+    residual stream holds those tokens alone: their weights apply to it,
+    and the tokens it reads besides, the output of block ``source``, are
+    broadcast to the copies there."""
 
-    def __init__(self, layer: int) -> None:
+    def __init__(
+        self, layer: int, queries: Optional[Tensor] = None, source: int = -1
+    ) -> None:
         super().__init__(keep_attention=False, layers=())
         self.layer = layer
+        self.queries = queries
+        self.source = source
         self.masks: Optional[Tensor] = None
 
-    def _masked(self, x: Tensor) -> Tensor:
+    def block_output(self, layer: int, x: Tensor) -> Tensor:
+        if layer != self.source or self.masks is None:
+            return x
+        return x.expand(self.masks.shape[0], *x.shape[1:])
+
+    def _masked(self, x: Tensor, residual: bool = False) -> Tensor:
         assert self.masks is not None, "set masks before the forward pass"
-        return self.masks[:, :, None].to(x.dtype) * x
+        m = self.masks
+        if residual and self.queries is not None:
+            m = m[:, self.queries.to(m.device)]
+        return m[:, :, None].to(x.dtype) * x
 
     def attention_input(self, layer: int, x: Tensor) -> Tensor:
         return self._masked(x) if layer == self.layer else x
@@ -50,7 +66,7 @@ class _MosaicTracer(Tracer):
     def residual(self, layer: int, index: int, x: Tensor, branch: Tensor) -> Tensor:
         if layer != self.layer or index != 0:
             return x + branch
-        return self._masked(x) + branch
+        return self._masked(x, residual=True) + branch
 
 
 @register_method("vit_reciprocam")
@@ -103,6 +119,21 @@ class ViTReciproCAM(CopiesAttribution):
       ``[0, 255]`` for display (``embed_scaling``); this method returns the
       logits, so maps of different images keep their scale.
 
+    Class-attention models (CaiT), where the token graph gives the block a
+    subset of queries (the class token): the default ``layer=-1`` masks the
+    last class-attention block. Its input tokens are the class token (its
+    residual stream, kept at weight 1) and the patches leaving the last
+    self-attention block, which it reads after its first norm: :math:`m_k`
+    multiplies that norm's output (the class token kept), i.e. the keys and
+    values of the class query, and the head reads the class token it
+    updates — the ViT definition above, whose class-token output is all the
+    head reads. A self-attention block's input is masked as on a ViT (no
+    prefix token: the class token joins later), and the masked patches run
+    through the later self-attention blocks and the class-attention phase.
+    An earlier class-attention block is refused: the patches it would mask
+    are not carried on by it (only the class token is), and each later
+    class-attention block reads them anew through its own norm.
+
     Agreement with openvino-xai 1.1.0 (its outputs on a tiny random timm ViT
     are kept in ``tests/attr/data/vit_reciprocam`` with the script that made
     them), with ``embed_scaling=False``, every class: its OpenVINO version
@@ -152,6 +183,7 @@ class ViTReciproCAM(CopiesAttribution):
         "mix of several image patches), attended within windows, so a mask on "
         "them is not a mask on image patches"
     )
+    _class_attention = True
 
     def __init__(
         self,
@@ -169,11 +201,20 @@ class ViTReciproCAM(CopiesAttribution):
         self.use_cls_token = bool(use_cls_token)
 
     def token_masks(
-        self, grid: Tuple[int, int], device: Union[str, torch.device, None] = None
+        self,
+        grid: Tuple[int, int],
+        device: Union[str, torch.device, None] = None,
+        num_prefix_tokens: Optional[int] = None,
     ) -> Tensor:
         """Token weights ``(1 + P, N)``: row 0 keeps every token (the unmasked
-        copy), row ``1 + k`` is the mask :math:`m_k` of patch ``k``."""
-        npre = self.adapter.num_prefix_tokens
+        copy), row ``1 + k`` is the mask :math:`m_k` of patch ``k``; the
+        first ``num_prefix_tokens`` tokens are prefix tokens (None: the
+        model's; the stage of the masked block says, on CaiT)."""
+        npre = (
+            self.adapter.num_prefix_tokens
+            if num_prefix_tokens is None
+            else num_prefix_tokens
+        )
         gh, gw = grid
         P = gh * gw
         m = torch.ones(1 + P, npre + P, device=device)
@@ -185,9 +226,25 @@ class ViTReciproCAM(CopiesAttribution):
         self, inputs: Tensor, target: Optional[Tensor], args: tuple, bs: Optional[int]
     ) -> Tensor:
         H, W = inputs.shape[-2:]
-        masks = self.token_masks(self.adapter.grid_size((H, W)), inputs.device)
+        graph = self._graph(inputs)
+        lw = graph.layers[self.layer]
+        if lw.queries is not None and self.layer != len(graph.layers) - 1:
+            raise ValueError(
+                f"ViTReciproCAM masks the tokens entering block {self.layer}, a "
+                "class-attention block that is not the last: the patch tokens it "
+                "masks leave its residual stream (only the class token is "
+                "carried on) and every later class-attention block reads them "
+                "anew through its own norm, so the mask would not reach those "
+                "blocks as the definition has it; choose the last block "
+                "(layer=-1) or a self-attention block"
+            )
+        npre = graph.stages[lw.stage].num_prefix_tokens
+        masks = self.token_masks(self.adapter.grid_size((H, W)), inputs.device, npre)
         B, R = inputs.shape[0], masks.shape[0]
-        tracer = _MosaicTracer(self.layer)
+        source = -1
+        if lw.queries is not None:  # the copies of the tokens it reads
+            source = self._grid_source(graph, self.layer)[0]
+        tracer = _MosaicTracer(self.layer, lw.queries, source)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
         out = torch.empty(B, R, dtype=dtype, device=inputs.device)
         bar = self._progress(B * R, "ViT-ReciproCAM copies")

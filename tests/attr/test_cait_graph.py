@@ -18,6 +18,7 @@ from captum_vit.attr._lrp import RuleSet, lrp_context
 from tests import naive_cait
 from tests.attr.test_swin_graph import _networkx_flows, attention_relevance
 from tests.models import HEADS, images, timm_cait
+from tests.tolerance import assert_close_to_scale
 
 TARGET = torch.tensor([0, 3, 1])
 FUSE = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
@@ -264,23 +265,238 @@ def test_lrp_conserves_through_talking_heads_and_layer_scale(cait64, x64):
     assert attn.shape == x64.shape and attn.abs().sum() > 0
 
 
+# ------------------------------------- methods on the patch tokens, copies
+def _hooked(model, module, x, target, pre=False):
+    """``module``'s output (its input with ``pre``) in the stock model's
+    forward of ``x`` and the gradient of the summed target logits with
+    respect to it (autograd.grad: no ``.grad`` is written)."""
+    store = {}
+
+    def keep(mod, args, out=None):
+        store["t"] = args[0] if pre else out
+
+    if pre:
+        handle = module.register_forward_pre_hook(keep)
+    else:
+        handle = module.register_forward_hook(keep)
+    try:
+        logits = model(x.detach().clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    score = logits.gather(1, target[:, None]).sum()
+    (grad,) = torch.autograd.grad(score, store["t"])
+    return store["t"].detach(), grad
+
+
+def _grad_cam(act, grad):
+    return torch.relu((grad.mean(1, keepdim=True) * act).sum(-1))
+
+
+def test_vit_gradcam_reads_the_patches_the_class_attention_reads(cait64, x64):
+    """Grad-CAM on the last self-attention block's output: the patch tokens
+    of every class-attention block, input and output (they pass unchanged);
+    a self-attention block's input as on a ViT."""
+    D = _depth(cait64)
+    expected = _grad_cam(*_hooked(cait64, cait64.blocks[-1], x64, TARGET))
+    assert (expected > 0).any() and (expected == 0).any()  # the ReLU acts
+    for kwargs in (
+        {},
+        {"layer": D, "attribute_to_layer_input": False},
+        {"layer": D - 1, "attribute_to_layer_input": False},
+    ):
+        cam = cv.ViTGradCam(cait64, **kwargs)
+        got = cam.attribute(x64, target=TARGET, output="tokens")
+        assert _rel(got.flatten(1), expected) < 1e-10, kwargs
+    first = _grad_cam(*_hooked(cait64, cait64.blocks[0], x64, TARGET, pre=True))
+    got = cv.ViTGradCam(cait64, layer=0).attribute(x64, target=TARGET, output="tokens")
+    assert _rel(got.flatten(1), first) < 1e-10
+
+
+def _ce(logits, t):
+    return -logits.log_softmax(-1)[0, t]
+
+
+@pytest.mark.parametrize("kappa", [None, 0.2])
+def test_atman_suppresses_the_patch_in_both_phases(cait64, x64, kappa):
+    """Patch ``i``'s column of the scores entering every softmax (after the
+    talking heads' ``proj_l``; the class attention's patch columns) is
+    multiplied by ``1 - f sim``: the naive forward with that multiplier, the
+    cross-entropy difference per patch."""
+    f = 0.9
+    with torch.no_grad():
+        emb = cait64.patch_embed(x64) + cait64.pos_embed  # the first block's input
+    B, P, _ = emb.shape
+    eye = torch.eye(P, dtype=torch.float64)
+    sim = eye.expand(B, P, P)
+    if kappa is not None:
+        e = torch.nn.functional.normalize(emb, dim=-1)
+        sim = e @ e.transpose(1, 2)
+        sim = torch.maximum(torch.where(sim >= kappa, sim, 0 * sim) * (1 - eye), eye)
+    expected = torch.empty(B, P, dtype=torch.float64)
+    ce_max = torch.tensor(0.0, dtype=torch.float64)
+    with torch.no_grad():
+        for b in range(B):
+            t, img = int(TARGET[b]), x64[b : b + 1]
+            ce0 = _ce(naive_cait.forward(cait64, img, HEADS)[0], t)
+            ce_max = max(ce_max, abs(ce0))
+            for i in range(P):
+                mult = (1 - f * sim[b, i])[None]
+                logits = naive_cait.forward(cait64, img, HEADS, mult)[0]
+                expected[b, i] = _ce(logits, t) - ce0
+    atman = cv.ATMAN(cait64, conceptual_suppression_threshold=kappa)
+    got = atman.attribute(x64, target=TARGET, output="tokens").flatten(1)
+    # the method keeps the cross-entropies (and the similarities) in float32:
+    # each difference is exact to a few float32 ulps of the cross-entropies
+    ulp = torch.finfo(torch.float32).eps * float(ce_max)
+    assert (got - expected).abs().max() < 4 * ulp
+    assert expected.abs().max() > 1e4 * ulp  # well above that rounding
+    if kappa is not None:
+        assert (sim > 0).sum(-1).float().mean() > 2  # groups suppressed
+
+
+def test_vit_cx_masks_from_the_last_self_attention_output():
+    """ViT-CX's default target, the last block's ``norm1``, is the
+    class-attention block's: its patch rows are the last self-attention
+    output, normed; the rest is the naive per-image loop of test_vit_cx."""
+    from tests.attr.test_vit_cx import naive_vit_cx
+
+    model = timm_cait()
+    x = images(2)
+    target = torch.tensor([1, 4])
+    norm = model.blocks_token_only[-1].norm1
+    expected, K = naive_vit_cx(model, x, target, norm=norm)
+    method = cv.ViTCX(model, internal_batch_size=7)
+    got = method.attribute(x, target=target)
+    assert_close_to_scale(got[:, 0], expected, 1e-3)
+    assert 1 < K < model.embed_dim  # the clustering merged some masks
+
+
+def _subset_forward(model, x, index):
+    """The stock CaiT's modules on the patches ``index`` alone (the others
+    dropped from the first block's input)."""
+    t = (model.patch_embed(x) + model.pos_embed)[:, index]
+    t = model.blocks(t)
+    return model.head(model.norm(model.forward_cls(t))[:, 0])
+
+
+def test_tis_drops_patches_before_the_self_attention():
+    model = timm_cait().double()
+    x = images(2).double()
+    tis = cv.TIS(model, n_masks=12, tokens_ratio=[0.25, 0.5], internal_batch_size=5)
+    P = 16
+    expected = torch.zeros(2, P, dtype=torch.float64)
+    for b in range(2):
+        acts = [
+            _hooked(model, blk, x[b : b + 1], TARGET[b : b + 1])[0]
+            for blk in model.blocks
+        ]
+        z = tis.activations(x[b : b + 1])[1]
+        assert torch.equal(z, torch.cat(acts, dim=-1)[0])  # the self-attention blocks
+        total = torch.zeros(P, dtype=torch.float64)
+        cover = torch.zeros(P, dtype=torch.float64)
+        with torch.no_grad():
+            for index in tis.masks(z):
+                for row in index.tolist():
+                    logits = _subset_forward(model, x[b : b + 1], row)
+                    total[row] += logits.softmax(-1)[0, TARGET[b]]
+                    cover[row] += 1
+        expected[b] = torch.where(cover > 0, total / cover.clamp_min(1), 0 * total)
+    got = tis.attribute(x, target=TARGET[:2], output="tokens").flatten(1)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert expected.std(1).min() > 0
+
+
+def _mosaic(P, g):
+    """3x3 Gaussian weights of each patch's neighbourhood ``(P, P)``, by hand."""
+    kernel = {0: 4, 1: 2, 2: 1}
+    m = torch.zeros(P, P, dtype=torch.float64)
+    for k in range(P):
+        for j in range(P):
+            dy, dx = abs(j // g - k // g), abs(j % g - k % g)
+            if dy <= 1 and dx <= 1:
+                m[k, j] = kernel[dy + dx] / 16
+    return m
+
+
+def test_vit_reciprocam_masks_the_class_attention_keys_or_a_block():
+    """The default masks the normed ``[class; patches]`` the last
+    class-attention block reads (class token kept); a self-attention block
+    masks its input on the residual stream and after ``norm1``; both against
+    the stock modules run by hand, one copy at a time."""
+    model = timm_cait().double()
+    x = images(2).double()
+    D, P = _depth(model), 16
+    masks = _mosaic(P, 4)
+    blk_ca, blk_sa = model.blocks_token_only[-1], model.blocks[-1]
+    expected = {"ca": torch.empty(2, P, dtype=torch.float64), "sa": None}
+    expected["sa"] = torch.empty_like(expected["ca"])
+    with torch.no_grad():
+        for b in range(2):
+            img, t = x[b : b + 1], int(TARGET[b])
+            for k in range(P):
+                m = torch.cat([torch.ones(1), masks[k]])[None, :, None]
+                hook = blk_ca.attn.register_forward_pre_hook(
+                    lambda mod, args, m=m: (m * args[0],)
+                )
+                try:
+                    expected["ca"][b, k] = model(img)[0, t]
+                finally:
+                    hook.remove()
+                tokens = model.patch_embed(img) + model.pos_embed
+                for blk in model.blocks[: D - 1]:
+                    tokens = blk(tokens)
+                mk = masks[k][None, :, None]
+                u = mk * tokens + blk_sa.gamma_1 * blk_sa.attn(
+                    mk * blk_sa.norm1(tokens)
+                )
+                y = u + blk_sa.gamma_2 * blk_sa.mlp(blk_sa.norm2(u))
+                out = model.norm(model.forward_cls(y))[:, 0]
+                expected["sa"][b, k] = model.head(out)[0, t]
+    for key, layer in (("ca", -1), ("sa", D - 1)):
+        cam = cv.ViTReciproCAM(model, layer=layer, internal_batch_size=5)
+        got = cam.attribute(x, target=TARGET[:2], output="tokens").flatten(1)
+        assert _rel(got, expected[key]) < 1e-10, key
+        assert expected[key].std(1).min() > 0
+    two = timm_cait(depth_token_only=2)
+    with pytest.raises(ValueError, match="not the last"):
+        cv.ViTReciproCAM(two, layer=D).attribute(images(1), target=0)
+
+
 # --------------------------------------------------------------- refusals
-def test_methods_that_do_not_apply_refuse_with_the_reason():
+ON_CAIT = {
+    "raw_attention",
+    "rollout",
+    "attention_flow",
+    "grad_sam",
+    "generic_attention",
+    "transformer_lrp",
+    "lrp",
+    "attn_lrp",
+    "vit_gradcam",
+    "vit_cx",
+    "atman",
+    "tis",
+    "vit_reciprocam",
+}
+
+
+def test_methods_that_do_not_apply_refuse_with_their_reason():
+    """Each refusal says why that method's definition does not carry over,
+    none the generic text."""
     model = timm_cait()
     on_cait = set(cv.attr.list_methods(model=model))
-    assert on_cait == {
-        "raw_attention",
-        "rollout",
-        "attention_flow",
-        "grad_sam",
-        "generic_attention",
-        "transformer_lrp",
-        "lrp",
-        "attn_lrp",
-    }
+    assert on_cait == ON_CAIT
+    reasons = set()
     for name in set(cv.attr.list_methods()) - on_cait:
-        with pytest.raises(UnsupportedModelError, match="class token joins only"):
+        with pytest.raises(UnsupportedModelError) as err:
             cv.attr.create_method(name, model)
+        reason = str(err.value).split(": ", 1)[1]
+        assert (
+            "joins only after the self-attention layers and is the only" not in reason
+        )
+        assert "CaiT" in reason, name
+        reasons.add(reason)
+    assert len(reasons) == len(set(cv.attr.list_methods()) - on_cait)  # all own
     for name in on_cait:
         cv.attr.create_method(name, model)  # none refuses
 

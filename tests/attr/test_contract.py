@@ -18,6 +18,7 @@ from captum.metrics import infidelity, sensitivity_max
 
 import captum_vit as cv
 from captum_vit.adapters import UnsupportedModelError
+from captum_vit.attr._base import ViTAttribution
 from tests.models import (
     CLASSES,
     SWIN_FAMILIES,
@@ -571,7 +572,7 @@ def test_list_methods_keeps_those_that_apply(model, swin):
 # The methods defined across CaiT's self-attention and class-attention
 # phases (docs/token_graph.rst, "CaiT: two phases") keep the contract on it;
 # every other method refuses it with an error that says why.
-CAIT_METHODS = [m for m in GRAPH_METHODS if type(m[1](timm_vit()))._class_attention]
+CAIT_METHODS = [m for m in METHODS if type(m[1](timm_vit()))._class_attention]
 CAIT_IDS = [m[0] for m in CAIT_METHODS]
 
 
@@ -624,5 +625,11 @@ def test_cait_bad_input(name, factory, tol, cait, x):
     ids=[m[0] for m in METHODS if m not in CAIT_METHODS],
 )
 def test_other_methods_refuse_cait(name, factory, tol, cait):
-    with pytest.raises(UnsupportedModelError, match="class token joins only after"):
+    """Each says why its own definition does not carry over to CaiT (ViT
+    Shapley refuses in its surrogate's check, with the generic reason)."""
+    cls = type(factory(timm_vit()))
+    with pytest.raises(UnsupportedModelError) as err:
         factory(cait)
+    assert cls._no_class_attention in str(err.value)
+    if not name.startswith("vit_shapley"):
+        assert cls._no_class_attention != ViTAttribution._no_class_attention

@@ -37,12 +37,15 @@ def norm_rows(m):
     return (m - lo) / (hi - lo)
 
 
-def naive_vit_cx(model, x, target, threshold=0.1, std=0.1, seed=0, layer=-1):
+def naive_vit_cx(model, x, target, threshold=0.1, std=0.1, seed=0, layer=-1, norm=None):
+    """``norm``: the norm whose output gives the masks (its prefix rows
+    dropped); default ``model.blocks[layer].norm1``."""
+    norm = model.blocks[layer].norm1 if norm is None else norm
     out = []
     for b in range(x.shape[0]):
         img = x[b : b + 1]
         feats = {}
-        hook = model.blocks[layer].norm1.register_forward_hook(
+        hook = norm.register_forward_hook(
             lambda m, i, o, feats=feats: feats.setdefault("f", o)
         )
         with torch.no_grad():
