@@ -643,7 +643,7 @@ class RelevanceAttribution(ViTAttribution):
     (:data:`~._base.RELEVANCE_IN_HALF`)."""
 
     _needs_grad = True
-    _half_dtypes = ()
+    _half_dtypes: Tuple[torch.dtype, ...] = ()
     _half_refusal = RELEVANCE_IN_HALF
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
+import torch
 from torch import nn
 
 from ._lrp import AttnLRPRules, _PixelLRPAttribution
@@ -88,6 +91,11 @@ class AttnLRP(_PixelLRPAttribution):
         >>> rel.shape
         torch.Size([2, 3, 224, 224])
     """
+
+    # the one relevance method within the half-precision tolerance
+    # (RelevanceAttribution refuses half precision)
+    _half_dtypes: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+    _half_refusal = ""
 
     def __init__(
         self, model: nn.Module, epsilon: float = 0.0, attention: str = "attnlrp"
