@@ -6,6 +6,7 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
+from ._graph import blocks, patch_scores, pool_row, through_layer, to_stage
 from ._lrp import RelevanceAttribution, RuleSet, get_rule_set, relevance_pass
 from ._registry import register_method
 
@@ -31,9 +32,26 @@ class PartialLRP(RelevanceAttribution):
     * ``rules="chefer2021"``: their ``layers_ours`` rules; reproduces
       ``last_layer`` (``is_ablation=False``).
 
+    **Class-attention models (CaiT).** The last layer is the last
+    class-attention layer, whose only query is the class token: its
+    attention is the class row over ``[class token; patches]``, exactly the
+    row the method reads on a ViT, and the map is that row's relevance at the
+    patch columns (the class token's own column dropped). The relevance
+    reaches it from the target logit through the head, the final norm, the
+    class token's pooling and the class-attention blocks after it, with the
+    same rules as on a ViT (layer scale is an elementwise map: the identity
+    rule). CaiT's class-attention layers have no talking heads, so the mean
+    runs over the model's own heads. ``layer`` may also name an earlier
+    class-attention layer (its class row, read the same way) or a
+    self-attention layer, which has no class-token row (the class token
+    joins later): its map is then the mean over its patch query rows of the
+    relevance at the talking-heads attention :math:`A = P_w(\mathrm{softmax}
+    (\cdot))`, the one that multiplies :math:`V`, as :class:`~captum_vit.attr.RawAttention`
+    reads such a layer (``docs/token_graph.rst``, "CaiT: two phases").
+
     Args:
         model (torch.nn.Module): a stock timm, Hugging Face or torchvision
-            Vision Transformer, or an adapter wrapping one.
+            Vision Transformer, a timm CaiT, or an adapter wrapping one.
         rules (str, optional): ``"original"`` or ``"chefer2021"``.
             Default: ``"original"``
         layer (int, optional): the layer read; the paper's baseline reads
@@ -50,13 +68,7 @@ class PartialLRP(RelevanceAttribution):
         torch.Size([2, 3, 224, 224])
     """
 
-    _no_class_attention = (
-        "Partial LRP reads the class token's row of the relevance reaching "
-        "one layer's attention (any layer); CaiT's self-attention layers have "
-        "no class-token row, and reading the class-attention layers' "
-        "relevance is not implemented here: TransformerLRP and LRP explain "
-        "CaiT with Chefer et al.'s rules through both phases"
-    )
+    _class_attention = True
 
     def __init__(
         self,
@@ -84,7 +96,16 @@ class PartialLRP(RelevanceAttribution):
             layers=[self.layer],
             reduce=_positive_head_mean,
         ).attention[self.layer]
-        return self._patch_row(rel, self._pooling_tracer(inputs, args))
+        if not self.adapter.class_attention:
+            return self._patch_row(rel, self._pooling_tracer(inputs, args))
+        # CaiT: the layer's row of the token graph (the class token's in a
+        # class-attention layer, the mean over the patch rows in a
+        # self-attention layer), as RawAttention reads a layer
+        graph = self._graph(inputs)
+        lw = graph.layers[self.layer]
+        row = pool_row(graph, lw.stage, rel.shape[0], rel.dtype, rel.device)
+        row = through_layer(row, blocks(rel, lw), lw, passthrough=False)
+        return patch_scores(graph, to_stage(graph, row, lw.stage))
 
 
 def _positive_head_mean(rel: Tensor, grad: Optional[Tensor]) -> Tensor:

@@ -265,6 +265,35 @@ def test_lrp_conserves_through_talking_heads_and_layer_scale(cait64, x64):
     assert attn.shape == x64.shape and attn.abs().sum() > 0
 
 
+@pytest.mark.parametrize("rules,original", [("original", True), ("chefer2021", False)])
+def test_partial_lrp_reads_the_last_class_attention_row(cait64, x64, rules, original):
+    """The last class-attention layer's relevance, from Chefer et al.'s rules
+    written naively (tests/naive_cait.py), positive part, head mean, the
+    class row at the patch columns."""
+    R = naive_cait.last_class_attention_relevance(
+        cait64, x64, HEADS, TARGET, original
+    )
+    assert (R < 0).any() and (R > 0).any()  # the positive part acts
+    expected = R.clamp(min=0).mean(1)[:, 0, 1:]
+    got = cv.PartialLRP(cait64, rules=rules).attribute(
+        x64, target=TARGET, output="tokens"
+    )
+    assert got.shape == (3, 4, 4)
+    assert _rel(got.flatten(1), expected) < 1e-10
+
+
+def test_partial_lrp_of_a_self_attention_layer_is_the_mean_query_row(cait64, x64):
+    """A self-attention layer has no class-token row: the mean over its
+    patch rows of the relevance at the talking-heads attention (the token
+    graph's row, as RawAttention reads the layer)."""
+    rel = attention_relevance(adapters.get(cait64), x64, TARGET)
+    for layer in range(_depth(cait64)):
+        expected = rel[layer][0].clamp(min=0).mean(1).mean(1)
+        method = cv.PartialLRP(cait64, rules="chefer2021", layer=layer)
+        got = method.attribute(x64, target=TARGET, output="tokens")
+        assert _rel(got.flatten(1), expected) < 1e-10, layer
+
+
 # ------------------------------------- methods on the patch tokens, copies
 def _hooked(model, module, x, target, pre=False):
     """``module``'s output (its input with ``pre``) in the stock model's
@@ -477,6 +506,7 @@ ON_CAIT = {
     "atman",
     "tis",
     "vit_reciprocam",
+    "partial_lrp",
 }
 
 
