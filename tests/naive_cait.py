@@ -106,7 +106,7 @@ def _class_block(sd, b, cls, t, heads, mult=None):
     n2 = _ln(sd, b + "norm2", u)
     h = F.gelu(_lin(sd, b + "mlp.fc1", n2))
     b2 = sd[b + "gamma_2"] * _lin(sd, b + "mlp.fc2", h)
-    kept = dict(cls=cls, a=a, v=v, o=o, b1=b1, u=u, n2=n2, h=h, b2=b2)
+    kept = dict(cls=cls, q=q, k=k, a=a, v=v, o=o, b1=b1, u=u, n2=n2, h=h, b2=b2)
     return u + b2, kept
 
 
@@ -121,16 +121,28 @@ def forward(
     ``patch_mult`` ``(B, P)``: multiplies the patch columns of every layer's
     scores entering the softmax (AtMan's suppression; the class column is
     left alone)."""
+    logits, attns, _, _ = forward_kept(model, x, heads, patch_mult)
+    return logits, attns
+
+
+def forward_kept(model, x, heads, patch_mult=None):
+    """:func:`forward`, per class-attention block its intermediate tensors by
+    name (``q``, ``k``, ``v`` ``(B, H, n, d)``, the attention output ``o``
+    ``(B, 1, D)`` before the projection, ...) and the normed class token the
+    head reads ``(B, D)``, all in the graph: ``(logits, attentions, kept,
+    features)``."""
     sd = _weights(model)
     t, attns = _self_attention_phase(sd, x, heads, patch_mult)
     B, P, D = t.shape
     cls = sd["cls_token"].expand(B, 1, D)
+    kepts = []
     for b in _class_blocks(sd):
         mult = None if patch_mult is None else F.pad(patch_mult, (1, 0), value=1.0)
         cls, kept = _class_block(sd, b, cls, t, heads, mult)
         attns.append(kept["a"])
+        kepts.append(kept)
     out = _ln(sd, "norm", torch.cat([cls, t], 1))[:, 0]
-    return _lin(sd, "head", out), attns
+    return _lin(sd, "head", out), attns, kepts, out
 
 
 def dense_class_layer(row: torch.Tensor) -> torch.Tensor:
@@ -191,13 +203,10 @@ def last_class_attention_relevance(model, x, heads, target, original=True):
     of the summed relevance), the first sum, the attention projection and
     the halved z-rule of ``A V``."""
     sd = _weights(model)
-    t, _ = _self_attention_phase(sd, x, heads)
-    B, P, D = t.shape
-    cls = sd["cls_token"].expand(B, 1, D)
-    for b in _class_blocks(sd):
-        blk, (cls, kept) = b, _class_block(sd, b, cls, t, heads)
-    feat = _ln(sd, "norm", torch.cat([cls, t], 1))[:, 0]
-    R = torch.zeros(B, sd["head.weight"].shape[0], dtype=torch.float64)
+    logits, _, kepts, feat = forward_kept(model, x, heads)
+    blk, kept = list(_class_blocks(sd))[-1], kepts[-1]
+    B, D = feat.shape
+    R = torch.zeros_like(logits)
     R[torch.arange(B), target] = 1.0
     R = _lrp_linear(sd, "head", feat, R, original)
     R = (feat * _sdiv(R, feat))[:, None]  # the class token's selection

@@ -89,9 +89,25 @@ class GradECLIP(ViTAttribution):
     For average-pooled models (not in the paper) the sum runs over every
     patch query, each with its own spatial weights.
 
+    **Class-attention models (CaiT).** The embedding is the class token, and
+    the last attention that forms it is the last class-attention layer's,
+    whose only query is the class token: :math:`o_{\mathrm{cls}} = \sum_j
+    A_{\mathrm{cls},j} v_j` over ``[class token; patches]``, the same sum as
+    a ViT's class row, so the formula applies unchanged: :math:`q` is that
+    layer's projection of the (normed) class token, :math:`k_j, v_j` its key
+    and value projections of the normed patch tokens the self-attention phase
+    outputs (which every class-attention layer reads unchanged), the min-max
+    over the patch keys (the class token's own key dropped, as on a ViT).
+    These layers have no talking heads: the heads are the model's.
+    ``layer`` may name an earlier class-attention layer (its class query,
+    read the same way); a self-attention layer is refused when explained
+    (``ValueError``): none of its queries is the class token (it joins
+    after that phase), so no output of it is the pooled query's.
+
     Args:
         model (torch.nn.Module): a CLIP-style model, a similarity model
-            (:func:`~captum_vit.text_similarity`) or a ViT classifier.
+            (:func:`~captum_vit.text_similarity`) or a ViT classifier (CaiT
+            included).
         layer (int, optional): the block whose attention is read (at the
             queries the pooling reads); None: the last block, or the pooling
             attention of an attention-pooled model. Default: None
@@ -113,14 +129,7 @@ class GradECLIP(ViTAttribution):
         "windowed (a query sees its window's keys only) over a grid made by "
         "patch merging"
     )
-    _no_class_attention = (
-        "Grad-ECLIP reads the values and the query-key cosines of the last "
-        "attention at the pooled query; on CaiT that would be the class query "
-        "of the last class-attention layer over [class token; patches], a "
-        "reading captum_vit does not implement yet (ViTGradCam, "
-        "GenericAttention and the methods list_methods(model=model) gives "
-        "explain CaiT)"
-    )
+    _class_attention = True
 
     _needs_grad = True
 
@@ -150,6 +159,16 @@ class GradECLIP(ViTAttribution):
     def _attribute(
         self, inputs: Tensor, target: Optional[Tensor], args: tuple
     ) -> Tensor:
+        if self.adapter.class_attention:
+            if self._graph(inputs).layers[self.layer].queries is None:
+                raise ValueError(
+                    f"GradECLIP reads the pooled query's output of block "
+                    f"{self.layer}, a self-attention block of "
+                    f"{type(self.model).__name__}: none of its queries is the "
+                    "class token the model pools (it joins in the "
+                    "class-attention blocks); choose a class-attention block "
+                    "(the default, the last block)"
+                )
         tracer = _QKVOTracer(self.layer)
         with torch.enable_grad(), self.adapter.trace(tracer):
             out = self.adapter.forward(inputs.detach().requires_grad_(True), *args)

@@ -294,6 +294,42 @@ def test_partial_lrp_of_a_self_attention_layer_is_the_mean_query_row(cait64, x64
         assert _rel(got.flatten(1), expected) < 1e-10, layer
 
 
+@pytest.mark.parametrize("spatial", [True, False])
+def test_grad_eclip_reads_the_last_class_query(cait64, x64, spatial):
+    """Grad-ECLIP's formula on the last class-attention layer, from the naive
+    forward: the gradient at the class query's output per head, the cosine
+    of the class query with each patch key (min-max over the patch keys),
+    the patch values; one head at a time."""
+    x = x64.clone().requires_grad_(True)
+    logits, _, kepts, _ = naive_cait.forward_kept(cait64, x, HEADS)
+    kept = kepts[-1]
+    (g,) = torch.autograd.grad(logits.gather(1, TARGET[:, None]).sum(), kept["o"])
+    B, _, D = g.shape
+    d = D // HEADS
+    expected = torch.zeros(B, 16, dtype=torch.float64)
+    for h in range(HEADS):
+        gh = g[:, 0, h * d : (h + 1) * d]  # (B, d)
+        q, k, v = (kept[n].detach()[:, h] for n in "qkv")
+        k, v = k[:, 1:], v[:, 1:]  # the patch keys and values
+        lam = torch.ones(B, 16, dtype=torch.float64)
+        if spatial:
+            cos = torch.nn.functional.cosine_similarity(q, k, dim=-1)  # (B, P)
+            low, high = cos.amin(1, keepdim=True), cos.amax(1, keepdim=True)
+            lam = (cos - low) / (high - low)
+        expected += lam * torch.einsum("bc,bjc->bj", gh, v)
+    expected = expected.clamp(min=0)
+    assert (expected == 0).any() and (expected > 0).any()  # the ReLU acts
+    method = cv.GradECLIP(cait64, spatial=spatial)
+    got = method.attribute(x64, target=TARGET, output="tokens")
+    assert got.shape == (3, 4, 4)
+    assert _rel(got.flatten(1), expected) < 1e-10
+
+
+def test_grad_eclip_refuses_a_self_attention_layer(cait64, x64):
+    with pytest.raises(ValueError, match="none of its queries is the class token"):
+        cv.GradECLIP(cait64, layer=0).attribute(x64, target=TARGET)
+
+
 # ------------------------------------- methods on the patch tokens, copies
 def _hooked(model, module, x, target, pre=False):
     """``module``'s output (its input with ``pre``) in the stock model's
@@ -507,6 +543,7 @@ ON_CAIT = {
     "tis",
     "vit_reciprocam",
     "partial_lrp",
+    "grad_eclip",
 }
 
 
