@@ -568,6 +568,38 @@ def test_methods_that_do_not_apply_refuse_with_their_reason():
         cv.attr.create_method(name, model)  # none refuses
 
 
+def test_vit_shapley_refusal_is_what_talking_heads_do(cait64, x64):
+    """ViT Shapley's reason: a -inf on a key's scores entering the softmax
+    (after ``proj_l``) leaves that key a weight of ``b_w`` in the attention
+    that multiplies ``V`` (after ``proj_w``), in every head and row."""
+    with pytest.raises(UnsupportedModelError, match="talking heads") as err:
+        cv.ShapleyExplainer(cait64)
+    assert "b_w" in str(err.value)
+    attn = cait64.blocks[0].attn
+    recorded = {}
+    # timm's TalkingHeadAttn mixes heads on (B, queries, keys, heads)
+    hook = attn.proj_l.register_forward_hook(
+        lambda mod, args, out: out.masked_fill(
+            (torch.arange(out.shape[2]) == 3)[:, None], float("-inf")
+        )
+    )
+    hook_w = attn.proj_w.register_forward_hook(
+        lambda mod, args, out: recorded.setdefault("A", out)
+    )
+    try:
+        with torch.no_grad():
+            cait64(x64)
+    finally:
+        hook.remove()
+        hook_w.remove()
+    A = recorded["A"]
+    assert torch.isfinite(A).all()
+    held_out = A[:, :, 3]  # (B, P, heads): key 3 of every query row
+    bias = attn.proj_w.bias.detach()
+    torch.testing.assert_close(held_out, bias.expand_as(held_out))
+    assert bias.abs().min() > 1e-3
+
+
 def test_unsupported_pooling_says_why():
     with pytest.raises(UnsupportedModelError, match="never change"):
         adapters.get(timm_cait(global_pool="avg"))

@@ -11,7 +11,7 @@ from .._base import ViTAttribution
 from ._explainer import ShapleyExplainer
 from ._game import efficient_normalisation, grand_and_null, link_function
 from ._io import load_parts, save_parts
-from ._surrogate import ShapleySurrogate, check_surrogate
+from ._surrogate import NO_CLASS_ATTENTION, ShapleySurrogate, check_surrogate
 from ._training import train_explainer, train_surrogate
 
 
@@ -95,6 +95,7 @@ class ViTShapley(ViTAttribution):
     """
 
     _batches_copies = True  # v(0) is one more surrogate row
+    _no_class_attention = NO_CLASS_ATTENTION
 
     def __init__(
         self,

@@ -9,8 +9,21 @@ from torch import Tensor, nn
 
 from ... import adapters
 from ...adapters import ViTAdapter
-from .._base import ViTAttribution
 from ._masking import MaskTracer
+
+
+#: why ViT Shapley does not apply to a class-attention model (CaiT)
+NO_CLASS_ATTENTION = (
+    "its surrogate holds a patch out by a -inf on that patch's key scores "
+    "before the softmax, in every layer of one token set, which removes the "
+    "patch only where the softmax's probabilities are the attention; CaiT's "
+    "self-attention layers mix the heads' probabilities after the softmax "
+    "(talking heads, A = W_w softmax(.) + b_w), and the bias b_w gives every "
+    "key, held out or not, a weight, so a held-out patch's value still "
+    "reaches every patch token and, through the class-attention layers, the "
+    "class token. A surrogate of CaiT would have to hold patches out "
+    "otherwise (drop them from the sequence) and be trained so"
+)
 
 
 def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
@@ -34,7 +47,7 @@ def check_shapley_model(adapter: ViTAdapter) -> ViTAdapter:
     if adapter.class_attention:  # CaiT
         raise adapters.UnsupportedModelError(
             f"ViT Shapley does not apply to {type(adapter.model).__name__}: "
-            f"{ViTAttribution._no_class_attention}"
+            f"{NO_CLASS_ATTENTION}"
         )
     if not adapter.plain:
         raise adapters.UnsupportedModelError(
