@@ -270,9 +270,7 @@ def test_partial_lrp_reads_the_last_class_attention_row(cait64, x64, rules, orig
     """The last class-attention layer's relevance, from Chefer et al.'s rules
     written naively (tests/naive_cait.py), positive part, head mean, the
     class row at the patch columns."""
-    R = naive_cait.last_class_attention_relevance(
-        cait64, x64, HEADS, TARGET, original
-    )
+    R = naive_cait.last_class_attention_relevance(cait64, x64, HEADS, TARGET, original)
     assert (R < 0).any() and (R > 0).any()  # the positive part acts
     expected = R.clamp(min=0).mean(1)[:, 0, 1:]
     got = cv.PartialLRP(cait64, rules=rules).attribute(

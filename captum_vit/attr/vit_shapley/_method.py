@@ -164,9 +164,7 @@ class ViTShapley(ViTAttribution):
         """
         raw = self.explainer(inputs)
         game = link_function(self.link)
-        grand, null = grand_and_null(
-            self.surrogate, inputs, game, internal_batch_size
-        )
+        grand, null = grand_and_null(self.surrogate, inputs, game, internal_batch_size)
         phi = efficient_normalisation(raw, grand, null)
         return (phi, grand) if return_grand else phi
 

@@ -11,7 +11,6 @@ from ... import adapters
 from ...adapters import ViTAdapter
 from ._masking import MaskTracer
 
-
 #: why ViT Shapley does not apply to a class-attention model (CaiT)
 NO_CLASS_ATTENTION = (
     "its surrogate holds a patch out by a -inf on that patch's key scores "
