@@ -434,11 +434,10 @@ class AttentionFlow(GraphAttribution):
     processes (a single image is cut into ``processes`` runs). Each worker
     runs the one-process code on its tokens and a token's flow does not
     depend on the others, so the maps and ``last_error_bound`` are those of
-    one process, bit for bit. On a ViT-S/16 with 2 threads, two cores solve
-    a batch of 8 1.7 to 1.9 times faster per image than one process one
-    image at a time, and a single image about 1.6 times faster (estimates
-    from the processes' CPU times on a shared machine; ``docs/performance.rst``,
-    Attention flow). Putting the samples' networks side by side in one
+    one process, bit for bit. On a ViT-S/16 with 2 threads, two idle cores
+    solve a batch of 8 1.9 times faster per image than one process one image
+    at a time (1.93x wall), and a single image about 1.5 times faster
+    (``docs/performance.rst``, Attention flow). Putting the samples' networks side by side in one
     disjoint network, one solver call per input token for the whole batch,
     was measured 3 to 7 times slower than one call per sample: Dinic's phases
     then run over every sample's edges as long as the slowest sample needs
