@@ -437,11 +437,11 @@ class AttentionFlow(GraphAttribution):
     one process, bit for bit. On a ViT-S/16 with 2 threads, two idle cores
     solve a batch of 8 1.9 times faster per image than one process one image
     at a time (1.93x wall), and a single image about 1.5 times faster
-    (``docs/performance.rst``, Attention flow). Putting the samples' networks side by side in one
-    disjoint network, one solver call per input token for the whole batch,
-    was measured 3 to 7 times slower than one call per sample: Dinic's phases
-    then run over every sample's edges as long as the slowest sample needs
-    them.
+    (``docs/performance.rst``, Attention flow). Putting the samples'
+    networks side by side in one disjoint network, one solver call per input
+    token for the whole batch, was measured 3 to 7 times slower than one call
+    per sample: Dinic's phases then run over every sample's edges as long as
+    the slowest sample needs them.
 
     Args:
         model (torch.nn.Module): a stock Vision Transformer or an adapter.
@@ -460,8 +460,7 @@ class AttentionFlow(GraphAttribution):
             starting a worker is then cheap) and the networks are large
             enough to pay for the workers (samples x input tokens x edges
             at least 1e7: any ViT-S/16 image, not the tiny test models),
-            else 1. With other start
-            methods (``"spawn"``, ``"forkserver"``;
+            else 1. With other start methods (``"spawn"``, ``"forkserver"``;
             ``multiprocessing.set_start_method``) each call's workers import
             captum_vit first, and the script needs the
             ``if __name__ == "__main__":`` guard. Default: None
